@@ -1,1 +1,51 @@
+//! liaison-node: an agency's node on the liaison bus.
+//!
+//! ```text
+//!  local API (api) ──► Node::send ──► store (outbox + audit entry, one batch, group commit)
+//!                                        │
+//!                          peer actor per next hop (peer) ══QUIC/mTLS (transport)══► peer
+//!  peer ══► inbound ──► protocol checks ──► store (inbox + dedupe + receipt + entry) ──► receipt
+//! ```
+//!
+//! The node applies `liaison-protocol` to bytes from the network and the store; it has no
+//! business rules of its own. Only `store` touches sled.
 
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod identity;
+mod inbound;
+mod node;
+mod peer;
+pub mod roster;
+pub mod store;
+pub mod transport;
+
+pub use config::Config;
+pub use error::{NodeError, StoreError};
+pub use node::{MessageView, Node, SendRequest, SendResult, StartOptions, now_ms};
+pub use peer::PeerStatus;
+
+/// Runs a node from a config file until SIGINT/SIGTERM or an API shutdown: the body of the
+/// `liaison-node` binary.
+pub async fn run(mut cfg: Config, dev: bool) -> Result<(), NodeError> {
+    cfg.dev_mode |= dev;
+    let node = Node::start(
+        cfg,
+        StartOptions {
+            socket: None,
+            api_socket: true,
+        },
+    )
+    .await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        () = node.cancelled() => {}
+    }
+    node.shutdown().await;
+    Ok(())
+}

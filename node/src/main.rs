@@ -1,1 +1,52 @@
-fn main() {}
+//! `liaison-node`: runs one agency node.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Runs a liaison agency node.
+#[derive(Debug, Parser)]
+#[command(name = "liaison-node", version)]
+struct Args {
+    /// The node's configuration file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Accept development certificates and rosters (certs-dev). Never in production.
+    #[arg(long)]
+    dev: bool,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("liaison-node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let cfg = liaison_node::Config::load(&args.config)?;
+        liaison_node::run(cfg, args.dev).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("liaison-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

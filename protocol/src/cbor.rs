@@ -192,15 +192,6 @@ impl MapReader {
         }
     }
 
-    pub(crate) fn int(&mut self, key: u64) -> Result<i64, DecodeError> {
-        match self.required(key)? {
-            Value::Integer(i) => {
-                i64::try_from(i128::from(i)).map_err(|_| self.bad(key, "integer out of range"))
-            }
-            _ => Err(self.bad(key, "expected an integer")),
-        }
-    }
-
     pub(crate) fn text(&mut self, key: u64) -> Result<String, DecodeError> {
         match self.required(key)? {
             Value::Text(t) => Ok(t),
@@ -264,10 +255,6 @@ impl MapReader {
             Some(Value::Array(a)) => Ok(Some(a)),
             Some(_) => Err(self.bad(key, "expected an array")),
         }
-    }
-
-    pub(crate) fn opt_value(&mut self, key: u64) -> Option<Value> {
-        self.take(key)
     }
 
     /// Refuses any key that was present but not read.

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod cbor;
+pub mod audit;
 pub mod cose;
 pub mod envelope;
 pub mod error;

@@ -1,1 +1,295 @@
+//! Test harness for federation tests: generate a federation on free loopback ports, start
+//! and stop real nodes (in-process or as child processes), and speak raw frames to a node
+//! with a member's credentials.
 
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub, missing_debug_implementations)]
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use liaison_certs_dev::{FederationSpec, Generated, MemberSpec};
+use liaison_node::roster::RosterCell;
+use liaison_node::transport::TlsMaterial;
+use liaison_node::{Config, Node, SendRequest, StartOptions};
+use liaison_protocol::{Frame, NodeId, Priority, SignedRoster};
+
+/// A generated federation in a temporary directory, with its nodes.
+pub struct Federation {
+    pub generated: Generated,
+    _dir: tempfile::TempDir,
+    addrs: HashMap<String, SocketAddr>,
+    sockets: HashMap<String, UdpSocket>,
+    nodes: HashMap<String, Node>,
+    children: HashMap<String, std::process::Child>,
+}
+
+/// A member spec with defaults.
+pub fn member(id: &str, agency: &str, country: &str, via: Option<&str>) -> MemberSpec {
+    MemberSpec {
+        id: id.into(),
+        agency: agency.into(),
+        name: format!("{id} (test)"),
+        country: country.into(),
+        division: None,
+        location: Some((30_000_000, 110_000_000)),
+        via: via.map(Into::into),
+    }
+}
+
+/// Three public-security bureaus, A and B direct, C behind relay R... small federations for
+/// tests: `ids` are all `public_security` in one country unless given otherwise.
+pub fn spec(members: Vec<MemberSpec>) -> FederationSpec {
+    FederationSpec {
+        federation: "test-fed".into(),
+        members,
+        rules: liaison_certs_dev::demo_rules(),
+        max_body_len: 256 * 1024,
+    }
+}
+
+impl Federation {
+    /// Generates the federation; every member gets a loopback UDP port reserved now.
+    pub fn new(spec: &FederationSpec) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut sockets = HashMap::new();
+        let mut addrs = HashMap::new();
+        for m in &spec.members {
+            let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+            addrs.insert(m.id.clone(), s.local_addr()?);
+            sockets.insert(m.id.clone(), s);
+        }
+        let generated = liaison_certs_dev::generate(spec, dir.path(), &|id| addrs[id])?;
+        Ok(Self {
+            generated,
+            _dir: dir,
+            addrs,
+            sockets,
+            nodes: HashMap::new(),
+            children: HashMap::new(),
+        })
+    }
+
+    /// The config of `id`, with fast retries for tests.
+    pub fn config(&self, id: &str) -> Result<Config> {
+        let path = self.generated.config(id).context("no such member")?;
+        let mut cfg = Config::load(path)?;
+        cfg.delivery.backoff_initial_ms = 20;
+        cfg.delivery.backoff_max_ms = 300;
+        cfg.delivery.shutdown_grace_ms = 2_000;
+        Ok(cfg)
+    }
+
+    /// Writes the test config back to the node's config file (for child processes).
+    pub fn write_config(&self, id: &str) -> Result<PathBuf> {
+        let cfg = self.config(id)?;
+        let path = self.generated.config(id).context("no such member")?.to_owned();
+        std::fs::write(&path, cfg.to_toml())?;
+        Ok(path)
+    }
+
+    /// Starts `id` in this process.
+    pub async fn start(&mut self, id: &str) -> Result<Node> {
+        let cfg = self.config(id)?;
+        let socket = match self.sockets.remove(id) {
+            Some(s) => s,
+            None => rebind(self.addrs[id]).await?,
+        };
+        let node = Node::start(
+            cfg,
+            StartOptions {
+                socket: Some(socket),
+                api_socket: false,
+            },
+        )
+        .await?;
+        self.nodes.insert(id.to_owned(), node.clone());
+        Ok(node)
+    }
+
+    /// Stops the in-process node `id` gracefully.
+    pub async fn stop(&mut self, id: &str) {
+        if let Some(n) = self.nodes.remove(id) {
+            n.shutdown().await;
+        }
+    }
+
+    /// The running in-process node `id`.
+    pub fn node(&self, id: &str) -> &Node {
+        &self.nodes[id]
+    }
+
+    /// Starts `id` as a child process of `bin` (pass `env!("CARGO_BIN_EXE_liaison-test-node")`);
+    /// returns its API socket path.
+    pub async fn spawn_process(&mut self, id: &str, bin: &str) -> Result<PathBuf> {
+        // The reserved socket is released so the child can bind the port.
+        drop(self.sockets.remove(id));
+        let path = self.write_config(id)?;
+        let child = std::process::Command::new(bin)
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        self.children.insert(id.to_owned(), child);
+        let api = self.config(id)?.data_dir.join("api.sock");
+        wait_for(Duration::from_secs(20), || api.exists()).await?;
+        Ok(api)
+    }
+
+    /// Kills the child process `id` with SIGKILL.
+    pub fn kill_process(&mut self, id: &str) -> Result<()> {
+        if let Some(mut c) = self.children.remove(id) {
+            c.kill()?;
+            c.wait()?;
+            let api = self.config(id)?.data_dir.join("api.sock");
+            let _ = std::fs::remove_file(api);
+        }
+        Ok(())
+    }
+
+    /// Signs a changed roster (next serial) and returns its bytes.
+    pub fn reissue_roster(
+        &mut self,
+        change: impl FnOnce(&mut liaison_protocol::Roster),
+    ) -> Result<Vec<u8>> {
+        liaison_certs_dev::reissue_roster(&mut self.generated, change)
+    }
+
+    /// Directory of a member's files.
+    pub fn member_dir(&self, id: &str) -> PathBuf {
+        self.generated.dir.join("nodes").join(id)
+    }
+
+    /// Raw peer speaking frames to `target` with `as_member`'s credentials.
+    pub async fn raw(&self, as_member: &str, target: &str) -> Result<RawPeer> {
+        let dir = self.member_dir(as_member);
+        RawPeer::connect(
+            &self.generated.dir.join("ca.pem"),
+            &dir.join("tls.cert.pem"),
+            &dir.join("tls.key.pem"),
+            &self.generated.dir.join("roster.cbor"),
+            &self.generated.authority_key_hex,
+            self.addrs[target],
+            target,
+        )
+        .await
+    }
+
+    /// The loopback address of a member.
+    pub fn addr(&self, id: &str) -> SocketAddr {
+        self.addrs[id]
+    }
+}
+
+impl Drop for Federation {
+    fn drop(&mut self) {
+        for c in self.children.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn rebind(addr: SocketAddr) -> Result<UdpSocket> {
+    let mut last = None;
+    for _ in 0..100 {
+        match UdpSocket::bind(addr) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("cannot rebind {addr}: {last:?}")
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub async fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let start = std::time::Instant::now();
+    while !f() {
+        if start.elapsed() > limit {
+            bail!("condition not met within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// A send request with defaults.
+pub fn msg(to: &str, kind: &str, body: &[u8]) -> SendRequest {
+    SendRequest {
+        to: NodeId::new(to).unwrap(),
+        kind: kind.into(),
+        body: body.to_vec(),
+        priority: Priority::Routine,
+        expires_in_ms: None,
+        case_ref: None,
+        in_reply_to: None,
+    }
+}
+
+/// Counts a node's messages in a state, by direction.
+pub fn count_state(node: &Node, direction: &str, state: &str) -> usize {
+    node.messages()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            serde_json::to_value(m.direction).unwrap() == direction
+                && serde_json::to_value(&m.state).unwrap()["state"] == state
+        })
+        .count()
+}
+
+/// A QUIC client with a member's credentials that sends raw frames.
+pub struct RawPeer {
+    pub conn: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+impl RawPeer {
+    async fn connect(
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        roster: &Path,
+        authority_hex: &str,
+        addr: SocketAddr,
+        name: &str,
+    ) -> Result<Self> {
+        let tls = TlsMaterial::load(ca, cert, key)?;
+        let auth: [u8; 32] = hex::decode(authority_hex)?.try_into().unwrap();
+        let auth = liaison_protocol::PublicKey::from_bytes(&auth)?;
+        let roster = SignedRoster::open(&std::fs::read(roster)?, &auth)?;
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let endpoint = liaison_node::transport::endpoint(
+            socket,
+            &tls,
+            RosterCell::new(roster),
+            Arc::new(|_, _| {}),
+            16,
+        )?;
+        let conn = endpoint.connect(addr, name)?.await?;
+        Ok(Self {
+            conn,
+            _endpoint: endpoint,
+        })
+    }
+
+    /// Sends raw bytes on a new stream and returns the answer frame.
+    pub async fn exchange_bytes(&self, bytes: &[u8]) -> Result<Frame> {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        send.write_all(bytes).await?;
+        send.finish()?;
+        let answer = recv.read_to_end(1 << 20).await?;
+        Ok(Frame::decode_exact(&answer, 1 << 20)?)
+    }
+
+    /// Sends a frame and returns the answer.
+    pub async fn exchange(&self, frame: &Frame) -> Result<Frame> {
+        self.exchange_bytes(&frame.to_bytes()).await
+    }
+}

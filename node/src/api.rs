@@ -1,0 +1,201 @@
+//! The local API: JSON lines over a Unix socket in the data directory (mode 0600, so only the
+//! node's operator account can use it). One request per line, one response per line:
+//! `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::warn;
+
+use crate::error::NodeError;
+use crate::node::{Node, SendRequest};
+
+/// Longest request line.
+const MAX_REQUEST: usize = 64 * 1024 * 1024;
+
+/// A request to the local API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Node id, roster serial, log size, peers.
+    Status,
+    /// Sign and queue a message.
+    Send(SendRequest),
+    /// Messages not yet taken by the application.
+    Inbox {
+        /// At most this many.
+        #[serde(default = "default_limit")]
+        limit: usize,
+        /// Include bodies (base64).
+        #[serde(default)]
+        body: bool,
+    },
+    /// Mark an inbox entry as taken.
+    Ack {
+        /// Inbox sequence.
+        seq: u64,
+    },
+    /// Every message sent, received or relayed.
+    Messages,
+    /// One message by id or digest.
+    Message {
+        /// Message id or digest (hex).
+        id: String,
+    },
+    /// Per-peer queue state.
+    Peers,
+    /// Apply a newer signed roster (base64).
+    ApplyRoster {
+        /// The signed roster, base64.
+        roster: String,
+    },
+    /// Stop the node gracefully.
+    Shutdown,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// Starts serving the API on `path`.
+pub(crate) fn spawn_server(node: Node, path: PathBuf) -> Result<(), NodeError> {
+    if path.exists() {
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let tasks = node.inner.tasks.clone();
+    tasks.spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = node.cancelled() => break,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    let node = node.clone();
+                    node.inner.tasks.clone().spawn(serve(node, stream));
+                }
+                Err(e) => warn!(error = %e, "API accept failed"),
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(())
+}
+
+async fn serve(node: Node, stream: UnixStream) {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    loop {
+        let line = tokio::select! {
+            l = lines.next_line() => l,
+            () = node.cancelled() => break,
+        };
+        let Ok(Some(line)) = line else { break };
+        let response = if line.len() > MAX_REQUEST {
+            json!({"ok": false, "error": "request too large"})
+        } else {
+            match serde_json::from_str::<Request>(&line) {
+                Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+                Ok(req) => match handle(&node, req).await {
+                    Ok(v) => json!({"ok": true, "result": v}),
+                    Err(e) => json!({"ok": false, "error": e.to_string()}),
+                },
+            }
+        };
+        let mut out = response.to_string();
+        out.push('\n');
+        if w.write_all(out.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Runs one request against a node (also used in-process by the CLI's demo and tests).
+pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
+    let to_json = |v: Result<Value, serde_json::Error>| v.map_err(|e| NodeError::Invalid(e.to_string()));
+    match req {
+        Request::Status => Ok(json!({
+            "node": node.id(),
+            "federation": node.roster().roster().federation,
+            "roster_serial": node.roster().roster().serial,
+            "log_entries": node.log_len(),
+            "listen": node.local_addr()?.to_string(),
+            "peers": node.peers(),
+        })),
+        Request::Send(s) => to_json(serde_json::to_value(node.send(s).await?)),
+        Request::Inbox { limit, body } => to_json(serde_json::to_value(node.inbox(limit, body)?)),
+        Request::Ack { seq } => to_json(serde_json::to_value(node.ack(seq).await?)),
+        Request::Messages => to_json(serde_json::to_value(node.messages()?)),
+        Request::Message { id } => match node.message(&id)? {
+            Some(m) => to_json(serde_json::to_value(m)),
+            None => Err(NodeError::Invalid(format!("no message {id} on this node"))),
+        },
+        Request::Peers => to_json(serde_json::to_value(node.peers())),
+        Request::ApplyRoster { roster } => {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(roster.trim())
+                .map_err(|e| NodeError::Invalid(format!("roster is not base64: {e}")))?;
+            Ok(json!({"serial": node.apply_roster(&bytes).await?}))
+        }
+        Request::Shutdown => {
+            let n = node.clone();
+            tokio::spawn(async move { n.shutdown().await });
+            Ok(json!("shutting down"))
+        }
+    }
+}
+
+/// A client of the local API.
+#[derive(Debug)]
+pub struct Client {
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    w: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Client {
+    /// Connects to a node's API socket.
+    pub async fn connect(path: &Path) -> Result<Self, NodeError> {
+        let stream = UnixStream::connect(path).await.map_err(|e| {
+            NodeError::Io(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot reach the node's API at {} ({e}); is the node running? \
+                     start it with `liaison node start --config <node.toml>`",
+                    path.display()
+                ),
+            ))
+        })?;
+        let (r, w) = stream.into_split();
+        Ok(Self {
+            lines: BufReader::new(r).lines(),
+            w,
+        })
+    }
+
+    /// Sends a request and returns the result or the node's error.
+    pub async fn call(&mut self, req: &Request) -> Result<Value, NodeError> {
+        let mut line = serde_json::to_string(req).map_err(|e| NodeError::Invalid(e.to_string()))?;
+        line.push('\n');
+        self.w.write_all(line.as_bytes()).await?;
+        let resp = self
+            .lines
+            .next_line()
+            .await?
+            .ok_or_else(|| NodeError::Invalid("the node closed the API connection".into()))?;
+        let v: Value = serde_json::from_str(&resp).map_err(|e| NodeError::Invalid(e.to_string()))?;
+        if v["ok"] == Value::Bool(true) {
+            Ok(v["result"].clone())
+        } else {
+            Err(NodeError::Invalid(
+                v["error"].as_str().unwrap_or("unknown error").to_owned(),
+            ))
+        }
+    }
+}

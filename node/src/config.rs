@@ -1,0 +1,231 @@
+//! The node's configuration: one TOML file, unknown keys rejected, every default named with
+//! its reason. Paths are relative to the directory of the config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use liaison_protocol::NodeId;
+use serde::Deserialize;
+
+use crate::error::NodeError;
+
+/// First retry delay after a peer was unreachable: short, so a blip costs little.
+pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 200;
+/// Longest retry delay: a peer that comes back is found within a minute.
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 60_000;
+/// Messages in flight per peer: enough to fill a long-fat link, small enough that a flash
+/// alert waits for at most this many streams.
+pub const DEFAULT_WINDOW: usize = 128;
+/// Oldest message accepted (sent-at), and so the least time a dedupe entry is kept: a month
+/// covers any outage a node survives with its queue intact.
+pub const DEFAULT_REPLAY_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Clock skew tolerated for a sent-at in the future.
+pub const DEFAULT_MAX_SKEW_MS: u64 = 5 * 60 * 1000;
+/// Time a graceful shutdown waits for in-flight work.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 5_000;
+/// sled page cache: sled's default (1 GB) is far more than a node needs.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The node configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id; must be a member of the roster.
+    pub node_id: NodeId,
+    /// The federation id; must match the roster.
+    pub federation: String,
+    /// UDP address for QUIC.
+    pub listen: SocketAddr,
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// The federation authority's Ed25519 public key (hex): the only key a roster may be
+    /// signed with.
+    pub authority_key: String,
+    /// The federation CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This node's TLS certificate (PEM).
+    pub tls_cert: PathBuf,
+    /// This node's TLS private key (PKCS#8 PEM, 0600).
+    pub tls_key: PathBuf,
+    /// Node signing key (PKCS#8 PEM, 0600).
+    pub signing_key: PathBuf,
+    /// Audit log key (PKCS#8 PEM, 0600).
+    pub log_key: PathBuf,
+    /// Witness key (PKCS#8 PEM, 0600).
+    pub witness_key: PathBuf,
+    /// The initial signed roster (a newer one in the store wins).
+    pub roster: PathBuf,
+    /// Accept development material (certs-dev). Never in production.
+    #[serde(default)]
+    pub dev_mode: bool,
+    /// Delivery tuning.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Store tuning.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// Delivery tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// First retry delay, ms.
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay, ms.
+    pub backoff_max_ms: u64,
+    /// Messages in flight per peer.
+    pub window: usize,
+    /// Oldest sent-at accepted, ms.
+    pub replay_window_ms: u64,
+    /// Future sent-at tolerated, ms.
+    pub max_skew_ms: u64,
+    /// Graceful shutdown grace, ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            backoff_initial_ms: DEFAULT_BACKOFF_INITIAL_MS,
+            backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+            window: DEFAULT_WINDOW,
+            replay_window_ms: DEFAULT_REPLAY_WINDOW_MS,
+            max_skew_ms: DEFAULT_MAX_SKEW_MS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub(crate) fn backoff_initial(&self) -> Duration {
+        Duration::from_millis(self.backoff_initial_ms.max(1))
+    }
+    pub(crate) fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms.max(self.backoff_initial_ms).max(1))
+    }
+}
+
+/// Store tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sled page cache, bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file; relative paths in it are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| NodeError::Config {
+            path: path.to_owned(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| NodeError::Config {
+            path: path.to_owned(),
+            problem: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    /// Resolves relative paths against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.data_dir,
+            &mut self.ca_cert,
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.signing_key,
+            &mut self.log_key,
+            &mut self.witness_key,
+            &mut self.roster,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> String {
+        let d = &self.delivery;
+        format!(
+            "# liaison-node configuration\n\
+             node_id = {:?}\nfederation = {:?}\nlisten = \"{}\"\ndata_dir = {:?}\n\
+             authority_key = {:?}\nca_cert = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n\
+             signing_key = {:?}\nlog_key = {:?}\nwitness_key = {:?}\nroster = {:?}\n\
+             dev_mode = {}\n\n[delivery]\nbackoff_initial_ms = {}\nbackoff_max_ms = {}\n\
+             window = {}\nreplay_window_ms = {}\nmax_skew_ms = {}\nshutdown_grace_ms = {}\n\n\
+             [store]\ncache_bytes = {}\n",
+            self.node_id.as_str(),
+            self.federation,
+            self.listen,
+            self.data_dir.display().to_string(),
+            self.authority_key,
+            self.ca_cert.display().to_string(),
+            self.tls_cert.display().to_string(),
+            self.tls_key.display().to_string(),
+            self.signing_key.display().to_string(),
+            self.log_key.display().to_string(),
+            self.witness_key.display().to_string(),
+            self.roster.display().to_string(),
+            self.dev_mode,
+            d.backoff_initial_ms,
+            d.backoff_max_ms,
+            d.window,
+            d.replay_window_ms,
+            d.max_skew_ms,
+            d.shutdown_grace_ms,
+            self.store.cache_bytes,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+node_id = "cn-35-psb"
+federation = "cn-atip-demo"
+listen = "127.0.0.1:0"
+data_dir = "data"
+authority_key = "00"
+ca_cert = "ca.pem"
+tls_cert = "tls.cert.pem"
+tls_key = "tls.key.pem"
+signing_key = "signing.key.pem"
+log_key = "log.key.pem"
+witness_key = "witness.key.pem"
+roster = "roster.cbor"
+"#;
+
+    #[test]
+    fn parses_and_round_trips() {
+        let c: Config = toml::from_str(MIN).unwrap();
+        assert!(!c.dev_mode);
+        assert_eq!(c.delivery.window, DEFAULT_WINDOW);
+        let again: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(again.node_id, c.node_id);
+    }
+
+    #[test]
+    fn unknown_keys_rejected() {
+        let text = format!("{MIN}\nsurprise = 1\n");
+        let err = toml::from_str::<Config>(&text).unwrap_err().to_string();
+        assert!(err.contains("surprise"), "{err}");
+        let text = format!("{MIN}\n[delivery]\nwindoww = 3\n");
+        assert!(toml::from_str::<Config>(&text).is_err());
+    }
+}

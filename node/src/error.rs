@@ -1,0 +1,69 @@
+//! Node errors, one enum per failure domain.
+
+use std::path::PathBuf;
+
+use liaison_protocol::{DecodeError, PolicyError, VerifyError};
+
+/// Errors of the node as a whole (start-up, configuration, local requests).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The config file is unreadable or invalid.
+    #[error("config {path}: {problem}")]
+    Config { path: PathBuf, problem: String },
+    /// A key file is missing, unreadable, badly protected or malformed.
+    #[error("key file {path}: {problem}")]
+    Key { path: PathBuf, problem: String },
+    /// The roster is missing or does not verify.
+    #[error("roster: {0}")]
+    Roster(String),
+    /// TLS material is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Development material outside dev mode, or the reverse.
+    #[error("{0}")]
+    DevMaterial(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The roster's policy refuses the request.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Bad input in a request.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Socket or file I/O.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+impl From<DecodeError> for NodeError {
+    fn from(e: DecodeError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+impl From<VerifyError> for NodeError {
+    fn from(e: VerifyError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+/// Store failures. A request that meets one is not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error (I/O, disk full, corruption).
+    #[error("store error: {0} (check free disk space and the data directory)")]
+    Db(String),
+    /// The store was written by another schema version.
+    #[error("store schema version {found}, this node uses {expected}: migrate or use a new data directory")]
+    Schema { found: u32, expected: u32 },
+    /// A stored record could not be decoded.
+    #[error("store record {key} is corrupt: {problem}")]
+    Corrupt { key: String, problem: String },
+    /// Writes are refused after a failed flush, until restart.
+    #[error("store is failed after an earlier error; restart the node")]
+    Poisoned,
+}

@@ -1,0 +1,145 @@
+//! Inbound connections: admitted by the TLS verifiers, then one task per stream. Each stream
+//! carries one frame in and one frame out.
+
+use std::sync::Arc;
+
+use liaison_protocol::envelope::MAX_ENVELOPE_LEN;
+use liaison_protocol::frame::HEAD_LEN;
+use liaison_protocol::{ErrorCode, Frame, NodeId};
+use tracing::{debug, warn};
+
+use crate::node::Inner;
+use crate::transport::peer_node_id;
+
+/// Largest roster frame accepted.
+const MAX_ROSTER_FRAME: usize = liaison_protocol::roster::MAX_ROSTER_LEN;
+
+/// Largest frame a peer may send: a DELIVER with the roster's largest body, or a roster.
+fn frame_cap(inner: &Inner) -> usize {
+    let body = usize::try_from(inner.roster.get().roster().max_body_len).unwrap_or(usize::MAX);
+    (2 + MAX_ENVELOPE_LEN)
+        .saturating_add(body)
+        .max(MAX_ROSTER_FRAME)
+}
+
+pub(crate) fn spawn_accept_loop(inner: Arc<Inner>) {
+    let tasks = inner.tasks.clone();
+    tasks.spawn(async move {
+        loop {
+            let incoming = tokio::select! {
+                i = inner.endpoint.accept() => i,
+                () = inner.cancel.cancelled() => break,
+            };
+            let Some(incoming) = incoming else { break };
+            let inner2 = inner.clone();
+            inner.tasks.spawn(async move {
+                match incoming.await {
+                    Ok(conn) => serve_connection(inner2, conn).await,
+                    Err(e) => debug!(node = %inner2.id, error = %e, "inbound handshake failed"),
+                }
+            });
+        }
+    });
+}
+
+async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
+    let Some(peer) = peer_node_id(&conn, &inner.roster) else {
+        conn.close(2u32.into(), b"not an active member");
+        return;
+    };
+    debug!(node = %inner.id, %peer, "peer connected");
+    {
+        let mut list = match inner.inbound.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        list.retain(|(_, c)| c.close_reason().is_none());
+        list.push((peer.clone(), conn.clone()));
+    }
+    loop {
+        let stream = tokio::select! {
+            s = conn.accept_bi() => s,
+            () = inner.cancel.cancelled() => break,
+        };
+        let Ok((send, recv)) = stream else { break };
+        let inner2 = inner.clone();
+        let peer2 = peer.clone();
+        inner.tasks.spawn(async move {
+            serve_stream(inner2, peer2, send, recv).await;
+        });
+    }
+}
+
+async fn serve_stream(
+    inner: Arc<Inner>,
+    peer: NodeId,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let cap = frame_cap(&inner);
+    let answer = match recv.read_to_end(cap + HEAD_LEN).await {
+        Err(quinn::ReadToEndError::TooLong) => Frame::Error {
+            code: ErrorCode::TooLarge,
+            reason: format!("frame over {cap} bytes"),
+        },
+        Err(e) => {
+            debug!(node = %inner.id, %peer, error = %e, "stream failed");
+            return;
+        }
+        Ok(buf) => match Frame::decode_exact(&buf, cap) {
+            Err(e) => {
+                warn!(node = %inner.id, %peer, error = %e, "malformed frame");
+                inner.log_rejection(&peer, &format!("malformed frame: {e}")).await;
+                Frame::Error {
+                    code: ErrorCode::MalformedFrame,
+                    reason: e.to_string(),
+                }
+            }
+            Ok(frame) => handle(&inner, &peer, frame).await,
+        },
+    };
+    if inner.cancel.is_cancelled() && matches!(answer, Frame::Error { .. }) {
+        let _ = send.reset(0u32.into());
+        return;
+    }
+    let _ = send.write_all(&answer.to_bytes()).await;
+    let _ = send.finish();
+    // Wait until the peer has the answer (or is gone) before the stream is dropped.
+    let _ = send.stopped().await;
+}
+
+async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
+    let refused = |reason: String| Frame::Error {
+        code: ErrorCode::Refused,
+        reason,
+    };
+    match frame {
+        Frame::Deliver { envelope, body } => inner.receive_message(peer, envelope, body).await,
+        Frame::Receipt(bytes) => match inner.take_receipt(&bytes, None).await {
+            Ok(f) => f,
+            Err(reason) => {
+                inner.log_rejection(peer, &reason).await;
+                refused(reason)
+            }
+        },
+        Frame::NonDelivery(bytes) => match inner.take_nondelivery(&bytes).await {
+            Ok(f) => f,
+            Err(reason) => {
+                inner.log_rejection(peer, &reason).await;
+                refused(reason)
+            }
+        },
+        Frame::Roster(bytes) => match inner.apply_roster(&bytes).await {
+            Ok(_) => Frame::Ack(liaison_protocol::Digest::of(&bytes)),
+            Err(e) => {
+                let reason = e.to_string();
+                inner.log_rejection(peer, &reason).await;
+                refused(reason)
+            }
+        },
+        Frame::Custody(_) | Frame::Ack(_) | Frame::Error { .. } => Frame::Error {
+            code: ErrorCode::MalformedFrame,
+            reason: "an answer frame cannot open an exchange".into(),
+        },
+    }
+}

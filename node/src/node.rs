@@ -1,0 +1,1320 @@
+//! The node: start-up checks, and every state change a message goes through, each one a
+//! `protocol` check followed by one atomic store write.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use liaison_protocol::audit::{EntryKind, event_record};
+use liaison_protocol::{
+    Digest, Envelope, ErrorCode, Frame, Header, MessageId, NodeId, NonDelivery,
+    Priority, PublicKey, Receipt, ReceiptStatus, SignedNonDelivery, SignedReceipt, SignedRoster,
+};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Config, DeliveryConfig};
+use crate::error::{NodeError, StoreError};
+use crate::identity::load_signing_key;
+use crate::peer::{PeerHandle, PeerStatus};
+use crate::roster::RosterCell;
+use crate::store::{Direction, MessageRecord, MsgState, OutItem, Queued, Store};
+use crate::transport::{self, TlsMaterial};
+
+/// Wall clock in Unix ms: the one place the node reads the time.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What the application asks the node to send.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct SendRequest {
+    /// Final recipient.
+    pub to: NodeId,
+    /// Message kind.
+    pub kind: String,
+    /// Body bytes.
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+    /// Priority lane.
+    pub priority: Priority,
+    /// Expiry, ms from now.
+    #[serde(default)]
+    pub expires_in_ms: Option<u64>,
+    /// Case reference.
+    #[serde(default)]
+    pub case_ref: Option<String>,
+    /// The message this one answers.
+    #[serde(default)]
+    pub in_reply_to: Option<String>,
+}
+
+/// The result of a send: the message is durably queued.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SendResult {
+    /// Message id (hex).
+    pub message_id: String,
+    /// Envelope digest (hex).
+    pub digest: String,
+    /// First hop.
+    pub hop: NodeId,
+}
+
+/// A message as shown to operators and the application.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct MessageView {
+    /// Message id (hex).
+    pub message_id: String,
+    /// Envelope digest (hex).
+    pub digest: String,
+    /// Sender.
+    pub from: String,
+    /// Final recipient.
+    pub to: String,
+    /// Kind.
+    pub kind: String,
+    /// Priority name.
+    pub priority: String,
+    /// Sent at, ms.
+    pub sent_at: u64,
+    /// Case reference.
+    pub case_ref: Option<String>,
+    /// Sent, received or relayed.
+    pub direction: Direction,
+    /// Where it stands.
+    pub state: MsgState,
+    /// Next hop.
+    pub hop: Option<String>,
+    /// Inbox sequence.
+    pub inbox_seq: Option<u64>,
+    /// Taken by the application.
+    pub handed_over: bool,
+    /// Body (base64), when asked for and not purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The signed receipt or non-delivery record (base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
+/// The node's state, shared by its tasks.
+pub(crate) struct Inner {
+    pub(crate) id: NodeId,
+    pub(crate) federation: String,
+    pub(crate) signing: SigningKey,
+    #[allow(dead_code)]
+    pub(crate) log_key: SigningKey,
+    #[allow(dead_code)]
+    pub(crate) witness_key: SigningKey,
+    pub(crate) authority: PublicKey,
+    pub(crate) roster: RosterCell,
+    pub(crate) store: Store,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) peers: Mutex<HashMap<NodeId, PeerHandle>>,
+    pub(crate) inbound: Mutex<Vec<(NodeId, quinn::Connection)>>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) cfg: DeliveryConfig,
+    pub(crate) dev_mode: bool,
+    pub(crate) inbox_notify: Notify,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish()
+    }
+}
+
+/// A running node. Cloning gives another handle to the same node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Start-up options beyond the config file.
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// An already-bound UDP socket to use instead of binding `listen`.
+    pub socket: Option<UdpSocket>,
+    /// Serve the local API on `<data_dir>/api.sock`.
+    pub api_socket: bool,
+}
+
+impl Node {
+    /// Checks the configuration, keys, roster and store, binds the endpoint and starts every
+    /// task. Refuses development material outside dev mode.
+    pub async fn start(cfg: Config, opts: StartOptions) -> Result<Self, NodeError> {
+        let signing = load_signing_key(&cfg.signing_key)?;
+        let log_key = load_signing_key(&cfg.log_key)?;
+        let witness_key = load_signing_key(&cfg.witness_key)?;
+        let tls = TlsMaterial::load(&cfg.ca_cert, &cfg.tls_cert, &cfg.tls_key)?;
+        let authority = parse_key_hex(&cfg.authority_key)?;
+
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let store = Store::open(
+            &cfg.data_dir.join("store"),
+            cfg.store.cache_bytes,
+            cfg.node_id.clone(),
+        )?;
+
+        let file_roster = std::fs::read(&cfg.roster).map_err(|e| {
+            NodeError::Roster(format!("cannot read {}: {e}", cfg.roster.display()))
+        })?;
+        let file_roster = SignedRoster::open(&file_roster, &authority).map_err(|e| {
+            NodeError::Roster(format!(
+                "{} does not verify against the configured authority key: {e}",
+                cfg.roster.display()
+            ))
+        })?;
+        let stored = match store.roster()? {
+            Some(b) => Some(SignedRoster::open(&b, &authority).map_err(|e| {
+                NodeError::Roster(format!("stored roster does not verify: {e}"))
+            })?),
+            None => None,
+        };
+        let roster = match stored {
+            Some(s) if s.roster().serial >= file_roster.roster().serial => s,
+            _ => {
+                let r = file_roster;
+                let rec = roster_record(&r);
+                let bytes = r.bytes().to_vec();
+                store
+                    .write(now_ms(), |t| {
+                        t.put_roster(&bytes);
+                        t.log(EntryKind::RosterApplied, rec);
+                        Ok(())
+                    })
+                    .await?;
+                r
+            }
+        };
+        check_dev(&cfg, &roster, &tls)?;
+        check_self(&cfg, &roster, &signing, &tls)?;
+
+        let roster = RosterCell::new(roster);
+        let socket = match opts.socket {
+            Some(s) => s,
+            None => transport::bind(cfg.listen)?,
+        };
+        let (refusal_tx, refusal_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+        let sink: transport::RefusalSink = Arc::new(move |peer, reason| {
+            let _ = refusal_tx.send((peer, reason));
+        });
+        let endpoint = transport::endpoint(socket, &tls, roster.clone(), sink, cfg.delivery.window)?;
+
+        let inner = Arc::new(Inner {
+            id: cfg.node_id.clone(),
+            federation: cfg.federation.clone(),
+            signing,
+            log_key,
+            witness_key,
+            authority,
+            roster,
+            store,
+            endpoint,
+            peers: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(Vec::new()),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            cfg: cfg.delivery.clone(),
+            dev_mode: cfg.dev_mode,
+            inbox_notify: Notify::new(),
+        });
+        let node = Self { inner };
+        node.spawn_refusal_logger(refusal_rx);
+        crate::inbound::spawn_accept_loop(node.inner.clone());
+        // Everything still queued from before a restart goes back to its peer's queue.
+        for (hop, q) in node.inner.store.outbox()? {
+            node.inner.enqueue(&hop, q);
+        }
+        if opts.api_socket {
+            crate::api::spawn_server(node.clone(), cfg.data_dir.join("api.sock"))?;
+        }
+        info!(node = %node.inner.id, addr = ?node.local_addr(), "node started");
+        Ok(node)
+    }
+
+    fn spawn_refusal_logger(
+        &self,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    ) {
+        let inner = self.inner.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    n = rx.recv() => n,
+                    () = inner.cancel.cancelled() => None,
+                };
+                let Some((peer, reason)) = next else { break };
+                warn!(%peer, %reason, "handshake refused");
+                let rec = event_record(&reason, Some(&peer), None, None);
+                let _ = inner
+                    .store
+                    .write(now_ms(), |t| {
+                        t.log(EntryKind::HandshakeRefused, rec);
+                        Ok(())
+                    })
+                    .await;
+            }
+        });
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// The UDP address the endpoint is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
+        Ok(self.inner.endpoint.local_addr()?)
+    }
+
+    /// Signs a message and queues it durably for its first hop.
+    pub async fn send(&self, req: SendRequest) -> Result<SendResult, NodeError> {
+        self.inner.send(req).await
+    }
+
+    /// Messages in the inbox, not yet taken by the application, oldest first.
+    pub fn inbox(&self, limit: usize, with_body: bool) -> Result<Vec<MessageView>, NodeError> {
+        let mut out = Vec::new();
+        for (_, digest) in self.inner.store.inbox(limit)? {
+            if let Some(rec) = self.inner.store.message(&digest)? {
+                out.push(self.inner.view(&digest, &rec, with_body)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks inbox entry `seq` as taken by the application: it is never shown again.
+    pub async fn ack(&self, seq: u64) -> Result<MessageView, NodeError> {
+        self.inner.ack(seq).await
+    }
+
+    /// Waits until the inbox may have changed (or `timeout` passes).
+    pub async fn inbox_changed(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.inner.inbox_notify.notified()).await;
+    }
+
+    /// Every message this node sent, received or relayed.
+    pub fn messages(&self) -> Result<Vec<MessageView>, NodeError> {
+        self.inner
+            .store
+            .messages()?
+            .iter()
+            .map(|(d, r)| self.inner.view(d, r, false))
+            .collect()
+    }
+
+    /// One message by id (hex) or digest (hex).
+    pub fn message(&self, id_or_digest: &str) -> Result<Option<MessageView>, NodeError> {
+        for (d, r) in self.inner.store.messages()? {
+            let v = self.inner.view(&d, &r, true)?;
+            if v.message_id == id_or_digest || v.digest == id_or_digest {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Per-peer queue state.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let peers = match self.inner.peers.lock() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mut out: Vec<PeerStatus> = peers.iter().map(|(id, h)| h.status(id)).collect();
+        out.sort_by(|a, b| a.peer.cmp(&b.peer));
+        out
+    }
+
+    /// The roster in force.
+    pub fn roster(&self) -> Arc<SignedRoster> {
+        self.inner.roster.get()
+    }
+
+    /// Applies a newer roster signed by the authority and spreads it to peers.
+    pub async fn apply_roster(&self, bytes: &[u8]) -> Result<u64, NodeError> {
+        self.inner.apply_roster(bytes).await
+    }
+
+    /// Number of audit log entries.
+    pub fn log_len(&self) -> u64 {
+        self.inner.store.log_len()
+    }
+
+    /// Decoded audit entries in `[from, to)`.
+    pub fn log_entries(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, liaison_protocol::audit::Entry)>, NodeError> {
+        self.inner
+            .store
+            .log_entries(from, to)?
+            .into_iter()
+            .map(|(i, b)| {
+                liaison_protocol::audit::Entry::decode(&b)
+                    .map(|e| (i, e))
+                    .map_err(NodeError::from)
+            })
+            .collect()
+    }
+
+    /// Makes every store write fail as a full disk would (fault tests).
+    pub fn dangerous_inject_store_fault(&self, on: bool) {
+        self.inner.store.dangerous_inject_fault(on);
+    }
+
+    /// Stops accepting work, lets in-flight exchanges finish within the grace period, closes
+    /// connections and flushes the store.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.cancel.cancel();
+        inner.tasks.close();
+        let grace = Duration::from_millis(inner.cfg.shutdown_grace_ms);
+        if tokio::time::timeout(grace, inner.tasks.wait()).await.is_err() {
+            warn!(node = %inner.id, "shutdown grace period passed with tasks still running");
+        }
+        inner.endpoint.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), inner.endpoint.wait_idle()).await;
+        if let Err(e) = inner.store.close().await {
+            warn!(error = %e, "final flush failed");
+        }
+        info!(node = %inner.id, "node stopped");
+    }
+
+    /// Resolves when shutdown has begun.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await;
+    }
+}
+
+fn parse_key_hex(s: &str) -> Result<PublicKey, NodeError> {
+    let bytes: [u8; 32] = hex::decode(s.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            NodeError::Roster("authority_key must be 64 hex characters (an Ed25519 key)".into())
+        })?;
+    PublicKey::from_bytes(&bytes).map_err(|e| NodeError::Roster(format!("authority_key: {e}")))
+}
+
+fn check_dev(cfg: &Config, roster: &SignedRoster, tls: &TlsMaterial) -> Result<(), NodeError> {
+    if cfg.dev_mode {
+        warn!("dev mode: development certificates and rosters are accepted");
+        return Ok(());
+    }
+    if roster.roster().dev {
+        return Err(NodeError::DevMaterial(
+            "the roster is a development roster (certs-dev); start with dev_mode = true \
+             (or --dev) only on a test machine, or use the federation's real roster"
+                .into(),
+        ));
+    }
+    if tls.ca_is_dev() {
+        return Err(NodeError::DevMaterial(
+            "the CA certificate is the development CA (certs-dev); refused outside dev mode"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_self(
+    cfg: &Config,
+    roster: &SignedRoster,
+    signing: &SigningKey,
+    tls: &TlsMaterial,
+) -> Result<(), NodeError> {
+    let r = roster.roster();
+    if r.federation != cfg.federation {
+        return Err(NodeError::Roster(format!(
+            "roster is for federation {}, config says {}",
+            r.federation, cfg.federation
+        )));
+    }
+    let me = r.member(&cfg.node_id).ok_or_else(|| {
+        NodeError::Roster(format!("{} is not a member of the roster", cfg.node_id))
+    })?;
+    if me.signing_key != PublicKey::from(signing) {
+        return Err(NodeError::Roster(format!(
+            "the signing key in {} is not the one the roster lists for {}",
+            cfg.signing_key.display(),
+            cfg.node_id
+        )));
+    }
+    let spki = transport::spki_sha256(&tls.cert).map_err(|e| NodeError::Tls(e.to_string()))?;
+    if spki != me.tls_spki_sha256 {
+        return Err(NodeError::Roster(format!(
+            "the TLS certificate in {} is not the one the roster pins for {}",
+            cfg.tls_cert.display(),
+            cfg.node_id
+        )));
+    }
+    if !me.is_active() {
+        return Err(NodeError::Roster(format!(
+            "{} is {:?} in the roster",
+            cfg.node_id, me.status
+        )));
+    }
+    Ok(())
+}
+
+fn roster_record(r: &SignedRoster) -> Vec<u8> {
+    let reason = format!("roster serial {}", r.roster().serial);
+    event_record(&reason, None, Some(&Digest::of(r.bytes()).0), None)
+}
+
+/// What an inbound exchange answers.
+pub(crate) type Reply = Frame;
+
+fn error_frame(code: ErrorCode, reason: impl Into<String>) -> Frame {
+    Frame::Error {
+        code,
+        reason: reason.into(),
+    }
+}
+
+impl Inner {
+    fn signer_lookup(&self) -> impl Fn(&[u8; 8]) -> Option<(NodeId, PublicKey)> + '_ {
+        let r = self.roster.get();
+        move |kid| r.roster().signer(kid)
+    }
+
+    pub(crate) fn enqueue(self: &Arc<Self>, hop: &NodeId, q: Queued) {
+        let handle = {
+            let mut peers = match self.peers.lock() {
+                Ok(p) => p,
+                Err(p) => p.into_inner(),
+            };
+            peers
+                .entry(hop.clone())
+                .or_insert_with(|| crate::peer::spawn(self.clone(), hop.clone()))
+                .clone()
+        };
+        handle.push(q);
+    }
+
+    pub(crate) fn view(
+        &self,
+        digest: &Digest,
+        rec: &MessageRecord,
+        with_body: bool,
+    ) -> Result<MessageView, NodeError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (_, h) = Envelope::peek_unverified(&rec.envelope).ok_or_else(|| {
+            NodeError::Store(StoreError::Corrupt {
+                key: digest.to_hex(),
+                problem: "stored envelope does not parse".into(),
+            })
+        })?;
+        let body = if with_body {
+            self.store.body(digest)?.map(|b| b64.encode(b))
+        } else {
+            None
+        };
+        Ok(MessageView {
+            message_id: h.id.to_hex(),
+            digest: digest.to_hex(),
+            from: h.from.to_string(),
+            to: h.to.to_string(),
+            kind: h.kind,
+            priority: h.priority.name().to_owned(),
+            sent_at: h.sent_at,
+            case_ref: h.case_ref,
+            direction: rec.direction,
+            state: rec.state.clone(),
+            hop: rec.hop.clone(),
+            inbox_seq: rec.inbox_seq,
+            handed_over: rec.handed_over,
+            body,
+            proof: rec.proof.as_ref().map(|p| b64.encode(p)),
+        })
+    }
+
+    async fn send(self: &Arc<Self>, req: SendRequest) -> Result<SendResult, NodeError> {
+        if self.cancel.is_cancelled() {
+            return Err(NodeError::ShuttingDown);
+        }
+        liaison_protocol::envelope::check_kind(&req.kind)?;
+        let roster = self.roster.get();
+        let now = now_ms();
+        let r = roster.roster();
+        if req.body.len() as u64 > r.max_body_len {
+            return Err(NodeError::Invalid(format!(
+                "body is {} bytes; the roster allows at most {}",
+                req.body.len(),
+                r.max_body_len
+            )));
+        }
+        let checked = r
+            .check_send(&self.id, &req.to, &req.kind)
+            .and_then(|()| r.next_hop(&self.id, &req.to));
+        let hop = match checked {
+            Ok(hop) => hop,
+            Err(e) => {
+                let rec = event_record(&e.to_string(), Some(req.to.as_str()), None, None);
+                self.store
+                    .write(now, |t| {
+                        t.log(EntryKind::RefusedByPolicy, rec);
+                        Ok(())
+                    })
+                    .await?;
+                return Err(NodeError::Policy(e));
+            }
+        };
+        let in_reply_to = req
+            .in_reply_to
+            .as_deref()
+            .map(MessageId::from_hex)
+            .transpose()?;
+        let header = Header {
+            federation: self.federation.clone(),
+            id: MessageId(*uuid::Uuid::now_v7().as_bytes()),
+            from: self.id.clone(),
+            to: req.to.clone(),
+            sent_at: now,
+            kind: req.kind.clone(),
+            body_len: req.body.len() as u64,
+            body_hash: Digest::of(&req.body).0,
+            priority: req.priority,
+            in_reply_to,
+            expires_at: req.expires_in_ms.map(|ms| now.saturating_add(ms)),
+            case_ref: req.case_ref.clone(),
+        };
+        let env = Envelope::seal(header, &self.signing);
+        let digest = env.digest();
+        let h = env.header().clone();
+        let queued = self
+            .store
+            .write(now, |t| {
+                t.put_body(&digest, &req.body);
+                let q = t.push_out(
+                    &hop,
+                    h.priority,
+                    OutItem::Message { digest: digest.0 },
+                    h.expires_at,
+                );
+                t.put_message(
+                    &digest,
+                    &MessageRecord {
+                        envelope: env.bytes().to_vec(),
+                        direction: Direction::Outgoing,
+                        state: MsgState::Queued,
+                        hop: Some(hop.to_string()),
+                        stored_at: now,
+                        updated_at: now,
+                        proof: None,
+                        inbox_seq: None,
+                        handed_over: false,
+                        attempts: 0,
+                        out_key: Some(q.key.clone()),
+                    },
+                );
+                t.log(EntryKind::MessageSent, env.bytes().to_vec());
+                Ok(q)
+            })
+            .await?;
+        self.enqueue(&hop, queued);
+        Ok(SendResult {
+            message_id: h.id.to_hex(),
+            digest: digest.to_hex(),
+            hop,
+        })
+    }
+
+    async fn ack(&self, seq: u64) -> Result<MessageView, NodeError> {
+        let digest = self
+            .store
+            .inbox_entry(seq)?
+            .ok_or_else(|| NodeError::Invalid(format!("no inbox entry {seq} (already taken?)")))?;
+        let now = now_ms();
+        let rec = self
+            .store
+            .write(now, |t| {
+                let Some(mut rec) = t.message(&digest)? else {
+                    return Err(StoreError::Corrupt {
+                        key: digest.to_hex(),
+                        problem: "inbox entry without message".into(),
+                    });
+                };
+                rec.handed_over = true;
+                rec.updated_at = now;
+                t.put_message(&digest, &rec);
+                t.remove_inbox(seq);
+                let (_, h) = Envelope::peek_unverified(&rec.envelope).unzip();
+                let id = h.map(|h| h.id.0);
+                t.log(
+                    EntryKind::HandedToApplication,
+                    event_record("taken by the application", None, Some(&digest.0), id.as_ref()),
+                );
+                Ok(rec)
+            })
+            .await?;
+        self.view(&digest, &rec, false)
+    }
+
+    /// Logs a refused inbound object and builds the reply: a signed rejection receipt when the
+    /// envelope parses and is addressed to this node, an error frame otherwise.
+    async fn reject_inbound(
+        &self,
+        peer: &NodeId,
+        envelope: &[u8],
+        reason: String,
+        code: ErrorCode,
+    ) -> Reply {
+        warn!(node = %self.id, %peer, %reason, "message rejected");
+        let now = now_ms();
+        let peeked = Envelope::peek_unverified(envelope);
+        let rec = event_record(
+            &reason,
+            Some(peer.as_str()),
+            peeked.as_ref().map(|(d, _)| &d.0),
+            peeked.as_ref().map(|(_, h)| &h.id.0),
+        );
+        let receipt = match &peeked {
+            Some((digest, h)) if h.to == self.id => Some(SignedReceipt::sign(
+                Receipt {
+                    federation: self.federation.clone(),
+                    message_digest: *digest,
+                    message_id: h.id,
+                    sender: h.from.clone(),
+                    recipient: self.id.clone(),
+                    at: now,
+                    status: ReceiptStatus::Rejected(truncate(&reason, 1000)),
+                    log_ref: None,
+                },
+                &self.signing,
+            )),
+            _ => None,
+        };
+        let logged = self
+            .store
+            .write(now, |t| {
+                t.log(EntryKind::Rejected, rec);
+                if let Some(r) = &receipt {
+                    t.log(EntryKind::ReceiptSent, r.bytes().to_vec());
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = logged {
+            return error_frame(ErrorCode::Unavailable, format!("cannot log rejection: {e}"));
+        }
+        match receipt {
+            Some(r) => Frame::Receipt(r.bytes().to_vec()),
+            None => error_frame(code, reason),
+        }
+    }
+
+    /// A DELIVER frame from an admitted peer.
+    pub(crate) async fn receive_message(
+        self: &Arc<Self>,
+        peer: &NodeId,
+        envelope: Vec<u8>,
+        body: Vec<u8>,
+    ) -> Reply {
+        match self.check_inbound(peer, &envelope, &body) {
+            Err((reason, code)) => self.reject_inbound(peer, &envelope, reason, code).await,
+            Ok((env, relay_hop)) => match self.store_inbound(peer, &env, &body, relay_hop).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    warn!(node = %self.id, error = %e, "cannot store inbound message");
+                    error_frame(ErrorCode::Unavailable, e.to_string())
+                }
+            },
+        }
+    }
+
+    /// The checks before anything is stored. Returns the verified envelope and, when this
+    /// node is only a relay for it, the next hop.
+    fn check_inbound(
+        &self,
+        peer: &NodeId,
+        envelope: &[u8],
+        body: &[u8],
+    ) -> Result<(Envelope, Option<NodeId>), (String, ErrorCode)> {
+        let refused = |e: String| (e, ErrorCode::Refused);
+        let roster = self.roster.get();
+        let r = roster.roster();
+        let env = Envelope::open(envelope, |kid| r.signer(kid))
+            .map_err(|e| refused(format!("envelope refused: {e}")))?;
+        let h = env.header();
+        if h.federation != self.federation {
+            return Err(refused(format!(
+                "message for federation {}, this is {}",
+                h.federation, self.federation
+            )));
+        }
+        if body.len() as u64 > r.max_body_len {
+            return Err(refused(format!(
+                "body of {} bytes is over the roster's limit of {}",
+                body.len(),
+                r.max_body_len
+            )));
+        }
+        env.check_body(body).map_err(|e| refused(e.to_string()))?;
+        r.check_send(&h.from, &h.to, &h.kind)
+            .map_err(|e| refused(e.to_string()))?;
+        let now = now_ms();
+        if h.sent_at > now.saturating_add(self.cfg.max_skew_ms) {
+            return Err(refused("sent-at is in the future (clock skew?)".into()));
+        }
+        if h.sent_at.saturating_add(self.cfg.replay_window_ms) < now {
+            return Err(refused(
+                "sent-at is older than the replay window (replay of an old message?)".into(),
+            ));
+        }
+        if h.expires_at.is_some_and(|e| e <= now) {
+            return Err(refused("message expired in transit".into()));
+        }
+        // Who may hand us this message: its sender, or the relay on its route.
+        let expected_from = r
+            .next_hop(&h.from, &self.id)
+            .map_err(|e| refused(e.to_string()))?;
+        if h.to == self.id {
+            if *peer != h.from && *peer != expected_from {
+                return Err((
+                    format!("{peer} may not hand over a message from {}", h.from),
+                    ErrorCode::Unauthorized,
+                ));
+            }
+            Ok((env, None))
+        } else {
+            // Relay: the route from the sender to the recipient must pass through us.
+            let route = r.next_hop(&h.from, &h.to).map_err(|e| refused(e.to_string()))?;
+            if route != self.id || *peer != h.from {
+                return Err((
+                    format!(
+                        "{} is not the relay between {} and {}",
+                        self.id, h.from, h.to
+                    ),
+                    ErrorCode::Unauthorized,
+                ));
+            }
+            let hop = r.next_hop(&self.id, &h.to).map_err(|e| refused(e.to_string()))?;
+            Ok((env, Some(hop)))
+        }
+    }
+
+    async fn store_inbound(
+        self: &Arc<Self>,
+        peer: &NodeId,
+        env: &Envelope,
+        body: &[u8],
+        relay_hop: Option<NodeId>,
+    ) -> Result<Reply, StoreError> {
+        let h = env.header();
+        let digest = env.digest();
+        let now = now_ms();
+        enum Outcome {
+            New(Option<Queued>),
+            Duplicate(MessageRecord),
+            IdReused,
+        }
+        let origin = format!("{}/log", self.id);
+        let outcome = self
+            .store
+            .write(now, |t| {
+                if let Some(seen) = t.seen(&h.from, &h.id)? {
+                    if seen != digest {
+                        t.log(
+                            EntryKind::Rejected,
+                            event_record(
+                                "message id reused with different content",
+                                Some(peer.as_str()),
+                                Some(&digest.0),
+                                Some(&h.id.0),
+                            ),
+                        );
+                        return Ok(Outcome::IdReused);
+                    }
+                    return match t.message(&digest)? {
+                        Some(rec) => Ok(Outcome::Duplicate(rec)),
+                        None => Err(StoreError::Corrupt {
+                            key: digest.to_hex(),
+                            problem: "dedupe entry without message".into(),
+                        }),
+                    };
+                }
+                t.put_seen(&h.from, &h.id, &digest);
+                t.put_body(&digest, body);
+                let mut rec = MessageRecord {
+                    envelope: env.bytes().to_vec(),
+                    direction: Direction::Incoming,
+                    state: MsgState::Delivered,
+                    hop: None,
+                    stored_at: now,
+                    updated_at: now,
+                    proof: None,
+                    inbox_seq: None,
+                    handed_over: false,
+                    attempts: 0,
+                    out_key: None,
+                };
+                let queued = match &relay_hop {
+                    None => {
+                        let index = t.log(EntryKind::MessageReceived, env.bytes().to_vec());
+                        let receipt = SignedReceipt::sign(
+                            Receipt {
+                                federation: self.federation.clone(),
+                                message_digest: digest,
+                                message_id: h.id,
+                                sender: h.from.clone(),
+                                recipient: self.id.clone(),
+                                at: now,
+                                status: ReceiptStatus::Delivered,
+                                log_ref: Some((origin.clone(), index)),
+                            },
+                            &self.signing,
+                        );
+                        t.log(EntryKind::ReceiptSent, receipt.bytes().to_vec());
+                        rec.proof = Some(receipt.bytes().to_vec());
+                        rec.inbox_seq = Some(t.push_inbox(&digest));
+                        None
+                    }
+                    Some(hop) => {
+                        t.log(EntryKind::Relayed, env.bytes().to_vec());
+                        let q = t.push_out(
+                            hop,
+                            h.priority,
+                            OutItem::Message { digest: digest.0 },
+                            h.expires_at,
+                        );
+                        rec.direction = Direction::Relay;
+                        rec.state = MsgState::Queued;
+                        rec.hop = Some(hop.to_string());
+                        rec.out_key = Some(q.key.clone());
+                        Some(q)
+                    }
+                };
+                t.put_message(&digest, &rec);
+                Ok(Outcome::New(queued))
+            })
+            .await?;
+        Ok(match outcome {
+            Outcome::IdReused => error_frame(
+                ErrorCode::Refused,
+                "message id reused with different content (replay?)",
+            ),
+            Outcome::Duplicate(rec) => match (rec.direction, rec.proof) {
+                (Direction::Incoming, Some(p)) => Frame::Receipt(p),
+                _ => Frame::Custody(digest),
+            },
+            Outcome::New(queued) => {
+                if let (Some(q), Some(hop)) = (queued, relay_hop) {
+                    self.enqueue(&hop, q);
+                    Frame::Custody(digest)
+                } else {
+                    self.inbox_notify.notify_waiters();
+                    match self.store.message(&digest)?.and_then(|r| r.proof) {
+                        Some(p) => Frame::Receipt(p),
+                        None => error_frame(ErrorCode::Unavailable, "receipt missing"),
+                    }
+                }
+            }
+        })
+    }
+
+    /// A RECEIPT for a message this node sent or relayed, arriving as the answer to a
+    /// delivery or forwarded by a relay.
+    pub(crate) async fn take_receipt(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        expected: Option<&Digest>,
+    ) -> Result<Frame, String> {
+        let receipt = SignedReceipt::open(bytes, self.signer_lookup())
+            .map_err(|e| format!("receipt refused: {e}"))?;
+        let r = receipt.receipt();
+        if r.federation != self.federation {
+            return Err("receipt for another federation".into());
+        }
+        if expected.is_some_and(|d| *d != r.message_digest) {
+            return Err("receipt names another message".into());
+        }
+        let digest = r.message_digest;
+        let now = now_ms();
+        let Some(rec) = self.store.message(&digest).map_err(|e| e.to_string())? else {
+            return Err(format!("receipt for unknown message {}", r.message_id));
+        };
+        let (_, h) = Envelope::peek_unverified(&rec.envelope)
+            .ok_or_else(|| "stored envelope does not parse".to_owned())?;
+        if h.to != r.recipient || h.from != r.sender || h.id != r.message_id {
+            return Err("receipt does not match the message it names".into());
+        }
+        if matches!(rec.state, MsgState::Delivered | MsgState::Rejected { .. })
+            && rec.proof.is_some()
+        {
+            return Ok(Frame::Ack(receipt.digest()));
+        }
+        let forward_to = match rec.direction {
+            Direction::Relay => Some(
+                self.roster
+                    .get()
+                    .roster()
+                    .next_hop(&self.id, &h.from)
+                    .map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
+        let state = match &r.status {
+            ReceiptStatus::Delivered => MsgState::Delivered,
+            ReceiptStatus::Rejected(reason) => MsgState::Rejected {
+                reason: reason.clone(),
+            },
+        };
+        let rbytes = receipt.bytes().to_vec();
+        let rdigest = receipt.digest();
+        let queued = self
+            .store
+            .write(now, |t| {
+                let Some(mut rec) = t.message(&digest)? else {
+                    return Ok(None);
+                };
+                if let Some(k) = rec.out_key.take() {
+                    t.remove_out(&k);
+                }
+                rec.state = state;
+                rec.proof = Some(rbytes.clone());
+                rec.updated_at = now;
+                let q = match &forward_to {
+                    Some(hop) => {
+                        t.log(EntryKind::Forwarded, rbytes.clone());
+                        Some(t.push_out(
+                            hop,
+                            h.priority,
+                            OutItem::Receipt {
+                                bytes: rbytes.clone(),
+                                digest: rdigest.0,
+                            },
+                            None,
+                        ))
+                    }
+                    None => {
+                        t.log(EntryKind::ReceiptReceived, rbytes.clone());
+                        None
+                    }
+                };
+                t.put_message(&digest, &rec);
+                Ok(q.map(|q| (q, forward_to.clone())))
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some((q, Some(hop))) = queued {
+            self.enqueue(&hop, q);
+        }
+        Ok(Frame::Ack(rdigest))
+    }
+
+    /// A NONDELIVERY record forwarded by a relay for a message this node sent (or relays).
+    pub(crate) async fn take_nondelivery(self: &Arc<Self>, bytes: &[u8]) -> Result<Frame, String> {
+        let nd = SignedNonDelivery::open(bytes, self.signer_lookup())
+            .map_err(|e| format!("non-delivery record refused: {e}"))?;
+        let r = nd.record();
+        let digest = r.message_digest;
+        let Some(rec) = self.store.message(&digest).map_err(|e| e.to_string())? else {
+            return Err("non-delivery record for an unknown message".into());
+        };
+        if rec.proof.is_some() {
+            return Ok(Frame::Ack(nd.digest()));
+        }
+        let forward_to = match rec.direction {
+            Direction::Relay => Some(
+                self.roster
+                    .get()
+                    .roster()
+                    .next_hop(&self.id, &r.sender)
+                    .map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
+        let now = now_ms();
+        let nbytes = nd.bytes().to_vec();
+        let ndigest = nd.digest();
+        let queued = self
+            .store
+            .write(now, |t| {
+                let Some(mut rec) = t.message(&digest)? else {
+                    return Ok(None);
+                };
+                if let Some(k) = rec.out_key.take() {
+                    t.remove_out(&k);
+                }
+                rec.state = MsgState::Expired;
+                rec.proof = Some(nbytes.clone());
+                rec.updated_at = now;
+                t.put_message(&digest, &rec);
+                match &forward_to {
+                    Some(hop) => {
+                        t.log(EntryKind::Forwarded, nbytes.clone());
+                        Ok(Some((
+                            hop.clone(),
+                            t.push_out(
+                                hop,
+                                Priority::Routine,
+                                OutItem::NonDelivery {
+                                    bytes: nbytes.clone(),
+                                    digest: ndigest.0,
+                                },
+                                None,
+                            ),
+                        )))
+                    }
+                    None => {
+                        t.log(EntryKind::NonDeliveryReceived, nbytes.clone());
+                        Ok(None)
+                    }
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some((hop, q)) = queued {
+            self.enqueue(&hop, q);
+        }
+        Ok(Frame::Ack(ndigest))
+    }
+
+    /// Drops a message whose expiry passed while this node held it: a signed non-delivery
+    /// record goes back to its sender (or stays here, when this node is the sender).
+    pub(crate) async fn expire(self: &Arc<Self>, q: &Queued) -> Result<(), StoreError> {
+        let OutItem::Message { digest } = &q.item else {
+            // Forwarded receipts do not expire.
+            return Ok(());
+        };
+        let digest = Digest(*digest);
+        let now = now_ms();
+        let Some(rec) = self.store.message(&digest)? else {
+            return Ok(());
+        };
+        let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
+            return Ok(());
+        };
+        let nd = SignedNonDelivery::sign(
+            NonDelivery {
+                federation: self.federation.clone(),
+                message_digest: digest,
+                message_id: h.id,
+                sender: h.from.clone(),
+                recipient: h.to.clone(),
+                at: now,
+                dropped_by: self.id.clone(),
+                reason: "expired before delivery".into(),
+            },
+            &self.signing,
+        );
+        let back = match rec.direction {
+            Direction::Relay => self.roster.get().roster().next_hop(&self.id, &h.from).ok(),
+            _ => None,
+        };
+        let nbytes = nd.bytes().to_vec();
+        let key = q.key.clone();
+        let queued = self
+            .store
+            .write(now, |t| {
+                t.remove_out(&key);
+                let mut rec = rec.clone();
+                rec.out_key = None;
+                rec.state = MsgState::Expired;
+                rec.proof = Some(nbytes.clone());
+                rec.updated_at = now;
+                t.put_message(&digest, &rec);
+                t.log(EntryKind::Expired, nbytes.clone());
+                Ok(back.as_ref().map(|hop| {
+                    t.push_out(
+                        hop,
+                        Priority::Routine,
+                        OutItem::NonDelivery {
+                            bytes: nbytes.clone(),
+                            digest: nd.digest().0,
+                        },
+                        None,
+                    )
+                }))
+            })
+            .await?;
+        info!(node = %self.id, message = %h.id, "message expired undelivered");
+        if let (Some(q), Some(hop)) = (queued, back) {
+            self.enqueue(&hop, q);
+        }
+        Ok(())
+    }
+
+    /// Records that a relay took custody of a message this node sent.
+    pub(crate) async fn custody(&self, digest: &Digest, relay: &NodeId) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.store
+            .write(now, |t| {
+                let Some(mut rec) = t.message(digest)? else {
+                    return Ok(());
+                };
+                if let Some(k) = rec.out_key.take() {
+                    t.remove_out(&k);
+                }
+                if rec.state == MsgState::Queued {
+                    rec.state = MsgState::InCustody {
+                        relay: relay.to_string(),
+                    };
+                }
+                rec.updated_at = now;
+                t.put_message(digest, &rec);
+                Ok(())
+            })
+            .await
+    }
+
+    /// Closes the queue entry of an item the next hop refused for good.
+    pub(crate) async fn refused(
+        self: &Arc<Self>,
+        q: &Queued,
+        hop: &NodeId,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let reason = format!("refused by {hop}: {reason}");
+        warn!(node = %self.id, %reason, "delivery refused");
+        let digest = match &q.item {
+            OutItem::Message { digest } => Some(Digest(*digest)),
+            _ => None,
+        };
+        let key = q.key.clone();
+        self.store
+            .write(now, |t| {
+                t.remove_out(&key);
+                if let Some(d) = &digest {
+                    if let Some(mut rec) = t.message(d)? {
+                        rec.out_key = None;
+                        rec.state = MsgState::Rejected {
+                            reason: reason.clone(),
+                        };
+                        rec.updated_at = now;
+                        t.put_message(d, &rec);
+                    }
+                }
+                t.log(
+                    EntryKind::Rejected,
+                    event_record(&reason, Some(hop.as_str()), digest.as_ref().map(|d| &d.0), None),
+                );
+                Ok(())
+            })
+            .await
+    }
+
+    /// Removes a forwarded receipt or record the next hop has acknowledged.
+    pub(crate) async fn forwarded(&self, q: &Queued) -> Result<(), StoreError> {
+        let key = q.key.clone();
+        self.store
+            .write(now_ms(), |t| {
+                t.remove_out(&key);
+                Ok(())
+            })
+            .await
+    }
+
+    /// A ROSTER frame from a peer, or a roster applied by the operator.
+    pub(crate) async fn apply_roster(self: &Arc<Self>, bytes: &[u8]) -> Result<u64, NodeError> {
+        let new = SignedRoster::open(bytes, &self.authority)
+            .map_err(|e| NodeError::Roster(format!("refused: {e}")))?;
+        let cur = self.roster.get();
+        let (n, c) = (new.roster(), cur.roster());
+        if n.federation != self.federation {
+            return Err(NodeError::Roster(format!(
+                "roster for federation {}",
+                n.federation
+            )));
+        }
+        if n.serial <= c.serial {
+            return Ok(c.serial);
+        }
+        if n.dev && !self.dev_mode {
+            return Err(NodeError::DevMaterial(
+                "a development roster is refused outside dev mode".into(),
+            ));
+        }
+        let rec = roster_record(&new);
+        let raw = new.bytes().to_vec();
+        self.store
+            .write(now_ms(), |t| {
+                t.put_roster(&raw);
+                t.log(EntryKind::RosterApplied, rec);
+                Ok(())
+            })
+            .await?;
+        let serial = n.serial;
+        info!(node = %self.id, serial, "roster applied");
+        self.roster.set(new);
+        self.drop_inactive_peers();
+        let peers: Vec<PeerHandle> = match self.peers.lock() {
+            Ok(p) => p.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        };
+        for p in peers {
+            p.roster_changed();
+        }
+        Ok(serial)
+    }
+
+    /// Closes connections to members that are no longer active.
+    fn drop_inactive_peers(&self) {
+        let roster = self.roster.get();
+        let r = roster.roster();
+        let mut inbound = match self.inbound.lock() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        };
+        inbound.retain(|(id, conn)| {
+            let ok = r.active_member(id).is_ok();
+            if !ok {
+                conn.close(1u32.into(), b"no longer an active member");
+            }
+            ok && conn.close_reason().is_none()
+        });
+    }
+
+    /// Logs refused input that names no message of ours.
+    pub(crate) async fn log_rejection(&self, peer: &NodeId, reason: &str) {
+        let rec = event_record(reason, Some(peer.as_str()), None, None);
+        let _ = self
+            .store
+            .write(now_ms(), |t| {
+                t.log(EntryKind::Rejected, rec);
+                Ok(())
+            })
+            .await;
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,480 @@
+//! One actor per next hop: it owns the outbound connection, takes queued items highest
+//! priority first, keeps up to `window` exchanges in flight, retries with exponential backoff
+//! and jitter while the peer is unreachable, and drops expired messages with a non-delivery
+//! record. The queue in memory mirrors the durable outbox; the store stays the truth.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use liaison_protocol::frame::HEAD_LEN;
+use liaison_protocol::{Digest, Envelope, Frame, NodeId};
+use rand::Rng as _;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::node::{Inner, now_ms};
+use crate::store::{MsgState, OutItem, Queued};
+
+/// Largest answer frame accepted from a peer (receipts, acks, errors).
+const MAX_ANSWER: usize = 64 * 1024;
+/// How often an idle actor with queued items wakes to drop expired messages.
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// Queue state of one peer, for operators.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PeerStatus {
+    /// The next hop.
+    pub peer: String,
+    /// Whether a connection is up.
+    pub connected: bool,
+    /// Items waiting, per priority: [routine, priority, urgent, flash].
+    pub queued: [usize; 4],
+    /// Exchanges in flight.
+    pub in_flight: usize,
+    /// Items the peer has taken (receipt, custody or ack) since start.
+    pub delivered: u64,
+    /// Failed attempts since start.
+    pub failures: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: BTreeMap<(u8, u64), Queued>,
+    in_flight: usize,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    notify: Notify,
+    connected: AtomicBool,
+    roster_changed: AtomicBool,
+    delivered: AtomicU64,
+    failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A handle to a peer actor.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerHandle {
+    shared: Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl PeerHandle {
+    /// Adds an item to the queue and wakes the actor.
+    pub(crate) fn push(&self, q: Queued) {
+        lock(&self.shared.queue)
+            .pending
+            .insert((3 - q.priority as u8, q.seq), q);
+        self.shared.notify.notify_one();
+    }
+
+    /// Tells the actor the roster changed (it re-checks its peer).
+    pub(crate) fn roster_changed(&self) {
+        self.shared.roster_changed.store(true, Ordering::SeqCst);
+        self.shared.notify.notify_one();
+    }
+
+    pub(crate) fn status(&self, id: &NodeId) -> PeerStatus {
+        let q = lock(&self.shared.queue);
+        let mut queued = [0usize; 4];
+        for item in q.pending.values() {
+            queued[item.priority as usize] += 1;
+        }
+        PeerStatus {
+            peer: id.to_string(),
+            connected: self.shared.connected.load(Ordering::SeqCst),
+            queued,
+            in_flight: q.in_flight,
+            delivered: self.shared.delivered.load(Ordering::SeqCst),
+            failures: self.shared.failures.load(Ordering::SeqCst),
+            last_error: lock(&self.shared.last_error).clone(),
+        }
+    }
+}
+
+/// Starts the actor for `hop`.
+pub(crate) fn spawn(inner: Arc<Inner>, hop: NodeId) -> PeerHandle {
+    let handle = PeerHandle {
+        shared: Arc::new(Shared::default()),
+    };
+    let actor = Actor {
+        inner: inner.clone(),
+        hop,
+        shared: handle.shared.clone(),
+        conn: None,
+        backoff: inner.cfg.backoff_initial(),
+    };
+    inner.tasks.spawn(actor.run());
+    handle
+}
+
+struct Actor {
+    inner: Arc<Inner>,
+    hop: NodeId,
+    shared: Arc<Shared>,
+    conn: Option<quinn::Connection>,
+    backoff: Duration,
+}
+
+/// What became of one exchange.
+enum Outcome {
+    /// Finished (delivered, refused for good, or stale).
+    Done,
+    /// Keep the item and try again; `broken` when the connection failed.
+    Retry { broken: bool, reason: String },
+}
+
+impl Actor {
+    async fn run(mut self) {
+        let mut flights: JoinSet<(Queued, Outcome)> = JoinSet::new();
+        loop {
+            if self.inner.cancel.is_cancelled() {
+                break;
+            }
+            self.sweep_expired().await;
+            let has_work = !lock(&self.shared.queue).pending.is_empty();
+            if has_work && self.conn_broken() {
+                if let Err(reason) = self.connect().await {
+                    self.fail(&reason);
+                    let wait = self.jittered_backoff();
+                    debug!(node = %self.inner.id, peer = %self.hop, ?wait, %reason, "peer unreachable");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.inner.cancel.cancelled() => break,
+                    }
+                    self.backoff = (self.backoff * 2).min(self.inner.cfg.backoff_max());
+                    continue;
+                }
+            }
+            if let Some(conn) = self.conn.clone() {
+                self.launch(&conn, &mut flights);
+            }
+            tokio::select! {
+                Some(done) = flights.join_next() => {
+                    if let Ok((q, outcome)) = done {
+                        self.settle(q, outcome);
+                    }
+                }
+                () = self.shared.notify.notified() => {}
+                () = tokio::time::sleep(SWEEP) => {}
+                () = self.inner.cancel.cancelled() => break,
+            }
+        }
+        // Let in-flight exchanges finish within the grace period; anything unfinished stays
+        // in the durable outbox and is sent again after restart.
+        let grace = Duration::from_millis(self.inner.cfg.shutdown_grace_ms);
+        let _ = tokio::time::timeout(grace, async {
+            while flights.join_next().await.is_some() {}
+        })
+        .await;
+        flights.abort_all();
+        if let Some(c) = &self.conn {
+            c.close(0u32.into(), b"shutdown");
+        }
+    }
+
+    fn conn_broken(&mut self) -> bool {
+        if self.shared.roster_changed.swap(false, Ordering::SeqCst) {
+            let roster = self.inner.roster.get();
+            if roster.roster().active_member(&self.hop).is_err() {
+                if let Some(c) = self.conn.take() {
+                    c.close(1u32.into(), b"no longer an active member");
+                }
+            }
+        }
+        match &self.conn {
+            Some(c) if c.close_reason().is_none() => false,
+            _ => {
+                self.conn = None;
+                self.shared.connected.store(false, Ordering::SeqCst);
+                true
+            }
+        }
+    }
+
+    fn jittered_backoff(&self) -> Duration {
+        let f: f64 = rand::thread_rng().gen_range(0.5..1.0);
+        self.backoff.mul_f64(f)
+    }
+
+    fn fail(&self, reason: &str) {
+        self.shared.failures.fetch_add(1, Ordering::SeqCst);
+        *lock(&self.shared.last_error) = Some(reason.to_owned());
+    }
+
+    async fn connect(&mut self) -> Result<(), String> {
+        let roster = self.inner.roster.get();
+        let member = roster
+            .roster()
+            .active_member(&self.hop)
+            .map_err(|e| e.to_string())?
+            .clone();
+        let mut last = format!("{} has no endpoints in the roster", self.hop);
+        for ep in &member.endpoints {
+            let addrs = match tokio::net::lookup_host(ep.as_str()).await {
+                Ok(a) => a.collect::<Vec<_>>(),
+                Err(e) => {
+                    last = format!("cannot resolve {ep}: {e}");
+                    continue;
+                }
+            };
+            for addr in addrs {
+                let connecting = match self.inner.endpoint.connect(addr, self.hop.as_str()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = format!("connect to {addr}: {e}");
+                        continue;
+                    }
+                };
+                match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+                    Ok(Ok(conn)) => {
+                        info!(node = %self.inner.id, peer = %self.hop, %addr, "connected");
+                        self.push_roster(&conn);
+                        self.conn = Some(conn);
+                        self.shared.connected.store(true, Ordering::SeqCst);
+                        self.backoff = self.inner.cfg.backoff_initial();
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => last = format!("handshake with {addr}: {e}"),
+                    Err(_) => last = format!("handshake with {addr} timed out"),
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Offers our roster on every new connection; a peer with an older one adopts it.
+    fn push_roster(&self, conn: &quinn::Connection) {
+        let conn = conn.clone();
+        let bytes = self.inner.roster.get().bytes().to_vec();
+        self.inner.tasks.spawn(async move {
+            let _ = exchange(&conn, &Frame::Roster(bytes), 0).await;
+        });
+    }
+
+    fn launch(&self, conn: &quinn::Connection, flights: &mut JoinSet<(Queued, Outcome)>) {
+        let window = self.inner.cfg.window.max(1);
+        loop {
+            let next = {
+                let mut q = lock(&self.shared.queue);
+                if q.in_flight >= window {
+                    None
+                } else {
+                    let item = q.pending.pop_first().map(|(_, v)| v);
+                    if item.is_some() {
+                        q.in_flight += 1;
+                    }
+                    item
+                }
+            };
+            let Some(item) = next else { break };
+            let inner = self.inner.clone();
+            let conn = conn.clone();
+            let hop = self.hop.clone();
+            flights.spawn(async move {
+                let outcome = deliver(&inner, &conn, &hop, &item).await;
+                (item, outcome)
+            });
+        }
+    }
+
+    fn settle(&mut self, q: Queued, outcome: Outcome) {
+        lock(&self.shared.queue).in_flight -= 1;
+        match outcome {
+            Outcome::Done => {
+                self.shared.delivered.fetch_add(1, Ordering::SeqCst);
+            }
+            Outcome::Retry { broken, reason } => {
+                self.fail(&reason);
+                if broken {
+                    if let Some(c) = self.conn.take() {
+                        c.close(0u32.into(), b"exchange failed");
+                    }
+                    self.shared.connected.store(false, Ordering::SeqCst);
+                }
+                lock(&self.shared.queue)
+                    .pending
+                    .insert((3 - q.priority as u8, q.seq), q);
+            }
+        }
+    }
+
+    async fn sweep_expired(&self) {
+        let now = now_ms();
+        let expired: Vec<Queued> = {
+            let mut q = lock(&self.shared.queue);
+            let keys: Vec<(u8, u64)> = q
+                .pending
+                .iter()
+                .filter(|(_, v)| v.expires_at.is_some_and(|e| e <= now))
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter().filter_map(|k| q.pending.remove(k)).collect()
+        };
+        for item in expired {
+            if let Err(e) = self.inner.expire(&item).await {
+                warn!(node = %self.inner.id, error = %e, "cannot record expiry; will retry");
+                lock(&self.shared.queue)
+                    .pending
+                    .insert((3 - item.priority as u8, item.seq), item);
+            }
+        }
+    }
+}
+
+/// Failure of one stream exchange.
+enum ExchangeError {
+    /// The connection is gone or the stream failed.
+    Connection(String),
+    /// The answer is not a frame.
+    Answer(String),
+}
+
+/// Writes one frame on a new bidirectional stream and reads the one-frame answer.
+async fn exchange(
+    conn: &quinn::Connection,
+    frame: &Frame,
+    priority: i32,
+) -> Result<Frame, ExchangeError> {
+    let conn_err = |e: &dyn std::fmt::Display| ExchangeError::Connection(e.to_string());
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| conn_err(&e))?;
+    let _ = send.set_priority(priority);
+    send.write_all(&frame.to_bytes())
+        .await
+        .map_err(|e| conn_err(&e))?;
+    send.finish().map_err(|e| conn_err(&e))?;
+    let answer = recv
+        .read_to_end(MAX_ANSWER + HEAD_LEN)
+        .await
+        .map_err(|e| conn_err(&e))?;
+    Frame::decode_exact(&answer, MAX_ANSWER).map_err(|e| ExchangeError::Answer(e.to_string()))
+}
+
+/// Sends one queued item to `hop` and records what came back.
+async fn deliver(inner: &Arc<Inner>, conn: &quinn::Connection, hop: &NodeId, q: &Queued) -> Outcome {
+    let retry = |reason: String| Outcome::Retry {
+        broken: false,
+        reason,
+    };
+    let (frame, expect_digest, final_hop) = match &q.item {
+        OutItem::Message { digest } => {
+            let digest = Digest(*digest);
+            let rec = match inner.store.message(&digest) {
+                Ok(Some(r)) => r,
+                Ok(None) => return stale(inner, q).await,
+                Err(e) => return retry(e.to_string()),
+            };
+            if rec.state != MsgState::Queued || rec.out_key.as_deref() != Some(&q.key[..]) {
+                return stale(inner, q).await;
+            }
+            let body = match inner.store.body(&digest) {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    return settle_refusal(inner, q, hop, "body is gone (purged)".into()).await;
+                }
+                Err(e) => return retry(e.to_string()),
+            };
+            let to = Envelope::peek_unverified(&rec.envelope).map(|(_, h)| h.to);
+            (
+                Frame::Deliver {
+                    envelope: rec.envelope,
+                    body,
+                },
+                digest,
+                to.as_ref() == Some(hop),
+            )
+        }
+        OutItem::Receipt { bytes, digest } => (Frame::Receipt(bytes.clone()), Digest(*digest), false),
+        OutItem::NonDelivery { bytes, digest } => {
+            (Frame::NonDelivery(bytes.clone()), Digest(*digest), false)
+        }
+    };
+    let priority = q.priority as i32;
+    let answer = match exchange(conn, &frame, priority).await {
+        Ok(a) => a,
+        Err(ExchangeError::Connection(reason)) => {
+            return Outcome::Retry {
+                broken: true,
+                reason,
+            };
+        }
+        Err(ExchangeError::Answer(reason)) => return retry(format!("bad answer: {reason}")),
+    };
+    match (&q.item, answer) {
+        (OutItem::Message { .. }, Frame::Receipt(bytes)) if final_hop => {
+            match inner.take_receipt(&bytes, Some(&expect_digest)).await {
+                Ok(_) => Outcome::Done,
+                Err(reason) => retry(reason),
+            }
+        }
+        (OutItem::Message { .. }, Frame::Custody(d)) if !final_hop && d == expect_digest => {
+            match inner.custody(&expect_digest, hop).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => retry(e.to_string()),
+            }
+        }
+        (OutItem::Receipt { .. } | OutItem::NonDelivery { .. }, Frame::Ack(d))
+            if d == expect_digest =>
+        {
+            match inner.forwarded(q).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => retry(e.to_string()),
+            }
+        }
+        (_, Frame::Error { code, reason }) if code.is_temporary() => {
+            retry(format!("{hop} busy: {reason}"))
+        }
+        (_, Frame::Error { code, reason }) => {
+            let reason = format!("{reason} ({code:?})");
+            settle_refusal(inner, q, hop, reason).await
+        }
+        (_, other) => retry(format!("unexpected answer {:?}", frame_name(&other))),
+    }
+}
+
+async fn settle_refusal(inner: &Arc<Inner>, q: &Queued, hop: &NodeId, reason: String) -> Outcome {
+    match inner.refused(q, hop, reason).await {
+        Ok(()) => Outcome::Done,
+        Err(e) => Outcome::Retry {
+            broken: false,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// The item was settled by another path (say, a receipt that came through a relay).
+async fn stale(inner: &Arc<Inner>, q: &Queued) -> Outcome {
+    match inner.forwarded(q).await {
+        Ok(()) => Outcome::Done,
+        Err(e) => Outcome::Retry {
+            broken: false,
+            reason: e.to_string(),
+        },
+    }
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Deliver { .. } => "deliver",
+        Frame::Receipt(_) => "receipt",
+        Frame::NonDelivery(_) => "non-delivery",
+        Frame::Custody(_) => "custody",
+        Frame::Ack(_) => "ack",
+        Frame::Roster(_) => "roster",
+        Frame::Error { .. } => "error",
+    }
+}

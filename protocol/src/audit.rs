@@ -1,0 +1,177 @@
+//! Audit log entries (FORMATS.md §4): `[1, kind, at, node, object]`, and the registry of
+//! entry kinds. The Merkle math is in [`crate::merkle`], checkpoints in [`crate::note`].
+
+use ciborium::Value;
+
+use crate::cbor::{self, MapBuilder};
+use crate::error::DecodeError;
+use crate::ids::NodeId;
+
+/// Largest encoded entry.
+pub const MAX_ENTRY_LEN: usize = 65_535;
+
+/// What an audit entry records. The numbers are part of the format (docs/protocol.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A message this node signed and queued; object: the envelope.
+    MessageSent = 1,
+    /// A message delivered to this node; object: the envelope.
+    MessageReceived = 2,
+    /// A receipt this node signed; object: the receipt.
+    ReceiptSent = 3,
+    /// A receipt this node received for a message it sent; object: the receipt.
+    ReceiptReceived = 4,
+    /// Input refused; object: a rejection record.
+    Rejected = 5,
+    /// A message dropped at expiry; object: the non-delivery record.
+    Expired = 6,
+    /// A message taken in custody for relaying; object: the envelope.
+    Relayed = 7,
+    /// A case changed state; object: a state-change record.
+    CaseStateChanged = 8,
+    /// An officer action; object: the signed action.
+    OfficerAction = 9,
+    /// A body deleted at the end of its retention; object: a purge record.
+    BodyPurged = 10,
+    /// A roster was applied; object: a roster record (serial and digest).
+    RosterApplied = 11,
+    /// A key was added or revoked; object: a key record.
+    KeyChanged = 12,
+    /// A send refused by policy; object: a rejection record.
+    RefusedByPolicy = 13,
+    /// A peer's TLS handshake was refused; object: a rejection record.
+    HandshakeRefused = 14,
+    /// The application took a message from the inbox; object: an inbox record.
+    HandedToApplication = 15,
+    /// A non-delivery record received for a message this node sent; object: the record.
+    NonDeliveryReceived = 16,
+    /// A relay forwarded a receipt or non-delivery record; object: that object.
+    Forwarded = 17,
+}
+
+impl EntryKind {
+    /// From the wire number.
+    pub fn from_u64(v: u64) -> Option<Self> {
+        use EntryKind::*;
+        Some(match v {
+            1 => MessageSent,
+            2 => MessageReceived,
+            3 => ReceiptSent,
+            4 => ReceiptReceived,
+            5 => Rejected,
+            6 => Expired,
+            7 => Relayed,
+            8 => CaseStateChanged,
+            9 => OfficerAction,
+            10 => BodyPurged,
+            11 => RosterApplied,
+            12 => KeyChanged,
+            13 => RefusedByPolicy,
+            14 => HandshakeRefused,
+            15 => HandedToApplication,
+            16 => NonDeliveryReceived,
+            17 => Forwarded,
+            _ => return None,
+        })
+    }
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// What happened.
+    pub kind: EntryKind,
+    /// When, Unix ms.
+    pub at: u64,
+    /// The node that logged it.
+    pub node: NodeId,
+    /// The signed object concerned, or a small CBOR record.
+    pub object: Vec<u8>,
+}
+
+impl Entry {
+    /// Encodes `[1, kind, at, node, object]`.
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::encode(&Value::Array(vec![
+            Value::from(1u64),
+            Value::from(self.kind as u64),
+            Value::from(self.at),
+            Value::Text(self.node.as_str().to_owned()),
+            Value::Bytes(self.object.clone()),
+        ]))
+    }
+
+    /// Decodes an entry strictly.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let shape = DecodeError::Shape {
+            object: "audit entry",
+            expected: "[1, kind, at, node, object]",
+        };
+        let Value::Array(items) = cbor::decode_strict(bytes, MAX_ENTRY_LEN, None)? else {
+            return Err(shape);
+        };
+        let [v, kind, at, node, object]: [Value; 5] = items.try_into().map_err(|_| shape.clone())?;
+        if cbor::as_uint(&v) != Some(1) {
+            return Err(shape);
+        }
+        let kind = cbor::as_uint(&kind)
+            .and_then(EntryKind::from_u64)
+            .ok_or(DecodeError::Invalid {
+                what: "audit entry",
+                problem: "unknown entry kind".to_owned(),
+            })?;
+        let at = cbor::as_uint(&at).ok_or(shape.clone())?;
+        let node = NodeId::new(cbor::as_text(node).ok_or(shape.clone())?)?;
+        let Value::Bytes(object) = object else {
+            return Err(shape);
+        };
+        Ok(Self {
+            kind,
+            at,
+            node,
+            object,
+        })
+    }
+}
+
+/// A small CBOR record for an event that has no signed object of its own:
+/// `{1: reason, ?2: peer, ?3: digest, ?4: message id}`.
+pub fn event_record(
+    reason: &str,
+    peer: Option<&str>,
+    digest: Option<&[u8; 32]>,
+    message_id: Option<&[u8; 16]>,
+) -> Vec<u8> {
+    cbor::encode(
+        &MapBuilder::new()
+            .put(1, reason)
+            .put_opt(2, peer)
+            .put_opt(3, digest.map(|d| Value::Bytes(d.to_vec())))
+            .put_opt(4, message_id.map(|d| Value::Bytes(d.to_vec())))
+            .build(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_round_trip_and_golden() {
+        let e = Entry {
+            kind: EntryKind::Rejected,
+            at: 1000,
+            node: NodeId::new("n1").unwrap(),
+            object: vec![0xa0],
+        };
+        let b = e.encode();
+        // [1, 5, 1000, "n1", h'a0']
+        assert_eq!(hex::encode(&b), "8501051903e8626e3141a0");
+        assert_eq!(Entry::decode(&b).unwrap(), e);
+        for k in 1..=17 {
+            assert!(EntryKind::from_u64(k).is_some());
+        }
+        assert!(EntryKind::from_u64(0).is_none());
+    }
+}
