@@ -24,6 +24,9 @@ pub const DEFAULT_REPLAY_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
 pub const DEFAULT_MAX_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Time a graceful shutdown waits for in-flight work.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 5_000;
+/// A connection silent this long is dead (keep-alives go every sixth of it): short enough
+/// that a restarted peer is reached again quickly, long enough for a congested link.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 15_000;
 /// sled page cache: sled's default (1 GB) is far more than a node needs.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -83,6 +86,8 @@ pub struct DeliveryConfig {
     pub max_skew_ms: u64,
     /// Graceful shutdown grace, ms.
     pub shutdown_grace_ms: u64,
+    /// QUIC idle timeout, ms.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -94,6 +99,7 @@ impl Default for DeliveryConfig {
             replay_window_ms: DEFAULT_REPLAY_WINDOW_MS,
             max_skew_ms: DEFAULT_MAX_SKEW_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
         }
     }
 }
@@ -166,7 +172,8 @@ impl Config {
              authority_key = {:?}\nca_cert = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n\
              signing_key = {:?}\nlog_key = {:?}\nwitness_key = {:?}\nroster = {:?}\n\
              dev_mode = {}\n\n[delivery]\nbackoff_initial_ms = {}\nbackoff_max_ms = {}\n\
-             window = {}\nreplay_window_ms = {}\nmax_skew_ms = {}\nshutdown_grace_ms = {}\n\n\
+             window = {}\nreplay_window_ms = {}\nmax_skew_ms = {}\nshutdown_grace_ms = {}\n\
+             idle_timeout_ms = {}\n\n\
              [store]\ncache_bytes = {}\n",
             self.node_id.as_str(),
             self.federation,
@@ -187,6 +194,7 @@ impl Config {
             d.replay_window_ms,
             d.max_skew_ms,
             d.shutdown_grace_ms,
+            d.idle_timeout_ms,
             self.store.cache_bytes,
         )
     }

@@ -208,7 +208,7 @@ impl Node {
         let sink: transport::RefusalSink = Arc::new(move |peer, reason| {
             let _ = refusal_tx.send((peer, reason));
         });
-        let endpoint = transport::endpoint(socket, &tls, roster.clone(), sink, cfg.delivery.window)?;
+        let endpoint = transport::endpoint(socket, &tls, roster.clone(), sink, &cfg.delivery)?;
 
         let inner = Arc::new(Inner {
             id: cfg.node_id.clone(),

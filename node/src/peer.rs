@@ -134,8 +134,11 @@ struct Actor {
 enum Outcome {
     /// Finished (delivered, refused for good, or stale).
     Done,
-    /// Keep the item and try again; `broken` when the connection failed.
-    Retry { broken: bool, reason: String },
+    /// Keep the item and try again; `broken` names the connection that failed.
+    Retry {
+        broken: Option<usize>,
+        reason: String,
+    },
 }
 
 impl Actor {
@@ -165,8 +168,14 @@ impl Actor {
             }
             tokio::select! {
                 Some(done) = flights.join_next() => {
-                    if let Ok((q, outcome)) = done {
-                        self.settle(q, outcome);
+                    match done {
+                        Ok((q, outcome)) => self.settle(q, outcome),
+                        Err(e) => {
+                            // A panicked exchange: its item stays in the durable outbox and is
+                            // sent again after restart.
+                            warn!(node = %self.inner.id, peer = %self.hop, error = %e, "exchange task failed");
+                            lock(&self.shared.queue).in_flight -= 1;
+                        }
                     }
                 }
                 () = self.shared.notify.notified() => {}
@@ -300,7 +309,10 @@ impl Actor {
             }
             Outcome::Retry { broken, reason } => {
                 self.fail(&reason);
-                if broken {
+                // Only the connection the exchange ran on is dropped, not a newer one.
+                if broken.is_some()
+                    && broken == self.conn.as_ref().map(quinn::Connection::stable_id)
+                {
                     if let Some(c) = self.conn.take() {
                         c.close(0u32.into(), b"exchange failed");
                     }
@@ -367,7 +379,7 @@ async fn exchange(
 /// Sends one queued item to `hop` and records what came back.
 async fn deliver(inner: &Arc<Inner>, conn: &quinn::Connection, hop: &NodeId, q: &Queued) -> Outcome {
     let retry = |reason: String| Outcome::Retry {
-        broken: false,
+        broken: None,
         reason,
     };
     let (frame, expect_digest, final_hop) = match &q.item {
@@ -408,7 +420,7 @@ async fn deliver(inner: &Arc<Inner>, conn: &quinn::Connection, hop: &NodeId, q: 
         Ok(a) => a,
         Err(ExchangeError::Connection(reason)) => {
             return Outcome::Retry {
-                broken: true,
+                broken: Some(conn.stable_id()),
                 reason,
             };
         }
@@ -450,7 +462,7 @@ async fn settle_refusal(inner: &Arc<Inner>, q: &Queued, hop: &NodeId, reason: St
     match inner.refused(q, hop, reason).await {
         Ok(()) => Outcome::Done,
         Err(e) => Outcome::Retry {
-            broken: false,
+            broken: None,
             reason: e.to_string(),
         },
     }
@@ -461,7 +473,7 @@ async fn stale(inner: &Arc<Inner>, q: &Queued) -> Outcome {
     match inner.forwarded(q).await {
         Ok(()) => Outcome::Done,
         Err(e) => Outcome::Retry {
-            broken: false,
+            broken: None,
             reason: e.to_string(),
         },
     }

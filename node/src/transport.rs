@@ -27,10 +27,6 @@ use crate::roster::RosterCell;
 
 /// ALPN of this protocol version.
 pub const ALPN: &[u8] = b"liaison/1";
-/// Idle connections are closed after this long.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Keep-alive, well under the idle timeout.
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Called when a handshake is refused: (peer description, reason).
 pub type RefusalSink = Arc<dyn Fn(String, String) + Send + Sync>;
@@ -252,13 +248,13 @@ impl ServerCertVerifier for RosterServerVerifier {
     }
 }
 
-fn transport_config(window: usize) -> Arc<quinn::TransportConfig> {
+fn transport_config(window: usize, idle: Duration) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     let streams = quinn::VarInt::from_u32(u32::try_from(window.max(16) * 2).unwrap_or(1024));
     t.max_concurrent_bidi_streams(streams);
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
-    t.keep_alive_interval(Some(KEEP_ALIVE));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
+    t.keep_alive_interval(Some(idle / 6));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(idle) {
         t.max_idle_timeout(Some(idle));
     }
     Arc::new(t)
@@ -270,8 +266,10 @@ pub fn endpoint(
     tls: &TlsMaterial,
     roster: RosterCell,
     refused: RefusalSink,
-    window: usize,
+    delivery: &crate::config::DeliveryConfig,
 ) -> Result<quinn::Endpoint, NodeError> {
+    let window = delivery.window;
+    let idle = Duration::from_millis(delivery.idle_timeout_ms.max(1000));
     let provider = provider();
     let mut roots = RootCertStore::empty();
     roots.add(tls.ca.clone()).map_err(tls_err)?;
@@ -293,7 +291,7 @@ pub fn endpoint(
     server.alpn_protocols = vec![ALPN.to_vec()];
     let server = QuicServerConfig::try_from(server).map_err(tls_err)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-    server.transport_config(transport_config(window));
+    server.transport_config(transport_config(window, idle));
 
     let inner_server = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
@@ -312,7 +310,7 @@ pub fn endpoint(
     client.alpn_protocols = vec![ALPN.to_vec()];
     let client = QuicClientConfig::try_from(client).map_err(tls_err)?;
     let mut client = quinn::ClientConfig::new(Arc::new(client));
-    client.transport_config(transport_config(window));
+    client.transport_config(transport_config(window, idle));
 
     let runtime = quinn::default_runtime()
         .ok_or_else(|| NodeError::Tls("no async runtime for QUIC".to_owned()))?;

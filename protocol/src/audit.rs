@@ -111,16 +111,18 @@ impl Entry {
         let Value::Array(items) = cbor::decode_strict(bytes, MAX_ENTRY_LEN, None)? else {
             return Err(shape);
         };
-        let [v, kind, at, node, object]: [Value; 5] = items.try_into().map_err(|_| shape.clone())?;
+        let [v, kind, at, node, object]: [Value; 5] =
+            items.try_into().map_err(|_| shape.clone())?;
         if cbor::as_uint(&v) != Some(1) {
             return Err(shape);
         }
-        let kind = cbor::as_uint(&kind)
-            .and_then(EntryKind::from_u64)
-            .ok_or(DecodeError::Invalid {
-                what: "audit entry",
-                problem: "unknown entry kind".to_owned(),
-            })?;
+        let kind =
+            cbor::as_uint(&kind)
+                .and_then(EntryKind::from_u64)
+                .ok_or(DecodeError::Invalid {
+                    what: "audit entry",
+                    problem: "unknown entry kind".to_owned(),
+                })?;
         let at = cbor::as_uint(&at).ok_or(shape.clone())?;
         let node = NodeId::new(cbor::as_text(node).ok_or(shape.clone())?)?;
         let Value::Bytes(object) = object else {

@@ -20,7 +20,9 @@ pub const MAX_CASE_REF_LEN: usize = 128;
 pub const ENVELOPE_VERSION: u64 = 1;
 
 /// Delivery priority; higher overtakes lower in every queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Ordinary traffic.
@@ -227,8 +229,8 @@ impl Envelope {
     ) -> Result<Self, VerifyError> {
         let signed = SignedObject::parse(bytes, MAX_ENVELOPE_LEN)?;
         signed.expect_typ(TYP_MESSAGE)?;
-        let (node, key) =
-            signer(&signed.kid()).ok_or_else(|| VerifyError::UnknownKey(hex::encode(signed.kid())))?;
+        let (node, key) = signer(&signed.kid())
+            .ok_or_else(|| VerifyError::UnknownKey(hex::encode(signed.kid())))?;
         signed.verify_with(&key)?;
         let header = Header::decode(signed.payload())?;
         if header.from != node {

@@ -49,10 +49,7 @@ pub enum DecodeError {
     },
     /// An identifier that breaks its syntax rules.
     #[error("invalid {what}: {problem}")]
-    Invalid {
-        what: &'static str,
-        problem: String,
-    },
+    Invalid { what: &'static str, problem: String },
 }
 
 /// A signed object that fails its checks.

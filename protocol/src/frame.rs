@@ -177,10 +177,13 @@ impl Frame {
         };
         let frame = match t {
             ty::DELIVER => {
-                let (n, rest) = p.split_at_checked(2).ok_or(FrameError::Malformed("deliver"))?;
+                let (n, rest) = p
+                    .split_at_checked(2)
+                    .ok_or(FrameError::Malformed("deliver"))?;
                 let n = u16::from_be_bytes([n[0], n[1]]) as usize;
-                let (envelope, body) =
-                    rest.split_at_checked(n).ok_or(FrameError::Malformed("deliver"))?;
+                let (envelope, body) = rest
+                    .split_at_checked(n)
+                    .ok_or(FrameError::Malformed("deliver"))?;
                 Self::Deliver {
                     envelope: envelope.to_vec(),
                     body: body.to_vec(),
@@ -198,7 +201,9 @@ impl Frame {
                 }
             }
             _ => {
-                let (c, reason) = p.split_at_checked(2).ok_or(FrameError::Malformed("error"))?;
+                let (c, reason) = p
+                    .split_at_checked(2)
+                    .ok_or(FrameError::Malformed("error"))?;
                 let reason = std::str::from_utf8(reason)
                     .map_err(|_| FrameError::Malformed("error"))?
                     .to_owned();

@@ -85,10 +85,13 @@ impl MessageId {
             what: "message id",
             problem: format!("{s:?} is not hex"),
         })?;
-        bytes.try_into().map(Self).map_err(|_| DecodeError::Invalid {
-            what: "message id",
-            problem: "must be 16 bytes (32 hex characters)".to_owned(),
-        })
+        bytes
+            .try_into()
+            .map(Self)
+            .map_err(|_| DecodeError::Invalid {
+                what: "message id",
+                problem: "must be 16 bytes (32 hex characters)".to_owned(),
+            })
     }
 }
 
@@ -125,10 +128,13 @@ impl Digest {
             what: "digest",
             problem: format!("{s:?} is not hex"),
         })?;
-        bytes.try_into().map(Self).map_err(|_| DecodeError::Invalid {
-            what: "digest",
-            problem: "must be 32 bytes (64 hex characters)".to_owned(),
-        })
+        bytes
+            .try_into()
+            .map(Self)
+            .map_err(|_| DecodeError::Invalid {
+                what: "digest",
+                problem: "must be 32 bytes (64 hex characters)".to_owned(),
+            })
     }
 }
 

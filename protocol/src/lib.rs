@@ -13,8 +13,8 @@
 
 #![forbid(unsafe_code)]
 
-pub(crate) mod cbor;
 pub mod audit;
+pub(crate) mod cbor;
 pub mod cose;
 pub mod envelope;
 pub mod error;

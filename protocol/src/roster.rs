@@ -107,9 +107,8 @@ impl Member {
             .put_opt(11, self.via.as_ref().map(|v| v.as_str()))
             .put_opt(
                 12,
-                self.location.map(|l| {
-                    Value::Array(vec![Value::from(l.lat_e6), Value::from(l.lon_e6)])
-                }),
+                self.location
+                    .map(|l| Value::Array(vec![Value::from(l.lat_e6), Value::from(l.lon_e6)])),
             )
             .put(13, self.status as u64)
             .build()
@@ -555,7 +554,13 @@ mod tests {
             members: vec![
                 member("cn-35-psb", "public_security", "CHN", 1, None),
                 member("cn-5325-hekou", "border_station", "CHN", 2, None),
-                member("vn-laocai-bg", "foreign_counterpart", "VNM", 3, Some("cn-5325-hekou")),
+                member(
+                    "vn-laocai-bg",
+                    "foreign_counterpart",
+                    "VNM",
+                    3,
+                    Some("cn-5325-hekou"),
+                ),
             ],
             rules: vec![
                 Rule {

@@ -81,6 +81,7 @@ impl Federation {
         cfg.delivery.backoff_initial_ms = 20;
         cfg.delivery.backoff_max_ms = 300;
         cfg.delivery.shutdown_grace_ms = 2_000;
+        cfg.delivery.idle_timeout_ms = 3_000;
         Ok(cfg)
     }
 
@@ -133,7 +134,6 @@ impl Federation {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
             .spawn()?;
         self.children.insert(id.to_owned(), child);
         let api = self.config(id)?.data_dir.join("api.sock");
@@ -251,6 +251,19 @@ pub struct RawPeer {
 }
 
 impl RawPeer {
+    /// Connects with explicit credentials (e.g. from another federation).
+    pub async fn connect_with(
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        roster: &Path,
+        authority_hex: &str,
+        addr: SocketAddr,
+        name: &str,
+    ) -> Result<Self> {
+        Self::connect(ca, cert, key, roster, authority_hex, addr, name).await
+    }
+
     async fn connect(
         ca: &Path,
         cert: &Path,
@@ -270,7 +283,7 @@ impl RawPeer {
             &tls,
             RosterCell::new(roster),
             Arc::new(|_, _| {}),
-            16,
+            &liaison_node::config::DeliveryConfig::default(),
         )?;
         let conn = endpoint.connect(addr, name)?.await?;
         Ok(Self {

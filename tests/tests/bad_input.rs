@@ -1,0 +1,330 @@
+//! Bad input at the node's front door: every case refused with a clear reason, logged,
+//! and nothing stored.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use liaison_node::identity::load_signing_key;
+use liaison_node::now_ms;
+use liaison_protocol::audit::EntryKind;
+use liaison_protocol::{
+    Digest, Envelope, ErrorCode, Frame, Header, MemberStatus, MessageId, NodeId, Priority,
+    ReceiptStatus, SignedObject, SignedReceipt,
+};
+use liaison_tests::{Federation, count_state, member, msg, spec, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn fed3() -> Federation {
+    Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+        member("gx", "public_security", "CHN", None),
+    ]))
+    .unwrap()
+}
+
+fn header(from: &str, to: &str, body: &[u8]) -> Header {
+    Header {
+        federation: "test-fed".into(),
+        id: MessageId(*uuid::Uuid::now_v7().as_bytes()),
+        from: NodeId::new(from).unwrap(),
+        to: NodeId::new(to).unwrap(),
+        sent_at: now_ms(),
+        kind: "assist.request".into(),
+        body_len: body.len() as u64,
+        body_hash: Digest::of(body).0,
+        priority: Priority::Routine,
+        in_reply_to: None,
+        expires_at: None,
+        case_ref: None,
+    }
+}
+
+fn key(fed: &Federation, id: &str) -> SigningKey {
+    load_signing_key(&fed.member_dir(id).join("signing.key.pem")).unwrap()
+}
+
+fn rejected_reason(node: &liaison_node::Node, answer: &Frame) -> String {
+    match answer {
+        Frame::Receipt(bytes) => {
+            let roster = node.roster();
+            let r = SignedReceipt::open(bytes, |kid| roster.roster().signer(kid)).unwrap();
+            match &r.receipt().status {
+                ReceiptStatus::Rejected(why) => why.clone(),
+                ReceiptStatus::Delivered => panic!("delivered, expected a rejection"),
+            }
+        }
+        Frame::Error { reason, .. } => reason.clone(),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+fn rejections(node: &liaison_node::Node) -> Vec<String> {
+    node.log_entries(0, node.log_len())
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| matches!(e.kind, EntryKind::Rejected | EntryKind::HandshakeRefused))
+        .map(|(_, e)| String::from_utf8_lossy(&e.object).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_forged_messages_are_refused() {
+    let mut fed = fed3();
+    let sx = fed.start("sx").await.unwrap();
+    let raw = fed.raw("fj", "sx").await.unwrap();
+    let fj_key = key(&fed, "fj");
+    let body = b"subject: ZHANG San".to_vec();
+
+    // Signed by a key the roster does not list for anyone.
+    let stranger = SigningKey::from_bytes(&[7; 32]);
+    let env = Envelope::seal(header("fj", "sx", &body), &stranger);
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("unknown key"), "{a:?}");
+
+    // Signed by another member's key while claiming to come from fj.
+    let env = Envelope::seal(header("fj", "sx", &body), &key(&fed, "gx"));
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("unknown key"), "{a:?}");
+
+    // A flipped signature bit.
+    let env = Envelope::seal(header("fj", "sx", &body), &fj_key);
+    let mut bytes = env.bytes().to_vec();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: bytes, body: body.clone() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("bad signature"), "{a:?}");
+
+    // Wrong typ: a receipt offered as a message.
+    let obj = SignedObject::sign(
+        liaison_protocol::cose::TYP_RECEIPT,
+        header("fj", "sx", &body).encode(),
+        &fj_key,
+    );
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: obj.bytes().to_vec(), body: body.clone() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("wrong object type"), "{a:?}");
+
+    // Non-canonical CBOR: the same envelope with a two-byte length where one byte fits.
+    let env = Envelope::seal(header("fj", "sx", &body), &fj_key);
+    let good = env.bytes().to_vec();
+    // good[2..4] is the protected bstr head (0x58, len): re-encode it as 0x59 0x00 len.
+    assert_eq!(good[2], 0x58);
+    let mut bad = vec![good[0], good[1], 0x59, 0x00];
+    bad.extend_from_slice(&good[3..]);
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: bad, body: body.clone() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("deterministic"), "{a:?}");
+
+    // Body hash and length mismatches.
+    let env = Envelope::seal(header("fj", "sx", &body), &fj_key);
+    let mut other = body.clone();
+    other[0] ^= 0x20;
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: other })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("hash"), "{a:?}");
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body[1..].to_vec() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("bytes but the envelope says"), "{a:?}");
+
+    // A message for another federation.
+    let mut h = header("fj", "sx", &body);
+    h.federation = "other-fed".into();
+    let env = Envelope::seal(h, &fj_key);
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("federation"), "{a:?}");
+
+    // Replay of an old message (sent-at far outside the replay window).
+    let mut h = header("fj", "sx", &body);
+    h.sent_at -= 90 * 24 * 3600 * 1000;
+    let env = Envelope::seal(h, &fj_key);
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("replay"), "{a:?}");
+
+    // Policy: a public-security bureau may not send a marriage-check answer.
+    let mut h = header("fj", "sx", &body);
+    h.kind = "marriage_check.answer".into();
+    let env = Envelope::seal(h, &fj_key);
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("policy forbids"), "{a:?}");
+
+    // fj may not hand over a message that gx signed (it is not gx's relay).
+    let env = Envelope::seal(header("gx", "sx", &body), &key(&fed, "gx"));
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("may not hand over"), "{a:?}");
+
+    // Garbage frames and an oversized frame.
+    let a = raw.exchange_bytes(&[0x42, 0, 0, 0, 0]).await.unwrap();
+    assert!(matches!(a, Frame::Error { code: ErrorCode::MalformedFrame, .. }), "{a:?}");
+    let big = Frame::Deliver { envelope: vec![0; 100], body: vec![0; 2 << 20] };
+    let a = raw.exchange(&big).await.unwrap();
+    assert!(matches!(a, Frame::Error { code: ErrorCode::TooLarge, .. }), "{a:?}");
+
+    // Nothing stored, everything logged.
+    assert!(sx.inbox(100, false).unwrap().is_empty());
+    assert!(sx.messages().unwrap().is_empty());
+    let logged = rejections(&sx);
+    assert!(logged.len() >= 12, "{logged:?}");
+
+    // And a good message still gets through, once, even when sent twice (lost receipt).
+    let env = Envelope::seal(header("fj", "sx", &body), &fj_key);
+    let f = Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() };
+    let first = raw.exchange(&f).await.unwrap();
+    let second = raw.exchange(&f).await.unwrap();
+    assert!(matches!(first, Frame::Receipt(_)));
+    assert_eq!(first, second, "a resend must get the same receipt");
+    assert_eq!(sx.inbox(100, false).unwrap().len(), 1);
+    // The same id with other content is refused.
+    let mut h = env.header().clone();
+    h.body_len = 3;
+    h.body_hash = Digest::of(b"abc").0;
+    let env2 = Envelope::seal(h, &fj_key);
+    let a = raw
+        .exchange(&Frame::Deliver { envelope: env2.bytes().to_vec(), body: b"abc".to_vec() })
+        .await
+        .unwrap();
+    assert!(rejected_reason(&sx, &a).contains("reused"), "{a:?}");
+    assert_eq!(sx.inbox(100, false).unwrap().len(), 1);
+    fed.stop("sx").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_send_refused_by_policy_is_logged() {
+    let mut fed = fed3();
+    let fj = fed.start("fj").await.unwrap();
+    let err = fj
+        .send(msg("sx", "marriage_check.request", b"x"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("policy forbids marriage_check.request"), "{err}");
+    let refused = fj
+        .log_entries(0, fj.log_len())
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.kind == EntryKind::RefusedByPolicy)
+        .count();
+    assert_eq!(refused, 1);
+    assert!(fj.messages().unwrap().is_empty());
+    let err = fj.send(msg("nobody", "bus.ping", b"x")).await.unwrap_err().to_string();
+    assert!(err.contains("not a member"), "{err}");
+    fed.stop("fj").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_and_unknown_peers_and_foreign_ca_are_refused_at_handshake() {
+    let mut fed = fed3();
+    let sx = fed.start("sx").await.unwrap();
+    // A certificate from another federation's CA.
+    let other = Federation::new(&spec(vec![member("fj", "public_security", "CHN", None)])).unwrap();
+    let dir = other.member_dir("fj");
+    let foreign = liaison_tests::RawPeer::connect_with(
+        &fed.generated.dir.join("ca.pem"),
+        &dir.join("tls.cert.pem"),
+        &dir.join("tls.key.pem"),
+        &fed.generated.dir.join("roster.cbor"),
+        &fed.generated.authority_key_hex,
+        fed.addr("sx"),
+        "sx",
+    )
+    .await;
+    let refused = match foreign {
+        Err(_) => true,
+        Ok(peer) => peer.exchange(&Frame::Ack(Digest([0; 32]))).await.is_err(),
+    };
+    assert!(refused, "a certificate from another CA was admitted");
+
+    // Revoke gx and remove fj from the roster: both are refused at the handshake.
+    let roster = fed
+        .reissue_roster(|r| {
+            for m in &mut r.members {
+                if m.id.as_str() == "gx" {
+                    m.status = MemberStatus::Revoked;
+                }
+            }
+            r.members.retain(|m| m.id.as_str() != "fj");
+        })
+        .unwrap();
+    assert_eq!(sx.apply_roster(&roster).await.unwrap(), 2);
+    for who in ["gx", "fj"] {
+        let r = fed.raw(who, "sx").await;
+        let refused = match r {
+            Err(_) => true,
+            // TLS 1.3: the client may finish before the server's alert arrives.
+            Ok(peer) => peer.exchange(&Frame::Ack(Digest([0; 32]))).await.is_err(),
+        };
+        assert!(refused, "{who} was admitted");
+    }
+    wait_for(LIMIT, || {
+        sx.log_entries(0, sx.log_len())
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| e.kind == EntryKind::HandshakeRefused)
+            .count()
+            >= 3
+    })
+    .await
+    .unwrap();
+    let logged = rejections(&sx).join("\n");
+    assert!(logged.contains("Revoked"), "{logged}");
+    assert!(logged.contains("not pinned"), "{logged}");
+    assert!(logged.contains("invalid peer certificate"), "{logged}");
+    // An older roster is ignored.
+    assert_eq!(sx.apply_roster(&std::fs::read(fed.generated.dir.join("roster.cbor")).unwrap()).await.unwrap(), 2);
+    fed.stop("sx").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_sends_no_receipt_and_loses_nothing() {
+    let mut fed = fed3();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    sx.dangerous_inject_store_fault(true);
+    let sent = fj.send(msg("sx", "assist.request", b"during the outage")).await.unwrap();
+    wait_for(LIMIT, || fj.peers().first().is_some_and(|p| p.failures >= 2))
+        .await
+        .unwrap();
+    let p = &fj.peers()[0];
+    assert!(p.last_error.as_deref().unwrap_or("").contains("no space left"), "{p:?}");
+    assert_eq!(count_state(&fj, "outgoing", "queued"), 1);
+    assert!(sx.inbox(10, false).unwrap().is_empty());
+    sx.dangerous_inject_store_fault(false);
+    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 1)
+        .await
+        .unwrap();
+    assert_eq!(sx.inbox(10, false).unwrap()[0].message_id, sent.message_id);
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+}
