@@ -118,7 +118,8 @@ async fn serve(node: Node, stream: UnixStream) {
 
 /// Runs one request against a node (also used in-process by the CLI's demo and tests).
 pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
-    let to_json = |v: Result<Value, serde_json::Error>| v.map_err(|e| NodeError::Invalid(e.to_string()));
+    let to_json =
+        |v: Result<Value, serde_json::Error>| v.map_err(|e| NodeError::Invalid(e.to_string()));
     match req {
         Request::Status => Ok(json!({
             "node": node.id(),
@@ -189,7 +190,8 @@ impl Client {
             .next_line()
             .await?
             .ok_or_else(|| NodeError::Invalid("the node closed the API connection".into()))?;
-        let v: Value = serde_json::from_str(&resp).map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let v: Value =
+            serde_json::from_str(&resp).map_err(|e| NodeError::Invalid(e.to_string()))?;
         if v["ok"] == Value::Bool(true) {
             Ok(v["result"].clone())
         } else {

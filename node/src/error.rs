@@ -58,7 +58,9 @@ pub enum StoreError {
     #[error("store error: {0} (check free disk space and the data directory)")]
     Db(String),
     /// The store was written by another schema version.
-    #[error("store schema version {found}, this node uses {expected}: migrate or use a new data directory")]
+    #[error(
+        "store schema version {found}, this node uses {expected}: migrate or use a new data directory"
+    )]
     Schema { found: u32, expected: u32 },
     /// A stored record could not be decoded.
     #[error("store record {key} is corrupt: {problem}")]

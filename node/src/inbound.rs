@@ -8,7 +8,7 @@ use liaison_protocol::frame::HEAD_LEN;
 use liaison_protocol::{ErrorCode, Frame, NodeId};
 use tracing::{debug, warn};
 
-use crate::node::Inner;
+use crate::node::{Failure, Inner};
 use crate::transport::peer_node_id;
 
 /// Largest roster frame accepted.
@@ -89,7 +89,9 @@ async fn serve_stream(
         Ok(buf) => match Frame::decode_exact(&buf, cap) {
             Err(e) => {
                 warn!(node = %inner.id, %peer, error = %e, "malformed frame");
-                inner.log_rejection(&peer, &format!("malformed frame: {e}")).await;
+                inner
+                    .log_rejection(&peer, &format!("malformed frame: {e}"))
+                    .await;
                 Frame::Error {
                     code: ErrorCode::MalformedFrame,
                     reason: e.to_string(),
@@ -115,20 +117,10 @@ async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
     };
     match frame {
         Frame::Deliver { envelope, body } => inner.receive_message(peer, envelope, body).await,
-        Frame::Receipt(bytes) => match inner.take_receipt(&bytes, None).await {
-            Ok(f) => f,
-            Err(reason) => {
-                inner.log_rejection(peer, &reason).await;
-                refused(reason)
-            }
-        },
-        Frame::NonDelivery(bytes) => match inner.take_nondelivery(&bytes).await {
-            Ok(f) => f,
-            Err(reason) => {
-                inner.log_rejection(peer, &reason).await;
-                refused(reason)
-            }
-        },
+        Frame::Receipt(bytes) => answer(inner, peer, inner.take_receipt(&bytes, None).await).await,
+        Frame::NonDelivery(bytes) => {
+            answer(inner, peer, inner.take_nondelivery(&bytes).await).await
+        }
         Frame::Roster(bytes) => match inner.apply_roster(&bytes).await {
             Ok(_) => Frame::Ack(liaison_protocol::Digest::of(&bytes)),
             Err(e) => {
@@ -141,5 +133,22 @@ async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
             code: ErrorCode::MalformedFrame,
             reason: "an answer frame cannot open an exchange".into(),
         },
+    }
+}
+
+async fn answer(inner: &Arc<Inner>, peer: &NodeId, r: Result<Frame, Failure>) -> Frame {
+    match r {
+        Ok(f) => f,
+        Err(Failure::Store(e)) => Frame::Error {
+            code: ErrorCode::Unavailable,
+            reason: e.to_string(),
+        },
+        Err(Failure::Refused(reason)) => {
+            inner.log_rejection(peer, &reason).await;
+            Frame::Error {
+                code: ErrorCode::Refused,
+                reason,
+            }
+        }
     }
 }

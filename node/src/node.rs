@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ed25519_dalek::SigningKey;
 use liaison_protocol::audit::{EntryKind, event_record};
 use liaison_protocol::{
-    Digest, Envelope, ErrorCode, Frame, Header, MessageId, NodeId, NonDelivery,
+    Digest, Envelope, ErrorCode, Frame, Header, MessageId, NodeId, NonDelivery, PolicyError,
     Priority, PublicKey, Receipt, ReceiptStatus, SignedNonDelivery, SignedReceipt, SignedRoster,
 };
 use serde::Serialize;
@@ -165,21 +165,21 @@ impl Node {
             cfg.node_id.clone(),
         )?;
 
-        let file_roster = std::fs::read(&cfg.roster).map_err(|e| {
-            NodeError::Roster(format!("cannot read {}: {e}", cfg.roster.display()))
-        })?;
+        let file_roster = std::fs::read(&cfg.roster)
+            .map_err(|e| NodeError::Roster(format!("cannot read {}: {e}", cfg.roster.display())))?;
         let file_roster = SignedRoster::open(&file_roster, &authority).map_err(|e| {
             NodeError::Roster(format!(
                 "{} does not verify against the configured authority key: {e}",
                 cfg.roster.display()
             ))
         })?;
-        let stored = match store.roster()? {
-            Some(b) => Some(SignedRoster::open(&b, &authority).map_err(|e| {
-                NodeError::Roster(format!("stored roster does not verify: {e}"))
-            })?),
-            None => None,
-        };
+        let stored =
+            match store.roster()? {
+                Some(b) => Some(SignedRoster::open(&b, &authority).map_err(|e| {
+                    NodeError::Roster(format!("stored roster does not verify: {e}"))
+                })?),
+                None => None,
+            };
         let roster = match stored {
             Some(s) if s.roster().serial >= file_roster.roster().serial => s,
             _ => {
@@ -232,7 +232,16 @@ impl Node {
         node.spawn_refusal_logger(refusal_rx);
         crate::inbound::spawn_accept_loop(node.inner.clone());
         // Everything still queued from before a restart goes back to its peer's queue.
-        for (hop, q) in node.inner.store.outbox()? {
+        for (hop, mut q) in node.inner.store.outbox()? {
+            if let OutItem::Message { digest } = &q.item {
+                // A message that may have reached its peer is not dropped at expiry without
+                // asking the peer first.
+                q.uncertain = node
+                    .inner
+                    .store
+                    .message(&Digest(*digest))?
+                    .is_some_and(|r| r.attempts > 0);
+            }
             node.inner.enqueue(&hop, q);
         }
         if opts.api_socket {
@@ -242,10 +251,7 @@ impl Node {
         Ok(node)
     }
 
-    fn spawn_refusal_logger(
-        &self,
-        mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
-    ) {
+    fn spawn_refusal_logger(&self, mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
         let inner = self.inner.clone();
         self.inner.tasks.spawn(async move {
             loop {
@@ -380,7 +386,10 @@ impl Node {
         inner.cancel.cancel();
         inner.tasks.close();
         let grace = Duration::from_millis(inner.cfg.shutdown_grace_ms);
-        if tokio::time::timeout(grace, inner.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, inner.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!(node = %inner.id, "shutdown grace period passed with tasks still running");
         }
         inner.endpoint.close(0u32.into(), b"shutdown");
@@ -421,8 +430,7 @@ fn check_dev(cfg: &Config, roster: &SignedRoster, tls: &TlsMaterial) -> Result<(
     }
     if tls.ca_is_dev() {
         return Err(NodeError::DevMaterial(
-            "the CA certificate is the development CA (certs-dev); refused outside dev mode"
-                .into(),
+            "the CA certificate is the development CA (certs-dev); refused outside dev mode".into(),
         ));
     }
     Ok(())
@@ -655,7 +663,12 @@ impl Inner {
                 let id = h.map(|h| h.id.0);
                 t.log(
                     EntryKind::HandedToApplication,
-                    event_record("taken by the application", None, Some(&digest.0), id.as_ref()),
+                    event_record(
+                        "taken by the application",
+                        None,
+                        Some(&digest.0),
+                        id.as_ref(),
+                    ),
                 );
                 Ok(rec)
             })
@@ -663,12 +676,14 @@ impl Inner {
         self.view(&digest, &rec, false)
     }
 
-    /// Logs a refused inbound object and builds the reply: a signed rejection receipt when the
-    /// envelope parses and is addressed to this node, an error frame otherwise.
+    /// Logs a refused inbound message and builds the reply: a signed rejection receipt when
+    /// `signable` holds the verified envelope (addressed to this node), an error frame
+    /// otherwise. Nothing but the audit entry is stored.
     async fn reject_inbound(
         &self,
         peer: &NodeId,
         envelope: &[u8],
+        signable: Option<&Envelope>,
         reason: String,
         code: ErrorCode,
     ) -> Reply {
@@ -681,22 +696,24 @@ impl Inner {
             peeked.as_ref().map(|(d, _)| &d.0),
             peeked.as_ref().map(|(_, h)| &h.id.0),
         );
-        let receipt = match &peeked {
-            Some((digest, h)) if h.to == self.id => Some(SignedReceipt::sign(
-                Receipt {
-                    federation: self.federation.clone(),
-                    message_digest: *digest,
-                    message_id: h.id,
-                    sender: h.from.clone(),
-                    recipient: self.id.clone(),
-                    at: now,
-                    status: ReceiptStatus::Rejected(truncate(&reason, 1000)),
-                    log_ref: None,
-                },
-                &self.signing,
-            )),
-            _ => None,
-        };
+        let receipt = signable
+            .filter(|env| env.header().to == self.id)
+            .map(|env| {
+                let h = env.header();
+                SignedReceipt::sign(
+                    Receipt {
+                        federation: self.federation.clone(),
+                        message_digest: env.digest(),
+                        message_id: h.id,
+                        sender: h.from.clone(),
+                        recipient: self.id.clone(),
+                        at: now,
+                        status: ReceiptStatus::Rejected(truncate(&reason, 1000)),
+                        log_ref: None,
+                    },
+                    &self.signing,
+                )
+            });
         let logged = self
             .store
             .write(now, |t| {
@@ -723,9 +740,45 @@ impl Inner {
         envelope: Vec<u8>,
         body: Vec<u8>,
     ) -> Reply {
-        match self.check_inbound(peer, &envelope, &body) {
-            Err((reason, code)) => self.reject_inbound(peer, &envelope, reason, code).await,
-            Ok((env, relay_hop)) => match self.store_inbound(peer, &env, &body, relay_hop).await {
+        // 1. The envelope must verify before anything in it is believed.
+        let roster = self.roster.get();
+        let env = match Envelope::open(&envelope, |kid| roster.roster().signer(kid)) {
+            Ok(env) => env,
+            Err(e) => {
+                let reason = format!("envelope refused: {e}");
+                return self
+                    .reject_inbound(peer, &envelope, None, reason, ErrorCode::Refused)
+                    .await;
+            }
+        };
+        // 2. A resend (lost receipt, restart) gets the answer it got the first time, whatever
+        //    the time or the roster says now.
+        let h = env.header();
+        match self.store.seen(&h.from, &h.id) {
+            Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
+            Ok(Some(d)) if d == env.digest() => {
+                return match self.store.message(&d) {
+                    Ok(Some(rec)) => duplicate_answer(&d, rec),
+                    Ok(None) => error_frame(ErrorCode::Unavailable, "dedupe entry without message"),
+                    Err(e) => error_frame(ErrorCode::Unavailable, e.to_string()),
+                };
+            }
+            Ok(Some(_)) => {
+                let reason = "message id reused with different content (replay?)".to_owned();
+                return self
+                    .reject_inbound(peer, &envelope, Some(&env), reason, ErrorCode::Refused)
+                    .await;
+            }
+            Ok(None) => {}
+        }
+        // 3. Everything else.
+        match self.check_inbound(peer, &env, &body) {
+            Err(refusal) => {
+                let signable = refusal.receipt.then_some(&env);
+                self.reject_inbound(peer, &envelope, signable, refusal.reason, refusal.code)
+                    .await
+            }
+            Ok(relay_hop) => match self.store_inbound(peer, &env, &body, relay_hop).await {
                 Ok(reply) => reply,
                 Err(e) => {
                     warn!(node = %self.id, error = %e, "cannot store inbound message");
@@ -735,75 +788,79 @@ impl Inner {
         }
     }
 
-    /// The checks before anything is stored. Returns the verified envelope and, when this
-    /// node is only a relay for it, the next hop.
+    /// The checks on a verified envelope before anything is stored. Returns, when this node
+    /// is only a relay for the message, the next hop.
     fn check_inbound(
         &self,
         peer: &NodeId,
-        envelope: &[u8],
+        env: &Envelope,
         body: &[u8],
-    ) -> Result<(Envelope, Option<NodeId>), (String, ErrorCode)> {
-        let refused = |e: String| (e, ErrorCode::Refused);
+    ) -> Result<Option<NodeId>, Refusal> {
         let roster = self.roster.get();
         let r = roster.roster();
-        let env = Envelope::open(envelope, |kid| r.signer(kid))
-            .map_err(|e| refused(format!("envelope refused: {e}")))?;
         let h = env.header();
         if h.federation != self.federation {
-            return Err(refused(format!(
+            return Err(Refusal::signed(format!(
                 "message for federation {}, this is {}",
                 h.federation, self.federation
             )));
         }
+        // Who may hand us this message: the node before us on its route.
+        let path = r
+            .path(&h.from, &h.to)
+            .map_err(|e| Refusal::signed(e.to_string()))?;
+        let Some(pos) = path.iter().position(|n| *n == self.id).filter(|p| *p > 0) else {
+            return Err(Refusal::unsigned(
+                format!(
+                    "{} is not on the route from {} to {}",
+                    self.id, h.from, h.to
+                ),
+                ErrorCode::Unauthorized,
+            ));
+        };
+        if path[pos - 1] != *peer {
+            return Err(Refusal::unsigned(
+                format!(
+                    "{peer} may not hand over a message from {} to {}",
+                    h.from, h.to
+                ),
+                ErrorCode::Unauthorized,
+            ));
+        }
+        let direct = *peer == h.from;
+        // A body that does not match the envelope is the fault of whoever handed it over:
+        // a receipt goes back only to the sender itself, never through a relay.
+        let body_refusal = |reason: String| Refusal {
+            reason,
+            code: ErrorCode::Refused,
+            receipt: direct,
+        };
         if body.len() as u64 > r.max_body_len {
-            return Err(refused(format!(
+            return Err(body_refusal(format!(
                 "body of {} bytes is over the roster's limit of {}",
                 body.len(),
                 r.max_body_len
             )));
         }
-        env.check_body(body).map_err(|e| refused(e.to_string()))?;
+        env.check_body(body)
+            .map_err(|e| body_refusal(e.to_string()))?;
         r.check_send(&h.from, &h.to, &h.kind)
-            .map_err(|e| refused(e.to_string()))?;
+            .map_err(|e| Refusal::signed(e.to_string()))?;
         let now = now_ms();
         if h.sent_at > now.saturating_add(self.cfg.max_skew_ms) {
-            return Err(refused("sent-at is in the future (clock skew?)".into()));
+            return Err(Refusal::signed(
+                "sent-at is in the future (clock skew?)".into(),
+            ));
         }
         if h.sent_at.saturating_add(self.cfg.replay_window_ms) < now {
-            return Err(refused(
+            return Err(Refusal::signed(
                 "sent-at is older than the replay window (replay of an old message?)".into(),
             ));
         }
         if h.expires_at.is_some_and(|e| e <= now) {
-            return Err(refused("message expired in transit".into()));
+            return Err(Refusal::signed("message expired in transit".into()));
         }
-        // Who may hand us this message: its sender, or the relay on its route.
-        let expected_from = r
-            .next_hop(&h.from, &self.id)
-            .map_err(|e| refused(e.to_string()))?;
-        if h.to == self.id {
-            if *peer != h.from && *peer != expected_from {
-                return Err((
-                    format!("{peer} may not hand over a message from {}", h.from),
-                    ErrorCode::Unauthorized,
-                ));
-            }
-            Ok((env, None))
-        } else {
-            // Relay: the route from the sender to the recipient must pass through us.
-            let route = r.next_hop(&h.from, &h.to).map_err(|e| refused(e.to_string()))?;
-            if route != self.id || *peer != h.from {
-                return Err((
-                    format!(
-                        "{} is not the relay between {} and {}",
-                        self.id, h.from, h.to
-                    ),
-                    ErrorCode::Unauthorized,
-                ));
-            }
-            let hop = r.next_hop(&self.id, &h.to).map_err(|e| refused(e.to_string()))?;
-            Ok((env, Some(hop)))
-        }
+        Ok(path.get(pos + 1).cloned())
     }
 
     async fn store_inbound(
@@ -906,10 +963,7 @@ impl Inner {
                 ErrorCode::Refused,
                 "message id reused with different content (replay?)",
             ),
-            Outcome::Duplicate(rec) => match (rec.direction, rec.proof) {
-                (Direction::Incoming, Some(p)) => Frame::Receipt(p),
-                _ => Frame::Custody(digest),
-            },
+            Outcome::Duplicate(rec) => duplicate_answer(&digest, rec),
             Outcome::New(queued) => {
                 if let (Some(q), Some(hop)) = (queued, relay_hop) {
                     self.enqueue(&hop, q);
@@ -931,7 +985,7 @@ impl Inner {
         self: &Arc<Self>,
         bytes: &[u8],
         expected: Option<&Digest>,
-    ) -> Result<Frame, String> {
+    ) -> Result<Frame, Failure> {
         let receipt = SignedReceipt::open(bytes, self.signer_lookup())
             .map_err(|e| format!("receipt refused: {e}"))?;
         let r = receipt.receipt();
@@ -943,8 +997,8 @@ impl Inner {
         }
         let digest = r.message_digest;
         let now = now_ms();
-        let Some(rec) = self.store.message(&digest).map_err(|e| e.to_string())? else {
-            return Err(format!("receipt for unknown message {}", r.message_id));
+        let Some(rec) = self.store.message(&digest)? else {
+            return Err(format!("receipt for unknown message {}", r.message_id).into());
         };
         let (_, h) = Envelope::peek_unverified(&rec.envelope)
             .ok_or_else(|| "stored envelope does not parse".to_owned())?;
@@ -962,7 +1016,7 @@ impl Inner {
                     .get()
                     .roster()
                     .next_hop(&self.id, &h.from)
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| Failure::from(e.to_string()))?,
             ),
             _ => None,
         };
@@ -1007,8 +1061,7 @@ impl Inner {
                 t.put_message(&digest, &rec);
                 Ok(q.map(|q| (q, forward_to.clone())))
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if let Some((q, Some(hop))) = queued {
             self.enqueue(&hop, q);
         }
@@ -1016,71 +1069,144 @@ impl Inner {
     }
 
     /// A NONDELIVERY record forwarded by a relay for a message this node sent (or relays).
-    pub(crate) async fn take_nondelivery(self: &Arc<Self>, bytes: &[u8]) -> Result<Frame, String> {
+    pub(crate) async fn take_nondelivery(self: &Arc<Self>, bytes: &[u8]) -> Result<Frame, Failure> {
         let nd = SignedNonDelivery::open(bytes, self.signer_lookup())
             .map_err(|e| format!("non-delivery record refused: {e}"))?;
         let r = nd.record();
         let digest = r.message_digest;
-        let Some(rec) = self.store.message(&digest).map_err(|e| e.to_string())? else {
-            return Err("non-delivery record for an unknown message".into());
+        let Some(rec) = self.store.message(&digest)? else {
+            return Err("non-delivery record for an unknown message"
+                .to_owned()
+                .into());
         };
+        let (_, h) = Envelope::peek_unverified(&rec.envelope)
+            .ok_or_else(|| "stored envelope does not parse".to_owned())?;
+        let roster = self.roster.get();
+        let on_route = roster
+            .roster()
+            .path(&h.from, &h.to)
+            .is_ok_and(|p| p.iter().skip(1).any(|n| *n == r.dropped_by));
+        if r.federation != self.federation
+            || h.id != r.message_id
+            || h.from != r.sender
+            || h.to != r.recipient
+            || !on_route
+        {
+            return Err("non-delivery record does not match the message it names"
+                .to_owned()
+                .into());
+        }
         if rec.proof.is_some() {
             return Ok(Frame::Ack(nd.digest()));
         }
-        let forward_to = match rec.direction {
-            Direction::Relay => Some(
-                self.roster
-                    .get()
-                    .roster()
-                    .next_hop(&self.id, &r.sender)
-                    .map_err(|e| e.to_string())?,
-            ),
-            _ => None,
+        let state = if r.reason.starts_with(EXPIRED) {
+            MsgState::Expired
+        } else {
+            MsgState::Rejected {
+                reason: r.reason.clone(),
+            }
         };
+        let hop = self
+            .forward_hop(&rec, &h.from)
+            .map_err(|e| Failure::from(e.to_string()))?;
+        self.close_with_record(&digest, &nd, state, hop, None)
+            .await?;
+        Ok(Frame::Ack(nd.digest()))
+    }
+
+    /// Where a receipt or record for a relayed message goes: back towards its sender.
+    fn forward_hop(
+        &self,
+        rec: &MessageRecord,
+        sender: &NodeId,
+    ) -> Result<Option<NodeId>, PolicyError> {
+        match rec.direction {
+            Direction::Relay => self
+                .roster
+                .get()
+                .roster()
+                .next_hop(&self.id, sender)
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Closes a message with a signed non-delivery record: stores it as the message's proof,
+    /// logs it, and when this node relays the message queues the record back to the sender.
+    async fn close_with_record(
+        self: &Arc<Self>,
+        digest: &Digest,
+        nd: &SignedNonDelivery,
+        state: MsgState,
+        back: Option<NodeId>,
+        queue_key: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         let nbytes = nd.bytes().to_vec();
-        let ndigest = nd.digest();
+        let own = nd.record().dropped_by == self.id;
         let queued = self
             .store
             .write(now, |t| {
-                let Some(mut rec) = t.message(&digest)? else {
+                let Some(mut rec) = t.message(digest)? else {
                     return Ok(None);
                 };
+                if let Some(k) = queue_key.as_deref() {
+                    t.remove_out(k);
+                }
                 if let Some(k) = rec.out_key.take() {
                     t.remove_out(&k);
                 }
-                rec.state = MsgState::Expired;
+                rec.state = state;
                 rec.proof = Some(nbytes.clone());
                 rec.updated_at = now;
-                t.put_message(&digest, &rec);
-                match &forward_to {
-                    Some(hop) => {
-                        t.log(EntryKind::Forwarded, nbytes.clone());
-                        Ok(Some((
-                            hop.clone(),
-                            t.push_out(
-                                hop,
-                                Priority::Routine,
-                                OutItem::NonDelivery {
-                                    bytes: nbytes.clone(),
-                                    digest: ndigest.0,
-                                },
-                                None,
-                            ),
-                        )))
-                    }
-                    None => {
-                        t.log(EntryKind::NonDeliveryReceived, nbytes.clone());
-                        Ok(None)
-                    }
-                }
+                t.put_message(digest, &rec);
+                t.log(
+                    if own {
+                        EntryKind::Expired
+                    } else if back.is_some() {
+                        EntryKind::Forwarded
+                    } else {
+                        EntryKind::NonDeliveryReceived
+                    },
+                    nbytes.clone(),
+                );
+                Ok(back.as_ref().map(|hop| {
+                    (
+                        hop.clone(),
+                        t.push_out(
+                            hop,
+                            Priority::Routine,
+                            OutItem::NonDelivery {
+                                bytes: nbytes.clone(),
+                                digest: nd.digest().0,
+                            },
+                            None,
+                        ),
+                    )
+                }))
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if let Some((hop, q)) = queued {
             self.enqueue(&hop, q);
         }
-        Ok(Frame::Ack(ndigest))
+        Ok(())
+    }
+
+    /// Signs a non-delivery record for a message this node holds.
+    fn sign_nondelivery(&self, digest: &Digest, h: &Header, reason: String) -> SignedNonDelivery {
+        SignedNonDelivery::sign(
+            NonDelivery {
+                federation: self.federation.clone(),
+                message_digest: *digest,
+                message_id: h.id,
+                sender: h.from.clone(),
+                recipient: h.to.clone(),
+                at: now_ms(),
+                dropped_by: self.id.clone(),
+                reason,
+            },
+            &self.signing,
+        )
     }
 
     /// Drops a message whose expiry passed while this node held it: a signed non-delivery
@@ -1091,61 +1217,32 @@ impl Inner {
             return Ok(());
         };
         let digest = Digest(*digest);
-        let now = now_ms();
         let Some(rec) = self.store.message(&digest)? else {
             return Ok(());
         };
         let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
             return Ok(());
         };
-        let nd = SignedNonDelivery::sign(
-            NonDelivery {
-                federation: self.federation.clone(),
-                message_digest: digest,
-                message_id: h.id,
-                sender: h.from.clone(),
-                recipient: h.to.clone(),
-                at: now,
-                dropped_by: self.id.clone(),
-                reason: "expired before delivery".into(),
-            },
-            &self.signing,
-        );
-        let back = match rec.direction {
-            Direction::Relay => self.roster.get().roster().next_hop(&self.id, &h.from).ok(),
-            _ => None,
-        };
-        let nbytes = nd.bytes().to_vec();
-        let key = q.key.clone();
-        let queued = self
-            .store
-            .write(now, |t| {
-                t.remove_out(&key);
-                let mut rec = rec.clone();
-                rec.out_key = None;
-                rec.state = MsgState::Expired;
-                rec.proof = Some(nbytes.clone());
-                rec.updated_at = now;
-                t.put_message(&digest, &rec);
-                t.log(EntryKind::Expired, nbytes.clone());
-                Ok(back.as_ref().map(|hop| {
-                    t.push_out(
-                        hop,
-                        Priority::Routine,
-                        OutItem::NonDelivery {
-                            bytes: nbytes.clone(),
-                            digest: nd.digest().0,
-                        },
-                        None,
-                    )
-                }))
-            })
-            .await?;
+        let nd = self.sign_nondelivery(&digest, &h, EXPIRED.to_owned());
+        let back = self.forward_hop(&rec, &h.from).ok().flatten();
         info!(node = %self.id, message = %h.id, "message expired undelivered");
-        if let (Some(q), Some(hop)) = (queued, back) {
-            self.enqueue(&hop, q);
+        self.close_with_record(&digest, &nd, MsgState::Expired, back, Some(q.key.clone()))
+            .await
+    }
+
+    /// Records that the message of `q` may have reached its next hop before the connection
+    /// failed: from then on it is not dropped at expiry without asking the peer.
+    pub(crate) fn mark_attempted(&self, q: &Queued) {
+        if let OutItem::Message { digest } = &q.item {
+            let digest = Digest(*digest);
+            let _ = self.store.apply(now_ms(), |t| {
+                if let Some(mut rec) = t.message(&digest)? {
+                    rec.attempts = rec.attempts.saturating_add(1);
+                    t.put_message(&digest, &rec);
+                }
+                Ok(())
+            });
         }
-        Ok(())
     }
 
     /// Records that a relay took custody of a message this node sent.
@@ -1171,7 +1268,8 @@ impl Inner {
             .await
     }
 
-    /// Closes the queue entry of an item the next hop refused for good.
+    /// Closes the queue entry of an item the next hop refused for good. A relay tells the
+    /// sender with a signed non-delivery record.
     pub(crate) async fn refused(
         self: &Arc<Self>,
         q: &Queued,
@@ -1181,6 +1279,21 @@ impl Inner {
         let now = now_ms();
         let reason = format!("refused by {hop}: {reason}");
         warn!(node = %self.id, %reason, "delivery refused");
+        if let OutItem::Message { digest } = &q.item {
+            let digest = Digest(*digest);
+            if let Some(rec) = self.store.message(&digest)? {
+                if let (Direction::Relay, Some((_, h))) =
+                    (rec.direction, Envelope::peek_unverified(&rec.envelope))
+                {
+                    let nd = self.sign_nondelivery(&digest, &h, reason.clone());
+                    let back = self.forward_hop(&rec, &h.from).ok().flatten();
+                    let state = MsgState::Rejected { reason };
+                    return self
+                        .close_with_record(&digest, &nd, state, back, Some(q.key.clone()))
+                        .await;
+                }
+            }
+        }
         let digest = match &q.item {
             OutItem::Message { digest } => Some(Digest(*digest)),
             _ => None,
@@ -1201,7 +1314,12 @@ impl Inner {
                 }
                 t.log(
                     EntryKind::Rejected,
-                    event_record(&reason, Some(hop.as_str()), digest.as_ref().map(|d| &d.0), None),
+                    event_record(
+                        &reason,
+                        Some(hop.as_str()),
+                        digest.as_ref().map(|d| &d.0),
+                        None,
+                    ),
                 );
                 Ok(())
             })
@@ -1289,6 +1407,78 @@ impl Inner {
                 Ok(())
             })
             .await;
+    }
+}
+
+/// The reason text of a non-delivery record for an expired message.
+const EXPIRED: &str = "expired before delivery";
+
+/// Why a receipt or record from a peer could not be taken.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The object is refused for good.
+    Refused(String),
+    /// The store failed: the peer should try again.
+    Store(StoreError),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Self::Refused(s)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(s: &str) -> Self {
+        Self::Refused(s.to_owned())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(r) => f.write_str(r),
+            Self::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Why an inbound message is refused, and whether the refusal deserves a signed receipt.
+struct Refusal {
+    reason: String,
+    code: ErrorCode,
+    receipt: bool,
+}
+
+impl Refusal {
+    fn signed(reason: String) -> Self {
+        Self {
+            reason,
+            code: ErrorCode::Refused,
+            receipt: true,
+        }
+    }
+
+    fn unsigned(reason: String, code: ErrorCode) -> Self {
+        Self {
+            reason,
+            code,
+            receipt: false,
+        }
+    }
+}
+
+/// What a resend of an already stored message gets: the same receipt, or custody again.
+fn duplicate_answer(digest: &Digest, rec: MessageRecord) -> Reply {
+    match (rec.direction, rec.proof) {
+        (Direction::Incoming, Some(p)) => Frame::Receipt(p),
+        _ => Frame::Custody(*digest),
     }
 }
 

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use liaison_protocol::frame::HEAD_LEN;
 use liaison_protocol::{Digest, Envelope, Frame, NodeId};
 use rand::Rng as _;
@@ -23,6 +25,10 @@ use crate::store::{MsgState, OutItem, Queued};
 const MAX_ANSWER: usize = 64 * 1024;
 /// How often an idle actor with queued items wakes to drop expired messages.
 const SWEEP: Duration = Duration::from_secs(1);
+/// Longest one exchange may take before its connection is taken for dead.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the roster offer on a new connection may take.
+const ROSTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Queue state of one peer, for operators.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -46,7 +52,30 @@ pub struct PeerStatus {
 #[derive(Debug, Default)]
 struct Queue {
     pending: BTreeMap<(u8, u64), Queued>,
+    /// Items waiting out a retry delay, with the time they are due again.
+    delayed: Vec<(Instant, Queued)>,
     in_flight: usize,
+}
+
+impl Queue {
+    fn insert(&mut self, q: Queued) {
+        self.pending.insert((3 - q.priority as u8, q.seq), q);
+    }
+
+    /// Moves due items back to `pending`; returns how long until the next one is due.
+    fn release_due(&mut self, now: Instant) -> Option<Duration> {
+        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.delayed = wait;
+        for (_, q) in due {
+            self.insert(q);
+        }
+        self.delayed
+            .iter()
+            .map(|(t, _)| t.saturating_duration_since(now))
+            .min()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -76,9 +105,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl PeerHandle {
     /// Adds an item to the queue and wakes the actor.
     pub(crate) fn push(&self, q: Queued) {
-        lock(&self.shared.queue)
-            .pending
-            .insert((3 - q.priority as u8, q.seq), q);
+        lock(&self.shared.queue).insert(q);
         self.shared.notify.notify_one();
     }
 
@@ -91,7 +118,7 @@ impl PeerHandle {
     pub(crate) fn status(&self, id: &NodeId) -> PeerStatus {
         let q = lock(&self.shared.queue);
         let mut queued = [0usize; 4];
-        for item in q.pending.values() {
+        for item in q.pending.values().chain(q.delayed.iter().map(|(_, i)| i)) {
             queued[item.priority as usize] += 1;
         }
         PeerStatus {
@@ -166,6 +193,8 @@ impl Actor {
             if let Some(conn) = self.conn.clone() {
                 self.launch(&conn, &mut flights);
             }
+            let next_due = lock(&self.shared.queue).release_due(Instant::now());
+            let nap = next_due.map_or(SWEEP, |d| d.min(SWEEP));
             tokio::select! {
                 Some(done) = flights.join_next() => {
                     match done {
@@ -179,7 +208,7 @@ impl Actor {
                     }
                 }
                 () = self.shared.notify.notified() => {}
-                () = tokio::time::sleep(SWEEP) => {}
+                () = tokio::time::sleep(nap) => {}
                 () = self.inner.cancel.cancelled() => break,
             }
         }
@@ -252,7 +281,11 @@ impl Actor {
                 match tokio::time::timeout(Duration::from_secs(10), connecting).await {
                     Ok(Ok(conn)) => {
                         info!(node = %self.inner.id, peer = %self.hop, %addr, "connected");
-                        self.push_roster(&conn);
+                        // Offer our roster before any message, so a peer with an older one
+                        // judges our messages by the newer policy.
+                        let roster = Frame::Roster(self.inner.roster.get().bytes().to_vec());
+                        let _ =
+                            tokio::time::timeout(ROSTER_TIMEOUT, exchange(&conn, &roster, 0)).await;
                         self.conn = Some(conn);
                         self.shared.connected.store(true, Ordering::SeqCst);
                         self.backoff = self.inner.cfg.backoff_initial();
@@ -264,15 +297,6 @@ impl Actor {
             }
         }
         Err(last)
-    }
-
-    /// Offers our roster on every new connection; a peer with an older one adopts it.
-    fn push_roster(&self, conn: &quinn::Connection) {
-        let conn = conn.clone();
-        let bytes = self.inner.roster.get().bytes().to_vec();
-        self.inner.tasks.spawn(async move {
-            let _ = exchange(&conn, &Frame::Roster(bytes), 0).await;
-        });
     }
 
     fn launch(&self, conn: &quinn::Connection, flights: &mut JoinSet<(Queued, Outcome)>) {
@@ -301,7 +325,7 @@ impl Actor {
         }
     }
 
-    fn settle(&mut self, q: Queued, outcome: Outcome) {
+    fn settle(&mut self, mut q: Queued, outcome: Outcome) {
         lock(&self.shared.queue).in_flight -= 1;
         match outcome {
             Outcome::Done => {
@@ -310,17 +334,35 @@ impl Actor {
             Outcome::Retry { broken, reason } => {
                 self.fail(&reason);
                 // Only the connection the exchange ran on is dropped, not a newer one.
-                if broken.is_some()
-                    && broken == self.conn.as_ref().map(quinn::Connection::stable_id)
-                {
+                let on_current = broken.is_some()
+                    && broken == self.conn.as_ref().map(quinn::Connection::stable_id);
+                if on_current {
                     if let Some(c) = self.conn.take() {
                         c.close(0u32.into(), b"exchange failed");
                     }
                     self.shared.connected.store(false, Ordering::SeqCst);
                 }
-                lock(&self.shared.queue)
-                    .pending
-                    .insert((3 - q.priority as u8, q.seq), q);
+                if broken.is_some() && !q.uncertain {
+                    // The frame may have arrived: never drop this one at expiry unasked.
+                    q.uncertain = true;
+                    self.inner.mark_attempted(&q);
+                }
+                let mut queue = lock(&self.shared.queue);
+                if broken.is_some() {
+                    // The connection is retried with its own backoff.
+                    queue.insert(q);
+                } else {
+                    // The peer answered but could not take it (busy, store error): wait.
+                    q.retries = q.retries.saturating_add(1);
+                    let delay = self
+                        .inner
+                        .cfg
+                        .backoff_initial()
+                        .saturating_mul(1u32 << q.retries.min(16))
+                        .min(self.inner.cfg.backoff_max());
+                    let f: f64 = rand::thread_rng().gen_range(0.5..1.0);
+                    queue.delayed.push((Instant::now() + delay.mul_f64(f), q));
+                }
             }
         }
     }
@@ -332,7 +374,7 @@ impl Actor {
             let keys: Vec<(u8, u64)> = q
                 .pending
                 .iter()
-                .filter(|(_, v)| v.expires_at.is_some_and(|e| e <= now))
+                .filter(|(_, v)| !v.uncertain && v.expires_at.is_some_and(|e| e <= now))
                 .map(|(k, _)| *k)
                 .collect();
             keys.iter().filter_map(|k| q.pending.remove(k)).collect()
@@ -340,9 +382,7 @@ impl Actor {
         for item in expired {
             if let Err(e) = self.inner.expire(&item).await {
                 warn!(node = %self.inner.id, error = %e, "cannot record expiry; will retry");
-                lock(&self.shared.queue)
-                    .pending
-                    .insert((3 - item.priority as u8, item.seq), item);
+                lock(&self.shared.queue).insert(item);
             }
         }
     }
@@ -377,7 +417,12 @@ async fn exchange(
 }
 
 /// Sends one queued item to `hop` and records what came back.
-async fn deliver(inner: &Arc<Inner>, conn: &quinn::Connection, hop: &NodeId, q: &Queued) -> Outcome {
+async fn deliver(
+    inner: &Arc<Inner>,
+    conn: &quinn::Connection,
+    hop: &NodeId,
+    q: &Queued,
+) -> Outcome {
     let retry = |reason: String| Outcome::Retry {
         broken: None,
         reason,
@@ -410,27 +455,37 @@ async fn deliver(inner: &Arc<Inner>, conn: &quinn::Connection, hop: &NodeId, q: 
                 to.as_ref() == Some(hop),
             )
         }
-        OutItem::Receipt { bytes, digest } => (Frame::Receipt(bytes.clone()), Digest(*digest), false),
+        OutItem::Receipt { bytes, digest } => {
+            (Frame::Receipt(bytes.clone()), Digest(*digest), false)
+        }
         OutItem::NonDelivery { bytes, digest } => {
             (Frame::NonDelivery(bytes.clone()), Digest(*digest), false)
         }
     };
     let priority = q.priority as i32;
-    let answer = match exchange(conn, &frame, priority).await {
-        Ok(a) => a,
-        Err(ExchangeError::Connection(reason)) => {
+    let answer = match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(conn, &frame, priority))
+        .await
+    {
+        Err(_) => {
+            return Outcome::Retry {
+                broken: Some(conn.stable_id()),
+                reason: format!("no answer from {hop} within {EXCHANGE_TIMEOUT:?}"),
+            };
+        }
+        Ok(Ok(a)) => a,
+        Ok(Err(ExchangeError::Connection(reason))) => {
             return Outcome::Retry {
                 broken: Some(conn.stable_id()),
                 reason,
             };
         }
-        Err(ExchangeError::Answer(reason)) => return retry(format!("bad answer: {reason}")),
+        Ok(Err(ExchangeError::Answer(reason))) => return retry(format!("bad answer: {reason}")),
     };
     match (&q.item, answer) {
         (OutItem::Message { .. }, Frame::Receipt(bytes)) if final_hop => {
             match inner.take_receipt(&bytes, Some(&expect_digest)).await {
                 Ok(_) => Outcome::Done,
-                Err(reason) => retry(reason),
+                Err(reason) => retry(reason.to_string()),
             }
         }
         (OutItem::Message { .. }, Frame::Custody(d)) if !final_hop && d == expect_digest => {

@@ -135,6 +135,11 @@ pub struct Queued {
     pub item: OutItem,
     /// Expiry of the message, ms.
     pub expires_at: Option<u64>,
+    /// Failed attempts since this node started (not stored).
+    pub retries: u32,
+    /// The message may have reached the peer (a connection failed mid-exchange): it is not
+    /// dropped at expiry without asking the peer (not stored; see `MessageRecord::attempts`).
+    pub uncertain: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -178,7 +183,8 @@ impl Txn<'_> {
             node: self.store.node.clone(),
             object,
         };
-        self.batch.insert(&key_u64(b"l/", index)[..], entry.encode());
+        self.batch
+            .insert(&key_u64(b"l/", index)[..], entry.encode());
         self.entries.push((index, kind));
         index
     }
@@ -226,6 +232,8 @@ impl Txn<'_> {
             seq,
             item,
             expires_at,
+            retries: 0,
+            uncertain: false,
         }
     }
 
@@ -414,6 +422,8 @@ impl Store {
                     seq,
                     item: stored.item,
                     expires_at: stored.expires_at,
+                    retries: 0,
+                    uncertain: false,
                 },
             ));
         }
@@ -646,11 +656,23 @@ mod tests {
         let s = Store::open(dir.path(), 1 << 20, node()).unwrap();
         let hop = NodeId::new("cn-61-psb").unwrap();
         s.write(1, |t| {
-            for (i, p) in [Priority::Routine, Priority::Flash, Priority::Routine, Priority::Urgent]
-                .into_iter()
-                .enumerate()
+            for (i, p) in [
+                Priority::Routine,
+                Priority::Flash,
+                Priority::Routine,
+                Priority::Urgent,
+            ]
+            .into_iter()
+            .enumerate()
             {
-                t.push_out(&hop, p, OutItem::Message { digest: [i as u8; 32] }, None);
+                t.push_out(
+                    &hop,
+                    p,
+                    OutItem::Message {
+                        digest: [i as u8; 32],
+                    },
+                    None,
+                );
             }
             Ok(())
         })

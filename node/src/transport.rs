@@ -113,14 +113,14 @@ fn check_pin(
         .ok_or_else(|| "TLS key is not pinned in the roster for any member".to_owned())?;
     if let Some(exp) = expected {
         if member.id.as_str() != exp {
-            return Err(format!(
-                "TLS key belongs to {}, not to {exp}",
-                member.id
-            ));
+            return Err(format!("TLS key belongs to {}, not to {exp}", member.id));
         }
     }
     if !member.is_active() {
-        return Err(format!("{} is {:?} in the roster", member.id, member.status));
+        return Err(format!(
+            "{} is {:?} in the roster",
+            member.id, member.status
+        ));
     }
     let name = ServerName::try_from(member.id.as_str().to_owned()).map_err(|e| e.to_string())?;
     verify_server_name(&parsed, &name)
@@ -151,7 +151,10 @@ impl ClientCertVerifier for RosterClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        if let Err(e) = self.inner.verify_client_cert(end_entity, intermediates, now) {
+        if let Err(e) = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
             (self.refused)("inbound client".to_owned(), format!("certificate: {e}"));
             return Err(e);
         }
@@ -209,10 +212,13 @@ impl ServerCertVerifier for RosterServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let who = server_name.to_str().into_owned();
-        if let Err(e) =
-            self.inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        if let Err(e) = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             (self.refused)(who, format!("certificate: {e}"));
             return Err(e);
         }
@@ -326,5 +332,10 @@ pub fn endpoint(
 
 /// Binds a UDP socket.
 pub fn bind(addr: SocketAddr) -> Result<UdpSocket, NodeError> {
-    UdpSocket::bind(addr).map_err(|e| NodeError::Io(std::io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))))
+    UdpSocket::bind(addr).map_err(|e| {
+        NodeError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot bind {addr}: {e}"),
+        ))
+    })
 }

@@ -370,7 +370,18 @@ impl Roster {
             .map(Rule::from_value)
             .collect::<Result<Vec<_>, _>>()?;
         let max_body_len = m.uint(7)?;
-        let dev = m.opt_bool(8)?.unwrap_or(false);
+        let dev = match m.opt_bool(8)? {
+            None => false,
+            Some(true) => true,
+            Some(false) => {
+                return Err(DecodeError::Field {
+                    object: OBJ,
+                    key: 8,
+                    problem: "omit instead of false",
+                }
+                .into());
+            }
+        };
         m.finish()?;
         let roster = Self {
             federation,
@@ -489,6 +500,24 @@ impl Roster {
     }
 }
 
+impl Roster {
+    /// The hops a message takes from `from` to `to`, both included (at most four nodes:
+    /// sender, its relay, the recipient's relay, recipient).
+    pub fn path(&self, from: &NodeId, to: &NodeId) -> Result<Vec<NodeId>, PolicyError> {
+        let mut path = vec![from.clone()];
+        let mut at = from.clone();
+        while &at != to {
+            let next = self.next_hop(&at, to)?;
+            if path.contains(&next) || path.len() >= 4 {
+                return Err(PolicyError::NoRoute(to.clone()));
+            }
+            path.push(next.clone());
+            at = next;
+        }
+        Ok(path)
+    }
+}
+
 /// A roster whose authority signature was checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedRoster {
@@ -602,6 +631,46 @@ mod tests {
         assert_eq!(r.next_hop(&vn, &fj).unwrap(), hk);
         assert_eq!(r.next_hop(&vn, &hk).unwrap(), hk);
         assert_eq!(r.next_hop(&fj, &hk).unwrap(), hk);
+        assert_eq!(
+            r.path(&fj, &vn).unwrap(),
+            vec![fj.clone(), hk.clone(), vn.clone()]
+        );
+        assert_eq!(
+            r.path(&vn, &fj).unwrap(),
+            vec![vn.clone(), hk.clone(), fj.clone()]
+        );
+        assert_eq!(r.path(&fj, &fj).unwrap(), vec![fj.clone()]);
+    }
+
+    #[test]
+    fn two_relays_route_through_both() {
+        let mut r = sample();
+        r.members
+            .push(member("cn-45-dongxing", "border_station", "CHN", 4, None));
+        r.members.push(member(
+            "vn-quangninh",
+            "foreign_counterpart",
+            "VNM",
+            5,
+            Some("cn-45-dongxing"),
+        ));
+        let a = NodeId::new("vn-laocai-bg").unwrap();
+        let b = NodeId::new("vn-quangninh").unwrap();
+        let path: Vec<String> = r
+            .path(&a, &b)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            path,
+            [
+                "vn-laocai-bg",
+                "cn-5325-hekou",
+                "cn-45-dongxing",
+                "vn-quangninh"
+            ]
+        );
     }
 
     #[test]

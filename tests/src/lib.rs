@@ -3,7 +3,12 @@
 //! with a member's credentials.
 
 #![forbid(unsafe_code)]
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub, missing_debug_implementations)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_debug_implementations
+)]
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -88,7 +93,11 @@ impl Federation {
     /// Writes the test config back to the node's config file (for child processes).
     pub fn write_config(&self, id: &str) -> Result<PathBuf> {
         let cfg = self.config(id)?;
-        let path = self.generated.config(id).context("no such member")?.to_owned();
+        let path = self
+            .generated
+            .config(id)
+            .context("no such member")?
+            .to_owned();
         std::fs::write(&path, cfg.to_toml())?;
         Ok(path)
     }

@@ -83,7 +83,10 @@ async fn malformed_and_forged_messages_are_refused() {
     let stranger = SigningKey::from_bytes(&[7; 32]);
     let env = Envelope::seal(header("fj", "sx", &body), &stranger);
     let a = raw
-        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .exchange(&Frame::Deliver {
+            envelope: env.bytes().to_vec(),
+            body: body.clone(),
+        })
         .await
         .unwrap();
     assert!(rejected_reason(&sx, &a).contains("unknown key"), "{a:?}");
@@ -91,7 +94,10 @@ async fn malformed_and_forged_messages_are_refused() {
     // Signed by another member's key while claiming to come from fj.
     let env = Envelope::seal(header("fj", "sx", &body), &key(&fed, "gx"));
     let a = raw
-        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .exchange(&Frame::Deliver {
+            envelope: env.bytes().to_vec(),
+            body: body.clone(),
+        })
         .await
         .unwrap();
     assert!(rejected_reason(&sx, &a).contains("unknown key"), "{a:?}");
@@ -102,7 +108,10 @@ async fn malformed_and_forged_messages_are_refused() {
     let n = bytes.len();
     bytes[n - 1] ^= 1;
     let a = raw
-        .exchange(&Frame::Deliver { envelope: bytes, body: body.clone() })
+        .exchange(&Frame::Deliver {
+            envelope: bytes,
+            body: body.clone(),
+        })
         .await
         .unwrap();
     assert!(rejected_reason(&sx, &a).contains("bad signature"), "{a:?}");
@@ -114,10 +123,16 @@ async fn malformed_and_forged_messages_are_refused() {
         &fj_key,
     );
     let a = raw
-        .exchange(&Frame::Deliver { envelope: obj.bytes().to_vec(), body: body.clone() })
+        .exchange(&Frame::Deliver {
+            envelope: obj.bytes().to_vec(),
+            body: body.clone(),
+        })
         .await
         .unwrap();
-    assert!(rejected_reason(&sx, &a).contains("wrong object type"), "{a:?}");
+    assert!(
+        rejected_reason(&sx, &a).contains("wrong object type"),
+        "{a:?}"
+    );
 
     // Non-canonical CBOR: the same envelope with a two-byte length where one byte fits.
     let env = Envelope::seal(header("fj", "sx", &body), &fj_key);
@@ -127,7 +142,10 @@ async fn malformed_and_forged_messages_are_refused() {
     let mut bad = vec![good[0], good[1], 0x59, 0x00];
     bad.extend_from_slice(&good[3..]);
     let a = raw
-        .exchange(&Frame::Deliver { envelope: bad, body: body.clone() })
+        .exchange(&Frame::Deliver {
+            envelope: bad,
+            body: body.clone(),
+        })
         .await
         .unwrap();
     assert!(rejected_reason(&sx, &a).contains("deterministic"), "{a:?}");
@@ -137,22 +155,34 @@ async fn malformed_and_forged_messages_are_refused() {
     let mut other = body.clone();
     other[0] ^= 0x20;
     let a = raw
-        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: other })
+        .exchange(&Frame::Deliver {
+            envelope: env.bytes().to_vec(),
+            body: other,
+        })
         .await
         .unwrap();
     assert!(rejected_reason(&sx, &a).contains("hash"), "{a:?}");
     let a = raw
-        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body[1..].to_vec() })
+        .exchange(&Frame::Deliver {
+            envelope: env.bytes().to_vec(),
+            body: body[1..].to_vec(),
+        })
         .await
         .unwrap();
-    assert!(rejected_reason(&sx, &a).contains("bytes but the envelope says"), "{a:?}");
+    assert!(
+        rejected_reason(&sx, &a).contains("bytes but the envelope says"),
+        "{a:?}"
+    );
 
     // A message for another federation.
     let mut h = header("fj", "sx", &body);
     h.federation = "other-fed".into();
     let env = Envelope::seal(h, &fj_key);
     let a = raw
-        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .exchange(&Frame::Deliver {
+            envelope: env.bytes().to_vec(),
+            body: body.clone(),
+        })
         .await
         .unwrap();
     assert!(rejected_reason(&sx, &a).contains("federation"), "{a:?}");
@@ -162,7 +192,10 @@ async fn malformed_and_forged_messages_are_refused() {
     h.sent_at -= 90 * 24 * 3600 * 1000;
     let env = Envelope::seal(h, &fj_key);
     let a = raw
-        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .exchange(&Frame::Deliver {
+            envelope: env.bytes().to_vec(),
+            body: body.clone(),
+        })
         .await
         .unwrap();
     assert!(rejected_reason(&sx, &a).contains("replay"), "{a:?}");
@@ -172,7 +205,10 @@ async fn malformed_and_forged_messages_are_refused() {
     h.kind = "marriage_check.answer".into();
     let env = Envelope::seal(h, &fj_key);
     let a = raw
-        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .exchange(&Frame::Deliver {
+            envelope: env.bytes().to_vec(),
+            body: body.clone(),
+        })
         .await
         .unwrap();
     assert!(rejected_reason(&sx, &a).contains("policy forbids"), "{a:?}");
@@ -180,17 +216,44 @@ async fn malformed_and_forged_messages_are_refused() {
     // fj may not hand over a message that gx signed (it is not gx's relay).
     let env = Envelope::seal(header("gx", "sx", &body), &key(&fed, "gx"));
     let a = raw
-        .exchange(&Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() })
+        .exchange(&Frame::Deliver {
+            envelope: env.bytes().to_vec(),
+            body: body.clone(),
+        })
         .await
         .unwrap();
-    assert!(rejected_reason(&sx, &a).contains("may not hand over"), "{a:?}");
+    assert!(
+        rejected_reason(&sx, &a).contains("may not hand over"),
+        "{a:?}"
+    );
 
     // Garbage frames and an oversized frame.
     let a = raw.exchange_bytes(&[0x42, 0, 0, 0, 0]).await.unwrap();
-    assert!(matches!(a, Frame::Error { code: ErrorCode::MalformedFrame, .. }), "{a:?}");
-    let big = Frame::Deliver { envelope: vec![0; 100], body: vec![0; 2 << 20] };
+    assert!(
+        matches!(
+            a,
+            Frame::Error {
+                code: ErrorCode::MalformedFrame,
+                ..
+            }
+        ),
+        "{a:?}"
+    );
+    let big = Frame::Deliver {
+        envelope: vec![0; 100],
+        body: vec![0; 2 << 20],
+    };
     let a = raw.exchange(&big).await.unwrap();
-    assert!(matches!(a, Frame::Error { code: ErrorCode::TooLarge, .. }), "{a:?}");
+    assert!(
+        matches!(
+            a,
+            Frame::Error {
+                code: ErrorCode::TooLarge,
+                ..
+            }
+        ),
+        "{a:?}"
+    );
 
     // Nothing stored, everything logged.
     assert!(sx.inbox(100, false).unwrap().is_empty());
@@ -200,7 +263,10 @@ async fn malformed_and_forged_messages_are_refused() {
 
     // And a good message still gets through, once, even when sent twice (lost receipt).
     let env = Envelope::seal(header("fj", "sx", &body), &fj_key);
-    let f = Frame::Deliver { envelope: env.bytes().to_vec(), body: body.clone() };
+    let f = Frame::Deliver {
+        envelope: env.bytes().to_vec(),
+        body: body.clone(),
+    };
     let first = raw.exchange(&f).await.unwrap();
     let second = raw.exchange(&f).await.unwrap();
     assert!(matches!(first, Frame::Receipt(_)));
@@ -212,7 +278,10 @@ async fn malformed_and_forged_messages_are_refused() {
     h.body_hash = Digest::of(b"abc").0;
     let env2 = Envelope::seal(h, &fj_key);
     let a = raw
-        .exchange(&Frame::Deliver { envelope: env2.bytes().to_vec(), body: b"abc".to_vec() })
+        .exchange(&Frame::Deliver {
+            envelope: env2.bytes().to_vec(),
+            body: b"abc".to_vec(),
+        })
         .await
         .unwrap();
     assert!(rejected_reason(&sx, &a).contains("reused"), "{a:?}");
@@ -229,7 +298,10 @@ async fn local_send_refused_by_policy_is_logged() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("policy forbids marriage_check.request"), "{err}");
+    assert!(
+        err.contains("policy forbids marriage_check.request"),
+        "{err}"
+    );
     let refused = fj
         .log_entries(0, fj.log_len())
         .unwrap()
@@ -238,7 +310,11 @@ async fn local_send_refused_by_policy_is_logged() {
         .count();
     assert_eq!(refused, 1);
     assert!(fj.messages().unwrap().is_empty());
-    let err = fj.send(msg("nobody", "bus.ping", b"x")).await.unwrap_err().to_string();
+    let err = fj
+        .send(msg("nobody", "bus.ping", b"x"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not a member"), "{err}");
     fed.stop("fj").await;
 }
@@ -302,7 +378,12 @@ async fn revoked_and_unknown_peers_and_foreign_ca_are_refused_at_handshake() {
     assert!(logged.contains("not pinned"), "{logged}");
     assert!(logged.contains("invalid peer certificate"), "{logged}");
     // An older roster is ignored.
-    assert_eq!(sx.apply_roster(&std::fs::read(fed.generated.dir.join("roster.cbor")).unwrap()).await.unwrap(), 2);
+    assert_eq!(
+        sx.apply_roster(&std::fs::read(fed.generated.dir.join("roster.cbor")).unwrap())
+            .await
+            .unwrap(),
+        2
+    );
     fed.stop("sx").await;
 }
 
@@ -312,12 +393,23 @@ async fn full_disk_sends_no_receipt_and_loses_nothing() {
     let fj = fed.start("fj").await.unwrap();
     let sx = fed.start("sx").await.unwrap();
     sx.dangerous_inject_store_fault(true);
-    let sent = fj.send(msg("sx", "assist.request", b"during the outage")).await.unwrap();
-    wait_for(LIMIT, || fj.peers().first().is_some_and(|p| p.failures >= 2))
+    let sent = fj
+        .send(msg("sx", "assist.request", b"during the outage"))
         .await
         .unwrap();
+    wait_for(LIMIT, || {
+        fj.peers().first().is_some_and(|p| p.failures >= 2)
+    })
+    .await
+    .unwrap();
     let p = &fj.peers()[0];
-    assert!(p.last_error.as_deref().unwrap_or("").contains("no space left"), "{p:?}");
+    assert!(
+        p.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no space left"),
+        "{p:?}"
+    );
     assert_eq!(count_state(&fj, "outgoing", "queued"), 1);
     assert!(sx.inbox(10, false).unwrap().is_empty());
     sx.dangerous_inject_store_fault(false);

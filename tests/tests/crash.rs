@@ -82,7 +82,10 @@ async fn recipient_sigkilled_mid_burst_loses_nothing_and_duplicates_nothing() {
         .collect();
     assert_eq!(receipted.len(), BURST);
     for id in &receipted {
-        assert!(unique.contains(id), "receipted message {id} missing after the crash");
+        assert!(
+            unique.contains(id),
+            "receipted message {id} missing after the crash"
+        );
     }
     assert_eq!(ids.len(), BURST);
     client.call(&Request::Shutdown).await.unwrap();

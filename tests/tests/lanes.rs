@@ -1,0 +1,158 @@
+//! Priority lanes and expiry.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use liaison_protocol::{Priority, SignedNonDelivery};
+use liaison_tests::{Federation, count_state, member, msg, spec, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flash_overtakes_a_queue_of_routine_traffic() {
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    const ROUTINE: usize = 2_000;
+    for i in 0..ROUTINE {
+        fj.send(msg(
+            "sx",
+            "assist.request",
+            format!("routine {i}").as_bytes(),
+        ))
+        .await
+        .unwrap();
+    }
+    let mut alert = msg("sx", "alert.issue", b"missing child, 2 h, Xi'an");
+    alert.priority = Priority::Flash;
+    let flash = fj.send(alert).await.unwrap();
+    let mut urgent = msg("sx", "assist.custody_notice", b"suspect detained");
+    urgent.priority = Priority::Urgent;
+    let urgent = fj.send(urgent).await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    wait_for(LIMIT, || {
+        count_state(&fj, "outgoing", "delivered") == ROUTINE + 2
+    })
+    .await
+    .unwrap();
+    // The recipient's inbox is in order of arrival. Both were queued behind 2,000 routine
+    // messages and both went out in the first window of concurrent exchanges (whose order
+    // of arrival among themselves the network decides).
+    let inbox = sx.inbox(ROUTINE + 2, false).unwrap();
+    assert_eq!(inbox.len(), ROUTINE + 2);
+    let pos = |id: &str| inbox.iter().position(|m| m.message_id == id).unwrap();
+    let window = liaison_node::config::DEFAULT_WINDOW;
+    assert!(
+        pos(&flash.message_id) < window,
+        "flash alert at {}",
+        pos(&flash.message_id)
+    );
+    assert!(
+        pos(&urgent.message_id) < window,
+        "urgent at {}",
+        pos(&urgent.message_id)
+    );
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_message_gets_a_signed_non_delivery_record() {
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("hk", "border_station", "CHN", None),
+        member("vn", "foreign_counterpart", "VNM", Some("hk")),
+    ]))
+    .unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    let hk = fed.start("hk").await.unwrap();
+    // Direct, recipient down: the sender itself drops it.
+    let mut m = msg(
+        "hk",
+        "repatriation.handover_proposal",
+        b"10:00 at the bridge",
+    );
+    m.expires_in_ms = Some(300);
+    fed.stop("hk").await;
+    drop(hk);
+    let direct = fj.send(m).await.unwrap();
+    wait_for(LIMIT, || count_state(&fj, "outgoing", "expired") == 1)
+        .await
+        .unwrap();
+    let v = fj.message(&direct.message_id).unwrap().unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let roster = fj.roster();
+    let nd = SignedNonDelivery::open(&b64.decode(v.proof.unwrap()).unwrap(), |k| {
+        roster.roster().signer(k)
+    })
+    .unwrap();
+    assert_eq!(nd.record().dropped_by.as_str(), "fj");
+    assert_eq!(nd.record().message_id.to_hex(), direct.message_id);
+
+    // Through the relay, recipient down: the relay drops it and the record comes back.
+    let hk = fed.start("hk").await.unwrap();
+    let mut m = msg(
+        "vn",
+        "repatriation.handover_proposal",
+        b"10:00 at the bridge",
+    );
+    m.expires_in_ms = Some(1_500);
+    let relayed = fj.send(m).await.unwrap();
+    wait_for(LIMIT, || count_state(&hk, "relay", "expired") == 1)
+        .await
+        .unwrap();
+    wait_for(LIMIT, || count_state(&fj, "outgoing", "expired") == 2)
+        .await
+        .unwrap();
+    let v = fj.message(&relayed.message_id).unwrap().unwrap();
+    let nd = SignedNonDelivery::open(&b64.decode(v.proof.unwrap()).unwrap(), |k| {
+        roster.roster().signer(k)
+    })
+    .unwrap();
+    assert_eq!(nd.record().dropped_by.as_str(), "hk");
+    assert_eq!(nd.record().recipient.as_str(), "vn");
+    // The recipient, once up, never sees it.
+    let vn = fed.start("vn").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(vn.inbox(10, false).unwrap().is_empty());
+    for id in ["fj", "hk", "vn"] {
+        fed.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_roster_spreads_to_peers_on_connect() {
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let roster = fed
+        .reissue_roster(|r| {
+            r.rules.push(liaison_protocol::Rule {
+                from: "public_security".into(),
+                to: "public_security".into(),
+                kinds: vec!["training.*".into()],
+                abroad: false,
+            });
+        })
+        .unwrap();
+    assert_eq!(fj.apply_roster(&roster).await.unwrap(), 2);
+    // fj's next connection to sx carries the roster; sx then accepts the new kind.
+    fj.send(msg("sx", "training.notice", b"new kind"))
+        .await
+        .unwrap();
+    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 1)
+        .await
+        .unwrap();
+    assert_eq!(sx.roster().roster().serial, 2);
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+}
