@@ -17,8 +17,8 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use liaison_protocol::{Location, Member, MemberStatus, NodeId, PublicKey, Roster, Rule};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519, PublicKeyData as _,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519, PublicKeyData as _,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -94,20 +94,70 @@ pub fn demo_rules() -> Vec<Rule> {
         // Operators' connectivity checks, everywhere.
         rule("*", "*", &["bus.*"], true),
         // Cross-province assistance checks, bulletins and alerts between bureaus.
-        rule("public_security", "public_security", &["assist.*", "bulletin.*", "alert.*"], false),
+        rule(
+            "public_security",
+            "public_security",
+            &["assist.*", "bulletin.*", "alert.*"],
+            false,
+        ),
         // Alerts reach every domestic unit.
         rule("public_security", "*", &["alert.*"], false),
         // Foreign-marriage identity checks.
-        rule("marriage_registry", "border_station", &["marriage_check.request"], false),
-        rule("border_station", "marriage_registry", &["marriage_check.answer"], false),
-        rule("marriage_registry", "public_security", &["marriage_check.referral"], false),
+        rule(
+            "marriage_registry",
+            "border_station",
+            &["marriage_check.request"],
+            false,
+        ),
+        rule(
+            "border_station",
+            "marriage_registry",
+            &["marriage_check.answer"],
+            false,
+        ),
+        rule(
+            "marriage_registry",
+            "public_security",
+            &["marriage_check.referral"],
+            false,
+        ),
         // Repatriation: domestic legs and the cross-border leg.
-        rule("public_security", "border_station", &["repatriation.*"], false),
-        rule("border_station", "public_security", &["repatriation.*"], false),
-        rule("public_security", "foreign_counterpart", &["repatriation.*"], true),
-        rule("border_station", "foreign_counterpart", &["repatriation.*"], true),
-        rule("foreign_counterpart", "public_security", &["repatriation.*"], true),
-        rule("foreign_counterpart", "border_station", &["repatriation.*"], true),
+        rule(
+            "public_security",
+            "border_station",
+            &["repatriation.*"],
+            false,
+        ),
+        rule(
+            "border_station",
+            "public_security",
+            &["repatriation.*"],
+            false,
+        ),
+        rule(
+            "public_security",
+            "foreign_counterpart",
+            &["repatriation.*"],
+            true,
+        ),
+        rule(
+            "border_station",
+            "foreign_counterpart",
+            &["repatriation.*"],
+            true,
+        ),
+        rule(
+            "foreign_counterpart",
+            "public_security",
+            &["repatriation.*"],
+            true,
+        ),
+        rule(
+            "foreign_counterpart",
+            "border_station",
+            &["repatriation.*"],
+            true,
+        ),
         // Supervision and annual reports with the joint-meeting office.
         rule("joint_meeting", "*", &["supervision.*"], false),
         rule("*", "joint_meeting", &["supervision.*", "report.*"], false),
@@ -295,7 +345,9 @@ pub fn generate(
                 .map(|v| NodeId::new(v.clone()))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
-            location: ms.location.map(|(lat_e6, lon_e6)| Location { lat_e6, lon_e6 }),
+            location: ms
+                .location
+                .map(|(lat_e6, lon_e6)| Location { lat_e6, lon_e6 }),
             status: MemberStatus::Active,
         });
         let config = format!(
@@ -355,4 +407,19 @@ pub fn check_out_dir(out: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Creates a node's TLS key (PKCS#8 PEM, mode 0600, at `key_path`) and a certificate signing
+/// request naming `node_id`; returns the request (PEM) and the SHA-256 of the key's
+/// SubjectPublicKeyInfo, which the roster pins. Not development-only: `liaison init` uses it.
+pub fn tls_request(node_id: &str, key_path: &Path) -> Result<(String, [u8; 32])> {
+    let key = KeyPair::generate_for(&PKCS_ED25519)?;
+    write_secret(key_path, &key.serialize_pem())?;
+    let mut p = CertificateParams::new(vec![node_id.to_owned()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, node_id);
+    p.distinguished_name = dn;
+    let csr = p.serialize_request(&key)?;
+    let spki: [u8; 32] = Sha256::digest(key.subject_public_key_info()).into();
+    Ok((csr.pem()?, spki))
 }

@@ -1,1 +1,448 @@
-fn main() {}
+//! `liaison`: the officers' and operators' command-line tool.
+//!
+//! Every command but `node start`, `init`, `dev-certs` and `demo` talks to a running node
+//! through its local API socket (`<data_dir>/api.sock`), found from the node's config file.
+
+#![forbid(unsafe_code)]
+
+mod demo;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use liaison_node::api::{Client, Request};
+use liaison_node::{Config, SendRequest};
+use liaison_protocol::{NodeId, Priority};
+use serde_json::Value;
+
+/// liaison: signed, durable messages between anti-trafficking agencies.
+#[derive(Debug, Parser)]
+#[command(name = "liaison", version, propagate_version = true)]
+struct Cli {
+    /// The node's config file (or set LIAISON_CONFIG).
+    #[arg(long, short = 'c', global = true, env = "LIAISON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the demo federation end to end on this machine and verify every signature.
+    Demo,
+    /// Create a node's keys, certificate request and config (for joining a federation).
+    Init(InitArgs),
+    /// Generate the development PKI and demo federation (development only).
+    DevCerts {
+        /// Output directory.
+        #[arg(long, default_value = "certs-dev/demo")]
+        out: PathBuf,
+        /// First loopback port.
+        #[arg(long, default_value_t = 7101)]
+        base_port: u16,
+    },
+    /// Operate the node itself.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Sign and send a message.
+    Send(SendArgs),
+    /// Messages received and not yet taken by the application.
+    Inbox {
+        /// Show bodies.
+        #[arg(long)]
+        body: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Mark an inbox entry as taken (it is never shown again).
+    Ack {
+        /// Inbox sequence number (from `liaison inbox`).
+        seq: u64,
+    },
+    /// Messages this node sent, with their delivery state.
+    Outbox,
+    /// One message by id or digest, with its receipt.
+    Show {
+        /// Message id or envelope digest (hex).
+        id: String,
+    },
+    /// Per-peer queue state.
+    Peers,
+    /// Node id, roster serial, audit log size, peers.
+    Status,
+    /// The federation roster.
+    #[command(subcommand)]
+    Roster(RosterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// Run the node in the foreground until Ctrl-C or SIGTERM.
+    Start {
+        /// Accept development certificates and rosters (never in production).
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Stop a running node gracefully.
+    Stop,
+}
+
+#[derive(Debug, Subcommand)]
+enum RosterCmd {
+    /// Show the roster in force.
+    Show,
+    /// Apply a newer roster signed by the federation authority (it spreads to peers).
+    Apply {
+        /// The signed roster file (roster.cbor).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// This node's id, e.g. cn-35-psb.
+    #[arg(long)]
+    id: String,
+    /// The federation id.
+    #[arg(long)]
+    federation: String,
+    /// UDP address to listen on.
+    #[arg(long, default_value = "0.0.0.0:7100")]
+    listen: String,
+    /// The federation authority's public key (hex), from the joint-meeting office.
+    #[arg(long)]
+    authority_key: String,
+    /// Directory to create (keys, config).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct SendArgs {
+    /// Recipient node id.
+    #[arg(long)]
+    to: String,
+    /// Message kind, e.g. assist.request.
+    #[arg(long)]
+    kind: String,
+    /// Body text.
+    #[arg(long, conflicts_with = "body_file")]
+    body: Option<String>,
+    /// Read the body from a file.
+    #[arg(long)]
+    body_file: Option<PathBuf>,
+    /// routine, priority, urgent or flash.
+    #[arg(long, default_value = "routine")]
+    priority: String,
+    /// Drop undelivered after this long (e.g. 90s, 30m, 2h, 7d).
+    #[arg(long)]
+    expires_in: Option<String>,
+    /// Case reference.
+    #[arg(long)]
+    case: Option<String>,
+    /// The message this one answers (id).
+    #[arg(long)]
+    reply_to: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(match cli.command {
+            Command::Node(NodeCmd::Start { .. }) => "info",
+            _ => "error",
+        })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("liaison: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("liaison: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.json;
+    match cli.command {
+        Command::Demo => return demo::run(json).await,
+        Command::Init(args) => init(&args, json)?,
+        Command::DevCerts { out, base_port } => dev_certs(&out, base_port, json)?,
+        Command::Node(NodeCmd::Start { dev }) => {
+            let cfg = load_config(cli.config.as_deref())?;
+            liaison_node::run(cfg, dev).await?;
+        }
+        command => {
+            let cfg = load_config(cli.config.as_deref())?;
+            let mut client = Client::connect(&cfg.data_dir.join("api.sock")).await?;
+            remote(&mut client, command, json).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    let Some(path) = path else {
+        bail!("which node? pass --config <node.toml> or set LIAISON_CONFIG");
+    };
+    Ok(Config::load(path)?)
+}
+
+async fn remote(client: &mut Client, command: Command, json: bool) -> Result<()> {
+    match command {
+        Command::Send(args) => {
+            let req = send_request(&args)?;
+            let v = client.call(&Request::Send(req)).await?;
+            output::print(json, &v, |v| {
+                format!(
+                    "queued {} for {} (first hop {}), envelope digest {}",
+                    str_of(v, "message_id"),
+                    args.to,
+                    str_of(v, "hop"),
+                    str_of(v, "digest")
+                )
+            });
+        }
+        Command::Inbox { body, limit } => {
+            let v = client.call(&Request::Inbox { limit, body }).await?;
+            output::print(json, &v, |v| output::inbox(v, body));
+        }
+        Command::Ack { seq } => {
+            let v = client.call(&Request::Ack { seq }).await?;
+            output::print(json, &v, |v| {
+                format!(
+                    "taken: {} from {}",
+                    str_of(v, "message_id"),
+                    str_of(v, "from")
+                )
+            });
+        }
+        Command::Outbox => {
+            let v = client.call(&Request::Messages).await?;
+            output::print(json, &v, output::messages);
+        }
+        Command::Show { id } => {
+            let v = client.call(&Request::Message { id }).await?;
+            output::print(json, &v, output::message);
+        }
+        Command::Peers => {
+            let v = client.call(&Request::Peers).await?;
+            output::print(json, &v, output::peers);
+        }
+        Command::Status => {
+            let v = client.call(&Request::Status).await?;
+            output::print(json, &v, |v| {
+                format!(
+                    "node {} in federation {}\nlistening on {}\nroster serial {}\naudit log entries {}\n{}",
+                    str_of(v, "node"),
+                    str_of(v, "federation"),
+                    str_of(v, "listen"),
+                    v["roster_serial"],
+                    v["log_entries"],
+                    output::peers(&v["peers"])
+                )
+            });
+        }
+        Command::Roster(RosterCmd::Apply { file }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let roster = base64::engine::general_purpose::STANDARD.encode(bytes);
+            let v = client.call(&Request::ApplyRoster { roster }).await?;
+            output::print(json, &v, |v| {
+                format!("roster serial {} in force", v["serial"])
+            });
+        }
+        Command::Roster(RosterCmd::Show) => {
+            let v = client.call(&Request::Status).await?;
+            output::print(json, &v, |v| {
+                format!(
+                    "roster serial {} of {}",
+                    v["roster_serial"],
+                    str_of(v, "federation")
+                )
+            });
+        }
+        Command::Node(NodeCmd::Stop) => {
+            client.call(&Request::Shutdown).await?;
+            if !json {
+                println!("node is shutting down");
+            }
+        }
+        Command::Demo
+        | Command::Init(_)
+        | Command::DevCerts { .. }
+        | Command::Node(NodeCmd::Start { .. }) => {}
+    }
+    Ok(())
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("-")
+}
+
+fn send_request(args: &SendArgs) -> Result<SendRequest> {
+    let to = NodeId::new(args.to.clone()).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    let body = match (&args.body, &args.body_file) {
+        (Some(b), None) => b.clone().into_bytes(),
+        (None, Some(p)) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        _ => bail!("give the body with --body TEXT or --body-file PATH"),
+    };
+    let priority = Priority::parse(&args.priority).with_context(|| {
+        format!(
+            "--priority {:?}: use routine, priority, urgent or flash",
+            args.priority
+        )
+    })?;
+    let expires_in_ms = args
+        .expires_in
+        .as_deref()
+        .map(parse_duration_ms)
+        .transpose()?;
+    Ok(SendRequest {
+        to,
+        kind: args.kind.clone(),
+        body,
+        priority,
+        expires_in_ms,
+        case_ref: args.case.clone(),
+        in_reply_to: args.reply_to.clone(),
+    })
+}
+
+/// Parses `90s`, `30m`, `2h`, `7d` (or plain milliseconds).
+fn parse_duration_ms(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration like 90s, 30m, 2h or 7d"))?;
+    let ms = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => bail!("{s:?}: unknown unit {unit:?}; use s, m, h or d"),
+    };
+    Ok(n.saturating_mul(ms))
+}
+
+fn dev_certs(out: &Path, base_port: u16, json: bool) -> Result<()> {
+    liaison_certs_dev::check_out_dir(out)?;
+    let spec = liaison_certs_dev::demo_spec();
+    let ids: Vec<String> = spec.members.iter().map(|m| m.id.clone()).collect();
+    let g = liaison_certs_dev::generate(&spec, out, &|id| {
+        let i = ids.iter().position(|x| x == id).unwrap_or(0);
+        std::net::SocketAddr::from(([127, 0, 0, 1], base_port + i as u16))
+    })?;
+    let v = serde_json::json!({
+        "dir": g.dir,
+        "federation": spec.federation,
+        "authority_key": g.authority_key_hex,
+        "configs": g.configs.iter().map(|(id, p)| serde_json::json!({"node": id, "config": p})).collect::<Vec<_>>(),
+    });
+    output::print(json, &v, |_| {
+        let mut s = format!(
+            "generated the development federation {} in {}\n",
+            spec.federation,
+            g.dir.display()
+        );
+        for (id, p) in &g.configs {
+            s.push_str(&format!("  {id:<16} {}\n", p.display()));
+        }
+        s.push_str(
+            "start one: liaison node start --config <node.toml>  (dev material: dev mode only)",
+        );
+        s
+    });
+    Ok(())
+}
+
+fn init(args: &InitArgs, json: bool) -> Result<()> {
+    use liaison_node::identity::generate_signing_key;
+    let id = NodeId::new(args.id.clone()).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
+    if args.dir.exists() && args.dir.read_dir()?.next().is_some() {
+        bail!(
+            "{} is not empty; choose a new directory",
+            args.dir.display()
+        );
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let signing = generate_signing_key(&args.dir.join("signing.key.pem"))?;
+    let log = generate_signing_key(&args.dir.join("log.key.pem"))?;
+    let witness = generate_signing_key(&args.dir.join("witness.key.pem"))?;
+    let (csr, spki) = liaison_certs_dev::tls_request(id.as_str(), &args.dir.join("tls.key.pem"))?;
+    std::fs::write(args.dir.join("tls.csr.pem"), &csr)?;
+    let listen = args.listen.parse().with_context(|| {
+        format!(
+            "--listen {:?} is not an address like 0.0.0.0:7100",
+            args.listen
+        )
+    })?;
+    let cfg = Config {
+        node_id: id.clone(),
+        federation: args.federation.clone(),
+        listen,
+        data_dir: "data".into(),
+        authority_key: args.authority_key.clone(),
+        ca_cert: "ca.pem".into(),
+        tls_cert: "tls.cert.pem".into(),
+        tls_key: "tls.key.pem".into(),
+        signing_key: "signing.key.pem".into(),
+        log_key: "log.key.pem".into(),
+        witness_key: "witness.key.pem".into(),
+        roster: "roster.cbor".into(),
+        dev_mode: false,
+        delivery: Default::default(),
+        store: Default::default(),
+    };
+    std::fs::write(args.dir.join("node.toml"), cfg.to_toml())?;
+    let hexkey = |k: &ed25519_dalek::VerifyingKey| hex::encode(k.to_bytes());
+    let v = serde_json::json!({
+        "node": id,
+        "dir": args.dir,
+        "signing_key": hexkey(&signing.verifying_key()),
+        "log_key": hexkey(&log.verifying_key()),
+        "witness_key": hexkey(&witness.verifying_key()),
+        "tls_spki_sha256": hex::encode(spki),
+        "csr": args.dir.join("tls.csr.pem"),
+    });
+    output::print(json, &v, |v| {
+        format!(
+            "created {} in {}\n\nSend these to the federation authority for the roster:\n  \
+             signing key      {}\n  log key          {}\n  witness key      {}\n  \
+             TLS key (SPKI)   {}\nand the certificate request {} to the federation CA.\n\n\
+             Then place ca.pem, tls.cert.pem and roster.cbor in {} and run:\n  \
+             liaison node start --config {}",
+            id,
+            args.dir.display(),
+            str_of(v, "signing_key"),
+            str_of(v, "log_key"),
+            str_of(v, "witness_key"),
+            str_of(v, "tls_spki_sha256"),
+            args.dir.join("tls.csr.pem").display(),
+            args.dir.display(),
+            args.dir.join("node.toml").display()
+        )
+    });
+    Ok(())
+}

@@ -25,7 +25,7 @@ pub mod transport;
 
 pub use config::Config;
 pub use error::{NodeError, StoreError};
-pub use node::{MessageView, Node, SendRequest, SendResult, StartOptions, now_ms};
+pub use node::{MessageView, Node, SendRequest, SendResult, Settled, StartOptions, now_ms};
 pub use peer::PeerStatus;
 
 /// Runs a node from a config file until SIGINT/SIGTERM or an API shutdown: the body of the

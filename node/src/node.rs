@@ -125,6 +125,16 @@ pub(crate) struct Inner {
     pub(crate) cfg: DeliveryConfig,
     pub(crate) dev_mode: bool,
     pub(crate) inbox_notify: Notify,
+    pub(crate) settled: tokio::sync::broadcast::Sender<Settled>,
+}
+
+/// A message this node sent reached a final state (receipt, rejection or non-delivery).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Settled {
+    /// Message id (hex).
+    pub message_id: String,
+    /// Final state.
+    pub state: MsgState,
 }
 
 impl std::fmt::Debug for Inner {
@@ -227,6 +237,7 @@ impl Node {
             cfg: cfg.delivery.clone(),
             dev_mode: cfg.dev_mode,
             inbox_notify: Notify::new(),
+            settled: tokio::sync::broadcast::channel(4096).0,
         });
         let node = Self { inner };
         node.spawn_refusal_logger(refusal_rx);
@@ -302,6 +313,12 @@ impl Node {
     /// Marks inbox entry `seq` as taken by the application: it is never shown again.
     pub async fn ack(&self, seq: u64) -> Result<MessageView, NodeError> {
         self.inner.ack(seq).await
+    }
+
+    /// Final states of messages this node sends, as they happen (a lagging receiver misses
+    /// events; the store has them all).
+    pub fn settled(&self) -> tokio::sync::broadcast::Receiver<Settled> {
+        self.inner.settled.subscribe()
     }
 
     /// Waits until the inbox may have changed (or `timeout` passes).
@@ -1064,6 +1081,16 @@ impl Inner {
             .await?;
         if let Some((q, Some(hop))) = queued {
             self.enqueue(&hop, q);
+        } else if rec.direction == Direction::Outgoing {
+            let _ = self.settled.send(Settled {
+                message_id: h.id.to_hex(),
+                state: match &r.status {
+                    ReceiptStatus::Delivered => MsgState::Delivered,
+                    ReceiptStatus::Rejected(reason) => MsgState::Rejected {
+                        reason: reason.clone(),
+                    },
+                },
+            });
         }
         Ok(Frame::Ack(rdigest))
     }

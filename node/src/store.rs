@@ -149,7 +149,9 @@ struct Counters {
     next_out: u64,
 }
 
-type FlushWaiter = oneshot::Sender<Result<(), StoreError>>;
+/// A writer waiting for a flush, with a handle to flush through (the flusher keeps none, so
+/// the database closes as soon as the store is dropped).
+type FlushWaiter = (sled::Db, oneshot::Sender<Result<(), StoreError>>);
 
 /// The node's durable state.
 #[derive(Debug)]
@@ -281,10 +283,20 @@ impl Store {
     /// Opens (or creates) the store at `path`, checks the schema, and starts the group-commit
     /// flusher (must be called inside a tokio runtime).
     pub fn open(path: &Path, cache_bytes: u64, node: NodeId) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()?;
+        let config = sled::Config::new().path(path).cache_capacity(cache_bytes);
+        // A store closed a moment ago (a restart in the same process, or a previous process
+        // still exiting) releases its file lock shortly: wait a little for it.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if e.to_string().contains("acquire lock") && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         match db.get(K_SCHEMA)? {
             None => {
                 db.insert(K_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
@@ -307,7 +319,7 @@ impl Store {
             Some(v) => decode_record(K_COUNTERS, &v)?,
         };
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
-        tokio::spawn(group_commit(db.clone(), flush_rx));
+        tokio::spawn(group_commit(flush_rx));
         Ok(Self {
             db,
             node,
@@ -373,7 +385,9 @@ impl Store {
     /// Waits until everything applied so far is on disk.
     pub async fn flushed(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.flush_tx.send(tx).map_err(|_| StoreError::Poisoned)?;
+        self.flush_tx
+            .send((self.db.clone(), tx))
+            .map_err(|_| StoreError::Poisoned)?;
         let res = rx.await.map_err(|_| StoreError::Poisoned)?;
         if res.is_err() {
             self.poisoned.store(true, Ordering::SeqCst);
@@ -503,14 +517,14 @@ impl Store {
     }
 }
 
-async fn group_commit(db: sled::Db, mut rx: mpsc::UnboundedReceiver<FlushWaiter>) {
-    while let Some(first) = rx.recv().await {
+async fn group_commit(mut rx: mpsc::UnboundedReceiver<FlushWaiter>) {
+    while let Some((db, first)) = rx.recv().await {
         let mut waiters = vec![first];
-        while let Ok(w) = rx.try_recv() {
+        while let Ok((_, w)) = rx.try_recv() {
             waiters.push(w);
         }
-        let db2 = db.clone();
-        let res = match tokio::task::spawn_blocking(move || db2.flush()).await {
+        // One flush covers every batch applied before it started.
+        let res = match tokio::task::spawn_blocking(move || db.flush()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(StoreError::from(e)),
             Err(e) => Err(StoreError::Db(format!("flush task failed: {e}"))),

@@ -1,0 +1,261 @@
+//! `liaison-bench`: measurements for BENCHMARKS.md (not tests).
+//!
+//! - `bus`: two real nodes on loopback, durability on (every receipt after an fsync on each
+//!   side), 1 KiB messages, a fixed number outstanding; reports messages per second and the
+//!   latency from `send` to the verified receipt being stored at the sender (p50, p99).
+//! - `ceiling`: the primitives on the same machine: Ed25519 sign and `verify_strict`,
+//!   SHA-256, envelope seal and open, a sled insert and a flush.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use liaison_node::{Config, Node, SendRequest, StartOptions};
+use liaison_protocol::{Digest, Envelope, Header, MessageId, NodeId, Priority, PublicKey};
+use tokio::sync::{Semaphore, oneshot};
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Runtime::new()?;
+    match args.first().map(String::as_str) {
+        Some("bus") => rt.block_on(bus(
+            arg(&args, "--messages", 20_000),
+            arg(&args, "--outstanding", 256),
+            arg(&args, "--size", 1024),
+        )),
+        Some("ceiling") => ceiling(arg(&args, "--size", 1024)),
+        _ => {
+            eprintln!(
+                "usage: liaison-bench bus [--messages N] [--outstanding N] [--size BYTES]\n       liaison-bench ceiling [--size BYTES]"
+            );
+            std::process::exit(2)
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn bus(messages: usize, outstanding: usize, size: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let spec = liaison_certs_dev::FederationSpec {
+        federation: "bench".into(),
+        members: ["a", "b"]
+            .iter()
+            .map(|id| liaison_certs_dev::MemberSpec {
+                id: (*id).into(),
+                agency: "public_security".into(),
+                name: (*id).into(),
+                country: "CHN".into(),
+                division: None,
+                location: None,
+                via: None,
+            })
+            .collect(),
+        rules: liaison_certs_dev::demo_rules(),
+        max_body_len: 1 << 20,
+    };
+    let mut sockets = HashMap::new();
+    for id in ["a", "b"] {
+        sockets.insert(id.to_owned(), UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?);
+    }
+    let addrs: HashMap<String, _> = sockets
+        .iter()
+        .map(|(k, s)| (k.clone(), s.local_addr().unwrap()))
+        .collect();
+    let g = liaison_certs_dev::generate(&spec, dir.path(), &|id| addrs[id])?;
+    let mut nodes = HashMap::new();
+    for (id, path) in &g.configs {
+        let mut cfg = Config::load(path)?;
+        cfg.delivery.window = outstanding.max(16);
+        let node = Node::start(
+            cfg,
+            StartOptions {
+                socket: sockets.remove(id.as_str()),
+                api_socket: false,
+            },
+        )
+        .await?;
+        nodes.insert(id.to_string(), node);
+    }
+    let a = nodes["a"].clone();
+    let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>> = Arc::default();
+    let mut events = a.settled();
+    let w2 = waiting.clone();
+    tokio::spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            if let Some(tx) = w2.lock().unwrap().remove(&ev.message_id) {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    });
+    let body = vec![0x5a; size];
+    // Warm up the connection.
+    one(&a, &waiting, &body).await?;
+    let permits = Arc::new(Semaphore::new(outstanding));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(messages)));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..messages {
+        let permit = permits.clone().acquire_owned().await?;
+        let (a, waiting, body, lat) = (a.clone(), waiting.clone(), body.clone(), latencies.clone());
+        tasks.spawn(async move {
+            let d = one(&a, &waiting, &body).await;
+            drop(permit);
+            lat.lock().unwrap().push(d);
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r?;
+    }
+    let elapsed = start.elapsed();
+    let mut lat: Vec<Duration> = latencies
+        .lock()
+        .unwrap()
+        .drain(..)
+        .collect::<Result<Vec<_>>>()?;
+    lat.sort();
+    let b_inbox = nodes["b"].inbox(messages + 10, false)?.len();
+    if b_inbox != messages + 1 {
+        bail!(
+            "recipient holds {b_inbox} messages, expected {}",
+            messages + 1
+        );
+    }
+    println!(
+        "bus: {messages} messages of {size} B, {outstanding} outstanding, durability on (fsync before every receipt)"
+    );
+    println!(
+        "  throughput  {:.0} msg/s  ({:.2} s)",
+        messages as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  send→receipt latency  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    for n in nodes.values() {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn one(
+    a: &Node,
+    waiting: &Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>,
+    body: &[u8],
+) -> Result<Duration> {
+    let t0 = Instant::now();
+    // The id is known only after `send` returns, so register under a lock held across it.
+    let (tx, rx) = oneshot::channel();
+    let r = a
+        .send(SendRequest {
+            to: NodeId::new("b")?,
+            kind: "bus.bench".into(),
+            body: body.to_vec(),
+            priority: Priority::Routine,
+            expires_in_ms: None,
+            case_ref: None,
+            in_reply_to: None,
+        })
+        .await?;
+    {
+        let mut w = waiting.lock().unwrap();
+        // The receipt may already be in.
+        if a.message(&r.message_id)?
+            .is_some_and(|m| serde_json::to_value(&m.state).unwrap()["state"] != "queued")
+        {
+            return Ok(t0.elapsed());
+        }
+        w.insert(r.message_id.clone(), tx);
+    }
+    let done = tokio::time::timeout(Duration::from_secs(120), rx)
+        .await
+        .context("no receipt within 120 s")??;
+    Ok(done - t0)
+}
+
+fn time<T>(label: &str, n: usize, mut f: impl FnMut() -> T) {
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(f());
+    }
+    let per = start.elapsed() / n as u32;
+    println!(
+        "  {label:<34} {:>10.2} µs   {:>10.0} /s",
+        per.as_secs_f64() * 1e6,
+        1.0 / per.as_secs_f64()
+    );
+}
+
+fn ceiling(size: usize) -> Result<()> {
+    use ed25519_dalek::{Signer as _, SigningKey};
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let pk = PublicKey::from(&key);
+    let msg = vec![0x5a; size];
+    let sig = key.sign(&msg).to_bytes();
+    println!("ceiling: primitives on this machine ({size} B where it applies)");
+    time("Ed25519 sign", 5_000, || key.sign(&msg));
+    time("Ed25519 verify_strict", 5_000, || {
+        pk.verify(&msg, &sig).is_ok()
+    });
+    time("SHA-256", 50_000, || Digest::of(&msg));
+    let header = Header {
+        federation: "bench".into(),
+        id: MessageId([1; 16]),
+        from: NodeId::new("a")?,
+        to: NodeId::new("b")?,
+        sent_at: 1,
+        kind: "bus.bench".into(),
+        body_len: size as u64,
+        body_hash: Digest::of(&msg).0,
+        priority: Priority::Routine,
+        in_reply_to: None,
+        expires_at: None,
+        case_ref: None,
+    };
+    let env = Envelope::seal(header.clone(), &key);
+    let a = NodeId::new("a")?;
+    time("envelope seal", 5_000, || {
+        Envelope::seal(header.clone(), &key)
+    });
+    time("envelope open (strict + verify)", 5_000, || {
+        Envelope::open(env.bytes(), |_| Some((a.clone(), pk))).is_ok()
+    });
+    let dir = tempfile::tempdir()?;
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(64 << 20)
+        .open()?;
+    let mut i = 0u64;
+    time("sled insert (no flush)", 20_000, || {
+        i += 1;
+        db.insert(i.to_be_bytes(), msg.as_slice()).unwrap()
+    });
+    time("sled insert + flush (fsync)", 500, || {
+        i += 1;
+        db.insert(i.to_be_bytes(), msg.as_slice()).unwrap();
+        db.flush().unwrap()
+    });
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! Human-readable output; `--json` prints the API's JSON as it is.
+
+use serde_json::Value;
+
+/// Prints `v` as JSON, or as the text `human` makes of it.
+pub(crate) fn print(json: bool, v: &Value, human: impl FnOnce(&Value) -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        println!("{}", human(v));
+    }
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or("-")
+}
+
+/// `2026-11-23 11:36:16Z` from Unix ms.
+pub(crate) fn time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (d, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, sec) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = d as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{sec:02}Z")
+}
+
+fn state(v: &Value) -> String {
+    let st = &v["state"];
+    match st["state"].as_str() {
+        Some("in_custody") => format!("in custody of {}", s(st, "relay")),
+        Some("rejected") => format!("rejected: {}", s(st, "reason")),
+        Some(other) => other.replace('_', " "),
+        None => "-".into(),
+    }
+}
+
+pub(crate) fn inbox(v: &Value, body: bool) -> String {
+    let items = v.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return "inbox is empty".into();
+    }
+    let mut out = format!(
+        "{:>5}  {:<20}  {:<14}  {:<28}  {:<8}  message id\n",
+        "seq", "received", "from", "kind", "priority"
+    );
+    for m in &items {
+        out.push_str(&format!(
+            "{:>5}  {:<20}  {:<14}  {:<28}  {:<8}  {}\n",
+            m["inbox_seq"],
+            time(m["sent_at"].as_u64().unwrap_or(0)),
+            s(m, "from"),
+            s(m, "kind"),
+            s(m, "priority"),
+            s(m, "message_id"),
+        ));
+        if body {
+            out.push_str(&format!("       {}\n", body_text(m)));
+        }
+    }
+    out.push_str("take one with: liaison ack <seq>");
+    out
+}
+
+fn body_text(m: &Value) -> String {
+    use base64::Engine as _;
+    match m["body"].as_str() {
+        None => "(body purged)".into(),
+        Some(b) => match base64::engine::general_purpose::STANDARD.decode(b) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(e) => format!("({} bytes of binary)", e.into_bytes().len()),
+            },
+            Err(_) => "(undecodable body)".into(),
+        },
+    }
+}
+
+pub(crate) fn messages(v: &Value) -> String {
+    let items: Vec<&Value> = v
+        .as_array()
+        .map(|a| a.iter().filter(|m| m["direction"] != "incoming").collect())
+        .unwrap_or_default();
+    if items.is_empty() {
+        return "nothing sent or relayed".into();
+    }
+    let mut out = format!(
+        "{:<20}  {:<8}  {:<14}  {:<28}  {:<8}  {:<30}  message id\n",
+        "sent", "", "to", "kind", "priority", "state"
+    );
+    for m in items {
+        out.push_str(&format!(
+            "{:<20}  {:<8}  {:<14}  {:<28}  {:<8}  {:<30}  {}\n",
+            time(m["sent_at"].as_u64().unwrap_or(0)),
+            if m["direction"] == "relay" {
+                "relayed"
+            } else {
+                "sent"
+            },
+            s(m, "to"),
+            s(m, "kind"),
+            s(m, "priority"),
+            state(m),
+            s(m, "message_id"),
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+pub(crate) fn message(m: &Value) -> String {
+    format!(
+        "message  {}\ndigest   {}\nfrom     {}\nto       {}\nkind     {}\npriority {}\nsent     {}\ncase     {}\nstate    {}\nproof    {}\nbody     {}",
+        s(m, "message_id"),
+        s(m, "digest"),
+        s(m, "from"),
+        s(m, "to"),
+        s(m, "kind"),
+        s(m, "priority"),
+        time(m["sent_at"].as_u64().unwrap_or(0)),
+        m["case_ref"].as_str().unwrap_or("-"),
+        state(m),
+        if m["proof"].is_string() {
+            "signed receipt or record held (see --json)"
+        } else {
+            "none yet"
+        },
+        body_text(m),
+    )
+}
+
+pub(crate) fn peers(v: &Value) -> String {
+    let items = v.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return "no peer queues yet".into();
+    }
+    let mut out = format!(
+        "{:<16}  {:<9}  {:>7} {:>7} {:>7} {:>7}  {:>9}  {:>9}  {:>8}  last error\n",
+        "peer", "link", "flash", "urgent", "prio", "routine", "in flight", "delivered", "failures"
+    );
+    for p in &items {
+        let q = &p["queued"];
+        out.push_str(&format!(
+            "{:<16}  {:<9}  {:>7} {:>7} {:>7} {:>7}  {:>9}  {:>9}  {:>8}  {}\n",
+            s(p, "peer"),
+            if p["connected"] == true { "up" } else { "down" },
+            q[3],
+            q[2],
+            q[1],
+            q[0],
+            p["in_flight"],
+            p["delivered"],
+            p["failures"],
+            p["last_error"].as_str().unwrap_or("-"),
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times() {
+        assert_eq!(super::time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(super::time(1_795_520_176_000), "2026-11-24 11:36:16Z");
+    }
+}
