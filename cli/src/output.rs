@@ -55,7 +55,7 @@ pub(crate) fn inbox(v: &Value, body: bool) -> String {
     for m in &items {
         out.push_str(&format!(
             "{:>5}  {:<20}  {:<14}  {:<28}  {:<8}  {}\n",
-            m["inbox_seq"],
+            m["inbox_seq"].to_string(),
             time(m["sent_at"].as_u64().unwrap_or(0)),
             s(m, "from"),
             s(m, "kind"),

@@ -290,7 +290,9 @@ impl Store {
         let db = loop {
             match config.open() {
                 Ok(db) => break db,
-                Err(sled::Error::Io(e)) if e.to_string().contains("acquire lock") && tries < 100 => {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("acquire lock") && tries < 100 =>
+                {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }

@@ -104,19 +104,34 @@ impl Federation {
 
     /// Starts `id` in this process.
     pub async fn start(&mut self, id: &str) -> Result<Node> {
-        let cfg = self.config(id)?;
+        self.start_with(id, |_| {}).await
+    }
+
+    /// Starts `id` in this process after `change` edits its config.
+    pub async fn start_with(&mut self, id: &str, change: impl FnOnce(&mut Config)) -> Result<Node> {
+        let mut cfg = self.config(id)?;
+        change(&mut cfg);
         let socket = match self.sockets.remove(id) {
             Some(s) => s,
             None => rebind(self.addrs[id]).await?,
         };
-        let node = Node::start(
+        let keep = socket.try_clone()?;
+        let node = match Node::start(
             cfg,
             StartOptions {
                 socket: Some(socket),
                 api_socket: false,
             },
         )
-        .await?;
+        .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                // Keep the port reserved for the next attempt.
+                self.sockets.insert(id.to_owned(), keep);
+                return Err(e.into());
+            }
+        };
         self.nodes.insert(id.to_owned(), node.clone());
         Ok(node)
     }

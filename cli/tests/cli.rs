@@ -1,0 +1,203 @@
+//! The `liaison` binary as an operator uses it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_liaison");
+
+fn liaison(config: Option<&Path>, args: &[&str]) -> Output {
+    let mut c = Command::new(BIN);
+    if let Some(cfg) = config {
+        c.arg("--config").arg(cfg);
+    }
+    c.args(args).output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn demo_verifies_everything() {
+    let out = liaison(None, &["demo", "--json"]);
+    let v = json(&out);
+    assert_eq!(v["ok"], true);
+    let msgs = v["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 9);
+    assert!(
+        msgs.iter()
+            .all(|m| m["envelope_signature"]["Ok"] == "verified")
+    );
+    assert!(msgs.iter().any(|m| m["via"] == "cn-5325-hekou"));
+}
+
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn operator_session_with_two_node_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fed");
+    // A free base port: the OS picks one, the nodes take it and the next ones.
+    let base = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .min(60_000);
+    let v = json(&liaison(
+        None,
+        &[
+            "dev-certs",
+            "--out",
+            out.to_str().unwrap(),
+            "--base-port",
+            &base.to_string(),
+            "--json",
+        ],
+    ));
+    assert_eq!(v["federation"], "cn-atip-demo");
+    let fj = out.join("nodes/cn-35-psb/node.toml");
+    let sx = out.join("nodes/cn-61-psb/node.toml");
+
+    // A config that does not say dev_mode: development material is refused, with a hint,
+    // unless the operator passes --dev.
+    for cfg in [&fj, &sx] {
+        let text = std::fs::read_to_string(cfg).unwrap();
+        std::fs::write(cfg, text.replace("dev_mode = true", "dev_mode = false")).unwrap();
+    }
+    let refused = liaison(Some(&fj), &["node", "start"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("development roster"), "{err}");
+
+    let mut nodes = Nodes(Vec::new());
+    for cfg in [&fj, &sx] {
+        nodes.0.push(
+            Command::new(BIN)
+                .args(["node", "start", "--dev", "--config"])
+                .arg(cfg)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for cfg in [&fj, &sx] {
+        wait_until(Duration::from_secs(20), || {
+            liaison(Some(cfg), &["status", "--json"]).status.success()
+        });
+    }
+    let sent = json(&liaison(
+        Some(&fj),
+        &[
+            "send",
+            "--to",
+            "cn-61-psb",
+            "--kind",
+            "assist.request",
+            "--body",
+            "identity check: ZHANG San",
+            "--priority",
+            "urgent",
+            "--case",
+            "FJ-2026-0042",
+            "--json",
+        ],
+    ));
+    let id = sent["message_id"].as_str().unwrap().to_owned();
+    wait_until(Duration::from_secs(20), || {
+        let v = json(&liaison(Some(&fj), &["show", &id, "--json"]));
+        v["state"]["state"] == "delivered"
+    });
+    let inbox = json(&liaison(Some(&sx), &["inbox", "--body", "--json"]));
+    assert_eq!(inbox.as_array().unwrap().len(), 1);
+    assert_eq!(inbox[0]["message_id"], id.as_str());
+    assert_eq!(inbox[0]["case_ref"], "FJ-2026-0042");
+    let seq = inbox[0]["inbox_seq"].as_u64().unwrap().to_string();
+    json(&liaison(Some(&sx), &["ack", &seq, "--json"]));
+    assert!(
+        json(&liaison(Some(&sx), &["inbox", "--json"]))
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // Human output too.
+    let text = liaison(Some(&fj), &["outbox"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("delivered") && text.contains("cn-61-psb"),
+        "{text}"
+    );
+    let peers = json(&liaison(Some(&fj), &["peers", "--json"]));
+    assert_eq!(peers[0]["peer"], "cn-61-psb");
+    // Errors say what to do.
+    let bad = liaison(
+        Some(&fj),
+        &[
+            "send",
+            "--to",
+            "cn-61-psb",
+            "--kind",
+            "assist.request",
+            "--body",
+            "x",
+            "--priority",
+            "asap",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("use routine, priority, urgent or flash")
+    );
+    let forbidden = liaison(
+        Some(&fj),
+        &[
+            "send",
+            "--to",
+            "cn-6101-mca",
+            "--kind",
+            "assist.request",
+            "--body",
+            "x",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&forbidden.stderr).contains("policy forbids"));
+    for cfg in [&fj, &sx] {
+        liaison(Some(cfg), &["node", "stop"]);
+    }
+    for c in &mut nodes.0 {
+        let status = c.wait().unwrap();
+        assert!(status.success());
+    }
+    nodes.0.clear();
+    // A stopped node: the error says how to start it.
+    let down = liaison(Some(&fj), &["status"]);
+    assert!(String::from_utf8_lossy(&down.stderr).contains("liaison node start"));
+}
