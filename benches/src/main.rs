@@ -100,10 +100,34 @@ async fn bus(messages: usize, outstanding: usize, size: usize) -> Result<()> {
     let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>> = Arc::default();
     let mut events = a.settled();
     let w2 = waiting.clone();
+    let a2 = a.clone();
     tokio::spawn(async move {
-        while let Ok(ev) = events.recv().await {
-            if let Some(tx) = w2.lock().unwrap().remove(&ev.message_id) {
-                let _ = tx.send(Instant::now());
+        loop {
+            match events.recv().await {
+                Ok(ev) => {
+                    if let Some(tx) = w2.lock().unwrap().remove(&ev.message_id) {
+                        let _ = tx.send(Instant::now());
+                    }
+                }
+                // Events were missed: settle every waiter whose message is no longer queued.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let mut w = w2.lock().unwrap();
+                    let done: Vec<String> = w
+                        .keys()
+                        .filter(|id| {
+                            a2.message(id).ok().flatten().is_some_and(|m| {
+                                serde_json::to_value(&m.state).unwrap()["state"] != "queued"
+                            })
+                        })
+                        .cloned()
+                        .collect();
+                    for id in done {
+                        if let Some(tx) = w.remove(&id) {
+                            let _ = tx.send(Instant::now());
+                        }
+                    }
+                }
+                Err(_) => break,
             }
         }
     });

@@ -23,7 +23,7 @@ use crate::error::{NodeError, StoreError};
 use crate::identity::load_signing_key;
 use crate::peer::{PeerHandle, PeerStatus};
 use crate::roster::RosterCell;
-use crate::store::{Direction, MessageRecord, MsgState, OutItem, Queued, Store};
+use crate::store::{Direction, MessageRecord, MsgState, OutItem, Queued, Store, Txn};
 use crate::transport::{self, TlsMaterial};
 
 /// Wall clock in Unix ms: the one place the node reads the time.
@@ -338,10 +338,19 @@ impl Node {
 
     /// One message by id (hex) or digest (hex).
     pub fn message(&self, id_or_digest: &str) -> Result<Option<MessageView>, NodeError> {
-        for (d, r) in self.inner.store.messages()? {
-            let v = self.inner.view(&d, &r, true)?;
-            if v.message_id == id_or_digest || v.digest == id_or_digest {
-                return Ok(Some(v));
+        let store = &self.inner.store;
+        let digests = if let Ok(d) = Digest::from_hex(id_or_digest) {
+            vec![d]
+        } else if let Ok(id) = MessageId::from_hex(id_or_digest) {
+            store.digests_for_id(&id)?
+        } else {
+            return Err(NodeError::Invalid(format!(
+                "{id_or_digest:?} is neither a message id (32 hex) nor a digest (64 hex)"
+            )));
+        };
+        for d in digests {
+            if let Some(r) = store.message(&d)? {
+                return Ok(Some(self.inner.view(&d, &r, true)?));
             }
         }
         Ok(None)
@@ -645,6 +654,7 @@ impl Inner {
                         out_key: Some(q.key.clone()),
                     },
                 );
+                t.index_id(&h.id, &digest);
                 t.log(EntryKind::MessageSent, env.bytes().to_vec());
                 Ok(q)
             })
@@ -921,6 +931,7 @@ impl Inner {
                     };
                 }
                 t.put_seen(&h.from, &h.id, &digest);
+                t.index_id(&h.id, &digest);
                 t.put_body(&digest, body);
                 let mut rec = MessageRecord {
                     envelope: env.bytes().to_vec(),
@@ -1045,40 +1056,45 @@ impl Inner {
         };
         let rbytes = receipt.bytes().to_vec();
         let rdigest = receipt.digest();
-        let queued = self
-            .store
-            .write(now, |t| {
-                let Some(mut rec) = t.message(&digest)? else {
-                    return Ok(None);
-                };
-                if let Some(k) = rec.out_key.take() {
-                    t.remove_out(&k);
+        let change = |t: &mut Txn<'_>| {
+            let Some(mut rec) = t.message(&digest)? else {
+                return Ok(None);
+            };
+            if let Some(k) = rec.out_key.take() {
+                t.remove_out(&k);
+            }
+            rec.state = state;
+            rec.proof = Some(rbytes.clone());
+            rec.updated_at = now;
+            let q = match &forward_to {
+                Some(hop) => {
+                    t.log(EntryKind::Forwarded, rbytes.clone());
+                    Some(t.push_out(
+                        hop,
+                        h.priority,
+                        OutItem::Receipt {
+                            bytes: rbytes.clone(),
+                            digest: rdigest.0,
+                        },
+                        None,
+                    ))
                 }
-                rec.state = state;
-                rec.proof = Some(rbytes.clone());
-                rec.updated_at = now;
-                let q = match &forward_to {
-                    Some(hop) => {
-                        t.log(EntryKind::Forwarded, rbytes.clone());
-                        Some(t.push_out(
-                            hop,
-                            h.priority,
-                            OutItem::Receipt {
-                                bytes: rbytes.clone(),
-                                digest: rdigest.0,
-                            },
-                            None,
-                        ))
-                    }
-                    None => {
-                        t.log(EntryKind::ReceiptReceived, rbytes.clone());
-                        None
-                    }
-                };
-                t.put_message(&digest, &rec);
-                Ok(q.map(|q| (q, forward_to.clone())))
-            })
-            .await?;
+                None => {
+                    t.log(EntryKind::ReceiptReceived, rbytes.clone());
+                    None
+                }
+            };
+            t.put_message(&digest, &rec);
+            Ok(q.map(|q| (q, forward_to.clone())))
+        };
+        // A receipt that answers our own delivery needs no flush before we go on: after a
+        // crash the message is sent again and the recipient answers with the same receipt.
+        // A forwarded receipt is acknowledged, so it must be durable first.
+        let queued = if expected.is_some() {
+            self.store.apply(now, change)?
+        } else {
+            self.store.write(now, change).await?
+        };
         if let Some((q, Some(hop))) = queued {
             self.enqueue(&hop, q);
         } else if rec.direction == Direction::Outgoing {

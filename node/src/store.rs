@@ -12,6 +12,7 @@
 //! s/<from>\0<id>         digest            dedupe index on (sender, message id)
 //! i/<seq>                digest            inbox: not yet taken by the application
 //! l/<index>              audit entry       append-only audit log
+//! x/<id><digest>         (empty)           message id → digest index
 //! ```
 //!
 //! Every change is one atomic batch that carries its audit entries with it, so an event can
@@ -151,6 +152,9 @@ struct Counters {
 
 /// A writer waiting for a flush, with a handle to flush through (the flusher keeps none, so
 /// the database closes as soon as the store is dropped).
+/// How long a flush under load waits for more writers to join it.
+const GROUP_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
+
 type FlushWaiter = (sled::Db, oneshot::Sender<Result<(), StoreError>>);
 
 /// The node's durable state.
@@ -200,6 +204,14 @@ impl Txn<'_> {
     pub fn put_message(&mut self, digest: &Digest, rec: &MessageRecord) {
         self.batch
             .insert(&key_digest(b"m/", digest)[..], encode_record(rec));
+    }
+
+    /// Indexes a message record under its message id.
+    pub fn index_id(&mut self, id: &MessageId, digest: &Digest) {
+        let mut k = b"x/".to_vec();
+        k.extend_from_slice(&id.0);
+        k.extend_from_slice(&digest.0);
+        self.batch.insert(k, &[][..]);
     }
 
     /// Reads a message record as of the start of this change.
@@ -283,7 +295,11 @@ impl Store {
     /// Opens (or creates) the store at `path`, checks the schema, and starts the group-commit
     /// flusher (must be called inside a tokio runtime).
     pub fn open(path: &Path, cache_bytes: u64, node: NodeId) -> Result<Self, StoreError> {
-        let config = sled::Config::new().path(path).cache_capacity(cache_bytes);
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None);
         // A store closed a moment ago (a restart in the same process, or a previous process
         // still exiting) releases its file lock shortly: wait a little for it.
         let mut tries = 0;
@@ -406,6 +422,20 @@ impl Store {
         }
     }
 
+    /// The digests of the messages with this id (normally one).
+    pub fn digests_for_id(&self, id: &MessageId) -> Result<Vec<Digest>, StoreError> {
+        let mut prefix = b"x/".to_vec();
+        prefix.extend_from_slice(&id.0);
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            if let Some(d) = k.get(18..50).and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                out.push(Digest(d));
+            }
+        }
+        Ok(out)
+    }
+
     /// A body, unless purged.
     pub fn body(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get(key_digest(b"b/", digest))?.map(|v| v.to_vec()))
@@ -520,12 +550,19 @@ impl Store {
 }
 
 async fn group_commit(mut rx: mpsc::UnboundedReceiver<FlushWaiter>) {
+    let mut last_batch = 0usize;
     while let Some((db, first)) = rx.recv().await {
+        if last_batch > 1 {
+            // Under load, let more writers join this flush: one flush per millisecond costs
+            // far less than one per writer.
+            tokio::time::sleep(GROUP_WAIT).await;
+        }
         let mut waiters = vec![first];
         while let Ok((_, w)) = rx.try_recv() {
             waiters.push(w);
         }
         // One flush covers every batch applied before it started.
+        last_batch = waiters.len();
         let res = match tokio::task::spawn_blocking(move || db.flush()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(StoreError::from(e)),

@@ -23,23 +23,25 @@ mod ty {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// The frame could not be decoded.
-    MalformedFrame = 1,
+    MalformedFrame,
     /// The frame is larger than allowed.
-    TooLarge = 2,
+    TooLarge,
     /// The object inside could not be parsed, so no receipt can name it.
-    MalformedObject = 3,
+    MalformedObject,
     /// The peer may not send this (not the sender, not a relay for it).
-    Unauthorized = 4,
+    Unauthorized,
     /// The receiver could not store the message (disk full, store error): try again later.
-    Unavailable = 5,
+    Unavailable,
     /// The object was refused (bad signature, policy, expired …) and no receipt can be signed.
-    Refused = 6,
+    Refused,
     /// The receiver is shutting down: try again later.
-    ShuttingDown = 7,
+    ShuttingDown,
+    /// A code this version does not know (kept as sent; treated as permanent).
+    Other(u16),
 }
 
 impl ErrorCode {
-    /// From the wire value; unknown codes read as `Refused`.
+    /// From the wire value; unknown codes are kept as [`ErrorCode::Other`].
     pub fn from_u16(v: u16) -> Self {
         match v {
             1 => Self::MalformedFrame,
@@ -47,8 +49,23 @@ impl ErrorCode {
             3 => Self::MalformedObject,
             4 => Self::Unauthorized,
             5 => Self::Unavailable,
+            6 => Self::Refused,
             7 => Self::ShuttingDown,
-            _ => Self::Refused,
+            other => Self::Other(other),
+        }
+    }
+
+    /// The wire value.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            Self::MalformedFrame => 1,
+            Self::TooLarge => 2,
+            Self::MalformedObject => 3,
+            Self::Unauthorized => 4,
+            Self::Unavailable => 5,
+            Self::Refused => 6,
+            Self::ShuttingDown => 7,
+            Self::Other(v) => v,
         }
     }
 
@@ -135,7 +152,7 @@ impl Frame {
             Self::Receipt(b) | Self::NonDelivery(b) | Self::Roster(b) => out.extend_from_slice(b),
             Self::Custody(d) | Self::Ack(d) => out.extend_from_slice(&d.0),
             Self::Error { code, reason } => {
-                out.extend_from_slice(&(*code as u16).to_be_bytes());
+                out.extend_from_slice(&code.to_u16().to_be_bytes());
                 out.extend_from_slice(reason.as_bytes());
             }
         }
@@ -253,6 +270,13 @@ mod tests {
     }
 
     #[test]
+    fn unknown_error_codes_round_trip() {
+        let b = hex::decode("7f000000020000").unwrap();
+        let f = Frame::decode_exact(&b, 100).unwrap();
+        assert_eq!(f.to_bytes(), b);
+    }
+
+    #[test]
     fn incomplete_is_not_an_error() {
         let b = Frame::Receipt(vec![1, 2, 3]).to_bytes();
         for i in 0..b.len() {
@@ -286,7 +310,7 @@ mod tests {
             bytes().prop_map(Frame::Roster),
             any::<[u8; 32]>().prop_map(|d| Frame::Custody(Digest(d))),
             any::<[u8; 32]>().prop_map(|d| Frame::Ack(Digest(d))),
-            (1u16..8, ".{0,40}").prop_map(|(c, reason)| Frame::Error {
+            (any::<u16>(), ".{0,40}").prop_map(|(c, reason)| Frame::Error {
                 code: ErrorCode::from_u16(c),
                 reason
             }),
