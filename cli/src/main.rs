@@ -81,6 +81,37 @@ enum Command {
     /// The federation roster.
     #[command(subcommand)]
     Roster(RosterCmd),
+    /// The audit log: verify it, checkpoints, evidence bundles.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Recompute the whole log from the store and check every entry, signature and the
+    /// newest checkpoint; exits non-zero naming the first bad entry.
+    Verify,
+    /// Print the newest signed checkpoint (signing one if the log grew).
+    Checkpoint,
+    /// Write an evidence bundle for an entry index or a message id.
+    Prove {
+        /// Entry index or message id.
+        target: String,
+        /// Output file.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Verify an evidence bundle offline, with the roster and the authority key only.
+    CheckBundle {
+        /// The bundle file.
+        file: PathBuf,
+        /// The signed roster (roster.cbor).
+        #[arg(long)]
+        roster: PathBuf,
+        /// The federation authority's public key (hex).
+        #[arg(long)]
+        authority_key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +218,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo => return demo::run(json).await,
         Command::Init(args) => init(&args, json)?,
         Command::DevCerts { out, base_port } => dev_certs(&out, base_port, json)?,
+        Command::Audit(AuditCmd::CheckBundle {
+            file,
+            roster,
+            authority_key,
+        }) => return check_bundle(&file, &roster, &authority_key, json),
         Command::Node(NodeCmd::Start { dev }) => {
             let cfg = load_config(cli.config.as_deref())?;
             liaison_node::run(cfg, dev).await?;
@@ -194,7 +230,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         command => {
             let cfg = load_config(cli.config.as_deref())?;
             let mut client = Client::connect(&cfg.data_dir.join("api.sock")).await?;
-            remote(&mut client, command, json).await?;
+            return remote(&mut client, command, json).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -207,7 +243,7 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(Config::load(path)?)
 }
 
-async fn remote(client: &mut Client, command: Command, json: bool) -> Result<()> {
+async fn remote(client: &mut Client, command: Command, json: bool) -> Result<ExitCode> {
     match command {
         Command::Send(args) => {
             let req = send_request(&args)?;
@@ -287,12 +323,106 @@ async fn remote(client: &mut Client, command: Command, json: bool) -> Result<()>
                 println!("node is shutting down");
             }
         }
+        Command::Audit(AuditCmd::Verify) => {
+            let v = client.call(&Request::AuditVerify).await?;
+            let bad = !v["first_problem"].is_null();
+            output::print(json, &v, |v| match v["first_problem"].as_array() {
+                Some(p) => format!(
+                    "AUDIT LOG FAILS at entry {}: {}\n({} entries checked before it)",
+                    p[0],
+                    p[1].as_str().unwrap_or("?"),
+                    v["entries"]
+                ),
+                None => format!(
+                    "audit log verified: {} entries, {} signatures, root {}, newest checkpoint covers {}",
+                    v["entries"],
+                    v["signatures_checked"],
+                    str_of(v, "root"),
+                    v["checkpoint_size"]
+                ),
+            });
+            if bad {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Audit(AuditCmd::Checkpoint) => {
+            let v = client.call(&Request::AuditCheckpoint).await?;
+            output::print(json, &v, |v| str_of(v, "checkpoint").trim_end().to_owned());
+        }
+        Command::Audit(AuditCmd::Prove { target, out }) => {
+            let v = client.call(&Request::AuditProve { target }).await?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(str_of(&v, "bundle"))?;
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            output::print(json, &v, |v| {
+                format!(
+                    "evidence bundle for entry {} written to {}",
+                    v["index"],
+                    out.display()
+                )
+            });
+        }
         Command::Demo
         | Command::Init(_)
         | Command::DevCerts { .. }
+        | Command::Audit(AuditCmd::CheckBundle { .. })
         | Command::Node(NodeCmd::Start { .. }) => {}
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_bundle(file: &Path, roster: &Path, authority_key: &str, json: bool) -> Result<ExitCode> {
+    use liaison_protocol::evidence::Evidence;
+    let key: [u8; 32] = hex::decode(authority_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .context("--authority-key must be 64 hex characters")?;
+    let authority = liaison_protocol::PublicKey::from_bytes(&key)?;
+    let roster_bytes =
+        std::fs::read(roster).with_context(|| format!("reading {}", roster.display()))?;
+    let roster = liaison_protocol::SignedRoster::open(&roster_bytes, &authority)
+        .context("the roster does not verify against the authority key")?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let verdict = Evidence::decode(&bytes)
+        .map_err(liaison_protocol::evidence::EvidenceError::from)
+        .and_then(|e| e.verify(roster.roster()));
+    match verdict {
+        Ok(p) => {
+            let v = serde_json::json!({
+                "ok": true, "node": p.node, "index": p.index, "tree_size": p.size,
+                "entry_kind": p.entry.kind, "entry_at": p.entry.at,
+                "cosigned_by": p.cosigned_by.iter().map(|(n, t)| serde_json::json!({"witness": n, "time": t})).collect::<Vec<_>>(),
+            });
+            output::print(json, &v, |_| {
+                format!(
+                    "bundle verified: entry {} ({:?}, {}) is in {}'s log of {} entries, checkpoint signed by {}'s log key{}",
+                    p.index,
+                    p.entry.kind,
+                    output::time(p.entry.at),
+                    p.node,
+                    p.size,
+                    p.node,
+                    if p.cosigned_by.is_empty() {
+                        ", no cosignatures".to_owned()
+                    } else {
+                        format!(
+                            ", cosigned by {}",
+                            p.cosigned_by
+                                .iter()
+                                .map(|(n, _)| n.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let v = serde_json::json!({"ok": false, "error": e.to_string()});
+            output::print(json, &v, |_| format!("BUNDLE DOES NOT VERIFY: {e}"));
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -414,6 +544,7 @@ fn init(args: &InitArgs, json: bool) -> Result<()> {
         dev_mode: false,
         delivery: Default::default(),
         store: Default::default(),
+        audit: Default::default(),
     };
     std::fs::write(args.dir.join("node.toml"), cfg.to_toml())?;
     let hexkey = |k: &ed25519_dalek::VerifyingKey| hex::encode(k.to_bytes());

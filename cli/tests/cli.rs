@@ -156,6 +156,55 @@ fn operator_session_with_two_node_processes() {
         text.contains("delivered") && text.contains("cn-61-psb"),
         "{text}"
     );
+    // The recipient's audit log verifies, and it can prove receipt to anyone with the roster.
+    let report = json(&liaison(Some(&sx), &["audit", "verify", "--json"]));
+    assert!(report["first_problem"].is_null(), "{report}");
+    let bundle = dir.path().join("receipt-evidence.cbor");
+    json(&liaison(
+        Some(&sx),
+        &[
+            "audit",
+            "prove",
+            &id,
+            "--out",
+            bundle.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    let authority = v["authority_key"].as_str().unwrap();
+    let roster = out.join("roster.cbor");
+    let checked = json(&liaison(
+        None,
+        &[
+            "audit",
+            "check-bundle",
+            bundle.to_str().unwrap(),
+            "--roster",
+            roster.to_str().unwrap(),
+            "--authority-key",
+            authority,
+            "--json",
+        ],
+    ));
+    assert_eq!(checked["ok"], true);
+    assert_eq!(checked["node"], "cn-61-psb");
+    let mut tampered = std::fs::read(&bundle).unwrap();
+    tampered[40] ^= 1;
+    std::fs::write(&bundle, tampered).unwrap();
+    let bad = liaison(
+        None,
+        &[
+            "audit",
+            "check-bundle",
+            bundle.to_str().unwrap(),
+            "--roster",
+            roster.to_str().unwrap(),
+            "--authority-key",
+            authority,
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("DOES NOT VERIFY"));
     let peers = json(&liaison(Some(&fj), &["peers", "--json"]));
     assert_eq!(peers[0]["peer"], "cn-61-psb");
     // Errors say what to do.

@@ -53,6 +53,15 @@ pub enum Request {
         /// The signed roster, base64.
         roster: String,
     },
+    /// Recompute and check the whole audit log.
+    AuditVerify,
+    /// Sign (if the log grew) and return the newest checkpoint.
+    AuditCheckpoint,
+    /// An evidence bundle (base64) for an entry index or a message id.
+    AuditProve {
+        /// Entry index (decimal) or message id (hex).
+        target: String,
+    },
     /// Stop the node gracefully.
     Shutdown,
 }
@@ -144,6 +153,25 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 .decode(roster.trim())
                 .map_err(|e| NodeError::Invalid(format!("roster is not base64: {e}")))?;
             Ok(json!({"serial": node.apply_roster(&bytes).await?}))
+        }
+        Request::AuditVerify => to_json(serde_json::to_value(node.audit_verify()?)),
+        Request::AuditCheckpoint => Ok(json!({"checkpoint": node.checkpoint().await?})),
+        Request::AuditProve { target } => {
+            use base64::Engine as _;
+            let index = match target.parse::<u64>() {
+                Ok(i) => i,
+                Err(_) => {
+                    let id = liaison_protocol::MessageId::from_hex(&target)?;
+                    node.entry_of_message(&id)?.ok_or_else(|| {
+                        NodeError::Invalid(format!("no audit entry records message {target}"))
+                    })?
+                }
+            };
+            let bundle = node.prove(index).await?;
+            Ok(json!({
+                "index": index,
+                "bundle": base64::engine::general_purpose::STANDARD.encode(bundle.encode()),
+            }))
         }
         Request::Shutdown => {
             let n = node.clone();

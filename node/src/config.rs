@@ -68,6 +68,29 @@ pub struct Config {
     /// Store tuning.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Signed checkpoints of the audit log: often enough that a peer can witness recent history,
+/// rarely enough to cost nothing (one signature when the log grew).
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 60_000;
+
+/// Audit log settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often the node signs a checkpoint when its log has grown, ms.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_ms: DEFAULT_CHECKPOINT_INTERVAL_MS,
+        }
+    }
 }
 
 /// Delivery tuning.
@@ -174,7 +197,7 @@ impl Config {
              dev_mode = {}\n\n[delivery]\nbackoff_initial_ms = {}\nbackoff_max_ms = {}\n\
              window = {}\nreplay_window_ms = {}\nmax_skew_ms = {}\nshutdown_grace_ms = {}\n\
              idle_timeout_ms = {}\n\n\
-             [store]\ncache_bytes = {}\n",
+             [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\n",
             self.node_id.as_str(),
             self.federation,
             self.listen,
@@ -196,6 +219,7 @@ impl Config {
             d.shutdown_grace_ms,
             d.idle_timeout_ms,
             self.store.cache_bytes,
+            self.audit.checkpoint_interval_ms,
         )
     }
 }

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod audit;
 pub mod config;
 pub mod error;
 pub mod identity;
@@ -23,6 +24,7 @@ pub mod roster;
 pub mod store;
 pub mod transport;
 
+pub use audit::AuditReport;
 pub use config::Config;
 pub use error::{NodeError, StoreError};
 pub use node::{MessageView, Node, SendRequest, SendResult, Settled, StartOptions, now_ms};

@@ -110,7 +110,6 @@ pub(crate) struct Inner {
     pub(crate) id: NodeId,
     pub(crate) federation: String,
     pub(crate) signing: SigningKey,
-    #[allow(dead_code)]
     pub(crate) log_key: SigningKey,
     #[allow(dead_code)]
     pub(crate) witness_key: SigningKey,
@@ -255,11 +254,28 @@ impl Node {
             }
             node.inner.enqueue(&hop, q);
         }
+        node.spawn_checkpointer(cfg.audit.checkpoint_interval_ms);
         if opts.api_socket {
             crate::api::spawn_server(node.clone(), cfg.data_dir.join("api.sock"))?;
         }
         info!(node = %node.inner.id, addr = ?node.local_addr(), "node started");
         Ok(node)
+    }
+
+    fn spawn_checkpointer(&self, interval_ms: u64) {
+        let node = self.clone();
+        let every = Duration::from_millis(interval_ms.max(100));
+        self.inner.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = node.inner.cancel.cancelled() => break,
+                }
+                if let Err(e) = node.checkpoint().await {
+                    warn!(node = %node.inner.id, error = %e, "cannot sign a checkpoint");
+                }
+            }
+        });
     }
 
     fn spawn_refusal_logger(&self, mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
@@ -398,6 +414,24 @@ impl Node {
                     .map_err(NodeError::from)
             })
             .collect()
+    }
+
+    /// Overwrites an audit entry in the store behind the node's back (tamper tests).
+    pub fn dangerous_overwrite_log_entry(
+        &self,
+        index: u64,
+        bytes: &[u8],
+        with_leaf_hash: bool,
+    ) -> Result<(), NodeError> {
+        Ok(self
+            .inner
+            .store
+            .dangerous_overwrite_entry(index, bytes, with_leaf_hash)?)
+    }
+
+    /// Deletes the audit log from `from` on behind the node's back (tamper tests).
+    pub fn dangerous_truncate_log(&self, from: u64) -> Result<(), NodeError> {
+        Ok(self.inner.store.dangerous_truncate_log(from)?)
     }
 
     /// Makes every store write fail as a full disk would (fault tests).

@@ -12,6 +12,8 @@
 //! s/<from>\0<id>         digest            dedupe index on (sender, message id)
 //! i/<seq>                digest            inbox: not yet taken by the application
 //! l/<index>              audit entry       append-only audit log
+//! h/<index>              leaf hash         RFC 6962 leaf hash of l/<index>
+//! c/<size>               signed note       checkpoints of the audit log
 //! x/<id><digest>         (empty)           message id → digest index
 //! ```
 //!
@@ -26,6 +28,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use liaison_protocol::audit::{Entry, EntryKind};
+use liaison_protocol::merkle::{self, Frontier, Hash};
 use liaison_protocol::{Digest, MessageId, NodeId, Priority};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -163,6 +166,8 @@ pub struct Store {
     db: sled::Db,
     node: NodeId,
     counters: Mutex<Counters>,
+    /// The audit log's Merkle frontier; changes only under the `counters` lock.
+    frontier: Mutex<Frontier>,
     flush_tx: mpsc::UnboundedSender<FlushWaiter>,
     poisoned: AtomicBool,
     fault: AtomicBool,
@@ -176,6 +181,7 @@ pub struct Txn<'a> {
     counters: Counters,
     now: u64,
     entries: Vec<(u64, EntryKind)>,
+    leaves: Vec<Hash>,
 }
 
 impl Txn<'_> {
@@ -189,8 +195,11 @@ impl Txn<'_> {
             node: self.store.node.clone(),
             object,
         };
-        self.batch
-            .insert(&key_u64(b"l/", index)[..], entry.encode());
+        let bytes = entry.encode();
+        let leaf = merkle::leaf_hash(&bytes);
+        self.batch.insert(&key_u64(b"l/", index)[..], bytes);
+        self.batch.insert(&key_u64(b"h/", index)[..], &leaf[..]);
+        self.leaves.push(leaf);
         self.entries.push((index, kind));
         index
     }
@@ -279,6 +288,12 @@ impl Txn<'_> {
         self.batch.remove(&key_u64(b"i/", seq)[..]);
     }
 
+    /// Stores a signed checkpoint of the first `size` entries.
+    pub fn put_checkpoint(&mut self, size: u64, note: &str) {
+        self.batch
+            .insert(&key_u64(b"c/", size)[..], note.as_bytes());
+    }
+
     /// Stores the roster in force.
     pub fn put_roster(&mut self, bytes: &[u8]) {
         self.batch.insert(K_ROSTER, bytes);
@@ -336,12 +351,36 @@ impl Store {
             None => Counters::default(),
             Some(v) => decode_record(K_COUNTERS, &v)?,
         };
+        // The frontier of the audit log, from its stored leaf hashes.
+        let mut frontier = Frontier::new();
+        for kv in db.scan_prefix(b"h/") {
+            let (k, v) = kv?;
+            let leaf = <[u8; 32]>::try_from(&v[..]).map_err(|_| StoreError::Corrupt {
+                key: hex::encode(&k),
+                problem: "leaf hash is not 32 bytes".into(),
+            })?;
+            frontier.push(leaf).map_err(|e| StoreError::Corrupt {
+                key: hex::encode(&k),
+                problem: e.to_string(),
+            })?;
+        }
+        if frontier.size() != counters.next_log {
+            return Err(StoreError::Corrupt {
+                key: "h/".into(),
+                problem: format!(
+                    "{} leaf hashes for {} audit entries (log truncated or edited?)",
+                    frontier.size(),
+                    counters.next_log
+                ),
+            });
+        }
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
         tokio::spawn(group_commit(flush_rx));
         Ok(Self {
             db,
             node,
             counters: Mutex::new(counters),
+            frontier: Mutex::new(frontier),
             flush_tx,
             poisoned: AtomicBool::new(false),
             fault: AtomicBool::new(false),
@@ -387,16 +426,24 @@ impl Store {
             counters: *guard,
             now,
             entries: Vec::new(),
+            leaves: Vec::new(),
         };
         let out = f(&mut txn)?;
         let Txn {
             mut batch,
             counters,
+            leaves,
             ..
         } = txn;
         batch.insert(K_COUNTERS, encode_record(&counters));
         self.db.apply_batch(batch)?;
         *guard = counters;
+        if !leaves.is_empty() {
+            let mut f = self.frontier.lock().map_err(|_| StoreError::Poisoned)?;
+            for leaf in leaves {
+                f.push(leaf).map_err(|e| StoreError::Db(e.to_string()))?;
+            }
+        }
         Ok(out)
     }
 
@@ -541,6 +588,77 @@ impl Store {
             out.push((idx, v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// The audit log's size and root now.
+    pub fn log_root(&self) -> (u64, Hash) {
+        let _g = self.counters.lock();
+        match self.frontier.lock() {
+            Ok(f) => (f.size(), f.root()),
+            Err(p) => (p.get_ref().size(), p.get_ref().root()),
+        }
+    }
+
+    /// Stored leaf hashes in `[from, to)`.
+    pub fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.range(key_u64(b"h/", from)..key_u64(b"h/", to)) {
+            let (k, v) = kv?;
+            out.push(
+                <[u8; 32]>::try_from(&v[..]).map_err(|_| StoreError::Corrupt {
+                    key: hex::encode(&k),
+                    problem: "leaf hash is not 32 bytes".into(),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The newest checkpoint (size, signed note), if any.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        match self.db.scan_prefix(b"c/").next_back() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                let size = k
+                    .get(2..10)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                Ok(Some((size, String::from_utf8_lossy(&v).into_owned())))
+            }
+        }
+    }
+
+    /// Overwrites a stored audit entry (and, with `leaf`, its leaf hash too), bypassing
+    /// every check: what an attacker with the raw database could do. For tamper tests only.
+    pub fn dangerous_overwrite_entry(
+        &self,
+        index: u64,
+        bytes: &[u8],
+        leaf: bool,
+    ) -> Result<(), StoreError> {
+        self.db.insert(key_u64(b"l/", index), bytes)?;
+        if leaf {
+            self.db
+                .insert(key_u64(b"h/", index), &merkle::leaf_hash(bytes)[..])?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Deletes audit entries from `from` on and the checkpoints, as a node rolling its log
+    /// back would. For tamper tests only.
+    pub fn dangerous_truncate_log(&self, from: u64) -> Result<(), StoreError> {
+        let mut guard = self.counters.lock().map_err(|_| StoreError::Poisoned)?;
+        for i in from..guard.next_log {
+            self.db.remove(key_u64(b"l/", i))?;
+            self.db.remove(key_u64(b"h/", i))?;
+        }
+        guard.next_log = from.min(guard.next_log);
+        self.db.insert(K_COUNTERS, encode_record(&*guard))?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Flushes and closes (the last handle flushes on drop too).

@@ -18,6 +18,7 @@ pub(crate) mod cbor;
 pub mod cose;
 pub mod envelope;
 pub mod error;
+pub mod evidence;
 pub mod frame;
 pub mod ids;
 pub mod keys;

@@ -1,0 +1,273 @@
+//! The node's audit log as evidence: signed checkpoints, inclusion proofs (evidence
+//! bundles) and a full re-verification of the stored log.
+
+use liaison_protocol::audit::{Entry, EntryKind};
+use liaison_protocol::evidence::Evidence;
+use liaison_protocol::merkle::{self, Frontier, Hash, MerkleError, SubtreeFn};
+use liaison_protocol::note::{Checkpoint, MAX_NOTE_LEN, SignedNote};
+use liaison_protocol::{Envelope, MessageId, SignedNonDelivery, SignedReceipt};
+use serde::Serialize;
+
+use crate::error::NodeError;
+use crate::node::{Node, now_ms};
+
+/// Entries read per batch while verifying.
+const CHUNK: u64 = 4096;
+
+/// The result of `audit verify`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct AuditReport {
+    /// Entries checked.
+    pub entries: u64,
+    /// Recomputed root of the whole log (hex).
+    pub root: String,
+    /// Size of the latest checkpoint, if any.
+    pub checkpoint_size: Option<u64>,
+    /// Signed objects whose signatures were checked.
+    pub signatures_checked: u64,
+    /// The first problem found: (entry index, what is wrong). None when all is well.
+    pub first_problem: Option<(u64, String)>,
+}
+
+impl From<MerkleError> for NodeError {
+    fn from(e: MerkleError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+impl Node {
+    fn log_origin(&self) -> String {
+        format!("{}/log", self.id())
+    }
+
+    /// Signs a checkpoint of the log as it is now (unless the newest one already covers it)
+    /// and returns it as a signed note.
+    pub async fn checkpoint(&self) -> Result<String, NodeError> {
+        let store = &self.inner.store;
+        let (size, root) = store.log_root();
+        if let Some((s, note)) = store.latest_checkpoint()? {
+            if s == size {
+                return Ok(note);
+            }
+        }
+        let origin = self.log_origin();
+        let cp = Checkpoint::new(origin.clone(), size, root)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let note = SignedNote::sign_checkpoint(&cp, &origin, &self.inner.log_key)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?
+            .to_text();
+        let text = note.clone();
+        store
+            .write(now_ms(), |t| {
+                t.put_checkpoint(size, &text);
+                Ok(())
+            })
+            .await?;
+        Ok(note)
+    }
+
+    /// The audit index of the entry that recorded message `id` (sent, received or relayed).
+    pub fn entry_of_message(&self, id: &MessageId) -> Result<Option<u64>, NodeError> {
+        let n = self.log_len();
+        let mut from = 0;
+        while from < n {
+            let to = (from + CHUNK).min(n);
+            for (i, e) in self.log_entries(from, to)? {
+                if matches!(
+                    e.kind,
+                    EntryKind::MessageSent | EntryKind::MessageReceived | EntryKind::Relayed
+                ) && Envelope::peek_unverified(&e.object).is_some_and(|(_, h)| h.id == *id)
+                {
+                    return Ok(Some(i));
+                }
+            }
+            from = to;
+        }
+        Ok(None)
+    }
+
+    /// An evidence bundle for entry `index`, against the newest checkpoint (made now if none
+    /// covers the entry yet).
+    pub async fn prove(&self, index: u64) -> Result<Evidence, NodeError> {
+        let store = &self.inner.store;
+        if index >= store.log_len() {
+            return Err(NodeError::Invalid(format!(
+                "no audit entry {index}: the log has {} entries",
+                store.log_len()
+            )));
+        }
+        let note = match store.latest_checkpoint()? {
+            Some((size, note)) if size > index => note,
+            _ => self.checkpoint().await?,
+        };
+        let size = SignedNote::parse(&note, MAX_NOTE_LEN)
+            .and_then(|n| n.checkpoint())
+            .map_err(|e| NodeError::Invalid(format!("stored checkpoint: {e}")))?
+            .size();
+        let source = SubtreeFn(|start: u64, end: u64| -> Result<Hash, NodeError> {
+            Ok(merkle::root_from_leaves(&store.leaf_hashes(start, end)?))
+        });
+        let path = merkle::inclusion_proof_with(&source, size, index)?;
+        let entry = store
+            .log_entries(index, index + 1)?
+            .pop()
+            .map(|(_, b)| b)
+            .ok_or_else(|| NodeError::Invalid(format!("audit entry {index} is missing")))?;
+        Ok(Evidence {
+            entry,
+            index,
+            checkpoint: note.into_bytes(),
+            path,
+        })
+    }
+
+    /// Recomputes the whole log from the stored entries: every entry decodes, belongs to this
+    /// node and matches its stored leaf hash; every signed object in it verifies against the
+    /// roster; the newest checkpoint is signed by this node's log key and its root is the
+    /// root of the first `size` entries. Stops at the first problem.
+    pub fn audit_verify(&self) -> Result<AuditReport, NodeError> {
+        let store = &self.inner.store;
+        let roster = self.roster();
+        let r = roster.roster();
+        let n = store.log_len();
+        let checkpoint = store.latest_checkpoint()?;
+        let mut report = AuditReport {
+            entries: 0,
+            root: String::new(),
+            checkpoint_size: checkpoint.as_ref().map(|(s, _)| *s),
+            signatures_checked: 0,
+            first_problem: None,
+        };
+        let mut frontier = Frontier::new();
+        let mut root_at_checkpoint: Option<Hash> = None;
+        if checkpoint.as_ref().is_some_and(|(s, _)| *s == 0) {
+            root_at_checkpoint = Some(merkle::EMPTY_ROOT);
+        }
+        let mut from = 0;
+        'scan: while from < n {
+            let to = (from + CHUNK).min(n);
+            let entries = store.log_entries(from, to)?;
+            let leaves = store.leaf_hashes(from, to)?;
+            for (k, expected_index) in (from..to).enumerate() {
+                let problem = |what: String| Some((expected_index, what));
+                let Some((index, bytes)) = entries.get(k) else {
+                    report.first_problem = problem("entry is missing (deleted?)".into());
+                    break 'scan;
+                };
+                if *index != expected_index {
+                    report.first_problem =
+                        problem(format!("entry is missing; next stored is {index}"));
+                    break 'scan;
+                }
+                let leaf = merkle::leaf_hash(bytes);
+                if leaves.get(k) != Some(&leaf) {
+                    report.first_problem =
+                        problem("entry does not match its leaf hash (altered?)".into());
+                    break 'scan;
+                }
+                let entry = match Entry::decode(bytes) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        report.first_problem = problem(format!("entry does not decode: {e}"));
+                        break 'scan;
+                    }
+                };
+                if entry.node != *self.id() {
+                    report.first_problem = problem(format!("entry was logged by {}", entry.node));
+                    break 'scan;
+                }
+                match check_signed(&entry, r) {
+                    Ok(checked) => report.signatures_checked += checked,
+                    Err(e) => {
+                        report.first_problem = problem(e);
+                        break 'scan;
+                    }
+                }
+                frontier.push(leaf)?;
+                if checkpoint
+                    .as_ref()
+                    .is_some_and(|(s, _)| *s == frontier.size())
+                {
+                    root_at_checkpoint = Some(frontier.root());
+                }
+                report.entries += 1;
+            }
+            from = to;
+        }
+        report.root = hex::encode(frontier.root());
+        if report.first_problem.is_none() {
+            if let Some((size, note)) = &checkpoint {
+                report.first_problem = self
+                    .check_checkpoint(note, *size, n, root_at_checkpoint)
+                    .err()
+                    .map(|e| (*size, e));
+            }
+        }
+        Ok(report)
+    }
+
+    fn check_checkpoint(
+        &self,
+        note: &str,
+        size: u64,
+        n: u64,
+        root: Option<Hash>,
+    ) -> Result<(), String> {
+        let origin = self.log_origin();
+        let roster = self.roster();
+        let me = roster
+            .roster()
+            .member(self.id())
+            .ok_or("this node is not in the roster")?;
+        let parsed =
+            SignedNote::parse(note, MAX_NOTE_LEN).map_err(|e| format!("checkpoint: {e}"))?;
+        parsed
+            .verify_signature(&origin, &me.log_key)
+            .map_err(|e| format!("checkpoint: {e}"))?;
+        let cp = parsed
+            .checkpoint()
+            .map_err(|e| format!("checkpoint: {e}"))?;
+        if cp.size() != size || cp.origin() != origin {
+            return Err("checkpoint is stored under another size or origin".into());
+        }
+        if size > n {
+            return Err(format!(
+                "log truncated: the signed checkpoint covers {size} entries, the store holds {n}"
+            ));
+        }
+        if root.as_ref() != Some(cp.root()) {
+            return Err(format!(
+                "history rewritten: the first {size} entries do not hash to the signed checkpoint's root"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the signatures of the signed object an entry carries; returns how many verified.
+fn check_signed(entry: &Entry, r: &liaison_protocol::Roster) -> Result<u64, String> {
+    let signer = |kid: &[u8; 8]| r.signer(kid);
+    match entry.kind {
+        EntryKind::MessageSent | EntryKind::MessageReceived | EntryKind::Relayed => {
+            Envelope::open(&entry.object, signer)
+                .map(|_| 1)
+                .map_err(|e| format!("envelope in the entry does not verify: {e}"))
+        }
+        EntryKind::ReceiptSent | EntryKind::ReceiptReceived => {
+            SignedReceipt::open(&entry.object, signer)
+                .map(|_| 1)
+                .map_err(|e| format!("receipt in the entry does not verify: {e}"))
+        }
+        EntryKind::Expired | EntryKind::NonDeliveryReceived => {
+            SignedNonDelivery::open(&entry.object, signer)
+                .map(|_| 1)
+                .map_err(|e| format!("non-delivery record in the entry does not verify: {e}"))
+        }
+        EntryKind::Forwarded => SignedReceipt::open(&entry.object, signer)
+            .map(|_| ())
+            .or_else(|_| SignedNonDelivery::open(&entry.object, signer).map(|_| ()))
+            .map(|()| 1)
+            .map_err(|e| format!("forwarded object in the entry does not verify: {e}")),
+        _ => Ok(0),
+    }
+}

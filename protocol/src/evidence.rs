@@ -1,0 +1,178 @@
+//! Evidence bundles (FORMATS.md §4): one audit entry with its index, a signed (and possibly
+//! cosigned) checkpoint of the log that holds it, and the inclusion path, checkable offline
+//! against the roster alone.
+//!
+//! `Evidence = [1, entry: bstr, index: uint, checkpoint: bstr, path: [bstr(32) …]]`
+
+use ciborium::Value;
+
+use crate::audit::{Entry, MAX_ENTRY_LEN};
+use crate::cbor;
+use crate::error::DecodeError;
+use crate::ids::NodeId;
+use crate::merkle::{self, Hash};
+use crate::note::{MAX_NOTE_LEN, SignedNote};
+use crate::roster::Roster;
+
+/// Largest encoded bundle.
+pub const MAX_EVIDENCE_LEN: usize = MAX_ENTRY_LEN + MAX_NOTE_LEN + 64 * 34 + 64;
+
+/// An evidence bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// The encoded audit entry.
+    pub entry: Vec<u8>,
+    /// Its index in the log.
+    pub index: u64,
+    /// The signed note of the checkpoint (UTF-8 text).
+    pub checkpoint: Vec<u8>,
+    /// Inclusion path, leaf to root.
+    pub path: Vec<Hash>,
+}
+
+/// What a verified bundle proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proven {
+    /// The entry.
+    pub entry: Entry,
+    /// Its index.
+    pub index: u64,
+    /// The node whose log holds it (and signed the checkpoint).
+    pub node: NodeId,
+    /// The checkpoint's tree size.
+    pub size: u64,
+    /// Witnesses whose cosignatures verified, with their times (Unix seconds).
+    pub cosigned_by: Vec<(NodeId, u64)>,
+}
+
+/// Why a bundle does not prove what it claims.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvidenceError {
+    /// Not a well-formed bundle.
+    #[error("bundle: {0}")]
+    Decode(#[from] DecodeError),
+    /// The checkpoint is not a well-formed signed note.
+    #[error("checkpoint: {0}")]
+    Note(#[from] crate::note::NoteError),
+    /// The checkpoint's origin is not `<node id>/log` of a roster member.
+    #[error("checkpoint origin {0:?} is not the log of a member of this federation")]
+    UnknownLog(String),
+    /// The checkpoint is not signed by that member's log key.
+    #[error("checkpoint is not signed by the log key of {node}: {problem}")]
+    Signature { node: NodeId, problem: String },
+    /// The entry is not in the tree the checkpoint commits to.
+    #[error("inclusion proof fails: {0}")]
+    Inclusion(#[from] merkle::MerkleError),
+    /// The entry was logged by another node than the log's owner.
+    #[error("entry was logged by {entry_node}, but the log is {log_node}'s")]
+    WrongNode {
+        entry_node: NodeId,
+        log_node: NodeId,
+    },
+}
+
+impl Evidence {
+    /// Encodes the bundle.
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::encode(&Value::Array(vec![
+            Value::from(1u64),
+            Value::Bytes(self.entry.clone()),
+            Value::from(self.index),
+            Value::Bytes(self.checkpoint.clone()),
+            Value::Array(self.path.iter().map(|h| Value::Bytes(h.to_vec())).collect()),
+        ]))
+    }
+
+    /// Decodes a bundle strictly.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let shape = DecodeError::Shape {
+            object: "evidence bundle",
+            expected: "[1, entry, index, checkpoint, path]",
+        };
+        let Value::Array(items) = cbor::decode_strict(bytes, MAX_EVIDENCE_LEN, None)? else {
+            return Err(shape);
+        };
+        let [v, entry, index, checkpoint, path]: [Value; 5] =
+            items.try_into().map_err(|_| shape.clone())?;
+        if cbor::as_uint(&v) != Some(1) {
+            return Err(shape);
+        }
+        let (Value::Bytes(entry), Some(index), Value::Bytes(checkpoint), Value::Array(path)) =
+            (entry, cbor::as_uint(&index), checkpoint, path)
+        else {
+            return Err(shape);
+        };
+        if path.len() > 64 {
+            return Err(shape);
+        }
+        let path = path
+            .into_iter()
+            .map(|h| match h {
+                Value::Bytes(b) => <[u8; 32]>::try_from(b).ok(),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or(shape)?;
+        Ok(Self {
+            entry,
+            index,
+            checkpoint,
+            path,
+        })
+    }
+
+    /// Verifies the bundle against `roster`: the checkpoint is signed by the log key of the
+    /// member named in its origin, the entry is included at `index` in that tree, and the
+    /// entry was logged by that member. Cosignatures by other members' witness keys are
+    /// reported; others are ignored.
+    pub fn verify(&self, roster: &Roster) -> Result<Proven, EvidenceError> {
+        let note = SignedNote::parse(&self.checkpoint, MAX_NOTE_LEN)?;
+        let cp = note.checkpoint()?;
+        let node = cp
+            .origin()
+            .strip_suffix("/log")
+            .and_then(|n| NodeId::new(n).ok())
+            .filter(|n| roster.member(n).is_some())
+            .ok_or_else(|| EvidenceError::UnknownLog(cp.origin().to_owned()))?;
+        let member = roster
+            .member(&node)
+            .ok_or_else(|| EvidenceError::UnknownLog(cp.origin().to_owned()))?;
+        note.verify_signature(cp.origin(), &member.log_key)
+            .map_err(|e| EvidenceError::Signature {
+                node: node.clone(),
+                problem: e.to_string(),
+            })?;
+        merkle::verify_inclusion(
+            &merkle::leaf_hash(&self.entry),
+            self.index,
+            cp.size(),
+            &self.path,
+            cp.root(),
+        )?;
+        let entry = Entry::decode(&self.entry)?;
+        if entry.node != node {
+            return Err(EvidenceError::WrongNode {
+                entry_node: entry.node,
+                log_node: node,
+            });
+        }
+        let cosigned_by = roster
+            .members
+            .iter()
+            .filter(|m| m.id != node)
+            .filter_map(|m| {
+                let name = format!("{}/witness", m.id);
+                note.verify_cosignature(&name, &m.witness_key)
+                    .ok()
+                    .map(|t| (m.id.clone(), t))
+            })
+            .collect();
+        Ok(Proven {
+            entry,
+            index: self.index,
+            node,
+            size: cp.size(),
+            cosigned_by,
+        })
+    }
+}

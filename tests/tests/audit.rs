@@ -1,0 +1,144 @@
+//! The audit log as evidence: checkpoints, bundles verifiable offline, tamper detection.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use liaison_protocol::MessageId;
+use liaison_protocol::evidence::{Evidence, EvidenceError};
+use liaison_protocol::note::{MAX_NOTE_LEN, SignedNote};
+use liaison_tests::{Federation, count_state, member, msg, spec, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn traffic() -> (Federation, liaison_node::Node, liaison_node::Node, String) {
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let mut first = None;
+    for i in 0..12 {
+        let r = fj
+            .send(msg(
+                "sx",
+                "assist.request",
+                format!("request {i}").as_bytes(),
+            ))
+            .await
+            .unwrap();
+        first.get_or_insert(r.message_id);
+    }
+    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 12)
+        .await
+        .unwrap();
+    (fed, fj, sx, first.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_verify_offline_and_tampering_is_detected() {
+    let (mut fed, fj, sx, first) = traffic().await;
+    // A clean log verifies, entry by entry and signature by signature.
+    let report = sx.audit_verify().unwrap();
+    assert!(report.first_problem.is_none(), "{report:?}");
+    assert_eq!(report.entries, sx.log_len());
+    assert!(report.signatures_checked >= 24, "{report:?}");
+
+    // The recipient proves it received the first message; anyone with the roster can check.
+    let id = MessageId::from_hex(&first).unwrap();
+    let index = sx.entry_of_message(&id).unwrap().unwrap();
+    let bundle = sx.prove(index).await.unwrap();
+    let bytes = bundle.encode();
+    let roster = sx.roster();
+    let proven = Evidence::decode(&bytes)
+        .unwrap()
+        .verify(roster.roster())
+        .unwrap();
+    assert_eq!(proven.node.as_str(), "sx");
+    assert_eq!(proven.index, index);
+    assert_eq!(
+        proven.entry.kind,
+        liaison_protocol::audit::EntryKind::MessageReceived
+    );
+    // The checkpoint is signed by sx's log key, not its node key.
+    let note = SignedNote::parse(&bundle.checkpoint, MAX_NOTE_LEN).unwrap();
+    assert!(
+        note.verify_signature("sx/log", &roster.roster().members[1].log_key)
+            .is_ok()
+    );
+    assert!(
+        note.verify_signature("sx/log", &roster.roster().members[1].signing_key)
+            .is_err()
+    );
+
+    // Any flipped byte of the bundle is caught.
+    for i in (0..bytes.len()).step_by(7) {
+        let mut b = bytes.clone();
+        b[i] ^= 0x01;
+        let r = Evidence::decode(&b)
+            .map_err(EvidenceError::from)
+            .and_then(|e| e.verify(roster.roster()));
+        assert!(r.is_err(), "flip at {i} accepted");
+    }
+    // A proof of the wrong length.
+    let mut short = bundle.clone();
+    short.path.pop();
+    assert!(matches!(
+        short.verify(roster.roster()),
+        Err(EvidenceError::Inclusion(_))
+    ));
+    // A bundle checked against another federation's roster.
+    let other = Federation::new(&spec(vec![member("sx", "public_security", "CHN", None)])).unwrap();
+    let err = bundle
+        .verify(&other.generated.roster)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not signed by the log key"), "{err}");
+
+    // Flip a byte of a stored entry: `audit verify` names it.
+    let (i, mut entry) = sx
+        .log_entries(index, index + 1)
+        .unwrap()
+        .pop()
+        .map(|(i, e)| (i, e.encode()))
+        .unwrap();
+    let n = entry.len();
+    entry[n - 3] ^= 0x40;
+    sx.dangerous_overwrite_log_entry(i, &entry, false).unwrap();
+    let report = sx.audit_verify().unwrap();
+    let (bad, why) = report.first_problem.clone().unwrap();
+    assert_eq!(bad, i, "{report:?}");
+    assert!(why.contains("leaf hash"), "{why}");
+    // Rewrite it together with its leaf hash: the signed checkpoint still catches it.
+    sx.dangerous_overwrite_log_entry(i, &entry, true).unwrap();
+    let report = sx.audit_verify().unwrap();
+    let why = report.first_problem.unwrap().1;
+    assert!(
+        why.contains("does not verify") || why.contains("history rewritten"),
+        "{why}"
+    );
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+    drop(fj);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_log_is_detected() {
+    let (mut fed, fj, _sx, _) = traffic().await;
+    let note = fj.checkpoint().await.unwrap();
+    let size = SignedNote::parse(&note, MAX_NOTE_LEN)
+        .unwrap()
+        .checkpoint()
+        .unwrap()
+        .size();
+    assert_eq!(size, fj.log_len());
+    fj.dangerous_truncate_log(size - 3).unwrap();
+    let report = fj.audit_verify().unwrap();
+    let (at, why) = report.first_problem.unwrap();
+    assert_eq!(at, size);
+    assert!(why.contains("log truncated"), "{why}");
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+}
