@@ -209,14 +209,35 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
         rows.push(verify(&nodes, &roster, sender, id)?);
     }
     rows.sort_by_key(|r| r.sent_at);
-    let ok = rows
+    let mut ok = rows
         .iter()
         .all(|r| r.envelope_ok.is_ok() && r.receipt_ok.is_ok() && r.inbox_ok);
+
+    // Every node's audit log: recomputed, checkpointed, and witnessed by its direct peers.
+    let mut ids: Vec<&String> = nodes.keys().collect();
+    ids.sort();
+    let mut audits = Vec::new();
+    for id in ids {
+        let node = &nodes[id];
+        let outcomes = node.witness_round().await?;
+        let cosigners: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.result.is_ok())
+            .map(|o| o.witness.clone())
+            .collect();
+        let report = node.audit_verify()?;
+        let good = report.first_problem.is_none() && cosigners.len() == outcomes.len();
+        ok &= good;
+        audits.push(json!({
+            "node": id, "entries": report.entries, "signatures_checked": report.signatures_checked,
+            "problem": report.first_problem, "cosigned_by": cosigners, "ok": good,
+        }));
+    }
 
     for node in nodes.values() {
         node.shutdown().await;
     }
-    report(&rows, ok, json_out, started.elapsed());
+    report(&rows, &audits, ok, json_out, started.elapsed());
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -345,7 +366,7 @@ fn verify(
     })
 }
 
-fn report(rows: &[Row], ok: bool, json_out: bool, took: Duration) {
+fn report(rows: &[Row], audits: &[Value], ok: bool, json_out: bool, took: Duration) {
     let t0 = rows.first().map_or(0, |r| r.sent_at);
     if json_out {
         let items: Vec<Value> = rows
@@ -361,7 +382,7 @@ fn report(rows: &[Row], ok: bool, json_out: bool, took: Duration) {
                 })
             })
             .collect();
-        let v = json!({"ok": ok, "messages": items, "seconds": took.as_secs_f64()});
+        let v = json!({"ok": ok, "messages": items, "audit_logs": audits, "seconds": took.as_secs_f64()});
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
@@ -401,9 +422,35 @@ fn report(rows: &[Row], ok: bool, json_out: bool, took: Duration) {
         );
     }
     println!();
+    println!(
+        "audit logs (recomputed from the store, newest checkpoint cosigned by peer agencies):"
+    );
+    for a in audits {
+        let mark = if a["ok"] == true { "✓" } else { "✗" };
+        let by: Vec<&str> = a["cosigned_by"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "  {mark} {:<14} {:>3} entries, {:>3} signatures verified, checkpoint cosigned by {}{}",
+            a["node"].as_str().unwrap_or("?"),
+            a["entries"],
+            a["signatures_checked"],
+            if by.is_empty() {
+                "-".to_owned()
+            } else {
+                by.join(", ")
+            },
+            a["problem"].as_array().map_or(String::new(), |p| format!(
+                "; PROBLEM at entry {}: {}",
+                p[0], p[1]
+            )),
+        );
+    }
+    println!();
     if ok {
         println!(
-            "all {} messages delivered once, every envelope and receipt signature verified against the roster ({:.1} s)",
+            "all {} messages delivered once, every envelope and receipt signature verified against the roster, every audit log verified and witnessed ({:.1} s)",
             rows.len(),
             took.as_secs_f64()
         );

@@ -93,6 +93,8 @@ enum AuditCmd {
     Verify,
     /// Print the newest signed checkpoint (signing one if the log grew).
     Checkpoint,
+    /// Ask the peers to witness (cosign) the newest checkpoint now.
+    Witness,
     /// Write an evidence bundle for an entry index or a message id.
     Prove {
         /// Entry index or message id.
@@ -348,6 +350,30 @@ async fn remote(client: &mut Client, command: Command, json: bool) -> Result<Exi
         Command::Audit(AuditCmd::Checkpoint) => {
             let v = client.call(&Request::AuditCheckpoint).await?;
             output::print(json, &v, |v| str_of(v, "checkpoint").trim_end().to_owned());
+        }
+        Command::Audit(AuditCmd::Witness) => {
+            let v = client.call(&Request::AuditWitness).await?;
+            output::print(json, &v, |v| {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|o| match o["result"].get("Ok") {
+                                Some(_) => format!(
+                                    "{:<16} cosigned size {}",
+                                    str_of(o, "witness"),
+                                    o["size"]
+                                ),
+                                None => format!(
+                                    "{:<16} REFUSED: {}",
+                                    str_of(o, "witness"),
+                                    o["result"]["Err"].as_str().unwrap_or("?")
+                                ),
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default()
+            });
         }
         Command::Audit(AuditCmd::Prove { target, out }) => {
             let v = client.call(&Request::AuditProve { target }).await?;

@@ -62,6 +62,8 @@ pub enum Request {
         /// Entry index (decimal) or message id (hex).
         target: String,
     },
+    /// Submit the newest checkpoint to the peers for cosigning now.
+    AuditWitness,
     /// Stop the node gracefully.
     Shutdown,
 }
@@ -135,6 +137,7 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
             "federation": node.roster().roster().federation,
             "roster_serial": node.roster().roster().serial,
             "log_entries": node.log_len(),
+            "witness_conflicts": node.witness_conflicts(),
             "listen": node.local_addr()?.to_string(),
             "peers": node.peers(),
         })),
@@ -173,6 +176,7 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 "bundle": base64::engine::general_purpose::STANDARD.encode(bundle.encode()),
             }))
         }
+        Request::AuditWitness => to_json(serde_json::to_value(node.witness_round().await?)),
         Request::Shutdown => {
             let n = node.clone();
             tokio::spawn(async move { n.shutdown().await });

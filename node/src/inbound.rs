@@ -129,7 +129,16 @@ async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
                 refused(reason)
             }
         },
-        Frame::Custody(_) | Frame::Ack(_) | Frame::Error { .. } => Frame::Error {
+        Frame::Witness {
+            old_size,
+            proof,
+            checkpoint,
+        } => inner.witness(peer, old_size, &proof, &checkpoint).await,
+        Frame::Custody(_)
+        | Frame::Ack(_)
+        | Frame::Cosignature(_)
+        | Frame::WitnessSize(_)
+        | Frame::Error { .. } => Frame::Error {
             code: ErrorCode::MalformedFrame,
             reason: "an answer frame cannot open an exchange".into(),
         },

@@ -23,12 +23,14 @@ mod peer;
 pub mod roster;
 pub mod store;
 pub mod transport;
+mod witness;
 
 pub use audit::AuditReport;
 pub use config::Config;
 pub use error::{NodeError, StoreError};
 pub use node::{MessageView, Node, SendRequest, SendResult, Settled, StartOptions, now_ms};
 pub use peer::PeerStatus;
+pub use witness::WitnessOutcome;
 
 /// Runs a node from a config file until SIGINT/SIGTERM or an API shutdown: the body of the
 /// `liaison-node` binary.

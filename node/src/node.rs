@@ -111,7 +111,6 @@ pub(crate) struct Inner {
     pub(crate) federation: String,
     pub(crate) signing: SigningKey,
     pub(crate) log_key: SigningKey,
-    #[allow(dead_code)]
     pub(crate) witness_key: SigningKey,
     pub(crate) authority: PublicKey,
     pub(crate) roster: RosterCell,
@@ -125,6 +124,8 @@ pub(crate) struct Inner {
     pub(crate) dev_mode: bool,
     pub(crate) inbox_notify: Notify,
     pub(crate) settled: tokio::sync::broadcast::Sender<Settled>,
+    /// Witness conflicts seen since start (also in the audit log).
+    pub(crate) conflicts: Mutex<u64>,
 }
 
 /// A message this node sent reached a final state (receipt, rejection or non-delivery).
@@ -237,21 +238,18 @@ impl Node {
             dev_mode: cfg.dev_mode,
             inbox_notify: Notify::new(),
             settled: tokio::sync::broadcast::channel(4096).0,
+            conflicts: Mutex::new(0),
         });
         let node = Self { inner };
         node.spawn_refusal_logger(refusal_rx);
         crate::inbound::spawn_accept_loop(node.inner.clone());
         // Everything still queued from before a restart goes back to its peer's queue.
         for (hop, mut q) in node.inner.store.outbox()? {
-            if let OutItem::Message { digest } = &q.item {
-                // A message that may have reached its peer is not dropped at expiry without
-                // asking the peer first.
-                q.uncertain = node
-                    .inner
-                    .store
-                    .message(&Digest(*digest))?
-                    .is_some_and(|r| r.attempts > 0);
-            }
+            // A message queued before the restart may have reached its peer just before it
+            // (the crash can come between the peer's receipt and our record of it), so it is
+            // not dropped at expiry without asking the peer: the peer answers with its stored
+            // receipt or refuses it as expired.
+            q.uncertain = matches!(q.item, OutItem::Message { .. });
             node.inner.enqueue(&hop, q);
         }
         node.spawn_checkpointer(cfg.audit.checkpoint_interval_ms);
@@ -271,8 +269,8 @@ impl Node {
                     () = tokio::time::sleep(every) => {}
                     () = node.inner.cancel.cancelled() => break,
                 }
-                if let Err(e) = node.checkpoint().await {
-                    warn!(node = %node.inner.id, error = %e, "cannot sign a checkpoint");
+                if let Err(e) = node.witness_round().await {
+                    warn!(node = %node.inner.id, error = %e, "cannot sign or witness a checkpoint");
                 }
             }
         });
@@ -1221,6 +1219,7 @@ impl Inner {
         let now = now_ms();
         let nbytes = nd.bytes().to_vec();
         let own = nd.record().dropped_by == self.id;
+        let refused_here = own && matches!(state, MsgState::Rejected { .. });
         let queued = self
             .store
             .write(now, |t| {
@@ -1238,7 +1237,9 @@ impl Inner {
                 rec.updated_at = now;
                 t.put_message(digest, &rec);
                 t.log(
-                    if own {
+                    if refused_here {
+                        EntryKind::Rejected
+                    } else if own {
                         EntryKind::Expired
                     } else if back.is_some() {
                         EntryKind::Forwarded
@@ -1362,7 +1363,7 @@ impl Inner {
                 if let (Direction::Relay, Some((_, h))) =
                     (rec.direction, Envelope::peek_unverified(&rec.envelope))
                 {
-                    let nd = self.sign_nondelivery(&digest, &h, reason.clone());
+                    let nd = self.sign_nondelivery(&digest, &h, truncate(&reason, 512));
                     let back = self.forward_hop(&rec, &h.from).ok().flatten();
                     let state = MsgState::Rejected { reason };
                     return self

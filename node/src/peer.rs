@@ -416,6 +416,16 @@ async fn exchange(
     Frame::decode_exact(&answer, MAX_ANSWER).map_err(|e| ExchangeError::Answer(e.to_string()))
 }
 
+/// One exchange on `conn`, for callers outside the actor (witnessing).
+pub(crate) async fn exchange_once(
+    conn: &quinn::Connection,
+    frame: &Frame,
+) -> Result<Frame, String> {
+    exchange(conn, frame, 0).await.map_err(|e| match e {
+        ExchangeError::Connection(r) | ExchangeError::Answer(r) => r,
+    })
+}
+
 /// Sends one queued item to `hop` and records what came back.
 async fn deliver(
     inner: &Arc<Inner>,
@@ -542,6 +552,9 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Custody(_) => "custody",
         Frame::Ack(_) => "ack",
         Frame::Roster(_) => "roster",
+        Frame::Witness { .. } => "witness",
+        Frame::Cosignature(_) => "cosignature",
+        Frame::WitnessSize(_) => "witness size",
         Frame::Error { .. } => "error",
     }
 }

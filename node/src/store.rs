@@ -14,6 +14,8 @@
 //! l/<index>              audit entry       append-only audit log
 //! h/<index>              leaf hash         RFC 6962 leaf hash of l/<index>
 //! c/<size>               signed note       checkpoints of the audit log
+//! w/<origin>             Witnessed         as witness: the last checkpoint cosigned per log
+//! ws/<witness>           u64 BE            as log: the last size each witness cosigned
 //! x/<id><digest>         (empty)           message id → digest index
 //! ```
 //!
@@ -142,7 +144,8 @@ pub struct Queued {
     /// Failed attempts since this node started (not stored).
     pub retries: u32,
     /// The message may have reached the peer (a connection failed mid-exchange): it is not
-    /// dropped at expiry without asking the peer (not stored; see `MessageRecord::attempts`).
+    /// dropped at expiry without asking the peer. Not stored: every message restored from the
+    /// outbox after a restart is uncertain.
     pub uncertain: bool,
 }
 
@@ -294,10 +297,40 @@ impl Txn<'_> {
             .insert(&key_u64(b"c/", size)[..], note.as_bytes());
     }
 
+    /// As witness: records the checkpoint of `origin` just cosigned.
+    pub fn put_witnessed(&mut self, origin: &str, w: &Witnessed) {
+        let mut k = b"w/".to_vec();
+        k.extend_from_slice(origin.as_bytes());
+        self.batch.insert(k, encode_record(w));
+    }
+
+    /// As witness: the last checkpoint of `origin` this node cosigned.
+    pub fn witnessed(&self, origin: &str) -> Result<Option<Witnessed>, StoreError> {
+        self.store.witnessed(origin)
+    }
+
+    /// As log: records that `witness` cosigned the tree of `size`.
+    pub fn put_cosigned(&mut self, witness: &NodeId, size: u64) {
+        let mut k = b"ws/".to_vec();
+        k.extend_from_slice(witness.as_str().as_bytes());
+        self.batch.insert(k, &size.to_be_bytes()[..]);
+    }
+
     /// Stores the roster in force.
     pub fn put_roster(&mut self, bytes: &[u8]) {
         self.batch.insert(K_ROSTER, bytes);
     }
+}
+
+/// What a witness keeps per log: the last checkpoint it cosigned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Witnessed {
+    /// Tree size.
+    pub size: u64,
+    /// Root hash.
+    pub root: [u8; 32],
+    /// The signed note as received.
+    pub note: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -313,8 +346,7 @@ impl Store {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None);
+            .mode(sled::Mode::HighThroughput);
         // A store closed a moment ago (a restart in the same process, or a previous process
         // still exiting) releases its file lock shortly: wait a little for it.
         let mut tries = 0;
@@ -614,6 +646,35 @@ impl Store {
         Ok(out)
     }
 
+    /// As witness: the last checkpoint of `origin` this node cosigned.
+    pub fn witnessed(&self, origin: &str) -> Result<Option<Witnessed>, StoreError> {
+        let mut k = b"w/".to_vec();
+        k.extend_from_slice(origin.as_bytes());
+        match self.db.get(&k)? {
+            None => Ok(None),
+            Some(v) => decode_record(&k, &v).map(Some),
+        }
+    }
+
+    /// As log: the last size `witness` cosigned (0 if never).
+    pub fn cosigned_size(&self, witness: &NodeId) -> Result<u64, StoreError> {
+        let mut k = b"ws/".to_vec();
+        k.extend_from_slice(witness.as_str().as_bytes());
+        Ok(self
+            .db
+            .get(&k)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// The stored checkpoint of exactly `size`, if any.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db
+            .get(key_u64(b"c/", size))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     /// The newest checkpoint (size, signed note), if any.
     pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
         match self.db.scan_prefix(b"c/").next_back() {
@@ -644,11 +705,22 @@ impl Store {
                 .insert(key_u64(b"h/", index), &merkle::leaf_hash(bytes)[..])?;
         }
         self.db.flush()?;
+        self.rebuild_frontier()
+    }
+
+    fn rebuild_frontier(&self) -> Result<(), StoreError> {
+        let mut f = Frontier::new();
+        for kv in self.db.scan_prefix(b"h/") {
+            let (_, v) = kv?;
+            let leaf = <[u8; 32]>::try_from(&v[..]).map_err(|_| StoreError::Poisoned)?;
+            f.push(leaf).map_err(|e| StoreError::Db(e.to_string()))?;
+        }
+        *self.frontier.lock().map_err(|_| StoreError::Poisoned)? = f;
         Ok(())
     }
 
-    /// Deletes audit entries from `from` on and the checkpoints, as a node rolling its log
-    /// back would. For tamper tests only.
+    /// Deletes audit entries from `from` on, as a node rolling its log back would (its
+    /// signed checkpoints stay). For tamper tests only.
     pub fn dangerous_truncate_log(&self, from: u64) -> Result<(), StoreError> {
         let mut guard = self.counters.lock().map_err(|_| StoreError::Poisoned)?;
         for i in from..guard.next_log {
@@ -658,7 +730,8 @@ impl Store {
         guard.next_log = from.min(guard.next_log);
         self.db.insert(K_COUNTERS, encode_record(&*guard))?;
         self.db.flush()?;
-        Ok(())
+        drop(guard);
+        self.rebuild_frontier()
     }
 
     /// Flushes and closes (the last handle flushes on drop too).

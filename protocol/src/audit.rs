@@ -48,6 +48,14 @@ pub enum EntryKind {
     NonDeliveryReceived = 16,
     /// A relay forwarded a receipt or non-delivery record; object: that object.
     Forwarded = 17,
+    /// This node, as witness, cosigned a peer's checkpoint; object: the peer's signed note.
+    WitnessCosigned = 18,
+    /// A peer's checkpoint was inconsistent with one this node cosigned (fork or rollback);
+    /// object: a conflict record `[reason, earlier note, new note]`.
+    WitnessConflict = 19,
+    /// A peer cosigned this node's checkpoint; object: the checkpoint note with the
+    /// cosignature.
+    CheckpointCosigned = 20,
 }
 
 impl EntryKind {
@@ -72,6 +80,9 @@ impl EntryKind {
             15 => HandedToApplication,
             16 => NonDeliveryReceived,
             17 => Forwarded,
+            18 => WitnessCosigned,
+            19 => WitnessConflict,
+            20 => CheckpointCosigned,
             _ => return None,
         })
     }
@@ -155,6 +166,15 @@ pub fn event_record(
     )
 }
 
+/// The record of a witness conflict: `[reason, earlier note, new note]`.
+pub fn conflict_record(reason: &str, earlier: &[u8], new: &[u8]) -> Vec<u8> {
+    cbor::encode(&Value::Array(vec![
+        Value::Text(reason.to_owned()),
+        Value::Bytes(earlier.to_vec()),
+        Value::Bytes(new.to_vec()),
+    ]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,9 +191,10 @@ mod tests {
         // [1, 5, 1000, "n1", h'a0']
         assert_eq!(hex::encode(&b), "8501051903e8626e3141a0");
         assert_eq!(Entry::decode(&b).unwrap(), e);
-        for k in 1..=17 {
+        for k in 1..=20 {
             assert!(EntryKind::from_u64(k).is_some());
         }
         assert!(EntryKind::from_u64(0).is_none());
+        assert!(EntryKind::from_u64(21).is_none());
     }
 }

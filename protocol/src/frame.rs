@@ -16,6 +16,9 @@ mod ty {
     pub(super) const CUSTODY: u8 = 0x04;
     pub(super) const ACK: u8 = 0x05;
     pub(super) const ROSTER: u8 = 0x06;
+    pub(super) const WITNESS: u8 = 0x07;
+    pub(super) const COSIGNATURE: u8 = 0x08;
+    pub(super) const WITNESS_SIZE: u8 = 0x09;
     pub(super) const ERROR: u8 = 0x7f;
 }
 
@@ -90,6 +93,20 @@ pub enum Frame {
     Ack(Digest),
     /// A signed roster being spread.
     Roster(Vec<u8>),
+    /// A checkpoint of the sender's log for the receiver to witness, with a consistency
+    /// proof from the size the receiver last cosigned.
+    Witness {
+        /// The tree size the proof starts from (the witness's last cosigned size, or 0).
+        old_size: u64,
+        /// Consistency proof from `old_size` to the checkpoint's size.
+        proof: Vec<[u8; 32]>,
+        /// The signed checkpoint note.
+        checkpoint: Vec<u8>,
+    },
+    /// The witness's cosignature line (C2SP tlog-cosignature v1) for a `Witness`.
+    Cosignature(Vec<u8>),
+    /// The witness knows the log at another size: resend with a proof from this size.
+    WitnessSize(u64),
     /// The exchange failed.
     Error { code: ErrorCode, reason: String },
 }
@@ -120,6 +137,9 @@ impl Frame {
             Self::Custody(_) => ty::CUSTODY,
             Self::Ack(_) => ty::ACK,
             Self::Roster(_) => ty::ROSTER,
+            Self::Witness { .. } => ty::WITNESS,
+            Self::Cosignature(_) => ty::COSIGNATURE,
+            Self::WitnessSize(_) => ty::WITNESS_SIZE,
             Self::Error { .. } => ty::ERROR,
         }
     }
@@ -129,6 +149,11 @@ impl Frame {
             Self::Deliver { envelope, body } => 2 + envelope.len() + body.len(),
             Self::Receipt(b) | Self::NonDelivery(b) | Self::Roster(b) => b.len(),
             Self::Custody(_) | Self::Ack(_) => 32,
+            Self::Witness {
+                proof, checkpoint, ..
+            } => 8 + 1 + 32 * proof.len() + checkpoint.len(),
+            Self::Cosignature(b) => b.len(),
+            Self::WitnessSize(_) => 8,
             Self::Error { reason, .. } => 2 + reason.len(),
         }
     }
@@ -151,6 +176,20 @@ impl Frame {
             }
             Self::Receipt(b) | Self::NonDelivery(b) | Self::Roster(b) => out.extend_from_slice(b),
             Self::Custody(d) | Self::Ack(d) => out.extend_from_slice(&d.0),
+            Self::Witness {
+                old_size,
+                proof,
+                checkpoint,
+            } => {
+                out.extend_from_slice(&old_size.to_be_bytes());
+                out.push(proof.len() as u8);
+                for h in proof {
+                    out.extend_from_slice(h);
+                }
+                out.extend_from_slice(checkpoint);
+            }
+            Self::Cosignature(b) => out.extend_from_slice(b),
+            Self::WitnessSize(n) => out.extend_from_slice(&n.to_be_bytes()),
             Self::Error { code, reason } => {
                 out.extend_from_slice(&code.to_u16().to_be_bytes());
                 out.extend_from_slice(reason.as_bytes());
@@ -185,6 +224,9 @@ impl Frame {
                 | ty::CUSTODY
                 | ty::ACK
                 | ty::ROSTER
+                | ty::WITNESS
+                | ty::COSIGNATURE
+                | ty::WITNESS_SIZE
                 | ty::ERROR
         ) {
             return Err(FrameError::UnknownType(t));
@@ -209,6 +251,32 @@ impl Frame {
             ty::RECEIPT => Self::Receipt(p.to_vec()),
             ty::NONDELIVERY => Self::NonDelivery(p.to_vec()),
             ty::ROSTER => Self::Roster(p.to_vec()),
+            ty::COSIGNATURE => Self::Cosignature(p.to_vec()),
+            ty::WITNESS_SIZE => {
+                let n: [u8; 8] = p
+                    .try_into()
+                    .map_err(|_| FrameError::Malformed("witness size"))?;
+                Self::WitnessSize(u64::from_be_bytes(n))
+            }
+            ty::WITNESS => {
+                let bad = FrameError::Malformed("witness");
+                let (size, rest) = p.split_at_checked(8).ok_or(bad.clone())?;
+                let (count, rest) = rest.split_first().ok_or(bad.clone())?;
+                let n = usize::from(*count);
+                if n > 64 {
+                    return Err(bad);
+                }
+                let (hashes, checkpoint) = rest.split_at_checked(32 * n).ok_or(bad.clone())?;
+                let proof = hashes
+                    .chunks_exact(32)
+                    .map(|c| <[u8; 32]>::try_from(c).map_err(|_| bad.clone()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Self::Witness {
+                    old_size: u64::from_be_bytes(size.try_into().map_err(|_| bad.clone())?),
+                    proof,
+                    checkpoint: checkpoint.to_vec(),
+                }
+            }
             ty::CUSTODY | ty::ACK => {
                 let d: [u8; 32] = p.try_into().map_err(|_| FrameError::Malformed("ack"))?;
                 if t == ty::ACK {
@@ -310,6 +378,18 @@ mod tests {
             bytes().prop_map(Frame::Roster),
             any::<[u8; 32]>().prop_map(|d| Frame::Custody(Digest(d))),
             any::<[u8; 32]>().prop_map(|d| Frame::Ack(Digest(d))),
+            (
+                any::<u64>(),
+                proptest::collection::vec(any::<[u8; 32]>(), 0..64),
+                bytes()
+            )
+                .prop_map(|(old_size, proof, checkpoint)| Frame::Witness {
+                    old_size,
+                    proof,
+                    checkpoint
+                }),
+            bytes().prop_map(Frame::Cosignature),
+            any::<u64>().prop_map(Frame::WitnessSize),
             (any::<u16>(), ".{0,40}").prop_map(|(c, reason)| Frame::Error {
                 code: ErrorCode::from_u16(c),
                 reason

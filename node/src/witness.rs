@@ -1,0 +1,321 @@
+//! Witnessing over the bus (C2SP tlog-witness in spirit): a node submits its newest signed
+//! checkpoint with a consistency proof to its peers; each peer checks it against the last
+//! tree it cosigned for that log, updates that state atomically with the check, and answers
+//! with a cosignature. An inconsistent checkpoint (a fork or a rollback) is refused and kept
+//! as evidence: both signed notes, in the witness's own audit log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use liaison_protocol::audit::{EntryKind, conflict_record};
+use liaison_protocol::merkle::{self, Hash, SubtreeFn};
+use liaison_protocol::note::{MAX_NOTE_LEN, NoteSignature, SignedNote, cosign};
+use liaison_protocol::{ErrorCode, Frame, NodeId};
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use crate::error::{NodeError, StoreError};
+use crate::node::{Inner, Node, now_ms};
+use crate::store::Witnessed;
+
+/// Longest a witness exchange may take.
+const WITNESS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one witness said about our checkpoint.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct WitnessOutcome {
+    /// The witness.
+    pub witness: String,
+    /// Tree size submitted.
+    pub size: u64,
+    /// Cosigned, or why not.
+    pub result: Result<u64, String>,
+}
+
+fn refused(reason: String) -> Frame {
+    Frame::Error {
+        code: ErrorCode::Refused,
+        reason,
+    }
+}
+
+impl Inner {
+    /// As witness: a peer's WITNESS frame.
+    pub(crate) async fn witness(
+        self: &Arc<Self>,
+        peer: &NodeId,
+        old_size: u64,
+        proof: &[Hash],
+        checkpoint: &[u8],
+    ) -> Frame {
+        let note = match SignedNote::parse(checkpoint, MAX_NOTE_LEN) {
+            Ok(n) => n,
+            Err(e) => return refused(format!("checkpoint: {e}")),
+        };
+        let cp = match note.checkpoint() {
+            Ok(c) => c,
+            Err(e) => return refused(format!("checkpoint: {e}")),
+        };
+        let origin = format!("{peer}/log");
+        if cp.origin() != origin {
+            return refused(format!(
+                "{peer} may only submit its own log ({origin}), not {}",
+                cp.origin()
+            ));
+        }
+        let roster = self.roster.get();
+        let member = match roster.roster().active_member(peer) {
+            Ok(m) => m.clone(),
+            Err(e) => return refused(e.to_string()),
+        };
+        if let Err(e) = note.verify_signature(&origin, &member.log_key) {
+            return refused(format!("checkpoint signed by the wrong key: {e}"));
+        }
+        let text = note.to_text();
+        let now = now_ms();
+        enum Verdict {
+            Cosign,
+            Size(u64),
+            Conflict(String),
+        }
+        // Check and update under the store lock, so two submissions cannot both pass.
+        let verdict = self
+            .store
+            .write(now, |t| {
+                let known = t.witnessed(&origin)?;
+                let known_size = known.as_ref().map_or(0, |w| w.size);
+                // A signed checkpoint that contradicts what was cosigned is evidence whatever
+                // size the log claims to start from.
+                let contradiction = known.as_ref().and_then(|w| {
+                    if cp.size() < w.size {
+                        Some(format!(
+                            "rollback: {origin} presents {} entries after {} were cosigned",
+                            cp.size(),
+                            w.size
+                        ))
+                    } else if cp.size() == w.size && cp.root() != &w.root {
+                        Some(format!("fork: {origin} presents another tree of the cosigned size {}", w.size))
+                    } else {
+                        None
+                    }
+                });
+                let problem = match (&known, contradiction) {
+                    (_, Some(c)) => Some(c),
+                    _ if old_size != known_size => return Ok(Verdict::Size(known_size)),
+                    (Some(w), None) => merkle::verify_consistency(w.size, cp.size(), &w.root, cp.root(), proof)
+                        .err()
+                        .map(|e| {
+                            format!(
+                                "fork: {origin} at size {} is not consistent with size {} cosigned earlier ({e})",
+                                cp.size(),
+                                w.size
+                            )
+                        }),
+                    (None, None) => None,
+                };
+                if let (Some(reason), Some(w)) = (problem, &known) {
+                    t.log(
+                        EntryKind::WitnessConflict,
+                        conflict_record(&reason, w.note.as_bytes(), text.as_bytes()),
+                    );
+                    return Ok(Verdict::Conflict(reason));
+                }
+                t.put_witnessed(
+                    &origin,
+                    &Witnessed {
+                        size: cp.size(),
+                        root: *cp.root(),
+                        note: text.clone(),
+                    },
+                );
+                t.log(EntryKind::WitnessCosigned, text.clone().into_bytes());
+                Ok(Verdict::Cosign)
+            })
+            .await;
+        match verdict {
+            Err(e) => Frame::Error {
+                code: ErrorCode::Unavailable,
+                reason: e.to_string(),
+            },
+            Ok(Verdict::Size(n)) => Frame::WitnessSize(n),
+            Ok(Verdict::Conflict(reason)) => {
+                error!(node = %self.id, peer = %peer, %reason, "WITNESS CONFLICT: a peer's log is inconsistent with what this node cosigned; both signed checkpoints are kept in the audit log");
+                *self
+                    .conflicts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                refused(reason)
+            }
+            Ok(Verdict::Cosign) => {
+                let name = format!("{}/witness", self.id);
+                match cosign(&cp, &name, &self.witness_key, now / 1000) {
+                    Ok(sig) => Frame::Cosignature(sig.to_line().into_bytes()),
+                    Err(e) => refused(format!("cannot cosign: {e}")),
+                }
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Submits the newest checkpoint to every active, directly reachable member and stores
+    /// the cosignatures that come back.
+    pub async fn witness_round(&self) -> Result<Vec<WitnessOutcome>, NodeError> {
+        let note = self.checkpoint().await?;
+        let roster = self.roster();
+        let r = roster.roster();
+        let me = self.id().clone();
+        let my_relay = r.member(&me).and_then(|m| m.via.clone());
+        let mut out = Vec::new();
+        for m in &r.members {
+            // Witnesses are the members this node talks to directly: its relay if it has
+            // one; otherwise every member not behind a relay, and those it relays for.
+            let direct = match &my_relay {
+                Some(relay) => m.id == *relay,
+                None => m.via.is_none() || m.via.as_ref() == Some(&me),
+            };
+            if m.id == me || !m.is_active() || !direct {
+                continue;
+            }
+            let result = self.submit(&m.id, &note).await;
+            if let Err(e) = &result {
+                warn!(node = %me, witness = %m.id, error = %e, "checkpoint not cosigned");
+            }
+            out.push(WitnessOutcome {
+                witness: m.id.to_string(),
+                size: checkpoint_size(&note)?,
+                result,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn submit(&self, witness: &NodeId, note_text: &str) -> Result<u64, String> {
+        let inner = &self.inner;
+        let size = checkpoint_size(note_text).map_err(|e| e.to_string())?;
+        let member = inner
+            .roster
+            .get()
+            .roster()
+            .active_member(witness)
+            .map_err(|e| e.to_string())?
+            .clone();
+        let addr = member
+            .endpoints
+            .first()
+            .ok_or("no endpoint")?
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| e.to_string())?;
+        let conn = tokio::time::timeout(
+            WITNESS_TIMEOUT,
+            inner
+                .endpoint
+                .connect(addr, witness.as_str())
+                .map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+        let mut known = inner
+            .store
+            .cosigned_size(witness)
+            .map_err(|e| e.to_string())?;
+        let result = async {
+            for _ in 0..2 {
+                // When the witness cosigned more than this log now holds, there is no proof to
+                // give: the witness will refuse, and keep both checkpoints as evidence.
+                let proof = if known == 0 || known >= size {
+                    Vec::new()
+                } else {
+                    let store = &inner.store;
+                    let source = SubtreeFn(|s: u64, e: u64| -> Result<Hash, NodeError> {
+                        Ok(merkle::root_from_leaves(&store.leaf_hashes(s, e)?))
+                    });
+                    merkle::consistency_proof_with(&source, known, size)
+                        .map_err(|e| e.to_string())?
+                };
+                let frame = Frame::Witness {
+                    old_size: known,
+                    proof,
+                    checkpoint: note_text.as_bytes().to_vec(),
+                };
+                let answer = tokio::time::timeout(
+                    WITNESS_TIMEOUT,
+                    crate::peer::exchange_once(&conn, &frame),
+                )
+                .await
+                .map_err(|_| "no answer".to_owned())??;
+                match answer {
+                    Frame::WitnessSize(n) => known = n,
+                    Frame::Cosignature(line) => {
+                        return self.keep_cosignature(witness, size, &line).await;
+                    }
+                    Frame::Error { reason, .. } => return Err(reason),
+                    other => return Err(format!("unexpected answer {other:?}")),
+                }
+            }
+            Err("witness and log disagree on the last cosigned size".to_owned())
+        }
+        .await;
+        conn.close(0u32.into(), b"done");
+        result
+    }
+
+    async fn keep_cosignature(
+        &self,
+        witness: &NodeId,
+        size: u64,
+        line: &[u8],
+    ) -> Result<u64, String> {
+        let inner = &self.inner;
+        let line = std::str::from_utf8(line).map_err(|e| e.to_string())?;
+        let sig =
+            NoteSignature::parse_line(line.trim_end_matches('\n')).map_err(|e| e.to_string())?;
+        let stored = inner
+            .store
+            .checkpoint_at(size)
+            .map_err(|e| e.to_string())?
+            .ok_or("checkpoint vanished")?;
+        let mut note = SignedNote::parse(&stored, MAX_NOTE_LEN).map_err(|e| e.to_string())?;
+        note.add_signature(sig).map_err(|e| e.to_string())?;
+        let key = inner
+            .roster
+            .get()
+            .roster()
+            .member(witness)
+            .map(|m| m.witness_key)
+            .ok_or("witness left the roster")?;
+        let time = note
+            .verify_cosignature(&format!("{witness}/witness"), &key)
+            .map_err(|e| format!("cosignature refused: {e}"))?;
+        let text = note.to_text();
+        inner
+            .store
+            .write(now_ms(), |t| {
+                t.put_checkpoint(size, &text);
+                t.put_cosigned(witness, size);
+                t.log(EntryKind::CheckpointCosigned, text.clone().into_bytes());
+                Ok::<(), StoreError>(())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(node = %self.id(), %witness, size, "checkpoint cosigned");
+        Ok(time)
+    }
+
+    /// How many witness conflicts (forks, rollbacks) this node has seen since start.
+    pub fn witness_conflicts(&self) -> u64 {
+        *self
+            .inner
+            .conflicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn checkpoint_size(note: &str) -> Result<u64, NodeError> {
+    SignedNote::parse(note, MAX_NOTE_LEN)
+        .and_then(|n| n.checkpoint())
+        .map(|c| c.size())
+        .map_err(|e| NodeError::Invalid(e.to_string()))
+}
