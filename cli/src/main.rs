@@ -103,6 +103,18 @@ enum AuditCmd {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Write evidence bundles for the entries in [from, to) into a directory, for an auditor.
+    Export {
+        /// First entry index.
+        #[arg(long)]
+        from: u64,
+        /// One past the last entry index.
+        #[arg(long)]
+        to: u64,
+        /// Output directory (created).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Verify an evidence bundle offline, with the roster and the authority key only.
     CheckBundle {
         /// The bundle file.
@@ -373,6 +385,34 @@ async fn remote(client: &mut Client, command: Command, json: bool) -> Result<Exi
                             .join("\n")
                     })
                     .unwrap_or_default()
+            });
+        }
+        Command::Audit(AuditCmd::Export { from, to, out }) => {
+            if to <= from {
+                bail!("--to must be greater than --from");
+            }
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let mut written = Vec::new();
+            for index in from..to {
+                let v = client
+                    .call(&Request::AuditProve {
+                        target: index.to_string(),
+                    })
+                    .await?;
+                let bytes =
+                    base64::engine::general_purpose::STANDARD.decode(str_of(&v, "bundle"))?;
+                let path = out.join(format!("{index:012}.evidence.cbor"));
+                std::fs::write(&path, bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                written.push(path);
+            }
+            let v = serde_json::json!({"from": from, "to": to, "files": written});
+            output::print(json, &v, |_| {
+                format!(
+                    "{} evidence bundles (entries {from}..{to}) written to {}; check each with `liaison audit check-bundle`",
+                    written.len(),
+                    out.display()
+                )
             });
         }
         Command::Audit(AuditCmd::Prove { target, out }) => {

@@ -188,6 +188,37 @@ fn operator_session_with_two_node_processes() {
     ));
     assert_eq!(checked["ok"], true);
     assert_eq!(checked["node"], "cn-61-psb");
+    let export = dir.path().join("export");
+    let exported = json(&liaison(
+        Some(&sx),
+        &[
+            "audit",
+            "export",
+            "--from",
+            "0",
+            "--to",
+            "3",
+            "--out",
+            export.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    for f in exported["files"].as_array().unwrap() {
+        let checked = json(&liaison(
+            None,
+            &[
+                "audit",
+                "check-bundle",
+                f.as_str().unwrap(),
+                "--roster",
+                roster.to_str().unwrap(),
+                "--authority-key",
+                authority,
+                "--json",
+            ],
+        ));
+        assert_eq!(checked["ok"], true);
+    }
     let mut tampered = std::fs::read(&bundle).unwrap();
     tampered[40] ^= 1;
     std::fs::write(&bundle, tampered).unwrap();

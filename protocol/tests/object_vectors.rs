@@ -1,0 +1,237 @@
+//! The project's own signed-object vectors (FORMATS.md §6): `tests/data/liaison-objects-v1.json`
+//! holds an envelope, a delivery receipt, a rejection receipt, a non-delivery record, a roster
+//! and an evidence bundle, each with the test keys (Ed25519 seeds) that made it, the payload
+//! that was signed, the ToBeSigned digest, and the full COSE_Sign1 bytes. Another
+//! implementation can check its encoder and verifier against it.
+//!
+//! This test rebuilds the file and requires the stored copy to be identical, then verifies
+//! every stored object from its bytes. To regenerate after a deliberate change:
+//! `LIAISON_REGENERATE_VECTORS=1 cargo test -p liaison-protocol --test object_vectors`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use liaison_protocol::audit::{Entry, EntryKind};
+use liaison_protocol::evidence::Evidence;
+use liaison_protocol::merkle::{inclusion_proof, leaf_hash};
+use liaison_protocol::note::{Checkpoint, SignedNote};
+use liaison_protocol::{
+    Digest, Envelope, Header, Location, Member, MemberStatus, MessageId, NodeId, NonDelivery,
+    Priority, PublicKey, Receipt, ReceiptStatus, Roster, Rule, SignedNonDelivery, SignedObject,
+    SignedReceipt, SignedRoster,
+};
+use serde_json::{Value, json};
+
+const SENDER_SEED: [u8; 32] = [0x09; 32];
+const RECIPIENT_SEED: [u8; 32] = [0x0a; 32];
+const AUTHORITY_SEED: [u8; 32] = [0x0b; 32];
+
+fn path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/liaison-objects-v1.json")
+}
+
+fn key(seed: [u8; 32]) -> SigningKey {
+    SigningKey::from_bytes(&seed)
+}
+
+fn node(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+
+fn member(id: &str, agency: &str, seed: [u8; 32], spki: u8) -> Member {
+    let k = PublicKey::from(&key(seed));
+    Member {
+        id: node(id),
+        agency: agency.into(),
+        name: id.into(),
+        country: "CHN".into(),
+        division: None,
+        signing_key: k,
+        log_key: PublicKey::from(&key([seed[0] + 3; 32])),
+        witness_key: PublicKey::from(&key([seed[0] + 6; 32])),
+        tls_spki_sha256: [spki; 32],
+        endpoints: vec![format!("127.0.0.1:71{spki:02}")],
+        via: None,
+        location: Some(Location {
+            lat_e6: 26_074_500,
+            lon_e6: 119_296_500,
+        }),
+        status: MemberStatus::Active,
+    }
+}
+
+fn object(signed: &SignedObject, seed: [u8; 32], note: &str) -> Value {
+    json!({
+        "note": note,
+        "signer_seed": hex::encode(seed),
+        "signer_public_key": hex::encode(key(seed).verifying_key().to_bytes()),
+        "typ": signed.typ(),
+        "payload": hex::encode(signed.payload()),
+        "to_be_signed_sha256": signed.digest().to_hex(),
+        "cose_sign1": hex::encode(signed.bytes()),
+    })
+}
+
+fn build() -> String {
+    let body = b"hello".to_vec();
+    let header = Header {
+        federation: "cn-atip-demo".into(),
+        id: MessageId([7; 16]),
+        from: node("cn-35-psb"),
+        to: node("cn-61-psb"),
+        sent_at: 1_790_000_000_000,
+        kind: "assist.request".into(),
+        body_len: body.len() as u64,
+        body_hash: Digest::of(&body).0,
+        priority: Priority::Routine,
+        in_reply_to: None,
+        expires_at: Some(1_790_086_400_000),
+        case_ref: Some("FJ-2026-0042".into()),
+    };
+    let env = Envelope::seal(header.clone(), &key(SENDER_SEED));
+    let receipt = |status| Receipt {
+        federation: "cn-atip-demo".into(),
+        message_digest: env.digest(),
+        message_id: header.id,
+        sender: header.from.clone(),
+        recipient: header.to.clone(),
+        at: 1_790_000_000_250,
+        status,
+        log_ref: Some(("cn-61-psb/log".into(), 1)),
+    };
+    let delivered = SignedReceipt::sign(receipt(ReceiptStatus::Delivered), &key(RECIPIENT_SEED));
+    let mut rejected = receipt(ReceiptStatus::Rejected(
+        "policy forbids assist.request".into(),
+    ));
+    rejected.log_ref = None;
+    let rejected = SignedReceipt::sign(rejected, &key(RECIPIENT_SEED));
+    let nd = SignedNonDelivery::sign(
+        NonDelivery {
+            federation: "cn-atip-demo".into(),
+            message_digest: env.digest(),
+            message_id: header.id,
+            sender: header.from.clone(),
+            recipient: header.to.clone(),
+            at: 1_790_086_400_001,
+            dropped_by: header.from.clone(),
+            reason: "expired before delivery".into(),
+        },
+        &key(SENDER_SEED),
+    );
+    let roster = Roster {
+        federation: "cn-atip-demo".into(),
+        serial: 1,
+        issued_at: 1_789_000_000_000,
+        members: vec![
+            member("cn-35-psb", "public_security", SENDER_SEED, 1),
+            member("cn-61-psb", "public_security", RECIPIENT_SEED, 2),
+        ],
+        rules: vec![Rule {
+            from: "public_security".into(),
+            to: "public_security".into(),
+            kinds: vec!["assist.*".into()],
+            abroad: false,
+        }],
+        max_body_len: 1 << 20,
+        dev: true,
+    }
+    .sign(&key(AUTHORITY_SEED));
+
+    // A three-entry log of cn-61-psb, its checkpoint, and the bundle for entry 1.
+    let log_key = key([RECIPIENT_SEED[0] + 3; 32]);
+    let entries: Vec<Vec<u8>> = [
+        (EntryKind::RosterApplied, b"\xa1\x01\x61x".to_vec()),
+        (EntryKind::MessageReceived, env.bytes().to_vec()),
+        (EntryKind::ReceiptSent, delivered.bytes().to_vec()),
+    ]
+    .into_iter()
+    .map(|(kind, object)| {
+        Entry {
+            kind,
+            at: 1_790_000_000_250,
+            node: node("cn-61-psb"),
+            object,
+        }
+        .encode()
+    })
+    .collect();
+    let leaves: Vec<[u8; 32]> = entries.iter().map(|e| leaf_hash(e)).collect();
+    let root = liaison_protocol::merkle::root_from_leaves(&leaves);
+    let cp = Checkpoint::new("cn-61-psb/log", 3, root).unwrap();
+    let note = SignedNote::sign_checkpoint(&cp, "cn-61-psb/log", &log_key).unwrap();
+    let bundle = Evidence {
+        entry: entries[1].clone(),
+        index: 1,
+        checkpoint: note.to_text().into_bytes(),
+        path: inclusion_proof(&leaves, 1).unwrap(),
+    };
+    let v = json!({
+        "source": "liaison protocol v1 (docs/protocol.md); generated by protocol/tests/object_vectors.rs",
+        "body_hex": hex::encode(&body),
+        "authority_seed": hex::encode(AUTHORITY_SEED),
+        "authority_public_key": hex::encode(key(AUTHORITY_SEED).verifying_key().to_bytes()),
+        "envelope": object(&SignedObject::parse(env.bytes(), 1 << 14).unwrap(), SENDER_SEED, "message envelope, body 'hello'"),
+        "receipt_delivered": object(&SignedObject::parse(delivered.bytes(), 1 << 14).unwrap(), RECIPIENT_SEED, "delivery receipt for the envelope, log_ref cn-61-psb/log #1"),
+        "receipt_rejected": object(&SignedObject::parse(rejected.bytes(), 1 << 14).unwrap(), RECIPIENT_SEED, "rejection receipt (status 1) for the envelope"),
+        "non_delivery": object(&SignedObject::parse(nd.bytes(), 1 << 14).unwrap(), SENDER_SEED, "non-delivery record: the envelope expired at its sender"),
+        "roster": object(&SignedObject::parse(roster.bytes(), 1 << 20).unwrap(), AUTHORITY_SEED, "roster serial 1 (dev), two members; their log keys are seeds 0x0c.. and 0x0d.., witness keys 0x0f.. and 0x10.."),
+        "evidence_bundle": {
+            "note": "entry 1 (message received) of cn-61-psb's three-entry log, checkpoint signed with log seed 0d..",
+            "log_seed": hex::encode([RECIPIENT_SEED[0] + 3; 32]),
+            "entries": entries.iter().map(hex::encode).collect::<Vec<_>>(),
+            "checkpoint": note.to_text(),
+            "cbor": hex::encode(bundle.encode()),
+        },
+    });
+    serde_json::to_string_pretty(&v).unwrap() + "\n"
+}
+
+#[test]
+fn stored_object_vectors_match_the_code_and_verify() {
+    let built = build();
+    if std::env::var_os("LIAISON_REGENERATE_VECTORS").is_some() {
+        std::fs::write(path(), &built).unwrap();
+    }
+    let stored = std::fs::read_to_string(path()).unwrap();
+    assert!(
+        stored == built,
+        "tests/data/liaison-objects-v1.json differs from what the code makes; if the change is \
+         deliberate, regenerate it (see this file's header) and review the diff"
+    );
+    // Verify from the stored JSON alone.
+    let v: Value = serde_json::from_str(&stored).unwrap();
+    let bytes = |o: &Value| hex::decode(o["cose_sign1"].as_str().unwrap()).unwrap();
+    let pk = |o: &Value| {
+        PublicKey::from_bytes(
+            &hex::decode(o.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let authority = pk(&v["authority_public_key"]);
+    let roster = SignedRoster::open(&bytes(&v["roster"]), &authority).unwrap();
+    let r = roster.roster();
+    let env = Envelope::open(&bytes(&v["envelope"]), |kid| r.signer(kid)).unwrap();
+    env.check_body(&hex::decode(v["body_hex"].as_str().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(env.digest().to_hex(), v["envelope"]["to_be_signed_sha256"]);
+    let d = SignedReceipt::open(&bytes(&v["receipt_delivered"]), |kid| r.signer(kid)).unwrap();
+    assert_eq!(d.receipt().message_digest, env.digest());
+    assert_eq!(d.receipt().status, ReceiptStatus::Delivered);
+    let j = SignedReceipt::open(&bytes(&v["receipt_rejected"]), |kid| r.signer(kid)).unwrap();
+    assert!(matches!(j.receipt().status, ReceiptStatus::Rejected(_)));
+    let nd = SignedNonDelivery::open(&bytes(&v["non_delivery"]), |kid| r.signer(kid)).unwrap();
+    assert_eq!(nd.record().message_digest, env.digest());
+    let bundle =
+        Evidence::decode(&hex::decode(v["evidence_bundle"]["cbor"].as_str().unwrap()).unwrap())
+            .unwrap();
+    let proven = bundle.verify(r).unwrap();
+    assert_eq!(proven.entry.kind, EntryKind::MessageReceived);
+    assert_eq!(proven.entry.object, env.bytes());
+    // Types are domain-separated: a receipt never opens as an envelope.
+    assert!(Envelope::open(&bytes(&v["receipt_delivered"]), |kid| r.signer(kid)).is_err());
+}
