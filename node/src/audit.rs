@@ -66,6 +66,42 @@ impl Node {
         Ok(note)
     }
 
+    /// Deletes the bodies of messages stored longer ago than the retention period before
+    /// `now`, each with a `body_purged` audit entry in the same batch. Envelopes, receipts,
+    /// entries and proofs stay: the evidence outlives the data. Returns how many were purged.
+    pub async fn purge_bodies(&self, now: u64, retention_ms: u64) -> Result<u64, NodeError> {
+        let store = &self.inner.store;
+        let mut purged = 0;
+        for digest in store.body_digests()? {
+            let Some(rec) = store.message(&digest)? else {
+                continue;
+            };
+            if rec.stored_at.saturating_add(retention_ms) > now {
+                continue;
+            }
+            // A body still waiting in an outbox or an inbox is not purged under it.
+            if rec.out_key.is_some() || (rec.inbox_seq.is_some() && !rec.handed_over) {
+                continue;
+            }
+            let id = Envelope::peek_unverified(&rec.envelope).map(|(_, h)| h.id.0);
+            let record = liaison_protocol::audit::event_record(
+                "retention ended",
+                None,
+                Some(&digest.0),
+                id.as_ref(),
+            );
+            store
+                .write(now, |t| {
+                    t.remove_body(&digest);
+                    t.log(EntryKind::BodyPurged, record);
+                    Ok(())
+                })
+                .await?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
     /// The audit index of the entry that recorded message `id` (sent, received or relayed).
     pub fn entry_of_message(&self, id: &MessageId) -> Result<Option<u64>, NodeError> {
         let n = self.log_len();

@@ -77,18 +77,26 @@ pub struct Config {
 /// rarely enough to cost nothing (one signature when the log grew).
 pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 60_000;
 
-/// Audit log settings.
+/// How long a message body is kept when nothing shorter applies: five years, the longest
+/// period the seed documents set for keeping case files before review. Envelopes, receipts,
+/// audit entries and proofs are kept for good.
+pub const DEFAULT_BODY_RETENTION_MS: u64 = 5 * 365 * 24 * 3600 * 1000;
+
+/// Audit log and retention settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// How often the node signs a checkpoint when its log has grown, ms.
     pub checkpoint_interval_ms: u64,
+    /// Bodies older than this are deleted (a `body_purged` entry records each), ms.
+    pub body_retention_ms: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             checkpoint_interval_ms: DEFAULT_CHECKPOINT_INTERVAL_MS,
+            body_retention_ms: DEFAULT_BODY_RETENTION_MS,
         }
     }
 }
@@ -197,7 +205,7 @@ impl Config {
              dev_mode = {}\n\n[delivery]\nbackoff_initial_ms = {}\nbackoff_max_ms = {}\n\
              window = {}\nreplay_window_ms = {}\nmax_skew_ms = {}\nshutdown_grace_ms = {}\n\
              idle_timeout_ms = {}\n\n\
-             [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\n",
+             [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\nbody_retention_ms = {}\n",
             self.node_id.as_str(),
             self.federation,
             self.listen,
@@ -220,6 +228,7 @@ impl Config {
             d.idle_timeout_ms,
             self.store.cache_bytes,
             self.audit.checkpoint_interval_ms,
+            self.audit.body_retention_ms,
         )
     }
 }

@@ -252,7 +252,10 @@ impl Node {
             q.uncertain = matches!(q.item, OutItem::Message { .. });
             node.inner.enqueue(&hop, q);
         }
-        node.spawn_checkpointer(cfg.audit.checkpoint_interval_ms);
+        node.spawn_checkpointer(
+            cfg.audit.checkpoint_interval_ms,
+            cfg.audit.body_retention_ms,
+        );
         if opts.api_socket {
             crate::api::spawn_server(node.clone(), cfg.data_dir.join("api.sock"))?;
         }
@@ -260,7 +263,7 @@ impl Node {
         Ok(node)
     }
 
-    fn spawn_checkpointer(&self, interval_ms: u64) {
+    fn spawn_checkpointer(&self, interval_ms: u64, retention_ms: u64) {
         let node = self.clone();
         let every = Duration::from_millis(interval_ms.max(100));
         self.inner.tasks.spawn(async move {
@@ -268,6 +271,9 @@ impl Node {
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
                     () = node.inner.cancel.cancelled() => break,
+                }
+                if let Err(e) = node.purge_bodies(now_ms(), retention_ms).await {
+                    warn!(node = %node.inner.id, error = %e, "cannot purge bodies");
                 }
                 if let Err(e) = node.witness_round().await {
                     warn!(node = %node.inner.id, error = %e, "cannot sign or witness a checkpoint");

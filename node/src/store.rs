@@ -278,6 +278,11 @@ impl Txn<'_> {
         self.store.seen(from, id)
     }
 
+    /// Deletes a body (retention ended).
+    pub fn remove_body(&mut self, digest: &Digest) {
+        self.batch.remove(&key_digest(b"b/", digest)[..]);
+    }
+
     /// Puts a message in the application's inbox; returns its sequence.
     pub fn push_inbox(&mut self, digest: &Digest) -> u64 {
         let seq = self.counters.next_inbox;
@@ -518,6 +523,18 @@ impl Store {
     /// A body, unless purged.
     pub fn body(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get(key_digest(b"b/", digest))?.map(|v| v.to_vec()))
+    }
+
+    /// Digests of stored bodies.
+    pub fn body_digests(&self) -> Result<Vec<Digest>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.db.scan_prefix(b"b/").keys() {
+            let k = k?;
+            if let Some(d) = k.get(2..34).and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                out.push(Digest(d));
+            }
+        }
+        Ok(out)
     }
 
     /// The dedupe index.

@@ -142,3 +142,58 @@ async fn truncated_log_is_detected() {
     fed.stop("fj").await;
     fed.stop("sx").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_bodies_leave_every_proof_valid() {
+    let (mut fed, fj, sx, first) = traffic().await;
+    // The recipient's application takes everything; then retention ends for all of it.
+    for m in sx.inbox(100, false).unwrap() {
+        sx.ack(m.inbox_seq.unwrap()).await.unwrap();
+    }
+    let before = fj.prove(0).await.unwrap();
+    let purged_fj = fj
+        .purge_bodies(liaison_node::now_ms() + 10, 0)
+        .await
+        .unwrap();
+    let purged_sx = sx
+        .purge_bodies(liaison_node::now_ms() + 10, 0)
+        .await
+        .unwrap();
+    assert_eq!((purged_fj, purged_sx), (12, 12));
+    // Bodies are gone; envelopes and receipts stay.
+    let view = sx.message(&first).unwrap().unwrap();
+    assert!(view.body.is_none());
+    let sent = fj.message(&first).unwrap().unwrap();
+    assert!(sent.body.is_none() && sent.proof.is_some());
+    // Every entry and signature still verifies, and old and new bundles still prove.
+    for node in [&fj, &sx] {
+        let report = node.audit_verify().unwrap();
+        assert!(report.first_problem.is_none(), "{report:?}");
+        let purges = node
+            .log_entries(0, node.log_len())
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| e.kind == liaison_protocol::audit::EntryKind::BodyPurged)
+            .count();
+        assert_eq!(purges, 12);
+    }
+    assert!(before.verify(fj.roster().roster()).is_ok());
+    let id = MessageId::from_hex(&first).unwrap();
+    let index = sx.entry_of_message(&id).unwrap().unwrap();
+    assert!(
+        sx.prove(index)
+            .await
+            .unwrap()
+            .verify(sx.roster().roster())
+            .is_ok()
+    );
+    // Nothing is purged twice.
+    assert_eq!(
+        sx.purge_bodies(liaison_node::now_ms() + 10, 0)
+            .await
+            .unwrap(),
+        0
+    );
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+}
