@@ -302,12 +302,18 @@ async fn remote(client: &mut Client, command: Command, json: bool) -> Result<Exi
             let v = client.call(&Request::Status).await?;
             output::print(json, &v, |v| {
                 format!(
-                    "node {} in federation {}\nlistening on {}\nroster serial {}\naudit log entries {}\n{}",
+                    "node {} in federation {}\nlistening on {}\nroster serial {}\naudit log entries {}\nwitness conflicts seen since start {}{}\n{}",
                     str_of(v, "node"),
                     str_of(v, "federation"),
                     str_of(v, "listen"),
                     v["roster_serial"],
                     v["log_entries"],
+                    v["witness_conflicts"],
+                    if v["witness_conflicts"].as_u64().unwrap_or(0) > 0 {
+                        "  <- A PEER'S LOG IS INCONSISTENT: see `liaison audit verify` and the witness_conflict entries"
+                    } else {
+                        ""
+                    },
                     output::peers(&v["peers"])
                 )
             });

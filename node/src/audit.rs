@@ -66,6 +66,27 @@ impl Node {
         Ok(note)
     }
 
+    /// Whether the log has entries other than witnessing records since its newest checkpoint.
+    pub fn grew_since_checkpoint(&self) -> Result<bool, NodeError> {
+        let from = self
+            .inner
+            .store
+            .latest_checkpoint()?
+            .map_or(0, |(size, _)| size);
+        let n = self.log_len();
+        if from == 0 {
+            return Ok(n > 0);
+        }
+        Ok(self.log_entries(from, n)?.iter().any(|(_, e)| {
+            !matches!(
+                e.kind,
+                EntryKind::WitnessCosigned
+                    | EntryKind::WitnessConflict
+                    | EntryKind::CheckpointCosigned
+            )
+        }))
+    }
+
     /// Deletes the bodies of messages stored longer ago than the retention period before
     /// `now`, each with a `body_purged` audit entry in the same batch. Envelopes, receipts,
     /// entries and proofs stay: the evidence outlives the data. Returns how many were purged.

@@ -126,6 +126,8 @@ pub(crate) struct Inner {
     pub(crate) settled: tokio::sync::broadcast::Sender<Settled>,
     /// Witness conflicts seen since start (also in the audit log).
     pub(crate) conflicts: Mutex<u64>,
+    /// One witness round at a time.
+    pub(crate) witness_round: tokio::sync::Mutex<()>,
 }
 
 /// A message this node sent reached a final state (receipt, rejection or non-delivery).
@@ -239,6 +241,7 @@ impl Node {
             inbox_notify: Notify::new(),
             settled: tokio::sync::broadcast::channel(4096).0,
             conflicts: Mutex::new(0),
+            witness_round: tokio::sync::Mutex::new(()),
         });
         let node = Self { inner };
         node.spawn_refusal_logger(refusal_rx);
@@ -274,6 +277,13 @@ impl Node {
                 }
                 if let Err(e) = node.purge_bodies(now_ms(), retention_ms).await {
                     warn!(node = %node.inner.id, error = %e, "cannot purge bodies");
+                }
+                // Witnessing writes entries itself: a log that grew only by those is not
+                // submitted again, or the nodes would keep each other busy forever.
+                match node.grew_since_checkpoint() {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    Err(e) => warn!(node = %node.inner.id, error = %e, "cannot read the log"),
                 }
                 if let Err(e) = node.witness_round().await {
                     warn!(node = %node.inner.id, error = %e, "cannot sign or witness a checkpoint");

@@ -161,6 +161,8 @@ impl Node {
     /// Submits the newest checkpoint to every active, directly reachable member and stores
     /// the cosignatures that come back.
     pub async fn witness_round(&self) -> Result<Vec<WitnessOutcome>, NodeError> {
+        // Rounds update the stored checkpoint note one cosignature at a time: one at a time.
+        let _round = self.inner.witness_round.lock().await;
         let note = self.checkpoint().await?;
         let roster = self.roster();
         let r = roster.roster();

@@ -55,6 +55,8 @@ async fn three_nodes_cosign_across_growth_and_restart() {
     send_some(&fj, 5).await;
     let first = fj.witness_round().await.unwrap();
     assert_eq!(ok(&first), vec!["gx", "sx"], "{first:?}");
+    // The cosignature records alone do not call for another round.
+    assert!(!fj.grew_since_checkpoint().unwrap());
     // A bundle now carries both cosignatures.
     let bundle = fj.prove(0).await.unwrap();
     let proven = bundle.verify(fj.roster().roster()).unwrap();
