@@ -84,6 +84,30 @@ enum Command {
     /// The audit log: verify it, checkpoints, evidence bundles.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Cases: evidence for a whole case.
+    #[command(subcommand)]
+    Case(CaseCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaseCmd {
+    /// Write one file with every message, receipt and record of a case on this node, each
+    /// with its proof, and the roster in force: verifiable offline.
+    Evidence {
+        /// Case reference.
+        case_ref: String,
+        /// Output file.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Verify a case evidence file offline, with the federation authority key only.
+    Check {
+        /// The case evidence file.
+        file: PathBuf,
+        /// The federation authority's public key (hex).
+        #[arg(long)]
+        authority_key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +261,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             roster,
             authority_key,
         }) => return check_bundle(&file, &roster, &authority_key, json),
+        Command::Case(CaseCmd::Check {
+            file,
+            authority_key,
+        }) => {
+            return check_case(&file, &authority_key, json);
+        }
         Command::Node(NodeCmd::Start { dev }) => {
             let cfg = load_config(cli.config.as_deref())?;
             liaison_node::run(cfg, dev).await?;
@@ -369,6 +399,19 @@ async fn remote(client: &mut Client, command: Command, json: bool) -> Result<Exi
             let v = client.call(&Request::AuditCheckpoint).await?;
             output::print(json, &v, |v| str_of(v, "checkpoint").trim_end().to_owned());
         }
+        Command::Case(CaseCmd::Evidence { case_ref, out }) => {
+            let v = client.call(&Request::CaseEvidence { case_ref }).await?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(str_of(&v, "bundle"))?;
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            output::print(json, &v, |v| {
+                format!(
+                    "case {}: {} entries with proofs and the roster written to {}",
+                    str_of(v, "case_ref"),
+                    v["entries"],
+                    out.display()
+                )
+            });
+        }
         Command::Audit(AuditCmd::Witness) => {
             let v = client.call(&Request::AuditWitness).await?;
             output::print(json, &v, |v| {
@@ -437,9 +480,51 @@ async fn remote(client: &mut Client, command: Command, json: bool) -> Result<Exi
         | Command::Init(_)
         | Command::DevCerts { .. }
         | Command::Audit(AuditCmd::CheckBundle { .. })
+        | Command::Case(CaseCmd::Check { .. })
         | Command::Node(NodeCmd::Start { .. }) => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn check_case(file: &Path, authority_key: &str, json: bool) -> Result<ExitCode> {
+    use liaison_protocol::evidence::CaseEvidence;
+    let key: [u8; 32] = hex::decode(authority_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .context("--authority-key must be 64 hex characters")?;
+    let authority = liaison_protocol::PublicKey::from_bytes(&key)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let verdict = CaseEvidence::decode(&bytes)
+        .map_err(liaison_protocol::evidence::EvidenceError::from)
+        .and_then(|c| c.verify(&authority).map(|p| (c.case_ref, p)));
+    match verdict {
+        Ok((case_ref, proven)) => {
+            let items: Vec<Value> = proven
+                .iter()
+                .map(|p| serde_json::json!({"node": p.node, "index": p.index, "kind": p.entry.kind, "at": p.entry.at}))
+                .collect();
+            let v = serde_json::json!({"ok": true, "case_ref": case_ref, "entries": items});
+            output::print(json, &v, |_| {
+                let mut s = format!("case {case_ref}: {} entries verified\n", proven.len());
+                for p in &proven {
+                    s.push_str(&format!(
+                        "  {}  {}/log#{:<6} {:?}\n",
+                        output::time(p.entry.at),
+                        p.node,
+                        p.index,
+                        p.entry.kind
+                    ));
+                }
+                s.trim_end().to_owned()
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let v = serde_json::json!({"ok": false, "error": e.to_string()});
+            output::print(json, &v, |_| format!("CASE EVIDENCE DOES NOT VERIFY: {e}"));
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn check_bundle(file: &Path, roster: &Path, authority_key: &str, json: bool) -> Result<ExitCode> {

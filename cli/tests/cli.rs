@@ -219,6 +219,42 @@ fn operator_session_with_two_node_processes() {
         ));
         assert_eq!(checked["ok"], true);
     }
+    // The whole case, in one file, checkable with the authority key alone.
+    let case = dir.path().join("case.cbor");
+    let made = json(&liaison(
+        Some(&fj),
+        &[
+            "case",
+            "evidence",
+            "FJ-2026-0042",
+            "--out",
+            case.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert!(made["entries"].as_u64().unwrap() >= 2, "{made}");
+    let checked = json(&liaison(
+        None,
+        &[
+            "case",
+            "check",
+            case.to_str().unwrap(),
+            "--authority-key",
+            authority,
+            "--json",
+        ],
+    ));
+    assert_eq!(checked["ok"], true);
+    let kinds: Vec<&str> = checked["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"message_sent") && kinds.contains(&"receipt_received"),
+        "{kinds:?}"
+    );
     let mut tampered = std::fs::read(&bundle).unwrap();
     tampered[40] ^= 1;
     std::fs::write(&bundle, tampered).unwrap();

@@ -62,6 +62,11 @@ pub enum Request {
         /// Entry index (decimal) or message id (hex).
         target: String,
     },
+    /// One bundle (base64) with every entry about a case, with proofs and the roster.
+    CaseEvidence {
+        /// Case reference.
+        case_ref: String,
+    },
     /// Submit the newest checkpoint to the peers for cosigning now.
     AuditWitness,
     /// Stop the node gracefully.
@@ -173,6 +178,15 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
             let bundle = node.prove(index).await?;
             Ok(json!({
                 "index": index,
+                "bundle": base64::engine::general_purpose::STANDARD.encode(bundle.encode()),
+            }))
+        }
+        Request::CaseEvidence { case_ref } => {
+            use base64::Engine as _;
+            let bundle = node.case_evidence(&case_ref).await?;
+            Ok(json!({
+                "case_ref": case_ref,
+                "entries": bundle.bundles.len(),
                 "bundle": base64::engine::general_purpose::STANDARD.encode(bundle.encode()),
             }))
         }

@@ -66,6 +66,55 @@ impl Node {
         Ok(note)
     }
 
+    /// Every entry of this node's log about case `case_ref` (its messages, and the receipts
+    /// and non-delivery records for them), each with an inclusion proof, and the roster.
+    pub async fn case_evidence(
+        &self,
+        case_ref: &str,
+    ) -> Result<liaison_protocol::evidence::CaseEvidence, NodeError> {
+        let n = self.log_len();
+        let entries = self.log_entries(0, n)?;
+        let mut digests = Vec::new();
+        let mut indices = Vec::new();
+        for (i, e) in &entries {
+            if let Some((d, h)) = Envelope::peek_unverified(&e.object) {
+                if h.case_ref.as_deref() == Some(case_ref) {
+                    digests.push(d);
+                    indices.push(*i);
+                }
+            }
+        }
+        if indices.is_empty() {
+            return Err(NodeError::Invalid(format!(
+                "no message of case {case_ref} on this node"
+            )));
+        }
+        let roster = self.roster();
+        let r = roster.roster();
+        for (i, e) in &entries {
+            let named = SignedReceipt::open(&e.object, |k| r.signer(k))
+                .map(|rc| rc.receipt().message_digest)
+                .or_else(|_| {
+                    SignedNonDelivery::open(&e.object, |k| r.signer(k))
+                        .map(|nd| nd.record().message_digest)
+                });
+            if named.is_ok_and(|d| digests.contains(&d)) {
+                indices.push(*i);
+            }
+        }
+        indices.sort_unstable();
+        indices.dedup();
+        let mut bundles = Vec::with_capacity(indices.len());
+        for i in indices {
+            bundles.push(self.prove(i).await?);
+        }
+        Ok(liaison_protocol::evidence::CaseEvidence {
+            case_ref: case_ref.to_owned(),
+            roster: roster.bytes().to_vec(),
+            bundles,
+        })
+    }
+
     /// Whether the log has entries other than witnessing records since its newest checkpoint.
     pub fn grew_since_checkpoint(&self) -> Result<bool, NodeError> {
         let from = self

@@ -176,3 +176,106 @@ impl Evidence {
         })
     }
 }
+
+/// Every audit entry one node holds about a case, each with its proof, and the roster that
+/// was in force: `[1, case_ref, roster: bstr, [evidence: bstr …]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseEvidence {
+    /// The case reference.
+    pub case_ref: String,
+    /// The signed roster in force when the bundle was made.
+    pub roster: Vec<u8>,
+    /// One evidence bundle per entry.
+    pub bundles: Vec<Evidence>,
+}
+
+/// Largest case bundle.
+pub const MAX_CASE_EVIDENCE_LEN: usize = 64 * 1024 * 1024;
+
+impl CaseEvidence {
+    /// Encodes the case bundle.
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::encode(&Value::Array(vec![
+            Value::from(1u64),
+            Value::Text(self.case_ref.clone()),
+            Value::Bytes(self.roster.clone()),
+            Value::Array(
+                self.bundles
+                    .iter()
+                    .map(|b| Value::Bytes(b.encode()))
+                    .collect(),
+            ),
+        ]))
+    }
+
+    /// Decodes a case bundle strictly.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let shape = DecodeError::Shape {
+            object: "case evidence",
+            expected: "[1, case_ref, roster, [evidence …]]",
+        };
+        let Value::Array(items) = cbor::decode_strict(bytes, MAX_CASE_EVIDENCE_LEN, None)? else {
+            return Err(shape);
+        };
+        let [v, case_ref, roster, bundles]: [Value; 4] =
+            items.try_into().map_err(|_| shape.clone())?;
+        let (Some(1), Value::Text(case_ref), Value::Bytes(roster), Value::Array(bundles)) =
+            (cbor::as_uint(&v), case_ref, roster, bundles)
+        else {
+            return Err(shape);
+        };
+        let bundles = bundles
+            .into_iter()
+            .map(|b| match b {
+                Value::Bytes(b) => Evidence::decode(&b),
+                _ => Err(shape.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            case_ref,
+            roster,
+            bundles,
+        })
+    }
+
+    /// Verifies every bundle against the enclosed roster, which must be signed by
+    /// `authority`; every entry must be about this case (an envelope with this case
+    /// reference, or a receipt or record naming one of those envelopes).
+    pub fn verify(&self, authority: &crate::keys::PublicKey) -> Result<Vec<Proven>, EvidenceError> {
+        let roster = crate::roster::SignedRoster::open(&self.roster, authority).map_err(|e| {
+            EvidenceError::Decode(DecodeError::Invalid {
+                what: "case evidence roster",
+                problem: e.to_string(),
+            })
+        })?;
+        let r = roster.roster();
+        let proven = self
+            .bundles
+            .iter()
+            .map(|b| b.verify(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut digests = Vec::new();
+        for p in &proven {
+            if let Some((d, h)) = crate::envelope::Envelope::peek_unverified(&p.entry.object) {
+                if h.case_ref.as_deref() == Some(self.case_ref.as_str()) {
+                    digests.push(d);
+                }
+            }
+        }
+        for p in &proven {
+            let about_case = crate::envelope::Envelope::peek_unverified(&p.entry.object)
+                .is_some_and(|(_, h)| h.case_ref.as_deref() == Some(self.case_ref.as_str()))
+                || crate::receipt::SignedReceipt::open(&p.entry.object, |k| r.signer(k))
+                    .is_ok_and(|rc| digests.contains(&rc.receipt().message_digest))
+                || crate::receipt::SignedNonDelivery::open(&p.entry.object, |k| r.signer(k))
+                    .is_ok_and(|nd| digests.contains(&nd.record().message_digest));
+            if !about_case {
+                return Err(EvidenceError::Decode(DecodeError::Invalid {
+                    what: "case evidence",
+                    problem: format!("entry {} is not about case {}", p.index, self.case_ref),
+                }));
+            }
+        }
+        Ok(proven)
+    }
+}

@@ -197,3 +197,43 @@ async fn purged_bodies_leave_every_proof_valid() {
     fed.stop("fj").await;
     fed.stop("sx").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_evidence_holds_the_whole_case_and_nothing_else() {
+    let (mut fed, fj, sx, _) = traffic().await;
+    let mut m = msg("sx", "assist.request", b"case message");
+    m.case_ref = Some("FJ-2026-0042".into());
+    let sent = fj.send(m).await.unwrap();
+    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 13)
+        .await
+        .unwrap();
+    let authority = liaison_protocol::PublicKey::from_bytes(
+        &hex::decode(&fed.generated.authority_key_hex)
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    )
+    .unwrap();
+    for node in [&fj, &sx] {
+        let case = node.case_evidence("FJ-2026-0042").await.unwrap();
+        // The message and its receipt, on each side.
+        assert_eq!(case.bundles.len(), 2, "{}", node.id());
+        let bytes = case.encode();
+        let decoded = liaison_protocol::evidence::CaseEvidence::decode(&bytes).unwrap();
+        let proven = decoded.verify(&authority).unwrap();
+        assert!(proven.iter().all(|p| p.node == *node.id()));
+        // An entry about something else is refused.
+        let mut padded = decoded.clone();
+        padded.bundles.push(node.prove(0).await.unwrap());
+        let err = padded.verify(&authority).unwrap_err().to_string();
+        assert!(err.contains("not about case"), "{err}");
+        // A roster not signed by the federation authority is refused.
+        let stranger =
+            liaison_protocol::PublicKey::from(&ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
+        assert!(decoded.verify(&stranger).is_err());
+    }
+    assert!(fj.case_evidence("NO-SUCH-CASE").await.is_err());
+    let _ = sent;
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+}
