@@ -316,11 +316,16 @@ impl RawPeer {
         })
     }
 
-    /// Sends raw bytes on a new stream and returns the answer frame.
+    /// Sends raw bytes on a new stream and returns the answer frame. A receiver that stops
+    /// reading (an oversized frame) still answers: the answer is read even when writing
+    /// was cut short.
     pub async fn exchange_bytes(&self, bytes: &[u8]) -> Result<Frame> {
         let (mut send, mut recv) = self.conn.open_bi().await?;
-        send.write_all(bytes).await?;
-        send.finish()?;
+        match send.write_all(bytes).await {
+            Ok(()) => send.finish()?,
+            Err(quinn::WriteError::Stopped(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         let answer = recv.read_to_end(1 << 20).await?;
         Ok(Frame::decode_exact(&answer, 1 << 20)?)
     }
