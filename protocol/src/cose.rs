@@ -186,6 +186,23 @@ impl SignedObject {
     }
 }
 
+/// Parses an object of type `typ` and verifies it with the key `signer` returns for its kid
+/// (a roster member's node key); returns the object and that member. The payload is read
+/// only after this succeeds.
+pub(crate) fn open_by_member(
+    bytes: &[u8],
+    cap: usize,
+    typ: &'static str,
+    signer: impl FnOnce(&Kid) -> Option<(crate::ids::NodeId, PublicKey)>,
+) -> Result<(SignedObject, crate::ids::NodeId), VerifyError> {
+    let signed = SignedObject::parse(bytes, cap)?;
+    signed.expect_typ(typ)?;
+    let (node, key) =
+        signer(&signed.kid()).ok_or_else(|| VerifyError::UnknownKey(hex::encode(signed.kid())))?;
+    signed.verify_with(&key)?;
+    Ok((signed, node))
+}
+
 /// The protected header bytes for `kid` and `typ`, deterministically encoded.
 fn expected_protected(kid: &Kid, typ: &str) -> Vec<u8> {
     cbor::encode(&Value::Map(vec![

@@ -146,11 +146,8 @@ impl SignedReceipt {
         bytes: &[u8],
         signer: impl FnOnce(&Kid) -> Option<(NodeId, PublicKey)>,
     ) -> Result<Self, VerifyError> {
-        let signed = SignedObject::parse(bytes, MAX_ENVELOPE_LEN)?;
-        signed.expect_typ(TYP_RECEIPT)?;
-        let (node, key) = signer(&signed.kid())
-            .ok_or_else(|| VerifyError::UnknownKey(hex::encode(signed.kid())))?;
-        signed.verify_with(&key)?;
+        let (signed, node) =
+            crate::cose::open_by_member(bytes, MAX_ENVELOPE_LEN, TYP_RECEIPT, signer)?;
         let receipt = Receipt::decode(signed.payload())?;
         if receipt.recipient != node {
             return Err(VerifyError::UnknownKey(format!(
@@ -262,11 +259,8 @@ impl SignedNonDelivery {
         bytes: &[u8],
         signer: impl FnOnce(&Kid) -> Option<(NodeId, PublicKey)>,
     ) -> Result<Self, VerifyError> {
-        let signed = SignedObject::parse(bytes, MAX_ENVELOPE_LEN)?;
-        signed.expect_typ(TYP_NONDELIVERY)?;
-        let (node, key) = signer(&signed.kid())
-            .ok_or_else(|| VerifyError::UnknownKey(hex::encode(signed.kid())))?;
-        signed.verify_with(&key)?;
+        let (signed, node) =
+            crate::cose::open_by_member(bytes, MAX_ENVELOPE_LEN, TYP_NONDELIVERY, signer)?;
         let record = NonDelivery::decode(signed.payload())?;
         if record.dropped_by != node {
             return Err(VerifyError::UnknownKey(format!(
