@@ -826,9 +826,27 @@ impl Inner {
                     .await;
             }
         };
-        // 2. A resend (lost receipt, restart) gets the answer it got the first time, whatever
-        //    the time or the roster says now.
+        // 2. Only the node before this one on the message's route may hand it over: checked
+        //    before anything stored is answered, so no other member can fish for receipts.
         let h = env.header();
+        if let Ok(path) = roster.roster().path(&h.from, &h.to) {
+            let before_me = path
+                .iter()
+                .position(|n| *n == self.id)
+                .and_then(|p| p.checked_sub(1))
+                .and_then(|p| path.get(p));
+            if before_me != Some(peer) {
+                let reason = format!(
+                    "{peer} may not hand over a message from {} to {}",
+                    h.from, h.to
+                );
+                return self
+                    .reject_inbound(peer, &envelope, None, reason, ErrorCode::Unauthorized)
+                    .await;
+            }
+        }
+        // 3. A resend (lost receipt, restart) gets the answer it got the first time, whatever
+        //    the time or the roster says now.
         match self.store.seen(&h.from, &h.id) {
             Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
             Ok(Some(d)) if d == env.digest() => {
@@ -846,7 +864,7 @@ impl Inner {
             }
             Ok(None) => {}
         }
-        // 3. Everything else.
+        // 4. Everything else.
         match self.check_inbound(peer, &env, &body) {
             Err(refusal) => {
                 let signable = refusal.receipt.then_some(&env);

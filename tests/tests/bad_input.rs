@@ -271,6 +271,13 @@ async fn malformed_and_forged_messages_are_refused() {
     let second = raw.exchange(&f).await.unwrap();
     assert!(matches!(first, Frame::Receipt(_)));
     assert_eq!(first, second, "a resend must get the same receipt");
+    // Another member holding the same envelope gets nothing stored back: not on its route.
+    let gx_raw = fed.raw("gx", "sx").await.unwrap();
+    let a = gx_raw.exchange(&f).await.unwrap();
+    assert!(
+        matches!(&a, Frame::Error { code: ErrorCode::Unauthorized, reason } if reason.contains("may not hand over")),
+        "{a:?}"
+    );
     assert_eq!(sx.inbox(100, false).unwrap().len(), 1);
     // The same id with other content is refused.
     let mut h = env.header().clone();
