@@ -176,6 +176,12 @@ impl Federation {
         Ok(())
     }
 
+    /// Waits for the child process `id` to exit (after an API shutdown).
+    pub fn wait_process(&mut self, id: &str) -> Result<std::process::ExitStatus> {
+        let mut c = self.children.remove(id).context("no such child")?;
+        Ok(c.wait()?)
+    }
+
     /// Signs a changed roster (next serial) and returns its bytes.
     pub fn reissue_roster(
         &mut self,

@@ -89,5 +89,35 @@ async fn recipient_sigkilled_mid_burst_loses_nothing_and_duplicates_nothing() {
     }
     assert_eq!(ids.len(), BURST);
     client.call(&Request::Shutdown).await.unwrap();
+    assert!(fed.wait_process("sx").unwrap().success());
+
+    // The crash left no event without its audit entry and no entry without its event: every
+    // stored message has its "received" entry (same envelope) and every such entry its
+    // message, and the whole log recomputes and verifies.
+    let sx = fed.start("sx").await.unwrap();
+    let received: HashSet<String> = sx
+        .log_entries(0, sx.log_len())
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.kind == liaison_protocol::audit::EntryKind::MessageReceived)
+        .map(|(_, e)| {
+            liaison_protocol::Envelope::peek_unverified(&e.object)
+                .unwrap()
+                .1
+                .id
+                .to_hex()
+        })
+        .collect();
+    let stored: HashSet<String> = sx
+        .messages()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(received, stored);
+    assert_eq!(received.len(), BURST);
+    let report = sx.audit_verify().unwrap();
+    assert!(report.first_problem.is_none(), "{report:?}");
+    fed.stop("sx").await;
     fed.stop("fj").await;
 }
