@@ -81,17 +81,7 @@ impl MessageId {
     /// Parses 32 hex characters (dashes allowed, as in a UUID).
     pub fn from_hex(s: &str) -> Result<Self, DecodeError> {
         let clean: String = s.chars().filter(|c| *c != '-').collect();
-        let bytes = hex::decode(&clean).map_err(|_| DecodeError::Invalid {
-            what: "message id",
-            problem: format!("{s:?} is not hex"),
-        })?;
-        bytes
-            .try_into()
-            .map(Self)
-            .map_err(|_| DecodeError::Invalid {
-                what: "message id",
-                problem: "must be 16 bytes (32 hex characters)".to_owned(),
-            })
+        fixed_hex("message id", &clean).map(Self)
     }
 }
 
@@ -124,17 +114,7 @@ impl Digest {
 
     /// Parses 64 hex characters.
     pub fn from_hex(s: &str) -> Result<Self, DecodeError> {
-        let bytes = hex::decode(s).map_err(|_| DecodeError::Invalid {
-            what: "digest",
-            problem: format!("{s:?} is not hex"),
-        })?;
-        bytes
-            .try_into()
-            .map(Self)
-            .map_err(|_| DecodeError::Invalid {
-                what: "digest",
-                problem: "must be 32 bytes (64 hex characters)".to_owned(),
-            })
+        fixed_hex("digest", s).map(Self)
     }
 }
 
@@ -148,6 +128,18 @@ impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
     }
+}
+
+/// Exactly `N` bytes from hex.
+fn fixed_hex<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], DecodeError> {
+    let bytes = hex::decode(s).map_err(|_| DecodeError::Invalid {
+        what,
+        problem: format!("{s:?} is not hex"),
+    })?;
+    bytes.try_into().map_err(|_| DecodeError::Invalid {
+        what,
+        problem: format!("must be {N} bytes ({} hex characters)", 2 * N),
+    })
 }
 
 #[cfg(test)]

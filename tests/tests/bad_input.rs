@@ -47,6 +47,16 @@ fn key(fed: &Federation, id: &str) -> SigningKey {
     load_signing_key(&fed.member_dir(id).join("signing.key.pem")).unwrap()
 }
 
+/// Hands `envelope` and `body` over as a DELIVER frame and returns the answer.
+async fn deliver(raw: &liaison_tests::RawPeer, envelope: Vec<u8>, body: &[u8]) -> Frame {
+    raw.exchange(&Frame::Deliver {
+        envelope,
+        body: body.to_vec(),
+    })
+    .await
+    .unwrap()
+}
+
 fn rejected_reason(node: &liaison_node::Node, answer: &Frame) -> String {
     match answer {
         Frame::Receipt(bytes) => {
@@ -82,24 +92,12 @@ async fn malformed_and_forged_messages_are_refused() {
     // Signed by a key the roster does not list for anyone.
     let stranger = SigningKey::from_bytes(&[7; 32]);
     let env = Envelope::seal(header("fj", "sx", &body), &stranger);
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: env.bytes().to_vec(),
-            body: body.clone(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, env.bytes().to_vec(), &body).await;
     assert!(rejected_reason(&sx, &a).contains("unknown key"), "{a:?}");
 
     // Signed by another member's key while claiming to come from fj.
     let env = Envelope::seal(header("fj", "sx", &body), &key(&fed, "gx"));
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: env.bytes().to_vec(),
-            body: body.clone(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, env.bytes().to_vec(), &body).await;
     assert!(rejected_reason(&sx, &a).contains("unknown key"), "{a:?}");
 
     // A flipped signature bit.
@@ -107,13 +105,7 @@ async fn malformed_and_forged_messages_are_refused() {
     let mut bytes = env.bytes().to_vec();
     let n = bytes.len();
     bytes[n - 1] ^= 1;
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: bytes,
-            body: body.clone(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, bytes, &body).await;
     assert!(rejected_reason(&sx, &a).contains("bad signature"), "{a:?}");
 
     // Wrong typ: a receipt offered as a message.
@@ -122,13 +114,7 @@ async fn malformed_and_forged_messages_are_refused() {
         header("fj", "sx", &body).encode(),
         &fj_key,
     );
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: obj.bytes().to_vec(),
-            body: body.clone(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, obj.bytes().to_vec(), &body).await;
     assert!(
         rejected_reason(&sx, &a).contains("wrong object type"),
         "{a:?}"
@@ -141,34 +127,16 @@ async fn malformed_and_forged_messages_are_refused() {
     assert_eq!(good[2], 0x58);
     let mut bad = vec![good[0], good[1], 0x59, 0x00];
     bad.extend_from_slice(&good[3..]);
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: bad,
-            body: body.clone(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, bad, &body).await;
     assert!(rejected_reason(&sx, &a).contains("deterministic"), "{a:?}");
 
     // Body hash and length mismatches.
     let env = Envelope::seal(header("fj", "sx", &body), &fj_key);
     let mut other = body.clone();
     other[0] ^= 0x20;
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: env.bytes().to_vec(),
-            body: other,
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, env.bytes().to_vec(), &other).await;
     assert!(rejected_reason(&sx, &a).contains("hash"), "{a:?}");
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: env.bytes().to_vec(),
-            body: body[1..].to_vec(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, env.bytes().to_vec(), &body[1..]).await;
     assert!(
         rejected_reason(&sx, &a).contains("bytes but the envelope says"),
         "{a:?}"
@@ -178,50 +146,26 @@ async fn malformed_and_forged_messages_are_refused() {
     let mut h = header("fj", "sx", &body);
     h.federation = "other-fed".into();
     let env = Envelope::seal(h, &fj_key);
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: env.bytes().to_vec(),
-            body: body.clone(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, env.bytes().to_vec(), &body).await;
     assert!(rejected_reason(&sx, &a).contains("federation"), "{a:?}");
 
     // Replay of an old message (sent-at far outside the replay window).
     let mut h = header("fj", "sx", &body);
     h.sent_at -= 90 * 24 * 3600 * 1000;
     let env = Envelope::seal(h, &fj_key);
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: env.bytes().to_vec(),
-            body: body.clone(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, env.bytes().to_vec(), &body).await;
     assert!(rejected_reason(&sx, &a).contains("replay"), "{a:?}");
 
     // Policy: a public-security bureau may not send a marriage-check answer.
     let mut h = header("fj", "sx", &body);
     h.kind = "marriage_check.answer".into();
     let env = Envelope::seal(h, &fj_key);
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: env.bytes().to_vec(),
-            body: body.clone(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, env.bytes().to_vec(), &body).await;
     assert!(rejected_reason(&sx, &a).contains("policy forbids"), "{a:?}");
 
     // fj may not hand over a message that gx signed (it is not gx's relay).
     let env = Envelope::seal(header("gx", "sx", &body), &key(&fed, "gx"));
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: env.bytes().to_vec(),
-            body: body.clone(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, env.bytes().to_vec(), &body).await;
     assert!(
         rejected_reason(&sx, &a).contains("may not hand over"),
         "{a:?}"
@@ -284,13 +228,7 @@ async fn malformed_and_forged_messages_are_refused() {
     h.body_len = 3;
     h.body_hash = Digest::of(b"abc").0;
     let env2 = Envelope::seal(h, &fj_key);
-    let a = raw
-        .exchange(&Frame::Deliver {
-            envelope: env2.bytes().to_vec(),
-            body: b"abc".to_vec(),
-        })
-        .await
-        .unwrap();
+    let a = deliver(&raw, env2.bytes().to_vec(), b"abc").await;
     assert!(rejected_reason(&sx, &a).contains("reused"), "{a:?}");
     assert_eq!(sx.inbox(100, false).unwrap().len(), 1);
     fed.stop("sx").await;
