@@ -166,6 +166,24 @@ pub fn event_record(
     )
 }
 
+/// The record of a case state change: `{1: case ref, ?2: state before, 3: state after,
+/// 4: digest of the action that caused it}` (no previous state when the step opened the case).
+pub fn state_change_record(
+    case_ref: &str,
+    from: Option<&str>,
+    to: &str,
+    action: &[u8; 32],
+) -> Vec<u8> {
+    cbor::encode(
+        &MapBuilder::new()
+            .put(1, case_ref)
+            .put_opt(2, from)
+            .put(3, to)
+            .put(4, Value::Bytes(action.to_vec()))
+            .build(),
+    )
+}
+
 /// The record of a witness conflict: `[reason, earlier note, new note]`.
 pub fn conflict_record(reason: &str, earlier: &[u8], new: &[u8]) -> Vec<u8> {
     cbor::encode(&Value::Array(vec![

@@ -234,6 +234,19 @@ impl MapReader {
         }
     }
 
+    pub(crate) fn opt_bytes(&mut self, key: u64) -> Result<Option<Vec<u8>>, DecodeError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Bytes(b)) => Ok(Some(b)),
+            Some(_) => Err(self.bad(key, "expected a byte string")),
+        }
+    }
+
+    /// A required field of any type (nested documents).
+    pub(crate) fn value(&mut self, key: u64) -> Result<Value, DecodeError> {
+        self.required(key)
+    }
+
     pub(crate) fn opt_bool(&mut self, key: u64) -> Result<Option<bool>, DecodeError> {
         match self.take(key) {
             None => Ok(None),

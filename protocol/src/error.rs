@@ -67,6 +67,13 @@ pub enum VerifyError {
     /// The `kid` names no key that may sign this object.
     #[error("signed by an unknown key (kid {0})")]
     UnknownKey(String),
+    /// The signer is not who the object says may sign it (an officer credential signed by
+    /// another node, an action signed by a key other than the officer's).
+    #[error("wrong signer: {0}")]
+    UnknownSigner(String),
+    /// Signed parts that contradict each other or the federation.
+    #[error("{0}")]
+    Mismatch(String),
     /// `verify_strict` refused the signature.
     #[error("bad signature")]
     BadSignature,

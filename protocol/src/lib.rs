@@ -13,9 +13,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod action;
 pub mod audit;
 pub(crate) mod cbor;
 pub mod cose;
+pub mod document;
 pub mod envelope;
 pub mod error;
 pub mod evidence;
@@ -26,6 +28,7 @@ pub mod merkle;
 pub mod note;
 pub mod receipt;
 pub mod roster;
+pub mod workflow;
 
 pub use cose::SignedObject;
 pub use envelope::{BodyError, Envelope, Header, Priority};
