@@ -100,13 +100,16 @@ pub fn demo_rules() -> Vec<Rule> {
             &["assist.*", "bulletin.*", "alert.*"],
             false,
         ),
+        // Border inspection takes part in assistance checks (identity, entry records).
+        rule("public_security", "border_station", &["assist.*"], false),
+        rule("border_station", "public_security", &["assist.*"], false),
         // Alerts reach every domestic unit.
         rule("public_security", "*", &["alert.*"], false),
         // Foreign-marriage identity checks.
         rule(
             "marriage_registry",
             "border_station",
-            &["marriage_check.request"],
+            &["marriage_check.request", "marriage_check.close"],
             false,
         ),
         rule(
@@ -158,6 +161,8 @@ pub fn demo_rules() -> Vec<Rule> {
             &["repatriation.*"],
             true,
         ),
+        // Permission to pass on H2 material goes between any two members.
+        rule("*", "*", &["permission.*"], true),
         // Supervision and annual reports with the joint-meeting office.
         rule("joint_meeting", "*", &["supervision.*"], false),
         rule("*", "joint_meeting", &["supervision.*", "report.*"], false),

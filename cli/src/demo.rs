@@ -10,95 +10,453 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use liaison_node::{Config, Node, SendRequest, StartOptions};
+use base64::Engine as _;
+use ed25519_dalek::SigningKey;
+use liaison_node::{ActRequest, Config, EnrollRequest, Node, StartOptions};
+use liaison_protocol::action::{Action, Handling, SignedAction};
 use liaison_protocol::audit::EntryKind;
-use liaison_protocol::{Envelope, NodeId, Priority, ReceiptStatus, SignedReceipt, SignedRoster};
+use liaison_protocol::document::{Document, Field};
+use liaison_protocol::{
+    Digest, Envelope, NodeId, Priority, ReceiptStatus, SignedReceipt, SignedRoster,
+};
 use serde_json::{Value, json};
 
-/// One step of the demo: who sends what to whom.
-struct Step {
-    from: &'static str,
-    to: &'static str,
-    kind: &'static str,
-    priority: Priority,
-    case: &'static str,
-    body: Value,
-    /// Index of the step this one answers.
-    answers: Option<usize>,
+/// An officer of the demo federation.
+struct DemoOfficer {
+    node: &'static str,
+    id: &'static str,
+    name: &'static str,
+    number: &'static str,
+    unit: &'static str,
+    role: &'static str,
 }
 
-fn steps() -> Vec<Step> {
-    let step = |from, to, kind, case, body, answers| Step {
-        from,
-        to,
+const OFFICERS: [DemoOfficer; 7] = [
+    DemoOfficer {
+        node: "cn-35-psb",
+        id: "cn-35-psb/lin.wei",
+        name: "Lin Wei",
+        number: "350102",
+        unit: "Criminal Investigation Corps, anti-trafficking unit",
+        role: "investigator",
+    },
+    DemoOfficer {
+        node: "cn-35-psb",
+        id: "cn-35-psb/chen.hui",
+        name: "Chen Hui",
+        number: "350117",
+        unit: "Escort team",
+        role: "investigator",
+    },
+    DemoOfficer {
+        node: "cn-61-psb",
+        id: "cn-61-psb/zhao.lei",
+        name: "Zhao Lei",
+        number: "610231",
+        unit: "Criminal Investigation Corps",
+        role: "investigator",
+    },
+    DemoOfficer {
+        node: "cn-6101-mca",
+        id: "cn-6101-mca/liu.fang",
+        name: "Liu Fang",
+        number: "MCA-0415",
+        unit: "Foreign-related marriage registration",
+        role: "registrar",
+    },
+    DemoOfficer {
+        node: "cn-5325-hekou",
+        id: "cn-5325-hekou/yang.bo",
+        name: "Yang Bo",
+        number: "532501",
+        unit: "Hekou port border inspection station",
+        role: "border_officer",
+    },
+    DemoOfficer {
+        node: "vn-laocai-bg",
+        id: "vn-laocai-bg/nguyen.van.an",
+        name: "Nguyen Van An",
+        number: "BP-LC-2207",
+        unit: "Lao Cai border guard, border liaison office",
+        role: "foreign_liaison",
+    },
+    DemoOfficer {
+        node: "cn-jmo",
+        id: "cn-jmo/sun.ming",
+        name: "Sun Ming",
+        number: "110009",
+        unit: "Joint-meeting office, supervision division",
+        role: "supervisor",
+    },
+];
+
+/// One officer's step in the demo.
+struct DemoStep {
+    officer: &'static str,
+    kind: &'static str,
+    case: &'static str,
+    to: &'static [&'static str],
+    doc: Document,
+    handling: Handling,
+    sensitivity: &'static [&'static str],
+    abroad: bool,
+}
+
+fn text_list(items: &[&str]) -> Field {
+    Field::List(items.iter().map(|s| Field::Text((*s).to_owned())).collect())
+}
+
+fn demo_steps(now: u64) -> Vec<DemoStep> {
+    let step = |officer, kind, case, to, doc| DemoStep {
+        officer,
         kind,
-        priority: Priority::Routine,
         case,
-        body,
-        answers,
+        to,
+        doc,
+        handling: Handling::H0,
+        sensitivity: &[],
+        abroad: false,
     };
+    let instrument_hash = hex::encode(Digest::of(b"case-filing decision FJ-2026-117 (scan)").0);
+    let record = Document::new()
+        .with("record_no", "HK-JJ-2026-0311")
+        .with(
+            "organisations",
+            text_list(&["Fujian PSB (escort)", "Lao Cai border guard"]),
+        )
+        .with("port", "Hekou-Lao Cai")
+        .with("time", now)
+        .with(
+            "persons",
+            Field::List(vec![Field::Map(
+                Document::new()
+                    .with("name", "TRAN Thi B")
+                    .with("sex", "female")
+                    .with("birth_date", "2004-01-20")
+                    .with("nationality", "VNM")
+                    .with("document_no", "LC-TD-2026-0093")
+                    .with("nationality_reference", "LC-2026-1187")
+                    .with("belongings", "one bag, personal papers")
+                    .with("minor", false),
+            )]),
+        )
+        .with(
+            "dossier",
+            Field::List(vec![Field::Map(
+                Document::new().with("name", "identification record").with(
+                    "sha256",
+                    hex::encode(Digest::of(b"identification record").0),
+                ),
+            )]),
+        )
+        .with(
+            "officers",
+            text_list(&["Chen Hui (350117)", "Nguyen Van An (BP-LC-2207)"]),
+        );
     vec![
+        // A. Cross-province assistance check, Fujian → Shaanxi, under supervision.
+        DemoStep {
+            handling: Handling::H2,
+            sensitivity: &["identity"],
+            ..step(
+                "cn-35-psb/lin.wei",
+                "assist.request",
+                "FJ-2026-0042",
+                &["cn-61-psb"],
+                Document::new()
+                    .with("request_no", "FJ-XC-2026-042")
+                    .with("case_no", "FJ-2026-0042")
+                    .with("action", "identity_check")
+                    .with(
+                        "subject",
+                        Document::new()
+                            .with("name", "ZHANG San")
+                            .with("sex", "male")
+                            .with("birth_date", "1988-03-14")
+                            .with("id_number", "610113198803140000"),
+                    )
+                    .with(
+                        "legal_instruments",
+                        Field::List(vec![Field::Map(
+                            Document::new()
+                                .with("type", "case_filing_decision")
+                                .with("number", "FJ-LA-2026-117")
+                                .with("sha256", instrument_hash),
+                        )]),
+                    )
+                    .with("case_summary", "suspected buyer of a trafficked woman; identity to confirm")
+                    .with("contact", "Lin Wei, +86 591 0000 0000"),
+            )
+        },
         step(
-            "cn-35-psb",
-            "cn-61-psb",
-            "assist.request",
+            "cn-jmo/sun.ming",
+            "supervision.attach",
             "FJ-2026-0042",
-            json!({"request_no": "闽公协〔2026〕042", "case_no": "FJ-2026-0042",
-                   "action": "identity_check",
-                   "subject": {"name": "ZHANG San", "sex": "M", "birth_date": "1988-03-14"},
-                   "legal_instruments": [{"type": "case_filing_decision", "number": "闽公立〔2026〕17"}],
-                   "deadline_days": 7}),
-            None,
+            &["cn-35-psb"],
+            Document::new()
+                .with("interval_days", 7u64)
+                .with("instruction", "listed case: report weekly until concluded"),
         ),
         step(
-            "cn-61-psb",
-            "cn-35-psb",
-            "assist.answer",
+            "cn-61-psb/zhao.lei",
+            "assist.accept",
             "FJ-2026-0042",
-            json!({"result": "identity_confirmed", "household_registration": "Xi'an, Yanta district"}),
-            Some(0),
+            &["cn-35-psb"],
+            Document::new()
+                .with("assigned_department", "Yanta district criminal investigation brigade")
+                .with("assigned_officer", "Zhao Lei"),
+        ),
+        DemoStep {
+            handling: Handling::H2,
+            sensitivity: &["identity"],
+            ..step(
+                "cn-61-psb/zhao.lei",
+                "assist.answer",
+                "FJ-2026-0042",
+                &["cn-35-psb"],
+                Document::new().with(
+                    "result",
+                    "identity confirmed: ZHANG San, household registration Xi'an Yanta district, no criminal record",
+                ),
+            )
+        },
+        step(
+            "cn-35-psb/lin.wei",
+            "supervision.report",
+            "FJ-2026-0042",
+            &["cn-jmo"],
+            Document::new().with("progress", "identity confirmed by Shaanxi within the deadline"),
         ),
         step(
-            "cn-6101-mca",
-            "cn-5325-hekou",
-            "marriage_check.request",
-            "XA-MR-2026-0311",
-            json!({"foreign_party": {"names": "NGUYEN Thi A", "sex": "F", "birth_date": "2001-07-02",
-                   "nationality": "VNM", "passport": "C1234567"}, "claimed_entry": "2026-09-30"}),
-            None,
+            "cn-35-psb/lin.wei",
+            "assist.close",
+            "FJ-2026-0042",
+            &["cn-61-psb"],
+            Document::new().with("note", "answer received"),
         ),
+        // B. Foreign-marriage identity check, Xi'an registry → Hekou border station.
+        DemoStep {
+            sensitivity: &["identity"],
+            ..step(
+                "cn-6101-mca/liu.fang",
+                "marriage_check.request",
+                "XA-MR-2026-0311",
+                &["cn-5325-hekou"],
+                Document::new().with("request_no", "XA-MR-2026-0311").with(
+                    "foreign_party",
+                    Document::new()
+                        .with("names", "NGUYEN Thi A")
+                        .with("sex", "female")
+                        .with("birth_date", "2001-07-02")
+                        .with("nationality", "VNM")
+                        .with("passport_no", "C1234567")
+                        .with("passport_issuer", "VNM")
+                        .with("claimed_entry_date", "2026-09-30"),
+                ),
+            )
+        },
         step(
-            "cn-5325-hekou",
-            "cn-6101-mca",
+            "cn-5325-hekou/yang.bo",
             "marriage_check.answer",
             "XA-MR-2026-0311",
-            json!({"record_found": true, "lawful_entry": false,
-                   "flags": ["illegal_entry_suspected"]}),
-            Some(2),
+            &["cn-6101-mca"],
+            Document::new()
+                .with("record_found", true)
+                .with("lawful_entry", false)
+                .with("flags", text_list(&["illegal_entry_suspected"])),
         ),
+        DemoStep {
+            sensitivity: &["identity", "victim"],
+            ..step(
+                "cn-6101-mca/liu.fang",
+                "marriage_check.referral",
+                "XA-MR-2026-0311",
+                &["cn-61-psb"],
+                Document::new()
+                    .with("reason_codes", text_list(&["no_entry_stamp", "broker_involvement"]))
+                    .with("summary", "no lawful entry on record; a broker accompanied the couple"),
+            )
+        },
+        // C. Repatriation of a rescued Vietnamese victim, Fujian ↔ Lao Cai (via Hekou).
+        DemoStep {
+            sensitivity: &["victim"],
+            ..step(
+                "cn-35-psb/lin.wei",
+                "repatriation.open",
+                "FJ-REP-2026-007",
+                &[],
+                Document::new()
+                    .with(
+                        "victim",
+                        Document::new()
+                            .with("name", "TRAN Thi B")
+                            .with("sex", "female")
+                            .with("birth_date", "2004-01-20")
+                            .with("nationality", "VNM")
+                            .with("minor", false),
+                    )
+                    .with("consent_notify_origin", true)
+                    .with("consent_recorded_by", "Lin Wei, with an interpreter"),
+            )
+        },
+        DemoStep {
+            sensitivity: &["identity", "victim"],
+            abroad: true,
+            ..step(
+                "cn-35-psb/lin.wei",
+                "repatriation.nationality_request",
+                "FJ-REP-2026-007",
+                &["vn-laocai-bg"],
+                Document::new()
+                    .with(
+                        "person",
+                        Document::new()
+                            .with("name", "TRAN Thi B")
+                            .with("sex", "female")
+                            .with("birth_date", "2004-01-20")
+                            .with("nationality", "VNM")
+                            .with("place_of_origin", "Bat Xat district, Lao Cai"),
+                    )
+                    .with("consent_notify_origin", true),
+            )
+        },
+        DemoStep {
+            abroad: true,
+            ..step(
+                "vn-laocai-bg/nguyen.van.an",
+                "repatriation.nationality_answer",
+                "FJ-REP-2026-007",
+                &["cn-35-psb"],
+                Document::new()
+                    .with("result", "confirmed")
+                    .with("reference", "LC-2026-1187"),
+            )
+        },
+        DemoStep {
+            abroad: true,
+            ..step(
+                "vn-laocai-bg/nguyen.van.an",
+                "repatriation.travel_document",
+                "FJ-REP-2026-007",
+                &["cn-35-psb"],
+                Document::new()
+                    .with("document_no", "LC-TD-2026-0093")
+                    .with("issued_at", "2026-11-20")
+                    .with("valid_until", "2027-02-20"),
+            )
+        },
+        DemoStep {
+            abroad: true,
+            ..step(
+                "cn-35-psb/lin.wei",
+                "repatriation.handover_proposal",
+                "FJ-REP-2026-007",
+                &["vn-laocai-bg"],
+                Document::new()
+                    .with("port", "Hekou-Lao Cai")
+                    .with("date", "2026-11-25")
+                    .with("window_from", "09:00")
+                    .with("window_to", "11:00")
+                    .with("escorts", text_list(&["Chen Hui (350117)"]))
+                    .with("persons", text_list(&["TRAN Thi B"])),
+            )
+        },
+        DemoStep {
+            abroad: true,
+            ..step(
+                "vn-laocai-bg/nguyen.van.an",
+                "repatriation.handover_confirmation",
+                "FJ-REP-2026-007",
+                &["cn-35-psb"],
+                Document::new()
+                    .with("fixed_time", "09:30")
+                    .with("persons_verified", true),
+            )
+        },
+        DemoStep {
+            abroad: true,
+            sensitivity: &["identity", "victim"],
+            ..step(
+                "cn-35-psb/chen.hui",
+                "repatriation.handover_record",
+                "FJ-REP-2026-007",
+                &["vn-laocai-bg"],
+                Document::new().with("record", record.clone()),
+            )
+        },
+        DemoStep {
+            abroad: true,
+            sensitivity: &["identity", "victim"],
+            ..step(
+                "vn-laocai-bg/nguyen.van.an",
+                "repatriation.handover_record",
+                "FJ-REP-2026-007",
+                &["cn-35-psb"],
+                Document::new().with("record", record),
+            )
+        },
+        DemoStep {
+            abroad: true,
+            ..step(
+                "vn-laocai-bg/nguyen.van.an",
+                "repatriation.receipt_confirmation",
+                "FJ-REP-2026-007",
+                &["cn-35-psb"],
+                Document::new().with("return_certificate_no", "VN-RC-2026-5521"),
+            )
+        },
+        // D. Urgent missing-child alert from Xi'an: every unit within 100 km at once.
+        DemoStep {
+            sensitivity: &["child", "whereabouts"],
+            ..step(
+                "cn-61-psb/zhao.lei",
+                "alert.issue",
+                "SX-ALERT-2026-0093",
+                &[],
+                Document::new()
+                    .with(
+                        "child",
+                        Document::new()
+                            .with("name", "WANG Xiaoming")
+                            .with("sex", "male")
+                            .with("birth_date", "2022-05-01")
+                            .with("description", "4 years old, red jacket, blue trousers"),
+                    )
+                    .with(
+                        "last_seen",
+                        Document::new()
+                            .with("place", "Xi'an railway station, east square")
+                            .with("lat_e6", "34278500")
+                            .with("lon_e6", "108961700"),
+                    )
+                    .with("missing_since", now.saturating_sub(30 * 60 * 1000))
+                    .with("contact", "Zhao Lei, +86 29 0000 0000"),
+            )
+        },
         step(
-            "cn-35-psb",
-            "vn-laocai-bg",
-            "repatriation.nationality_check",
-            "FJ-REP-2026-007",
-            json!({"person": {"name": "TRAN Thi B", "sex": "F", "birth_date": "2004-01-20"},
-                   "consent_to_notify": true}),
-            None,
-        ),
-        step(
-            "vn-laocai-bg",
-            "cn-35-psb",
-            "repatriation.nationality_answer",
-            "FJ-REP-2026-007",
-            json!({"result": "confirmed", "reference": "LC-2026-1187"}),
-            Some(4),
+            "cn-61-psb/zhao.lei",
+            "alert.cancel",
+            "SX-ALERT-2026-0093",
+            &[],
+            Document::new()
+                .with("reason", "found")
+                .with("note", "found safe at the station's police post"),
         ),
     ]
 }
 
-/// The flash alert that goes from Shaanxi to every domestic unit.
-const ALERT_TO: [&str; 3] = ["cn-35-psb", "cn-6101-mca", "cn-5325-hekou"];
-
+/// The state each case must end in, on each node that holds it.
+const EXPECTED: [(&str, &str, &str); 9] = [
+    ("cn-35-psb", "FJ-2026-0042", "closed"),
+    ("cn-61-psb", "FJ-2026-0042", "closed"),
+    ("cn-jmo", "FJ-2026-0042", "supervising"),
+    ("cn-6101-mca", "XA-MR-2026-0311", "referred"),
+    ("cn-5325-hekou", "XA-MR-2026-0311", "answered_discrepancy"),
+    ("cn-35-psb", "FJ-REP-2026-007", "receipt_confirmed"),
+    ("vn-laocai-bg", "FJ-REP-2026-007", "receipt_confirmed"),
+    ("cn-61-psb", "SX-ALERT-2026-0093", "cancelled"),
+    ("cn-6101-mca", "SX-ALERT-2026-0093", "cancelled"),
+];
 /// One message of the timeline, verified.
 struct Row {
     from: String,
@@ -111,6 +469,9 @@ struct Row {
     envelope_ok: Result<(), String>,
     receipt_ok: Result<String, String>,
     inbox_ok: bool,
+    /// The officer-signed action in the body: who signed it.
+    action_ok: Result<String, String>,
+    case_ref: Option<String>,
 }
 
 pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
@@ -126,6 +487,7 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
         .map(|(k, s)| Ok((k.clone(), s.local_addr()?)))
         .collect::<Result<_>>()?;
     let generated = liaison_certs_dev::generate(&spec, dir.path(), &|id| addrs[id])?;
+    let spec_federation = spec.federation.clone();
     if !json_out {
         println!(
             "liaison demo: federation {} with {} nodes on 127.0.0.1 (development certificates, stores in a temporary directory)",
@@ -150,52 +512,71 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
         nodes.insert(id.to_string(), node);
     }
 
-    // Run the exchanges: each answer waits for the message it answers.
-    let mut sent: Vec<(String, String)> = Vec::new(); // (sender, message id)
-    for s in steps() {
-        let reply_to = match s.answers {
-            Some(i) => {
-                let (sender, id) = sent[i].clone();
-                wait_delivered(&nodes[&sender], &id).await?;
-                Some(id)
-            }
-            None => None,
-        };
-        let r = nodes[s.from]
-            .send(SendRequest {
-                to: NodeId::new(s.to)?,
-                kind: s.kind.into(),
-                body: serde_json::to_vec(&s.body)?,
-                priority: s.priority,
-                expires_in_ms: Some(24 * 3600 * 1000),
-                case_ref: Some(s.case.into()),
-                in_reply_to: reply_to,
+    // Officers: personal keys (files, mode 0600) enrolled at their nodes.
+    let mut officers: HashMap<&str, (SigningKey, Vec<u8>)> = HashMap::new();
+    for o in &OFFICERS {
+        let key = liaison_node::identity::generate_signing_key(
+            &dir.path()
+                .join(format!("{}.key.pem", o.id.replace('/', "_"))),
+        )?;
+        let view = nodes[o.node]
+            .enroll_officer(EnrollRequest {
+                id: o.id.into(),
+                name: o.name.into(),
+                number: o.number.into(),
+                unit: o.unit.into(),
+                role: o.role.into(),
+                public_key: hex::encode(key.verifying_key().to_bytes()),
             })
             .await
-            .with_context(|| format!("{} sending {}", s.from, s.kind))?;
-        sent.push((s.from.into(), r.message_id));
-    }
-    for to in ALERT_TO {
-        let r = nodes["cn-61-psb"]
-            .send(SendRequest {
-                to: NodeId::new(to)?,
-                kind: "alert.issue".into(),
-                body: serde_json::to_vec(&json!({
-                    "alert_no": "SX-ALERT-2026-0093", "child": {"sex": "M", "age": 4},
-                    "last_seen": "Xi'an railway station", "missing_hours": 1, "radius_km": 100
-                }))?,
-                priority: Priority::Flash,
-                expires_in_ms: Some(6 * 3600 * 1000),
-                case_ref: Some("SX-ALERT-2026-0093".into()),
-                in_reply_to: None,
-            })
-            .await?;
-        sent.push(("cn-61-psb".into(), r.message_id));
-    }
-    for (sender, id) in &sent {
-        wait_delivered(&nodes[sender], id).await?;
+            .with_context(|| format!("enrolling {}", o.id))?;
+        let credential = base64::engine::general_purpose::STANDARD.decode(view.credential)?;
+        officers.insert(o.id, (key, credential));
     }
 
+    // The workflows: each step waits until the previous one reached its recipients.
+    let mut sent: Vec<(String, String)> = Vec::new(); // (sender, message id)
+    for s in demo_steps(liaison_node::now_ms()) {
+        let o = OFFICERS
+            .iter()
+            .find(|o| o.id == s.officer)
+            .context("demo officer")?;
+        let (key, credential) = &officers[s.officer];
+        let spec = liaison_protocol::workflow::spec(s.kind).context("demo kind")?;
+        let action = Action {
+            federation: spec_federation.clone(),
+            node: NodeId::new(o.node)?,
+            kind: s.kind.into(),
+            case_ref: s.case.into(),
+            at: liaison_node::now_ms(),
+            purpose: spec.purpose.into(),
+            handling: s.handling,
+            sensitivity: s.sensitivity.iter().map(|f| (*f).to_owned()).collect(),
+            retention_days: 1825,
+            abroad: s.abroad,
+            document: s.doc,
+            derived_from: Vec::new(),
+            credential: Some(credential.clone()),
+        };
+        let signed = action.sign(key);
+        let to =
+            s.to.iter()
+                .map(|t| NodeId::new(*t))
+                .collect::<Result<Vec<_>, _>>()?;
+        let r = nodes[o.node]
+            .act(ActRequest {
+                action: base64::engine::general_purpose::STANDARD.encode(signed.bytes()),
+                to,
+                priority: None,
+                in_reply_to: None,
+            })
+            .await
+            .with_context(|| format!("{} signing {} on {}", s.officer, s.kind, s.case))?;
+        for m in r.messages {
+            wait_delivered(&nodes[o.node], &m.message_id).await?;
+            sent.push((o.node.to_owned(), m.message_id));
+        }
+    }
     // Verify everything from the bytes, against the signed roster alone.
     let roster_bytes = std::fs::read(generated.dir.join("roster.cbor"))?;
     let authority = liaison_protocol::PublicKey::from_bytes(
@@ -209,9 +590,34 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
         rows.push(verify(&nodes, &roster, sender, id)?);
     }
     rows.sort_by_key(|r| r.sent_at);
-    let mut ok = rows
-        .iter()
-        .all(|r| r.envelope_ok.is_ok() && r.receipt_ok.is_ok() && r.inbox_ok);
+    let mut ok = rows.iter().all(|r| {
+        r.envelope_ok.is_ok() && r.receipt_ok.is_ok() && r.inbox_ok && r.action_ok.is_ok()
+    });
+
+    // Every case ended where the workflow says, on both sides.
+    let mut cases = Vec::new();
+    for (node, case_ref, expected) in EXPECTED {
+        let view = nodes[node].case(case_ref)?;
+        let state = view
+            .as_ref()
+            .map_or("missing".to_owned(), |v| v.case.state.name().to_owned());
+        let mut good = state == expected;
+        let mut signatures = Vec::new();
+        if let Some(v) = &view {
+            for sig in v.case.handover_signatures() {
+                signatures.push(format!("{} ({})", sig.officer, sig.node));
+            }
+            if v.case.workflow == liaison_protocol::workflow::Workflow::Repatriation {
+                good &= signatures.len() == 2;
+            }
+        }
+        ok &= good;
+        cases.push(json!({
+            "node": node, "case_ref": case_ref, "state": state, "expected": expected,
+            "handover_signatures": signatures, "ok": good,
+            "timeline": view.map(|v| v.timeline),
+        }));
+    }
 
     // Every node's audit log: recomputed, checkpointed, and witnessed by its direct peers.
     let mut ids: Vec<&String> = nodes.keys().collect();
@@ -237,7 +643,7 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
     for node in nodes.values() {
         node.shutdown().await;
     }
-    report(&rows, &audits, ok, json_out, started.elapsed());
+    report(&rows, &cases, &audits, ok, json_out, started.elapsed());
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -341,6 +747,27 @@ fn verify(
         .filter(|m| m.message_id == id)
         .count()
         == 1;
+    let body = nodes[h.to.as_str()]
+        .inbox(1000, true)?
+        .into_iter()
+        .find(|m| m.message_id == id)
+        .and_then(|m| m.body);
+    let action_ok = match body {
+        None => Err("body missing at the recipient".to_owned()),
+        Some(b) => {
+            let b = base64::engine::general_purpose::STANDARD.decode(b)?;
+            if Digest::of(&b).0 != h.body_hash {
+                Err("body does not match the envelope's hash".to_owned())
+            } else {
+                SignedAction::open(&b, r)
+                    .map(|a| match a.officer() {
+                        Some(o) => format!("{} ({}, {})", o.name, o.id, o.role.name()),
+                        None => format!("{} node key (automatic step)", a.action().node),
+                    })
+                    .map_err(|e| e.to_string())
+            }
+        }
+    };
     let via = r
         .path(&h.from, &h.to)
         .ok()
@@ -363,10 +790,19 @@ fn verify(
         envelope_ok,
         receipt_ok,
         inbox_ok,
+        action_ok,
+        case_ref: h.case_ref.clone(),
     })
 }
 
-fn report(rows: &[Row], audits: &[Value], ok: bool, json_out: bool, took: Duration) {
+fn report(
+    rows: &[Row],
+    cases: &[Value],
+    audits: &[Value],
+    ok: bool,
+    json_out: bool,
+    took: Duration,
+) {
     let t0 = rows.first().map_or(0, |r| r.sent_at);
     if json_out {
         let items: Vec<Value> = rows
@@ -379,10 +815,12 @@ fn report(rows: &[Row], audits: &[Value], ok: bool, json_out: bool, took: Durati
                     "envelope_signature": r.envelope_ok.as_ref().map(|()| "verified").map_err(Clone::clone),
                     "receipt": r.receipt_ok.clone(),
                     "in_recipient_inbox_once": r.inbox_ok,
+                    "case_ref": r.case_ref,
+                    "signed_by_officer": r.action_ok.clone(),
                 })
             })
             .collect();
-        let v = json!({"ok": ok, "messages": items, "audit_logs": audits, "seconds": took.as_secs_f64()});
+        let v = json!({"ok": ok, "messages": items, "cases": cases, "audit_logs": audits, "seconds": took.as_secs_f64()});
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
@@ -412,14 +850,54 @@ fn report(rows: &[Row], audits: &[Value], ok: bool, json_out: bool, took: Durati
         } else {
             "inbox ✗"
         };
+        let officer = match &r.action_ok {
+            Ok(who) => format!("action signed by {who} ✓"),
+            Err(e) => format!("action ✗ {e}"),
+        };
         println!(
-            "{:>7}  {:<40}  {:<32}  {:<8}  {:>8}  {env}; {rc}; {inbox}",
+            "{:>7}  {:<40}  {:<32}  {:<8}  {:>8}  {officer}; {env}; {rc}; {inbox}",
             r.sent_at.saturating_sub(t0),
             route,
             r.kind,
             r.priority.name(),
             latency,
         );
+    }
+    println!();
+    println!("cases (state on each node that holds them):");
+    for c in cases {
+        let mark = if c["ok"] == true { "✓" } else { "✗" };
+        let sigs: Vec<&str> = c["handover_signatures"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "  {mark} {:<20} on {:<14} {:<22}{}{}",
+            c["case_ref"].as_str().unwrap_or("?"),
+            c["node"].as_str().unwrap_or("?"),
+            c["state"].as_str().unwrap_or("?").replace('_', " "),
+            if c["ok"] == true {
+                String::new()
+            } else {
+                format!(" (expected {})", c["expected"].as_str().unwrap_or("?"))
+            },
+            if sigs.is_empty() {
+                String::new()
+            } else {
+                format!("  handover record signed by {}", sigs.join(" and "))
+            },
+        );
+        for e in c["timeline"].as_array().into_iter().flatten() {
+            println!(
+                "        {:<36} {:<9} by {}",
+                e["kind"].as_str().unwrap_or("?"),
+                e["direction"].as_str().unwrap_or("?"),
+                e["officer"]
+                    .as_str()
+                    .or_else(|| e["actor"].as_str())
+                    .unwrap_or("?"),
+            );
+        }
     }
     println!();
     println!(
@@ -450,8 +928,9 @@ fn report(rows: &[Row], audits: &[Value], ok: bool, json_out: bool, took: Durati
     println!();
     if ok {
         println!(
-            "all {} messages delivered once, every envelope and receipt signature verified against the roster, every audit log verified and witnessed ({:.1} s)",
+            "all {} messages delivered once; every officer, envelope and receipt signature verified against the roster; {} case states as expected; every audit log verified and witnessed ({:.1} s)",
             rows.len(),
+            cases.len(),
             took.as_secs_f64()
         );
     } else {

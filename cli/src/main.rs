@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod officer;
 mod output;
+mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +31,8 @@ struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    act: officer::ActOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,13 +88,44 @@ enum Command {
     /// The audit log: verify it, checkpoints, evidence bundles.
     #[command(subcommand)]
     Audit(AuditCmd),
-    /// Cases: evidence for a whole case.
+    /// Cases: list, timelines, evidence for a whole case.
     #[command(subcommand)]
     Case(CaseCmd),
+    /// Officers: keys and enrollment.
+    #[command(subcommand)]
+    Officer(officer::OfficerCmd),
+    /// Cross-province assistance checks (协查).
+    #[command(subcommand)]
+    Assist(workflow::AssistCmd),
+    /// Foreign-marriage identity checks (涉外婚姻).
+    #[command(subcommand)]
+    Marriage(workflow::MarriageCmd),
+    /// Repatriation handoffs at the border (遣返).
+    #[command(subcommand)]
+    Repatriation(workflow::RepatriationCmd),
+    /// Urgent missing-child alerts (紧急寻人).
+    #[command(subcommand)]
+    Alert(workflow::AlertCmd),
+    /// Listed supervision of cases (挂牌督办).
+    #[command(subcommand)]
+    Supervise(workflow::SuperviseCmd),
+    /// Annual reports to the joint-meeting office.
+    #[command(subcommand)]
+    Report(workflow::ReportCmd),
+    /// Permission to pass H2 material on.
+    #[command(subcommand)]
+    Permission(workflow::PermissionCmd),
 }
 
 #[derive(Debug, Subcommand)]
 enum CaseCmd {
+    /// Every case on this node: workflow, state, deadline.
+    List,
+    /// Every message of a case: who signed, when, the state after it, the deadline.
+    Timeline {
+        /// Case reference.
+        case_ref: String,
+    },
     /// Write one file with every message, receipt and record of a case on this node, each
     /// with its proof, and the roster in force: verifiable offline.
     Evidence {
@@ -271,10 +306,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = load_config(cli.config.as_deref())?;
             liaison_node::run(cfg, dev).await?;
         }
+        Command::Officer(officer::OfficerCmd::Keygen { out }) => {
+            officer::officer_cmd(None, officer::OfficerCmd::Keygen { out }, json).await?;
+        }
         command => {
             let cfg = load_config(cli.config.as_deref())?;
             let mut client = Client::connect(&cfg.data_dir.join("api.sock")).await?;
-            return remote(&mut client, command, json).await;
+            return remote(&mut client, command, &cli.act, json).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -287,8 +325,25 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(Config::load(path)?)
 }
 
-async fn remote(client: &mut Client, command: Command, json: bool) -> Result<ExitCode> {
+async fn remote(
+    client: &mut Client,
+    command: Command,
+    act: &officer::ActOpts,
+    json: bool,
+) -> Result<ExitCode> {
     match command {
+        Command::Officer(cmd) => officer::officer_cmd(Some(client), cmd, json).await?,
+        Command::Assist(cmd) => workflow::assist(client, act, json, cmd).await?,
+        Command::Marriage(cmd) => workflow::marriage(client, act, json, cmd).await?,
+        Command::Repatriation(cmd) => workflow::repatriation(client, act, json, cmd).await?,
+        Command::Alert(cmd) => workflow::alert(client, act, json, cmd).await?,
+        Command::Supervise(cmd) => workflow::supervise(client, act, json, cmd).await?,
+        Command::Report(cmd) => workflow::report(client, act, json, cmd).await?,
+        Command::Permission(cmd) => workflow::permission(client, act, json, cmd).await?,
+        Command::Case(CaseCmd::List) => workflow::case_list(client, json).await?,
+        Command::Case(CaseCmd::Timeline { case_ref }) => {
+            workflow::case_timeline(client, json, &case_ref).await?;
+        }
         Command::Send(args) => {
             let req = send_request(&args)?;
             let v = client.call(&Request::Send(req)).await?;
@@ -702,6 +757,7 @@ fn init(args: &InitArgs, json: bool) -> Result<()> {
         delivery: Default::default(),
         store: Default::default(),
         audit: Default::default(),
+        workflow: Default::default(),
     };
     std::fs::write(args.dir.join("node.toml"), cfg.to_toml())?;
     let hexkey = |k: &ed25519_dalek::VerifyingKey| hex::encode(k.to_bytes());

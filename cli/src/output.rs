@@ -164,6 +164,142 @@ pub(crate) fn peers(v: &Value) -> String {
     out.trim_end().to_owned()
 }
 
+fn deadline(v: &Value) -> String {
+    match v.as_u64() {
+        Some(ms) => time(ms),
+        None => "-".into(),
+    }
+}
+
+/// The answer to an officer's step.
+pub(crate) fn act(v: &Value) -> String {
+    let msgs = v["messages"].as_array().cloned().unwrap_or_default();
+    let mut out = format!(
+        "{} on case {}: state {}, deadline {}\nsigned action {}",
+        s(v, "kind"),
+        s(v, "case_ref"),
+        s(v, "state").replace('_', " "),
+        deadline(&v["deadline"]),
+        s(v, "action"),
+    );
+    if msgs.is_empty() {
+        out.push_str("\nrecorded on this node (nothing sent)");
+    }
+    for m in &msgs {
+        out.push_str(&format!(
+            "\nqueued message {} (first hop {})",
+            s(m, "message_id"),
+            s(m, "hop")
+        ));
+    }
+    out
+}
+
+/// A list of cases.
+pub(crate) fn cases(v: &Value) -> String {
+    let items = v.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return "no cases".into();
+    }
+    let mut out = format!(
+        "{:<44}  {:<12}  {:<22}  {:<20}  {}\n",
+        "case", "workflow", "state", "deadline", "parties"
+    );
+    for c in &items {
+        let state = format!(
+            "{}{}",
+            s(c, "state").replace('_', " "),
+            if c["overdue"] == true { " OVERDUE" } else { "" }
+        );
+        out.push_str(&format!(
+            "{:<44}  {:<12}  {:<22}  {:<20}  {} ↔ {}{}\n",
+            s(c, "case_ref"),
+            s(c, "workflow"),
+            state,
+            deadline(&c["deadline"]),
+            s(c, "opened_by"),
+            c["counterpart"].as_str().unwrap_or("-"),
+            match c["supervisor"]["node"].as_str() {
+                Some(n) => format!(", supervised by {n}"),
+                None => String::new(),
+            }
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+/// A case with its timeline.
+pub(crate) fn timeline(v: &Value) -> String {
+    let c = &v["case"];
+    let mut out = format!(
+        "case {} ({})\nstate {}{}   deadline {}\nopened by {} at {}   other party {}\n",
+        s(c, "case_ref"),
+        s(c, "workflow"),
+        s(c, "state").replace('_', " "),
+        if c["overdue"] == true {
+            " — OVERDUE"
+        } else {
+            ""
+        },
+        deadline(&c["deadline"]),
+        s(c, "opened_by"),
+        time(c["opened_at"].as_u64().unwrap_or(0)),
+        c["counterpart"].as_str().unwrap_or("-"),
+    );
+    if let Some(sup) = c["supervisor"].as_object() {
+        out.push_str(&format!(
+            "supervised by {} (report every {} days)\n",
+            sup.get("node").and_then(Value::as_str).unwrap_or("-"),
+            sup.get("interval_ms")
+                .and_then(Value::as_u64)
+                .map_or(0, |ms| ms / 86_400_000)
+        ));
+    }
+    for e in v["timeline"].as_array().into_iter().flatten() {
+        let to: Vec<&str> = e["to"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        out.push_str(&format!(
+            "\n{}  {:<34} {:<9} {} → {}\n    by {}\n    {}\n    state after: {}   deadline: {}\n",
+            time(e["at"].as_u64().unwrap_or(0)),
+            s(e, "kind"),
+            s(e, "direction"),
+            s(e, "from"),
+            if to.is_empty() {
+                "-".to_owned()
+            } else {
+                to.join(", ")
+            },
+            e["officer"].as_str().map_or_else(
+                || s(e, "actor").to_owned(),
+                |o| format!("{} — {o}", s(e, "actor"))
+            ),
+            if s(e, "verified").is_empty() {
+                "(node event)"
+            } else {
+                s(e, "verified")
+            },
+            s(e, "state").replace('_', " "),
+            deadline(&e["deadline"]),
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+/// Annual figures.
+pub(crate) fn figures(v: &Value) -> String {
+    let mut out = format!("annual figures for {}\n", v["year"]);
+    if let Some(f) = v["figures"].as_object() {
+        for (k, n) in f {
+            out.push_str(&format!("  {:<36} {n}\n", k.replace('_', " ")));
+        }
+    }
+    out.trim_end().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -32,12 +32,26 @@ fn demo_verifies_everything() {
     let v = json(&out);
     assert_eq!(v["ok"], true);
     let msgs = v["messages"].as_array().unwrap();
-    assert_eq!(msgs.len(), 9);
+    assert_eq!(msgs.len(), 19);
     assert!(
         msgs.iter()
             .all(|m| m["envelope_signature"]["Ok"] == "verified")
     );
+    // Every body is an action signed by a named officer.
+    assert!(
+        msgs.iter()
+            .all(|m| m["signed_by_officer"]["Ok"].is_string())
+    );
     assert!(msgs.iter().any(|m| m["via"] == "cn-5325-hekou"));
+    // The three workflows and the alert end where they should, on both sides.
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 9);
+    assert!(cases.iter().all(|c| c["ok"] == true), "{cases:?}");
+    let handover = cases
+        .iter()
+        .find(|c| c["case_ref"] == "FJ-REP-2026-007")
+        .unwrap();
+    assert_eq!(handover["handover_signatures"].as_array().unwrap().len(), 2);
 }
 
 struct Nodes(Vec<Child>);
@@ -122,7 +136,7 @@ fn operator_session_with_two_node_processes() {
             "--to",
             "cn-61-psb",
             "--kind",
-            "assist.request",
+            "bus.test",
             "--body",
             "identity check: ZHANG San",
             "--priority",
@@ -282,7 +296,7 @@ fn operator_session_with_two_node_processes() {
             "--to",
             "cn-61-psb",
             "--kind",
-            "assist.request",
+            "bus.test",
             "--body",
             "x",
             "--priority",
@@ -299,12 +313,13 @@ fn operator_session_with_two_node_processes() {
             "--to",
             "cn-6101-mca",
             "--kind",
-            "assist.request",
+            "marriage_check.answer",
             "--body",
             "x",
         ],
     );
     assert!(String::from_utf8_lossy(&forbidden.stderr).contains("policy forbids"));
+    officer_session(dir.path(), &fj, &sx);
     for cfg in [&fj, &sx] {
         liaison(Some(cfg), &["node", "stop"]);
     }
@@ -316,4 +331,174 @@ fn operator_session_with_two_node_processes() {
     // A stopped node: the error says how to start it.
     let down = liaison(Some(&fj), &["status"]);
     assert!(String::from_utf8_lossy(&down.stderr).contains("liaison node start"));
+}
+
+/// Officers work a case through the CLI: keys, enrollment, request, accept, answer,
+/// timeline, refusals with a reason.
+fn officer_session(dir: &std::path::Path, fj: &std::path::Path, sx: &std::path::Path) {
+    let path = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let enroll = |cfg: &std::path::Path, key: &str, id: &str, name: &str, role: &str| {
+        let k = json(&liaison(
+            None,
+            &["officer", "keygen", "--out", &path(key), "--json"],
+        ));
+        let pk = k["public_key"].as_str().unwrap().to_owned();
+        let v = json(&liaison(
+            Some(cfg),
+            &[
+                "officer",
+                "enroll",
+                "--id",
+                id,
+                "--name",
+                name,
+                "--number",
+                "350102",
+                "--unit",
+                "CID",
+                "--role",
+                role,
+                "--public-key",
+                &pk,
+                "--json",
+            ],
+        ));
+        assert_eq!(v["id"], id);
+    };
+    enroll(
+        fj,
+        "lin.key",
+        "cn-35-psb/lin.wei",
+        "Lin Wei",
+        "investigator",
+    );
+    enroll(
+        sx,
+        "zhao.key",
+        "cn-61-psb/zhao.lei",
+        "Zhao Lei",
+        "investigator",
+    );
+    std::fs::write(dir.join("decision.pdf"), b"case-filing decision (scan)").unwrap();
+    let instrument = format!(
+        "case_filing_decision:FJ-LA-2026-117:{}",
+        path("decision.pdf")
+    );
+    let lin = path("lin.key");
+    let zhao = path("zhao.key");
+    let r = json(&liaison(
+        Some(fj),
+        &[
+            "--officer",
+            &lin,
+            "assist",
+            "request",
+            "--to",
+            "cn-61-psb",
+            "--case",
+            "FJ-2026-0050",
+            "--request-no",
+            "FJ-XC-2026-050",
+            "--case-no",
+            "FJ-2026-0050",
+            "--action",
+            "identity_check",
+            "--subject-name",
+            "ZHANG San",
+            "--subject-sex",
+            "male",
+            "--instrument",
+            &instrument,
+            "--summary",
+            "identity of a suspect",
+            "--contact",
+            "Lin Wei",
+            "--handling",
+            "H2",
+            "--sensitivity",
+            "identity",
+            "--json",
+        ],
+    ));
+    assert_eq!(r["state"], "sent");
+    let state = |cfg: &std::path::Path| {
+        json(&liaison(
+            Some(cfg),
+            &["case", "timeline", "FJ-2026-0050", "--json"],
+        ))["case"]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    wait_until(Duration::from_secs(20), || {
+        liaison(Some(sx), &["case", "timeline", "FJ-2026-0050", "--json"])
+            .status
+            .success()
+    });
+    assert_eq!(state(sx), "received");
+    json(&liaison(
+        Some(sx),
+        &[
+            "--officer",
+            &zhao,
+            "assist",
+            "accept",
+            "FJ-2026-0050",
+            "--json",
+        ],
+    ));
+    wait_until(Duration::from_secs(20), || state(fj) == "accepted");
+    // The requester cannot answer its own request: a clear error, nothing changes.
+    let wrong = liaison(
+        Some(fj),
+        &[
+            "--officer",
+            &lin,
+            "assist",
+            "answer",
+            "FJ-2026-0050",
+            "--result",
+            "x",
+        ],
+    );
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("refused"), "{err}");
+    assert_eq!(state(fj), "accepted");
+    // No officer key: the error says how to get one.
+    let none = liaison(
+        Some(sx),
+        &["assist", "answer", "FJ-2026-0050", "--result", "x"],
+    );
+    assert!(String::from_utf8_lossy(&none.stderr).contains("liaison officer keygen"));
+    json(&liaison(
+        Some(sx),
+        &[
+            "--officer",
+            &zhao,
+            "assist",
+            "answer",
+            "FJ-2026-0050",
+            "--result",
+            "identity confirmed",
+            "--handling",
+            "H2",
+            "--json",
+        ],
+    ));
+    wait_until(Duration::from_secs(20), || state(fj) == "answered");
+    let text = liaison(Some(fj), &["case", "timeline", "FJ-2026-0050"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("Zhao Lei") && text.contains("signature ✓") && text.contains("answered"),
+        "{text}"
+    );
+    let list = String::from_utf8_lossy(&liaison(Some(sx), &["case", "list"]).stdout).to_string();
+    assert!(list.contains("FJ-2026-0050"), "{list}");
+    let year = liaison_protocol::workflow::year_of(liaison_node::now_ms()).to_string();
+    let figures = json(&liaison(
+        Some(fj),
+        &["report", "annual", "--year", &year, "--dry-run", "--json"],
+    ));
+    assert_eq!(figures["figures"]["checks_sent"], 1);
 }

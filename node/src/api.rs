@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::warn;
 
+use crate::cases::{ActRequest, EnrollRequest};
 use crate::error::NodeError;
 use crate::node::{Node, SendRequest};
 
@@ -69,6 +70,31 @@ pub enum Request {
     },
     /// Submit the newest checkpoint to the peers for cosigning now.
     AuditWitness,
+    /// Enroll an officer (the node signs a credential for the officer's key).
+    EnrollOfficer(EnrollRequest),
+    /// Revoke an officer.
+    RevokeOfficer {
+        /// Officer id.
+        id: String,
+    },
+    /// Officers enrolled here.
+    Officers,
+    /// Check and carry out an officer-signed action.
+    Act(ActRequest),
+    /// Every case this node holds (state only).
+    Cases,
+    /// One case with its timeline.
+    Case {
+        /// Case reference.
+        case_ref: String,
+    },
+    /// This node's figures for an annual report.
+    AnnualFigures {
+        /// Calendar year.
+        year: i32,
+    },
+    /// Check deadlines and alert radii now.
+    CaseTick,
     /// Stop the node gracefully.
     Shutdown,
 }
@@ -191,6 +217,26 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
             }))
         }
         Request::AuditWitness => to_json(serde_json::to_value(node.witness_round().await?)),
+        Request::EnrollOfficer(r) => to_json(serde_json::to_value(node.enroll_officer(r).await?)),
+        Request::RevokeOfficer { id } => {
+            to_json(serde_json::to_value(node.revoke_officer(&id).await?))
+        }
+        Request::Officers => to_json(serde_json::to_value(node.officers()?)),
+        Request::Act(r) => to_json(serde_json::to_value(node.act(r).await?)),
+        Request::Cases => to_json(serde_json::to_value(node.cases()?)),
+        Request::Case { case_ref } => match node.case(&case_ref)? {
+            Some(c) => to_json(serde_json::to_value(c)),
+            None => Err(NodeError::Invalid(format!(
+                "no case {case_ref} on this node (see `liaison case list`)"
+            ))),
+        },
+        Request::AnnualFigures { year } => {
+            to_json(serde_json::to_value(node.annual_figures(year)?))
+        }
+        Request::CaseTick => {
+            node.case_tick().await?;
+            Ok(json!("checked"))
+        }
         Request::Shutdown => {
             let n = node.clone();
             tokio::spawn(async move { n.shutdown().await });

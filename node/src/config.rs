@@ -71,6 +71,29 @@ pub struct Config {
     /// Audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Case workflows.
+    #[serde(default)]
+    pub workflow: WorkflowConfig,
+}
+
+/// Case workflow settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkflowConfig {
+    /// How often deadlines and alert radii are checked, ms.
+    pub tick_ms: u64,
+    /// How far an officer's signing time may lie from the node's clock, ms (an action is
+    /// signed by the officer's tool just before it is submitted).
+    pub max_action_age_ms: u64,
+}
+
+impl Default for WorkflowConfig {
+    fn default() -> Self {
+        Self {
+            tick_ms: 1000,
+            max_action_age_ms: 10 * 60 * 1000,
+        }
+    }
 }
 
 /// Signed checkpoints of the audit log: often enough that a peer can witness recent history,
@@ -205,7 +228,8 @@ impl Config {
              dev_mode = {}\n\n[delivery]\nbackoff_initial_ms = {}\nbackoff_max_ms = {}\n\
              window = {}\nreplay_window_ms = {}\nmax_skew_ms = {}\nshutdown_grace_ms = {}\n\
              idle_timeout_ms = {}\n\n\
-             [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\nbody_retention_ms = {}\n",
+             [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\nbody_retention_ms = {}\n\n\
+             [workflow]\ntick_ms = {}\nmax_action_age_ms = {}\n",
             self.node_id.as_str(),
             self.federation,
             self.listen,
@@ -229,6 +253,8 @@ impl Config {
             self.store.cache_bytes,
             self.audit.checkpoint_interval_ms,
             self.audit.body_retention_ms,
+            self.workflow.tick_ms,
+            self.workflow.max_action_age_ms,
         )
     }
 }

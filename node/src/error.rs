@@ -28,6 +28,9 @@ pub enum NodeError {
     /// The roster's policy refuses the request.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A workflow, role or handling rule refuses the action (audited).
+    #[error("refused: {0}")]
+    Refused(String),
     /// Bad input in a request.
     #[error("invalid request: {0}")]
     Invalid(String),

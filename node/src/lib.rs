@@ -14,6 +14,7 @@
 
 pub mod api;
 mod audit;
+mod cases;
 pub mod config;
 pub mod error;
 pub mod identity;
@@ -26,6 +27,7 @@ pub mod transport;
 mod witness;
 
 pub use audit::AuditReport;
+pub use cases::{ActRequest, ActResult, CaseView, EnrollRequest, OfficerView};
 pub use config::Config;
 pub use error::{NodeError, StoreError};
 pub use node::{MessageView, Node, SendRequest, SendResult, Settled, StartOptions, now_ms};

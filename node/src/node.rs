@@ -128,6 +128,10 @@ pub(crate) struct Inner {
     pub(crate) conflicts: Mutex<u64>,
     /// One witness round at a time.
     pub(crate) witness_round: tokio::sync::Mutex<()>,
+    /// Case updates are read-apply-write: one at a time.
+    pub(crate) case_lock: tokio::sync::Mutex<()>,
+    /// Workflow settings.
+    pub(crate) wf: crate::config::WorkflowConfig,
 }
 
 /// A message this node sent reached a final state (receipt, rejection or non-delivery).
@@ -242,6 +246,8 @@ impl Node {
             settled: tokio::sync::broadcast::channel(4096).0,
             conflicts: Mutex::new(0),
             witness_round: tokio::sync::Mutex::new(()),
+            case_lock: tokio::sync::Mutex::new(()),
+            wf: cfg.workflow.clone(),
         });
         let node = Self { inner };
         node.spawn_refusal_logger(refusal_rx);
@@ -259,6 +265,7 @@ impl Node {
             cfg.audit.checkpoint_interval_ms,
             cfg.audit.body_retention_ms,
         );
+        node.spawn_case_ticker(cfg.workflow.tick_ms);
         if opts.api_socket {
             crate::api::spawn_server(node.clone(), cfg.data_dir.join("api.sock"))?;
         }
@@ -558,6 +565,45 @@ fn roster_record(r: &SignedRoster) -> Vec<u8> {
 /// What an inbound exchange answers.
 pub(crate) type Reply = Frame;
 
+/// Stages a signed outgoing message in `t`: body, outbox entry, record, id index and the
+/// "sent" audit entry. Returns the queue entry to hand to the peer actor after the write.
+pub(crate) fn stage_outgoing(
+    t: &mut Txn<'_>,
+    env: &Envelope,
+    hop: &NodeId,
+    body: &[u8],
+    now: u64,
+) -> Queued {
+    let digest = env.digest();
+    let h = env.header();
+    t.put_body(&digest, body);
+    let q = t.push_out(
+        hop,
+        h.priority,
+        OutItem::Message { digest: digest.0 },
+        h.expires_at,
+    );
+    t.put_message(
+        &digest,
+        &MessageRecord {
+            envelope: env.bytes().to_vec(),
+            direction: Direction::Outgoing,
+            state: MsgState::Queued,
+            hop: Some(hop.to_string()),
+            stored_at: now,
+            updated_at: now,
+            proof: None,
+            inbox_seq: None,
+            handed_over: false,
+            attempts: 0,
+            out_key: Some(q.key.clone()),
+        },
+    );
+    t.index_id(&h.id, &digest);
+    t.log(EntryKind::MessageSent, env.bytes().to_vec());
+    q
+}
+
 fn error_frame(code: ErrorCode, reason: impl Into<String>) -> Frame {
     Frame::Error {
         code,
@@ -628,91 +674,105 @@ impl Inner {
             return Err(NodeError::ShuttingDown);
         }
         liaison_protocol::envelope::check_kind(&req.kind)?;
-        let roster = self.roster.get();
         let now = now_ms();
-        let r = roster.roster();
-        if req.body.len() as u64 > r.max_body_len {
+        let hop = self.route(&req.to, &req.kind, req.body.len(), now).await?;
+        if liaison_protocol::workflow::spec(&req.kind).is_some() {
             return Err(NodeError::Invalid(format!(
-                "body is {} bytes; the roster allows at most {}",
-                req.body.len(),
+                "{} is a case step: it must be an officer-signed action (use the workflow \
+                 commands, e.g. `liaison assist …`)",
+                req.kind
+            )));
+        }
+        let in_reply_to = req
+            .in_reply_to
+            .as_deref()
+            .map(MessageId::from_hex)
+            .transpose()?;
+        let env = self.seal(
+            &req.to,
+            &req.kind,
+            &req.body,
+            req.priority,
+            in_reply_to,
+            req.expires_in_ms.map(|ms| now.saturating_add(ms)),
+            req.case_ref.clone(),
+            now,
+        );
+        let queued = self
+            .store
+            .write(now, |t| Ok(stage_outgoing(t, &env, &hop, &req.body, now)))
+            .await?;
+        self.enqueue(&hop, queued);
+        Ok(SendResult {
+            message_id: env.header().id.to_hex(),
+            digest: env.digest().to_hex(),
+            hop,
+        })
+    }
+
+    /// Checks the body size and the roster's policy for a message to `to` and returns the
+    /// first hop; a policy refusal is logged.
+    pub(crate) async fn route(
+        &self,
+        to: &NodeId,
+        kind: &str,
+        body_len: usize,
+        now: u64,
+    ) -> Result<NodeId, NodeError> {
+        let roster = self.roster.get();
+        let r = roster.roster();
+        if body_len as u64 > r.max_body_len {
+            return Err(NodeError::Invalid(format!(
+                "body is {body_len} bytes; the roster allows at most {}",
                 r.max_body_len
             )));
         }
         let checked = r
-            .check_send(&self.id, &req.to, &req.kind)
-            .and_then(|()| r.next_hop(&self.id, &req.to));
-        let hop = match checked {
-            Ok(hop) => hop,
+            .check_send(&self.id, to, kind)
+            .and_then(|()| r.next_hop(&self.id, to));
+        match checked {
+            Ok(hop) => Ok(hop),
             Err(e) => {
-                let rec = event_record(&e.to_string(), Some(req.to.as_str()), None, None);
+                let rec = event_record(&e.to_string(), Some(to.as_str()), None, None);
                 self.store
                     .write(now, |t| {
                         t.log(EntryKind::RefusedByPolicy, rec);
                         Ok(())
                     })
                     .await?;
-                return Err(NodeError::Policy(e));
+                Err(NodeError::Policy(e))
             }
-        };
-        let in_reply_to = req
-            .in_reply_to
-            .as_deref()
-            .map(MessageId::from_hex)
-            .transpose()?;
+        }
+    }
+
+    /// Signs an envelope for `body`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn seal(
+        &self,
+        to: &NodeId,
+        kind: &str,
+        body: &[u8],
+        priority: Priority,
+        in_reply_to: Option<MessageId>,
+        expires_at: Option<u64>,
+        case_ref: Option<String>,
+        now: u64,
+    ) -> Envelope {
         let header = Header {
             federation: self.federation.clone(),
             id: MessageId(*uuid::Uuid::now_v7().as_bytes()),
             from: self.id.clone(),
-            to: req.to.clone(),
+            to: to.clone(),
             sent_at: now,
-            kind: req.kind.clone(),
-            body_len: req.body.len() as u64,
-            body_hash: Digest::of(&req.body).0,
-            priority: req.priority,
+            kind: kind.to_owned(),
+            body_len: body.len() as u64,
+            body_hash: Digest::of(body).0,
+            priority,
             in_reply_to,
-            expires_at: req.expires_in_ms.map(|ms| now.saturating_add(ms)),
-            case_ref: req.case_ref.clone(),
+            expires_at,
+            case_ref,
         };
-        let env = Envelope::seal(header, &self.signing);
-        let digest = env.digest();
-        let h = env.header().clone();
-        let queued = self
-            .store
-            .write(now, |t| {
-                t.put_body(&digest, &req.body);
-                let q = t.push_out(
-                    &hop,
-                    h.priority,
-                    OutItem::Message { digest: digest.0 },
-                    h.expires_at,
-                );
-                t.put_message(
-                    &digest,
-                    &MessageRecord {
-                        envelope: env.bytes().to_vec(),
-                        direction: Direction::Outgoing,
-                        state: MsgState::Queued,
-                        hop: Some(hop.to_string()),
-                        stored_at: now,
-                        updated_at: now,
-                        proof: None,
-                        inbox_seq: None,
-                        handed_over: false,
-                        attempts: 0,
-                        out_key: Some(q.key.clone()),
-                    },
-                );
-                t.index_id(&h.id, &digest);
-                t.log(EntryKind::MessageSent, env.bytes().to_vec());
-                Ok(q)
-            })
-            .await?;
-        self.enqueue(&hop, queued);
-        Ok(SendResult {
-            message_id: h.id.to_hex(),
-            digest: digest.to_hex(),
-            hop,
-        })
+        Envelope::seal(header, &self.signing)
     }
 
     async fn ack(&self, seq: u64) -> Result<MessageView, NodeError> {
@@ -871,13 +931,41 @@ impl Inner {
                 self.reject_inbound(peer, &envelope, signable, refusal.reason, refusal.code)
                     .await
             }
-            Ok(relay_hop) => match self.store_inbound(peer, &env, &body, relay_hop).await {
-                Ok(reply) => reply,
-                Err(e) => {
-                    warn!(node = %self.id, error = %e, "cannot store inbound message");
-                    error_frame(ErrorCode::Unavailable, e.to_string())
+            Ok(relay_hop) => {
+                // A case step addressed to this node: the officer's action must verify and
+                // the case must allow it before anything is stored or receipted.
+                let case_guard;
+                let mut update = None;
+                if relay_hop.is_none() && crate::cases::is_case_kind(&h.kind) {
+                    case_guard = self.case_lock.lock().await;
+                    match self.check_case_step(&env, &body) {
+                        Ok(u) => update = Some(u),
+                        Err(reason) => {
+                            drop(case_guard);
+                            let reason = format!("case step refused: {reason}");
+                            return self
+                                .reject_inbound(
+                                    peer,
+                                    &envelope,
+                                    Some(&env),
+                                    reason,
+                                    ErrorCode::Refused,
+                                )
+                                .await;
+                        }
+                    }
                 }
-            },
+                match self
+                    .store_inbound(peer, &env, &body, relay_hop, update)
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        warn!(node = %self.id, error = %e, "cannot store inbound message");
+                        error_frame(ErrorCode::Unavailable, e.to_string())
+                    }
+                }
+            }
         }
     }
 
@@ -962,6 +1050,7 @@ impl Inner {
         env: &Envelope,
         body: &[u8],
         relay_hop: Option<NodeId>,
+        case: Option<crate::cases::CaseUpdate>,
     ) -> Result<Reply, StoreError> {
         let h = env.header();
         let digest = env.digest();
@@ -1029,6 +1118,9 @@ impl Inner {
                             &self.signing,
                         );
                         t.log(EntryKind::ReceiptSent, receipt.bytes().to_vec());
+                        if let Some(u) = &case {
+                            Self::stage_case(t, u);
+                        }
                         rec.proof = Some(receipt.bytes().to_vec());
                         rec.inbox_seq = Some(t.push_inbox(&digest));
                         None
@@ -1164,6 +1256,9 @@ impl Inner {
         if let Some((q, Some(hop))) = queued {
             self.enqueue(&hop, q);
         } else if rec.direction == Direction::Outgoing {
+            if let (ReceiptStatus::Delivered, Some(case_ref)) = (&r.status, &h.case_ref) {
+                self.case_receipted(case_ref, &h.kind).await;
+            }
             let _ = self.settled.send(Settled {
                 message_id: h.id.to_hex(),
                 state: match &r.status {

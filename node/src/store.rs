@@ -17,6 +17,8 @@
 //! w/<origin>             Witnessed         as witness: the last checkpoint cosigned per log
 //! ws/<witness>           u64 BE            as log: the last size each witness cosigned
 //! x/<id><digest>         (empty)           message id → digest index
+//! u/<officer id>         OfficerRecord     officers enrolled at this node
+//! k/<case ref>           CaseRecord        case state, timeline and deadlines
 //! ```
 //!
 //! Every change is one atomic batch that carries its audit entries with it, so an event can
@@ -325,6 +327,76 @@ impl Txn<'_> {
     pub fn put_roster(&mut self, bytes: &[u8]) {
         self.batch.insert(K_ROSTER, bytes);
     }
+
+    /// Writes an officer record.
+    pub fn put_officer(&mut self, id: &str, rec: &OfficerRecord) {
+        self.batch
+            .insert(prefixed(b"u/", id.as_bytes()), encode_record(rec));
+    }
+
+    /// Writes a case record.
+    pub fn put_case(&mut self, case_ref: &str, rec: &CaseRecord) {
+        self.batch
+            .insert(prefixed(b"k/", case_ref.as_bytes()), encode_record(rec));
+    }
+}
+
+/// An officer enrolled at this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfficerRecord {
+    /// The node-signed credential.
+    #[serde(with = "serde_bytes_vec")]
+    pub credential: Vec<u8>,
+    /// When the officer was revoked, if so.
+    pub revoked_at: Option<u64>,
+}
+
+/// A case as this node sees it: the state machine's state, every step, and fan-out state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseRecord {
+    /// The state machine's state.
+    pub case: liaison_protocol::workflow::Case,
+    /// Every step, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+    /// Alerts issued here: the signed issue action, to widen the radius with.
+    #[serde(default, with = "serde_opt_bytes")]
+    pub alert_action: Option<Vec<u8>>,
+    /// Alerts issued here: the units already alerted.
+    #[serde(default)]
+    pub alerted: Vec<NodeId>,
+    /// Whether the supervisor was already told the case is overdue.
+    #[serde(default)]
+    pub overdue_notified: bool,
+}
+
+/// One step of a case, for timelines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// When the step was signed, Unix ms.
+    pub at: u64,
+    /// Message kind.
+    pub kind: String,
+    /// `sent`, `received`, `local`, `automatic` or `overdue`.
+    pub direction: String,
+    /// Sending node.
+    pub from: NodeId,
+    /// Receiving nodes.
+    pub to: Vec<NodeId>,
+    /// Officer id (or node id for automatic steps).
+    pub actor: String,
+    /// Officer name and role, when an officer signed.
+    pub officer: Option<String>,
+    /// Message ids (hex), one per recipient.
+    pub message_ids: Vec<String>,
+    /// Digest of the signed action (hex).
+    pub action: String,
+    /// Signatures checked: the officer's against the credential, the credential against the
+    /// node key, the envelope against the node key.
+    pub verified: String,
+    /// State after the step.
+    pub state: String,
+    /// Deadline after the step.
+    pub deadline: Option<u64>,
 }
 
 /// What a witness keeps per log: the last checkpoint it cosigned.
@@ -614,6 +686,47 @@ impl Store {
         Ok(out)
     }
 
+    /// An officer record.
+    pub fn officer(&self, id: &str) -> Result<Option<OfficerRecord>, StoreError> {
+        let key = prefixed(b"u/", id.as_bytes());
+        match self.db.get(&key)? {
+            None => Ok(None),
+            Some(v) => decode_record(&key, &v).map(Some),
+        }
+    }
+
+    /// Every officer record, by id.
+    pub fn officers(&self) -> Result<Vec<(String, OfficerRecord)>, StoreError> {
+        self.scan_records(b"u/")
+    }
+
+    /// A case record.
+    pub fn case(&self, case_ref: &str) -> Result<Option<CaseRecord>, StoreError> {
+        let key = prefixed(b"k/", case_ref.as_bytes());
+        match self.db.get(&key)? {
+            None => Ok(None),
+            Some(v) => decode_record(&key, &v).map(Some),
+        }
+    }
+
+    /// Every case record, by reference.
+    pub fn cases(&self) -> Result<Vec<(String, CaseRecord)>, StoreError> {
+        self.scan_records(b"k/")
+    }
+
+    fn scan_records<T: for<'de> Deserialize<'de>>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((name, decode_record(&k, &v)?));
+        }
+        Ok(out)
+    }
+
     /// The roster in force, if one was stored.
     pub fn roster(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get(K_ROSTER)?.map(|v| v.to_vec()))
@@ -819,6 +932,12 @@ fn parse_out_key(k: &[u8]) -> Option<(NodeId, Priority, u64)> {
     let priority = Priority::from_u64(3u64.checked_sub(u64::from(p))?)?;
     let seq = u64::from_be_bytes(rest.get(nul + 2..nul + 10)?.try_into().ok()?);
     Some((hop, priority, seq))
+}
+
+fn prefixed(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(name);
+    k
 }
 
 fn encode_record<T: Serialize>(v: &T) -> Vec<u8> {

@@ -21,6 +21,8 @@ use liaison_certs_dev::{FederationSpec, Generated, MemberSpec};
 use liaison_node::roster::RosterCell;
 use liaison_node::transport::TlsMaterial;
 use liaison_node::{Config, Node, SendRequest, StartOptions};
+use liaison_protocol::action::{Action, Handling};
+use liaison_protocol::document::{Document, Field};
 use liaison_protocol::{Frame, NodeId, Priority, SignedRoster};
 
 /// A generated federation in a temporary directory, with its nodes.
@@ -340,4 +342,136 @@ impl RawPeer {
     pub async fn exchange(&self, frame: &Frame) -> Result<Frame> {
         self.exchange_bytes(&frame.to_bytes()).await
     }
+}
+
+/// An officer enrolled at a node, with a personal key, acting through the node's API.
+pub struct Officer {
+    pub node: Node,
+    pub id: String,
+    pub key: ed25519_dalek::SigningKey,
+    pub credential: Vec<u8>,
+}
+
+impl Officer {
+    /// Creates a key for `id` (derived from the id: tests are deterministic) and enrolls it.
+    pub async fn enroll(node: &Node, id: &str, role: &str) -> Result<Self> {
+        let key =
+            ed25519_dalek::SigningKey::from_bytes(&liaison_protocol::Digest::of(id.as_bytes()).0);
+        let view = node
+            .enroll_officer(liaison_node::EnrollRequest {
+                id: id.into(),
+                name: format!("Officer {id}"),
+                number: "000001".into(),
+                unit: "test unit".into(),
+                role: role.into(),
+                public_key: hex::encode(key.verifying_key().to_bytes()),
+            })
+            .await?;
+        use base64::Engine as _;
+        let credential = base64::engine::general_purpose::STANDARD.decode(view.credential)?;
+        Ok(Self {
+            node: node.clone(),
+            id: id.into(),
+            key,
+            credential,
+        })
+    }
+
+    /// The action this officer would sign, with defaults (H0, purpose of the kind).
+    pub fn action(&self, kind: &str, case_ref: &str, doc: Document) -> Action {
+        let purpose =
+            liaison_protocol::workflow::spec(kind).map_or("criminal_investigation", |s| s.purpose);
+        let node = self.node.id().clone();
+        let federation = self.node.roster().roster().federation.clone();
+        Action {
+            federation,
+            node,
+            kind: kind.into(),
+            case_ref: case_ref.into(),
+            at: liaison_node::now_ms(),
+            purpose: purpose.into(),
+            handling: Handling::H0,
+            sensitivity: Vec::new(),
+            retention_days: 365,
+            abroad: false,
+            document: doc,
+            derived_from: Vec::new(),
+            credential: Some(self.credential.clone()),
+        }
+    }
+
+    /// Signs and submits an action.
+    pub async fn submit(
+        &self,
+        action: &Action,
+        to: &[&str],
+    ) -> std::result::Result<liaison_node::ActResult, liaison_node::NodeError> {
+        use base64::Engine as _;
+        let signed = action.sign(&self.key);
+        self.node
+            .act(liaison_node::ActRequest {
+                action: base64::engine::general_purpose::STANDARD.encode(signed.bytes()),
+                to: to.iter().map(|t| NodeId::new(*t).unwrap()).collect(),
+                priority: None,
+                in_reply_to: None,
+            })
+            .await
+    }
+
+    /// Signs and submits a step with default handling.
+    pub async fn act(
+        &self,
+        kind: &str,
+        case_ref: &str,
+        doc: Document,
+        to: &[&str],
+    ) -> std::result::Result<liaison_node::ActResult, liaison_node::NodeError> {
+        self.submit(&self.action(kind, case_ref, doc), to).await
+    }
+}
+
+/// The state of a case on a node (`"missing"` when the node does not hold it).
+pub fn case_state(node: &Node, case_ref: &str) -> String {
+    node.case(case_ref)
+        .unwrap()
+        .map_or("missing".into(), |c| c.case.state.name().to_owned())
+}
+
+/// Audit entries of one kind on a node.
+pub fn entries_of(node: &Node, kind: liaison_protocol::audit::EntryKind) -> Vec<Vec<u8>> {
+    node.log_entries(0, node.log_len())
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.kind == kind)
+        .map(|(_, e)| e.object)
+        .collect()
+}
+
+/// A valid assistance request document.
+pub fn assist_request_doc(action: &str, deadline: Option<u64>) -> Document {
+    let mut d = Document::new()
+        .with("request_no", "FJ-XC-2026-042")
+        .with("case_no", "FJ-2026-0042")
+        .with("action", action)
+        .with(
+            "subject",
+            Document::new()
+                .with("name", "ZHANG San")
+                .with("sex", "male"),
+        )
+        .with(
+            "legal_instruments",
+            Field::List(vec![Field::Map(
+                Document::new()
+                    .with("type", "case_filing_decision")
+                    .with("number", "FJ-LA-2026-117")
+                    .with("sha256", "ab".repeat(32)),
+            )]),
+        )
+        .with("case_summary", "identity of a suspect")
+        .with("contact", "desk 3");
+    if let Some(t) = deadline {
+        d.set("deadline", t);
+    }
+    d
 }

@@ -22,11 +22,7 @@ async fn traffic() -> (Federation, liaison_node::Node, liaison_node::Node, Strin
     let mut first = None;
     for i in 0..12 {
         let r = fj
-            .send(msg(
-                "sx",
-                "assist.request",
-                format!("request {i}").as_bytes(),
-            ))
+            .send(msg("sx", "bus.test", format!("request {i}").as_bytes()))
             .await
             .unwrap();
         first.get_or_insert(r.message_id);
@@ -201,7 +197,7 @@ async fn purged_bodies_leave_every_proof_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_evidence_holds_the_whole_case_and_nothing_else() {
     let (mut fed, fj, sx, _) = traffic().await;
-    let mut m = msg("sx", "assist.request", b"case message");
+    let mut m = msg("sx", "bus.test", b"case message");
     m.case_ref = Some("FJ-2026-0042".into());
     let sent = fj.send(m).await.unwrap();
     wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 13)

@@ -33,7 +33,7 @@ fn header(from: &str, to: &str, body: &[u8]) -> Header {
         from: NodeId::new(from).unwrap(),
         to: NodeId::new(to).unwrap(),
         sent_at: now_ms(),
-        kind: "assist.request".into(),
+        kind: "bus.test".into(),
         body_len: body.len() as u64,
         body_hash: Digest::of(body).0,
         priority: Priority::Routine,
@@ -339,7 +339,7 @@ async fn full_disk_sends_no_receipt_and_loses_nothing() {
     let sx = fed.start("sx").await.unwrap();
     sx.dangerous_inject_store_fault(true);
     let sent = fj
-        .send(msg("sx", "assist.request", b"during the outage"))
+        .send(msg("sx", "bus.test", b"during the outage"))
         .await
         .unwrap();
     wait_for(LIMIT, || {

@@ -24,7 +24,7 @@ async fn recipient_sigkilled_mid_burst_loses_nothing_and_duplicates_nothing() {
     let burst = tokio::spawn(async move {
         for i in 0..BURST {
             sender
-                .send(msg("sx", "assist.request", format!("burst {i}").as_bytes()))
+                .send(msg("sx", "bus.test", format!("burst {i}").as_bytes()))
                 .await
                 .unwrap();
         }

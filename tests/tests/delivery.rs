@@ -23,7 +23,7 @@ async fn delivery_with_signed_receipt() {
     let fj = fed.start("fj").await.unwrap();
     let sx = fed.start("sx").await.unwrap();
     let sent = fj
-        .send(msg("sx", "assist.request", b"check identity of subject"))
+        .send(msg("sx", "bus.test", b"check identity of subject"))
         .await
         .unwrap();
     wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 1)
@@ -44,7 +44,7 @@ async fn delivery_with_signed_receipt() {
     let inbox = sx.inbox(10, true).unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].message_id, sent.message_id);
-    assert_eq!(inbox[0].kind, "assist.request");
+    assert_eq!(inbox[0].kind, "bus.test");
     let taken = sx.ack(inbox[0].inbox_seq.unwrap()).await.unwrap();
     assert!(taken.handed_over);
     assert!(sx.inbox(10, false).unwrap().is_empty());
@@ -61,7 +61,7 @@ async fn recipient_down_then_up() {
     let mut fed = two_bureaus();
     let fj = fed.start("fj").await.unwrap();
     for i in 0..20 {
-        fj.send(msg("sx", "assist.request", format!("m{i}").as_bytes()))
+        fj.send(msg("sx", "bus.test", format!("m{i}").as_bytes()))
             .await
             .unwrap();
     }
@@ -84,7 +84,7 @@ async fn sender_restarted_with_full_outbox_delivers_once() {
     let mut fed = two_bureaus();
     let fj = fed.start("fj").await.unwrap();
     for i in 0..30 {
-        fj.send(msg("sx", "assist.request", format!("m{i}").as_bytes()))
+        fj.send(msg("sx", "bus.test", format!("m{i}").as_bytes()))
             .await
             .unwrap();
     }

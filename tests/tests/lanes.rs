@@ -20,18 +20,14 @@ async fn flash_overtakes_a_queue_of_routine_traffic() {
     let fj = fed.start("fj").await.unwrap();
     const ROUTINE: usize = 2_000;
     for i in 0..ROUTINE {
-        fj.send(msg(
-            "sx",
-            "assist.request",
-            format!("routine {i}").as_bytes(),
-        ))
-        .await
-        .unwrap();
+        fj.send(msg("sx", "bus.test", format!("routine {i}").as_bytes()))
+            .await
+            .unwrap();
     }
-    let mut alert = msg("sx", "alert.issue", b"missing child, 2 h, Xi'an");
+    let mut alert = msg("sx", "bus.alert", b"missing child, 2 h, Xi'an");
     alert.priority = Priority::Flash;
     let flash = fj.send(alert).await.unwrap();
-    let mut urgent = msg("sx", "assist.custody_notice", b"suspect detained");
+    let mut urgent = msg("sx", "bus.urgent", b"suspect detained");
     urgent.priority = Priority::Urgent;
     let urgent = fj.send(urgent).await.unwrap();
     let sx = fed.start("sx").await.unwrap();
@@ -72,11 +68,7 @@ async fn expired_message_gets_a_signed_non_delivery_record() {
     let fj = fed.start("fj").await.unwrap();
     let hk = fed.start("hk").await.unwrap();
     // Direct, recipient down: the sender itself drops it.
-    let mut m = msg(
-        "hk",
-        "repatriation.handover_proposal",
-        b"10:00 at the bridge",
-    );
+    let mut m = msg("hk", "bus.test", b"10:00 at the bridge");
     m.expires_in_ms = Some(300);
     fed.stop("hk").await;
     drop(hk);
@@ -96,11 +88,7 @@ async fn expired_message_gets_a_signed_non_delivery_record() {
 
     // Through the relay, recipient down: the relay drops it and the record comes back.
     let hk = fed.start("hk").await.unwrap();
-    let mut m = msg(
-        "vn",
-        "repatriation.handover_proposal",
-        b"10:00 at the bridge",
-    );
+    let mut m = msg("vn", "bus.test", b"10:00 at the bridge");
     m.expires_in_ms = Some(1_500);
     let relayed = fj.send(m).await.unwrap();
     wait_for(LIMIT, || count_state(&hk, "relay", "expired") == 1)

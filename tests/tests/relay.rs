@@ -28,11 +28,7 @@ async fn relay_path_with_end_to_end_receipt() {
     let hk = fed.start("hk").await.unwrap();
     let vn = fed.start("vn").await.unwrap();
     let sent = fj
-        .send(msg(
-            "vn",
-            "repatriation.nationality_check",
-            b"verify nationality",
-        ))
+        .send(msg("vn", "bus.test", b"verify nationality"))
         .await
         .unwrap();
     assert_eq!(sent.hop.as_str(), "hk");
@@ -59,7 +55,7 @@ async fn relay_path_with_end_to_end_receipt() {
     // The recipient has it once; its answer goes back through the relay.
     let inbox = vn.inbox(10, true).unwrap();
     assert_eq!(inbox.len(), 1);
-    let mut answer = msg("fj", "repatriation.nationality_answer", b"confirmed");
+    let mut answer = msg("fj", "bus.test", b"confirmed");
     answer.in_reply_to = Some(sent.message_id.clone());
     let back = vn.send(answer).await.unwrap();
     assert_eq!(back.hop.as_str(), "hk");
@@ -78,11 +74,7 @@ async fn relay_holds_message_while_recipient_is_down() {
     let fj = fed.start("fj").await.unwrap();
     let hk = fed.start("hk").await.unwrap();
     let sent = fj
-        .send(msg(
-            "vn",
-            "repatriation.handover_proposal",
-            b"port Hekou, 10:00",
-        ))
+        .send(msg("vn", "bus.test", b"port Hekou, 10:00"))
         .await
         .unwrap();
     // The relay takes custody; the sender waits for the end-to-end receipt.
@@ -106,7 +98,7 @@ async fn relay_cannot_alter_the_message() {
     let fj = fed.start("fj").await.unwrap();
     let hk = fed.start("hk").await.unwrap();
     let sent = fj
-        .send(msg("vn", "repatriation.consent", b"consent: yes"))
+        .send(msg("vn", "bus.test", b"consent: yes"))
         .await
         .unwrap();
     wait_for(LIMIT, || count_state(&fj, "outgoing", "in_custody") == 1)

@@ -25,7 +25,7 @@ fn three() -> Federation {
 async fn send_some(fj: &liaison_node::Node, n: usize) {
     let before = count_state(fj, "outgoing", "delivered");
     for i in 0..n {
-        fj.send(msg("sx", "assist.request", format!("m{i}").as_bytes()))
+        fj.send(msg("sx", "bus.test", format!("m{i}").as_bytes()))
             .await
             .unwrap();
     }

@@ -1,0 +1,1048 @@
+//! Case workflows at the node: officers enrolled here, officer-signed actions, case state,
+//! handling rules, deadlines and alert fan-out.
+//!
+//! An officer's tool signs an action (protocol `action`) and submits it over the local API.
+//! The node checks, in order: the signatures (officer key against the credential, credential
+//! against this node's key), that the officer is enrolled here and not revoked, the role, the
+//! signing time, the purpose, the recipients (roster policy, the abroad flag, onward passing
+//! of H2 material) and the case's state machine. Only then does it seal one envelope per
+//! recipient, and it writes the envelopes, the officer-action entry, the state-change entry
+//! and the new case state in one store batch. Every refusal is an audit entry with its reason
+//! and changes nothing else.
+//!
+//! The receiving node runs the same checks on the body before it issues a receipt: a step
+//! that does not verify or that its copy of the case refuses gets a signed rejection.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use liaison_protocol::action::{Action, Handling, Officer, SignedAction};
+use liaison_protocol::audit::{EntryKind, event_record, state_change_record};
+use liaison_protocol::document::Document;
+use liaison_protocol::workflow::{self, Case, KindSpec, Role, State, Step, Workflow};
+use liaison_protocol::{Envelope, MessageId, NodeId, Priority, PublicKey};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::error::NodeError;
+use crate::node::{Inner, Node, SendResult, now_ms, stage_outgoing};
+use crate::store::{CaseRecord, Direction, OfficerRecord, Queued, TimelineEntry};
+
+/// Enroll an officer (operator request).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// Officer id, e.g. `cn-35-psb/wang.li`.
+    pub id: String,
+    /// Full name.
+    pub name: String,
+    /// Police or staff number.
+    pub number: String,
+    /// Unit.
+    pub unit: String,
+    /// Role: investigator, registrar, border_officer, foreign_liaison, supervisor.
+    pub role: String,
+    /// The officer's Ed25519 public key, hex.
+    pub public_key: String,
+}
+
+/// An officer as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfficerView {
+    /// Officer id.
+    pub id: String,
+    /// Full name.
+    pub name: String,
+    /// Police or staff number.
+    pub number: String,
+    /// Unit.
+    pub unit: String,
+    /// Role.
+    pub role: String,
+    /// Public key, hex.
+    pub public_key: String,
+    /// Enrolled at, Unix ms.
+    pub enrolled_at: u64,
+    /// Revoked at, Unix ms.
+    pub revoked_at: Option<u64>,
+    /// The node-signed credential (base64) the officer's tool embeds in actions.
+    pub credential: String,
+}
+
+/// Submit an officer-signed action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActRequest {
+    /// The signed action (base64).
+    pub action: String,
+    /// Recipients; empty for local steps, and for alerts (the node picks the units within
+    /// the radius) and alert updates (every unit alerted so far).
+    #[serde(default)]
+    pub to: Vec<NodeId>,
+    /// Priority lane; the kind's default when absent.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// The message this step answers (hex id).
+    #[serde(default)]
+    pub in_reply_to: Option<String>,
+}
+
+/// What an accepted action did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActResult {
+    /// Case reference.
+    pub case_ref: String,
+    /// Kind.
+    pub kind: String,
+    /// State after the step.
+    pub state: State,
+    /// Deadline after the step.
+    pub deadline: Option<u64>,
+    /// Digest of the signed action (hex).
+    pub action: String,
+    /// One message per recipient (none for local steps).
+    pub messages: Vec<SendResult>,
+}
+
+/// A case with its timeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseView {
+    /// The state machine's state.
+    pub case: Case,
+    /// Every step.
+    pub timeline: Vec<TimelineEntry>,
+    /// Alerts: the units reached so far.
+    pub alerted: Vec<NodeId>,
+}
+
+/// A case step that passed the receiving node's checks, to be stored with the message.
+#[derive(Debug)]
+pub(crate) struct CaseUpdate {
+    pub(crate) case_ref: String,
+    pub(crate) record: CaseRecord,
+    pub(crate) state_change: Option<Vec<u8>>,
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+fn officer_label(o: &Officer) -> String {
+    format!(
+        "{} ({}, no. {}, {})",
+        o.name,
+        o.role.name(),
+        o.number,
+        o.unit
+    )
+}
+
+impl OfficerView {
+    fn of(rec: &OfficerRecord, roster: &liaison_protocol::Roster) -> Result<Self, NodeError> {
+        let (o, _) = Officer::open(&rec.credential, roster)
+            .map_err(|e| NodeError::Invalid(format!("stored credential does not verify: {e}")))?;
+        Ok(Self {
+            id: o.id,
+            name: o.name,
+            number: o.number,
+            unit: o.unit,
+            role: o.role.name().to_owned(),
+            public_key: hex::encode(o.key.to_bytes()),
+            enrolled_at: o.enrolled_at,
+            revoked_at: rec.revoked_at,
+            credential: b64().encode(&rec.credential),
+        })
+    }
+}
+
+impl Node {
+    /// Enrolls an officer: the node signs a credential for the officer's key.
+    pub async fn enroll_officer(&self, req: EnrollRequest) -> Result<OfficerView, NodeError> {
+        self.inner.enroll_officer(req).await
+    }
+
+    /// Revokes an officer: their actions are refused from now on.
+    pub async fn revoke_officer(&self, id: &str) -> Result<OfficerView, NodeError> {
+        self.inner.revoke_officer(id).await
+    }
+
+    /// Every officer enrolled here.
+    pub fn officers(&self) -> Result<Vec<OfficerView>, NodeError> {
+        let roster = self.inner.roster.get();
+        self.inner
+            .store
+            .officers()?
+            .iter()
+            .map(|(_, r)| OfficerView::of(r, roster.roster()))
+            .collect()
+    }
+
+    /// Checks and carries out an officer-signed action.
+    pub async fn act(&self, req: ActRequest) -> Result<ActResult, NodeError> {
+        self.inner.act(req).await
+    }
+
+    /// Every case this node holds.
+    pub fn cases(&self) -> Result<Vec<Case>, NodeError> {
+        Ok(self
+            .inner
+            .store
+            .cases()?
+            .into_iter()
+            .map(|(_, r)| r.case)
+            .collect())
+    }
+
+    /// One case with its timeline.
+    pub fn case(&self, case_ref: &str) -> Result<Option<CaseView>, NodeError> {
+        Ok(self.inner.store.case(case_ref)?.map(|r| CaseView {
+            case: r.case,
+            timeline: r.timeline,
+            alerted: r.alerted,
+        }))
+    }
+
+    /// This node's figures for an annual report.
+    pub fn annual_figures(&self, year: i32) -> Result<Document, NodeError> {
+        let cases = self.cases()?;
+        workflow::annual_figures(&cases, &self.inner.id, year, now_ms())
+            .map_err(|e| NodeError::Invalid(e.to_string()))
+    }
+
+    /// Checks deadlines and alert radii now (the ticker does this every `tick_ms`).
+    pub async fn case_tick(&self) -> Result<(), NodeError> {
+        self.inner.case_tick(now_ms()).await
+    }
+
+    pub(crate) fn spawn_case_ticker(&self, tick_ms: u64) {
+        let node = self.clone();
+        let every = std::time::Duration::from_millis(tick_ms.max(50));
+        self.inner.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = node.inner.cancel.cancelled() => break,
+                }
+                if let Err(e) = node.inner.case_tick(now_ms()).await {
+                    warn!(node = %node.inner.id, error = %e, "cannot check case deadlines");
+                }
+            }
+        });
+    }
+}
+
+impl Inner {
+    async fn enroll_officer(&self, req: EnrollRequest) -> Result<OfficerView, NodeError> {
+        let id = liaison_protocol::action::officer_id(&req.id)?;
+        let role = Role::parse(&req.role).ok_or_else(|| {
+            NodeError::Invalid(format!(
+                "unknown role {:?}: use one of {}",
+                req.role,
+                Role::ALL.map(Role::name).join(", ")
+            ))
+        })?;
+        for (what, v) in [
+            ("name", &req.name),
+            ("number", &req.number),
+            ("unit", &req.unit),
+        ] {
+            if v.trim().is_empty() || v.len() > 200 {
+                return Err(NodeError::Invalid(format!(
+                    "officer {what} must be 1-200 bytes"
+                )));
+            }
+        }
+        let key = <[u8; 32]>::try_from(hex::decode(req.public_key.trim()).unwrap_or_default())
+            .map_err(|_| NodeError::Invalid("public key must be 64 hex digits".into()))?;
+        let key = PublicKey::from_bytes(&key)?;
+        let now = now_ms();
+        if let Some(old) = self.store.officer(&id)?
+            && old.revoked_at.is_none()
+        {
+            return Err(NodeError::Invalid(format!(
+                "officer {id} is already enrolled; revoke first to change the key or role"
+            )));
+        }
+        let officer = Officer {
+            federation: self.federation.clone(),
+            node: self.id.clone(),
+            id: id.clone(),
+            name: req.name,
+            number: req.number,
+            unit: req.unit,
+            role,
+            key,
+            enrolled_at: now,
+        };
+        let rec = OfficerRecord {
+            credential: officer.certify(&self.signing).bytes().to_vec(),
+            revoked_at: None,
+        };
+        self.store
+            .write(now, |t| {
+                t.put_officer(&id, &rec);
+                t.log(EntryKind::KeyChanged, rec.credential.clone());
+                Ok(())
+            })
+            .await?;
+        OfficerView::of(&rec, self.roster.get().roster())
+    }
+
+    async fn revoke_officer(&self, id: &str) -> Result<OfficerView, NodeError> {
+        let now = now_ms();
+        let mut rec = self
+            .store
+            .officer(id)?
+            .ok_or_else(|| NodeError::Invalid(format!("no officer {id} is enrolled here")))?;
+        if rec.revoked_at.is_some() {
+            return Err(NodeError::Invalid(format!(
+                "officer {id} is already revoked"
+            )));
+        }
+        rec.revoked_at = Some(now);
+        let entry = event_record(&format!("officer {id} revoked"), None, None, None);
+        self.store
+            .write(now, |t| {
+                t.put_officer(id, &rec);
+                t.log(EntryKind::KeyChanged, entry);
+                Ok(())
+            })
+            .await?;
+        OfficerView::of(&rec, self.roster.get().roster())
+    }
+
+    /// Logs a refused action and returns the error for the caller.
+    async fn refuse(
+        &self,
+        now: u64,
+        kind: EntryKind,
+        reason: String,
+        action: Option<&SignedAction>,
+    ) -> NodeError {
+        warn!(node = %self.id, %reason, "action refused");
+        let digest = action.map(SignedAction::digest);
+        let rec = event_record(&reason, None, digest.as_ref().map(|d| &d.0), None);
+        if let Err(e) = self
+            .store
+            .write(now, |t| {
+                t.log(kind, rec);
+                Ok(())
+            })
+            .await
+        {
+            return e.into();
+        }
+        NodeError::Refused(reason)
+    }
+
+    pub(crate) async fn act(self: &Arc<Self>, req: ActRequest) -> Result<ActResult, NodeError> {
+        if self.cancel.is_cancelled() {
+            return Err(NodeError::ShuttingDown);
+        }
+        let now = now_ms();
+        let bytes = b64()
+            .decode(req.action.as_bytes())
+            .map_err(|_| NodeError::Invalid("action is not base64".into()))?;
+        let roster = self.roster.get();
+        let signed = match SignedAction::open(&bytes, roster.roster()) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("action does not verify: {e}");
+                return Err(self.refuse(now, EntryKind::Rejected, reason, None).await);
+            }
+        };
+        let refused = |reason: String| self.refuse(now, EntryKind::Rejected, reason, Some(&signed));
+        let a = signed.action();
+        if a.node != self.id {
+            return Err(refused(format!(
+                "the action is for node {}, this is {}",
+                a.node, self.id
+            ))
+            .await);
+        }
+        let Some(officer) = signed.officer() else {
+            return Err(refused(
+                "actions submitted here must be signed by an officer enrolled at this node".into(),
+            )
+            .await);
+        };
+        match self.store.officer(&officer.id)? {
+            None => {
+                return Err(refused(format!(
+                    "officer {} is not enrolled at {} (an operator enrolls officers with \
+                     `liaison officer enroll`)",
+                    officer.id, self.id
+                ))
+                .await);
+            }
+            Some(rec) if Some(&rec.credential) != a.credential.as_ref() => {
+                return Err(refused(format!(
+                    "the credential in the action is not officer {}'s current enrollment here",
+                    officer.id
+                ))
+                .await);
+            }
+            Some(OfficerRecord {
+                revoked_at: Some(at),
+                ..
+            }) => {
+                return Err(refused(format!("officer {} was revoked at {at}", officer.id)).await);
+            }
+            Some(_) => {}
+        }
+        let spec = match workflow::check_role(&a.kind, officer.role) {
+            Ok(s) => s,
+            Err(e) => return Err(refused(e.to_string()).await),
+        };
+        let skew = self.cfg.max_skew_ms;
+        if a.at > now.saturating_add(skew) || now.saturating_sub(a.at) > self.wf.max_action_age_ms {
+            return Err(refused(format!(
+                "the action was signed at {} but the node's clock says {now}: sign it again",
+                a.at
+            ))
+            .await);
+        }
+        if a.purpose != spec.purpose {
+            return Err(refused(format!(
+                "{} serves the purpose {}, not {}",
+                a.kind, spec.purpose, a.purpose
+            ))
+            .await);
+        }
+        let label = officer_label(officer);
+        self.submit(signed.clone(), spec, req, Some(label), "sent")
+            .await
+    }
+
+    /// Everything after the officer checks: recipients, handling, state machine, sealing,
+    /// one store batch, queueing. Also used for the node's automatic steps.
+    async fn submit(
+        self: &Arc<Self>,
+        signed: SignedAction,
+        spec: &'static KindSpec,
+        req: ActRequest,
+        officer: Option<String>,
+        direction: &str,
+    ) -> Result<ActResult, NodeError> {
+        let now = now_ms();
+        let a = signed.action().clone();
+        let roster = self.roster.get();
+        let r = roster.roster();
+        let _guard = self.case_lock.lock().await;
+        let existing = self.store.case(&a.case_ref)?;
+
+        // Who receives it.
+        let recipients: Vec<NodeId> = if spec.local {
+            if !req.to.is_empty() {
+                let reason = format!("{} is recorded here only; it has no recipients", a.kind);
+                return Err(self
+                    .refuse(now, EntryKind::Rejected, reason, Some(&signed))
+                    .await);
+            }
+            Vec::new()
+        } else if !req.to.is_empty() {
+            let mut to = req.to.clone();
+            to.sort();
+            to.dedup();
+            to
+        } else if a.kind == "alert.issue" {
+            match alert_targets(&a, r, &self.id, now) {
+                Ok(t) => t,
+                Err(reason) => {
+                    return Err(self
+                        .refuse(now, EntryKind::Rejected, reason, Some(&signed))
+                        .await);
+                }
+            }
+        } else if a.kind.starts_with("alert.") {
+            existing
+                .as_ref()
+                .map(|e| e.alerted.clone())
+                .unwrap_or_default()
+        } else {
+            let reason = format!("say who receives {} (--to <node>)", a.kind);
+            return Err(self
+                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
+                .await);
+        };
+        if !spec.local && recipients.is_empty() && a.kind != "alert.issue" {
+            let reason = format!("{} has no recipients", a.kind);
+            return Err(self
+                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
+                .await);
+        }
+        if recipients.contains(&self.id) {
+            let reason = "a node does not send case steps to itself".to_owned();
+            return Err(self
+                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
+                .await);
+        }
+
+        // Handling: abroad flag and onward passing, per recipient.
+        let my_country = r.member(&self.id).map(|m| m.country.clone());
+        for to in &recipients {
+            let their = r.member(to).map(|m| m.country.clone());
+            if !a.abroad && their.is_some() && their != my_country {
+                let reason = format!(
+                    "{} is a foreign counterpart and this {} is not marked as releasable \
+                     abroad (--abroad)",
+                    to, a.kind
+                );
+                return Err(self
+                    .refuse(now, EntryKind::RefusedByPolicy, reason, Some(&signed))
+                    .await);
+            }
+            if let Err(reason) = self.check_onward(&a, to, r) {
+                return Err(self
+                    .refuse(now, EntryKind::RefusedByPolicy, reason, Some(&signed))
+                    .await);
+            }
+        }
+
+        // The state machine, once per recipient (fan-out steps are no-ops after the first).
+        let before = existing.as_ref().map(|e| e.case.clone());
+        let mut case = before.clone();
+        let targets: Vec<NodeId> = if recipients.is_empty() {
+            vec![self.id.clone()]
+        } else {
+            recipients.clone()
+        };
+        let digest = signed.digest();
+        for to in &targets {
+            let step = Step {
+                case_ref: &a.case_ref,
+                kind: &a.kind,
+                from: &self.id,
+                to,
+                at: a.at,
+                doc: &a.document,
+                action: digest,
+                officer: signed.actor(),
+            };
+            match workflow::apply(case.as_ref(), &step, r) {
+                Ok(next) => case = Some(next),
+                Err(e) => {
+                    return Err(self
+                        .refuse(now, EntryKind::Rejected, e.to_string(), Some(&signed))
+                        .await);
+                }
+            }
+        }
+        let Some(case) = case else {
+            return Err(NodeError::Invalid("no case after the step".into()));
+        };
+
+        // Policy and routes (refusals are logged by `route`).
+        let mut hops = Vec::new();
+        for to in &recipients {
+            hops.push(self.route(to, &a.kind, signed.bytes().len(), now).await?);
+        }
+        let priority = req.priority.unwrap_or(spec.priority);
+        let in_reply_to = req
+            .in_reply_to
+            .as_deref()
+            .map(MessageId::from_hex)
+            .transpose()?;
+        let envelopes: Vec<Envelope> = recipients
+            .iter()
+            .map(|to| {
+                self.seal(
+                    to,
+                    &a.kind,
+                    signed.bytes(),
+                    priority,
+                    in_reply_to,
+                    None,
+                    Some(a.case_ref.clone()),
+                    now,
+                )
+            })
+            .collect();
+
+        let mut record = existing.unwrap_or_else(|| CaseRecord {
+            case: case.clone(),
+            timeline: Vec::new(),
+            alert_action: None,
+            alerted: Vec::new(),
+            overdue_notified: false,
+        });
+        record.case = case.clone();
+        if a.kind == "alert.issue" && record.alert_action.is_none() {
+            record.alert_action = Some(signed.bytes().to_vec());
+        }
+        for to in &recipients {
+            if a.kind.starts_with("alert.") && !record.alerted.contains(to) {
+                record.alerted.push(to.clone());
+            }
+        }
+        record.timeline.push(TimelineEntry {
+            at: a.at,
+            kind: a.kind.clone(),
+            direction: if spec.local { "local" } else { direction }.to_owned(),
+            from: self.id.clone(),
+            to: recipients.clone(),
+            actor: signed.actor().to_owned(),
+            officer,
+            message_ids: envelopes.iter().map(|e| e.header().id.to_hex()).collect(),
+            action: digest.to_hex(),
+            verified: verified_label(&signed),
+            state: case.state.name().to_owned(),
+            deadline: case.deadline,
+        });
+        let change = state_change(&a.case_ref, before.as_ref(), &case, &digest);
+        let queued: Vec<(NodeId, Queued)> = self
+            .store
+            .write(now, |t| {
+                t.log(EntryKind::OfficerAction, signed.bytes().to_vec());
+                if let Some(c) = &change {
+                    t.log(EntryKind::CaseStateChanged, c.clone());
+                }
+                let q = envelopes
+                    .iter()
+                    .zip(&hops)
+                    .map(|(env, hop)| {
+                        (
+                            hop.clone(),
+                            stage_outgoing(t, env, hop, signed.bytes(), now),
+                        )
+                    })
+                    .collect();
+                t.put_case(&a.case_ref, &record);
+                Ok(q)
+            })
+            .await?;
+        let messages = envelopes
+            .iter()
+            .zip(&hops)
+            .map(|(e, hop)| SendResult {
+                message_id: e.header().id.to_hex(),
+                digest: e.digest().to_hex(),
+                hop: hop.clone(),
+            })
+            .collect();
+        for (hop, q) in queued {
+            self.enqueue(&hop, q);
+        }
+        Ok(ActResult {
+            case_ref: a.case_ref.clone(),
+            kind: a.kind.clone(),
+            state: case.state,
+            deadline: case.deadline,
+            action: digest.to_hex(),
+            messages,
+        })
+    }
+
+    /// H2 material passes on only to its provider or with the provider's signed grant.
+    fn check_onward(
+        &self,
+        a: &Action,
+        to: &NodeId,
+        r: &liaison_protocol::Roster,
+    ) -> Result<(), String> {
+        for mid in &a.derived_from {
+            let digests = self.store.digests_for_id(mid).map_err(|e| e.to_string())?;
+            let mut held = false;
+            for d in digests {
+                let Some(rec) = self.store.message(&d).map_err(|e| e.to_string())? else {
+                    continue;
+                };
+                held = true;
+                if rec.direction != Direction::Incoming {
+                    continue; // our own material
+                }
+                let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
+                    return Err(format!("stored message {mid} does not parse"));
+                };
+                let body = self
+                    .store
+                    .body(&d)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!(
+                            "the body of message {mid} was purged; its handling cannot be checked"
+                        )
+                    })?;
+                let src = SignedAction::open(&body, r)
+                    .map_err(|e| format!("message {mid} carries no verifiable action: {e}"))?;
+                if src.action().handling == Handling::H2
+                    && h.from != *to
+                    && !self.granted(mid, &h.from, to)?
+                {
+                    return Err(format!(
+                        "message {mid} from {} is H2 (not to be passed on without the provider's \
+                         permission); ask {} first: `liaison permission request --message {mid} \
+                         --recipient {to}`",
+                        h.from, h.from
+                    ));
+                }
+            }
+            if !held {
+                return Err(format!(
+                    "derived-from message {mid} is not held by this node"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn granted(&self, mid: &MessageId, provider: &NodeId, to: &NodeId) -> Result<bool, String> {
+        let cases = self.store.cases().map_err(|e| e.to_string())?;
+        let hex = mid.to_hex();
+        Ok(cases.iter().any(|(_, c)| {
+            c.case.workflow == Workflow::Permission
+                && c.case.state == State::Granted
+                && c.case.counterpart.as_ref() == Some(provider)
+                && workflow::permission_subject(&c.case)
+                    .is_some_and(|(m, rcpt)| m == hex && rcpt == to.as_str())
+        }))
+    }
+
+    /// The receiving node's checks of a case step, before any receipt. Returns the case
+    /// update to store with the message, or the reason for a signed rejection.
+    pub(crate) fn check_case_step(
+        &self,
+        env: &Envelope,
+        body: &[u8],
+    ) -> Result<CaseUpdate, String> {
+        let h = env.header();
+        let roster = self.roster.get();
+        let r = roster.roster();
+        let signed = SignedAction::open(body, r)
+            .map_err(|e| format!("the action in the body does not verify: {e}"))?;
+        let a = signed.action();
+        if a.node != h.from {
+            return Err(format!(
+                "the action was signed for {}, the envelope is from {}",
+                a.node, h.from
+            ));
+        }
+        if a.kind != h.kind || Some(&a.case_ref) != h.case_ref.as_ref() {
+            return Err("the action's kind or case reference differs from the envelope's".into());
+        }
+        let spec = match signed.officer() {
+            Some(o) => workflow::check_role(&a.kind, o.role).map_err(|e| e.to_string())?,
+            None => workflow::spec(&a.kind)
+                .filter(|s| s.automatic)
+                .ok_or_else(|| format!("{} must be signed by an officer", a.kind))?,
+        };
+        if spec.local {
+            return Err(format!("{} is a local step and is never sent", a.kind));
+        }
+        if a.purpose != spec.purpose {
+            return Err(format!(
+                "{} serves {}, not {}",
+                a.kind, spec.purpose, a.purpose
+            ));
+        }
+        let theirs = r.member(&h.from).map(|m| &m.country);
+        let mine = r.member(&self.id).map(|m| &m.country);
+        if !a.abroad && theirs != mine {
+            return Err(format!("{} is not marked as releasable abroad", a.kind));
+        }
+        let existing = self.store.case(&a.case_ref).map_err(|e| e.to_string())?;
+        let before = existing.as_ref().map(|e| e.case.clone());
+        let step = Step {
+            case_ref: &a.case_ref,
+            kind: &a.kind,
+            from: &h.from,
+            to: &self.id,
+            at: a.at,
+            doc: &a.document,
+            action: signed.digest(),
+            officer: signed.actor(),
+        };
+        let mut case = workflow::apply(before.as_ref(), &step, r).map_err(|e| e.to_string())?;
+        if before.is_none()
+            && let Some(c) = workflow::delivered(&case)
+        {
+            case = c;
+        }
+        let mut record = existing.unwrap_or_else(|| CaseRecord {
+            case: case.clone(),
+            timeline: Vec::new(),
+            alert_action: None,
+            alerted: Vec::new(),
+            overdue_notified: false,
+        });
+        record.case = case.clone();
+        record.timeline.push(TimelineEntry {
+            at: a.at,
+            kind: a.kind.clone(),
+            direction: if signed.officer().is_some() {
+                "received"
+            } else {
+                "automatic"
+            }
+            .to_owned(),
+            from: h.from.clone(),
+            to: vec![self.id.clone()],
+            actor: signed.actor().to_owned(),
+            officer: signed.officer().map(officer_label),
+            message_ids: vec![h.id.to_hex()],
+            action: signed.digest().to_hex(),
+            verified: verified_label(&signed) + ", envelope by node key ✓",
+            state: case.state.name().to_owned(),
+            deadline: case.deadline,
+        });
+        Ok(CaseUpdate {
+            case_ref: a.case_ref.clone(),
+            state_change: state_change(&a.case_ref, before.as_ref(), &case, &signed.digest()),
+            record,
+        })
+    }
+
+    /// The receipt for a case-opening step arrived: `sent` becomes `received`.
+    pub(crate) async fn case_receipted(&self, case_ref: &str, kind: &str) {
+        if workflow::spec(kind).is_none_or(|s| !s.opens_case) {
+            return;
+        }
+        let _guard = self.case_lock.lock().await;
+        let now = now_ms();
+        let Ok(Some(mut rec)) = self.store.case(case_ref) else {
+            return;
+        };
+        let Some(next) = workflow::delivered(&rec.case) else {
+            return;
+        };
+        let change = state_change(
+            case_ref,
+            Some(&rec.case),
+            &next,
+            &liaison_protocol::Digest([0; 32]),
+        );
+        rec.case = next;
+        let res = self
+            .store
+            .write(now, |t| {
+                if let Some(c) = change {
+                    t.log(EntryKind::CaseStateChanged, c);
+                }
+                t.put_case(case_ref, &rec);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = res {
+            warn!(node = %self.id, error = %e, "cannot record a case's delivery");
+        }
+    }
+
+    /// Deadlines (overdue, supervisor told) and alert radii.
+    async fn case_tick(self: &Arc<Self>, now: u64) -> Result<(), NodeError> {
+        for (case_ref, rec) in self.store.cases()? {
+            if workflow::mark_overdue(&rec.case, now).is_some() {
+                self.mark_overdue(&case_ref, now).await?;
+            }
+            let rec = self.store.case(&case_ref)?.unwrap_or(rec);
+            if rec.case.overdue
+                && !rec.overdue_notified
+                && rec.case.opened_by == self.id
+                && rec.case.supervisor.is_some()
+            {
+                self.notify_supervisor(&case_ref, &rec).await?;
+            }
+            if rec.case.workflow == Workflow::Alert
+                && rec.case.state == State::Active
+                && rec.case.opened_by == self.id
+            {
+                self.widen_alert(&case_ref, &rec, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_overdue(&self, case_ref: &str, now: u64) -> Result<(), NodeError> {
+        let _guard = self.case_lock.lock().await;
+        let Some(mut rec) = self.store.case(case_ref)? else {
+            return Ok(());
+        };
+        let Some(next) = workflow::mark_overdue(&rec.case, now) else {
+            return Ok(());
+        };
+        let reason = format!(
+            "case {case_ref} overdue: deadline {} passed in state {}",
+            next.deadline.unwrap_or(0),
+            next.state.name()
+        );
+        rec.timeline.push(TimelineEntry {
+            at: now,
+            kind: "deadline.overdue".into(),
+            direction: "overdue".into(),
+            from: self.id.clone(),
+            to: Vec::new(),
+            actor: self.id.to_string(),
+            officer: None,
+            message_ids: Vec::new(),
+            action: String::new(),
+            verified: String::new(),
+            state: next.state.name().to_owned(),
+            deadline: next.deadline,
+        });
+        rec.case = next;
+        let entry = event_record(&reason, None, None, None);
+        self.store
+            .write(now, |t| {
+                t.log(EntryKind::CaseStateChanged, entry);
+                t.put_case(case_ref, &rec);
+                Ok(())
+            })
+            .await?;
+        warn!(node = %self.id, %case_ref, "case overdue");
+        Ok(())
+    }
+
+    /// Sends the node-signed `supervision.overdue` notice to the case's supervisor.
+    async fn notify_supervisor(
+        self: &Arc<Self>,
+        case_ref: &str,
+        rec: &CaseRecord,
+    ) -> Result<(), NodeError> {
+        let Some(sup) = &rec.case.supervisor else {
+            return Ok(());
+        };
+        let Some(spec) = workflow::spec("supervision.overdue") else {
+            return Err(NodeError::Invalid(
+                "catalog has no supervision.overdue".into(),
+            ));
+        };
+        let now = now_ms();
+        let doc = Document::new()
+            .with("overdue_case", case_ref)
+            .with("deadline", rec.case.deadline.unwrap_or(0))
+            .with("state", rec.case.state.name());
+        let action = Action {
+            federation: self.federation.clone(),
+            node: self.id.clone(),
+            kind: spec.kind.to_owned(),
+            case_ref: case_ref.to_owned(),
+            at: now,
+            purpose: spec.purpose.to_owned(),
+            handling: Handling::H0,
+            sensitivity: Vec::new(),
+            retention_days: 3650,
+            abroad: false,
+            document: doc,
+            derived_from: Vec::new(),
+            credential: None,
+        };
+        let signed = action.sign(&self.signing);
+        let req = ActRequest {
+            action: String::new(),
+            to: vec![sup.node.clone()],
+            priority: None,
+            in_reply_to: None,
+        };
+        match self.submit(signed, spec, req, None, "automatic").await {
+            Ok(_) => {}
+            Err(e) => warn!(node = %self.id, error = %e, "cannot notify the supervisor"),
+        }
+        // Told (or the refusal logged): do not repeat every tick.
+        let _guard = self.case_lock.lock().await;
+        if let Some(mut latest) = self.store.case(case_ref)? {
+            latest.overdue_notified = true;
+            self.store
+                .write(now, |t| {
+                    t.put_case(case_ref, &latest);
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends an active alert to the units its radius has reached since the last tick.
+    async fn widen_alert(
+        self: &Arc<Self>,
+        case_ref: &str,
+        rec: &CaseRecord,
+        now: u64,
+    ) -> Result<(), NodeError> {
+        let Some(bytes) = &rec.alert_action else {
+            return Ok(());
+        };
+        let roster = self.roster.get();
+        let r = roster.roster();
+        let signed = SignedAction::open(bytes, r)?;
+        let targets = alert_targets(signed.action(), r, &self.id, now).unwrap_or_default();
+        let new: Vec<NodeId> = targets
+            .into_iter()
+            .filter(|t| !rec.alerted.contains(t))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let Some(spec) = workflow::spec("alert.issue") else {
+            return Ok(());
+        };
+        let req = ActRequest {
+            action: String::new(),
+            to: new,
+            priority: None,
+            in_reply_to: None,
+        };
+        if let Err(e) = self.submit(signed, spec, req, None, "widened").await {
+            warn!(node = %self.id, %case_ref, error = %e, "cannot widen the alert");
+        }
+        Ok(())
+    }
+}
+
+/// The units an alert reaches at `now`: every active member within the radius for the time
+/// the child has been missing, measured from where the child was last seen.
+fn alert_targets(
+    a: &Action,
+    r: &liaison_protocol::Roster,
+    me: &NodeId,
+    now: u64,
+) -> Result<Vec<NodeId>, String> {
+    let step = Step {
+        case_ref: &a.case_ref,
+        kind: &a.kind,
+        from: me,
+        to: me,
+        at: a.at,
+        doc: &a.document,
+        action: liaison_protocol::Digest([0; 32]),
+        officer: "",
+    };
+    let case = workflow::apply(None, &step, r).map_err(|e| e.to_string())?;
+    let (origin, since) = case
+        .alert_origin()
+        .ok_or_else(|| "alert has no location (last_seen)".to_owned())?;
+    let radius = workflow::alert_radius_m(since, now);
+    Ok(workflow::alert_recipients(r, me, &origin, radius))
+}
+
+fn verified_label(s: &SignedAction) -> String {
+    match s.officer() {
+        Some(o) => format!(
+            "officer {} signature ✓, credential by {} node key ✓",
+            o.id, o.node
+        ),
+        None => format!("{} node key signature ✓ (automatic)", s.action().node),
+    }
+}
+
+fn state_change(
+    case_ref: &str,
+    before: Option<&Case>,
+    after: &Case,
+    action: &liaison_protocol::Digest,
+) -> Option<Vec<u8>> {
+    let from = before.map(|c| c.state.name());
+    let changed = before.is_none_or(|b| b.state != after.state || b.overdue != after.overdue);
+    changed.then(|| state_change_record(case_ref, from, after.state.name(), &action.0))
+}
+
+impl Inner {
+    /// Receiver side of [`Inner::check_case_step`], for `store_inbound`: stage the case.
+    pub(crate) fn stage_case(t: &mut crate::store::Txn<'_>, u: &CaseUpdate) {
+        if let Some(c) = &u.state_change {
+            t.log(EntryKind::CaseStateChanged, c.clone());
+        }
+        t.put_case(&u.case_ref, &u.record);
+    }
+}
+
+/// Whether a kind is a case step (carried as an officer-signed action).
+pub(crate) fn is_case_kind(kind: &str) -> bool {
+    workflow::spec(kind).is_some()
+}

@@ -1,0 +1,976 @@
+//! The officers' workflows through real nodes: officer-signed actions, case state on both
+//! sides, handling rules, deadlines and supervision, alerts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use liaison_certs_dev::MemberSpec;
+use liaison_node::{Node, NodeError};
+use liaison_protocol::action::{Handling, SignedAction};
+use liaison_protocol::audit::EntryKind;
+use liaison_protocol::document::{Document, Field};
+use liaison_protocol::{MessageId, Priority};
+use liaison_tests::{
+    Federation, Officer, assist_request_doc, case_state, count_state, entries_of, member, msg,
+    spec, wait_for,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn at(mut m: MemberSpec, lat_e6: i64, lon_e6: i64) -> MemberSpec {
+    m.location = Some((lat_e6, lon_e6));
+    m
+}
+
+/// Fujian and Shaanxi bureaus, the joint-meeting office, Hekou border station and the Lao Cai
+/// border guard behind it: real coordinates.
+fn federation() -> Federation {
+    Federation::new(&spec(vec![
+        at(
+            member("fj", "public_security", "CHN", None),
+            26_074_500,
+            119_296_500,
+        ),
+        at(
+            member("sx", "public_security", "CHN", None),
+            34_341_600,
+            108_939_800,
+        ),
+        at(
+            member("xa", "marriage_registry", "CHN", None),
+            34_260_000,
+            108_940_000,
+        ),
+        at(
+            member("jmo", "joint_meeting", "CHN", None),
+            39_904_200,
+            116_407_400,
+        ),
+        at(
+            member("hk", "border_station", "CHN", None),
+            22_512_000,
+            103_954_000,
+        ),
+        at(
+            member("vn", "foreign_counterpart", "VNM", Some("hk")),
+            22_485_600,
+            103_970_700,
+        ),
+    ]))
+    .unwrap()
+}
+
+fn refused(r: Result<liaison_node::ActResult, NodeError>) -> String {
+    match r {
+        Ok(v) => panic!("expected a refusal, got {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn delivered(node: &Node, result: &liaison_node::ActResult) {
+    for m in &result.messages {
+        let id = m.message_id.clone();
+        wait_for(LIMIT, || {
+            node.message(&id)
+                .unwrap()
+                .is_some_and(|v| serde_json::to_value(&v.state).unwrap()["state"] == "delivered")
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assistance_check_is_signed_by_officers_and_tracked_on_both_sides() {
+    let mut fed = federation();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let lin = Officer::enroll(&fj, "fj/lin.wei", "investigator")
+        .await
+        .unwrap();
+    let zhao = Officer::enroll(&sx, "sx/zhao.lei", "investigator")
+        .await
+        .unwrap();
+    let case = "FJ-2026-0042";
+
+    let r = lin
+        .act(
+            "assist.request",
+            case,
+            assist_request_doc("identity_check", None),
+            &["sx"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.state.name(), "sent");
+    // 7 days for an identity check, from the officer's signing time.
+    let deadline = r.deadline.unwrap();
+    delivered(&fj, &r).await;
+    wait_for(LIMIT, || case_state(&fj, case) == "received")
+        .await
+        .unwrap();
+    assert_eq!(case_state(&sx, case), "received");
+    assert_eq!(
+        sx.case(case).unwrap().unwrap().case.deadline,
+        Some(deadline)
+    );
+
+    let r = zhao
+        .act("assist.accept", case, Document::new(), &["fj"])
+        .await
+        .unwrap();
+    delivered(&sx, &r).await;
+    let answer = zhao
+        .act(
+            "assist.answer",
+            case,
+            Document::new().with("result", "identity confirmed"),
+            &["fj"],
+        )
+        .await
+        .unwrap();
+    delivered(&sx, &answer).await;
+    assert_eq!(case_state(&fj, case), "answered");
+    assert_eq!(case_state(&sx, case), "answered");
+
+    // The receiver shows who acted, with every signature checked.
+    let view = fj.case(case).unwrap().unwrap();
+    let kinds: Vec<&str> = view.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["assist.request", "assist.accept", "assist.answer"]);
+    let last = view.timeline.last().unwrap();
+    assert_eq!(last.actor, "sx/zhao.lei");
+    assert_eq!(last.direction, "received");
+    assert!(
+        last.verified.contains("officer sx/zhao.lei signature ✓"),
+        "{}",
+        last.verified
+    );
+    assert!(last.officer.as_deref().unwrap().contains("investigator"));
+    // The body the recipient holds is the officer's signed action, verifiable by anyone
+    // with the roster.
+    let inbox = fj.inbox(10, true).unwrap();
+    let body = inbox
+        .iter()
+        .find(|m| m.kind == "assist.answer")
+        .and_then(|m| m.body.clone())
+        .unwrap();
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    let action = SignedAction::open(&body, fj.roster().roster()).unwrap();
+    assert_eq!(action.officer().unwrap().id, "sx/zhao.lei");
+
+    // Audit: officer actions and state changes on both sides, logs verify.
+    // Officer actions are logged where the officer acted: one request here, accept and
+    // answer there.
+    assert_eq!(entries_of(&fj, EntryKind::OfficerAction).len(), 1);
+    assert_eq!(entries_of(&sx, EntryKind::OfficerAction).len(), 2);
+    for node in [&fj, &sx] {
+        assert!(entries_of(node, EntryKind::CaseStateChanged).len() >= 3);
+        assert!(entries_of(node, EntryKind::KeyChanged).len() == 1);
+        assert!(node.audit_verify().unwrap().first_problem.is_none());
+    }
+    for id in ["fj", "sx"] {
+        fed.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_officers_and_illegal_steps_are_refused_and_audited() {
+    let mut fed = federation();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let lin = Officer::enroll(&fj, "fj/lin.wei", "investigator")
+        .await
+        .unwrap();
+    let clerk = Officer::enroll(&fj, "fj/clerk", "registrar").await.unwrap();
+    let case = "FJ-2026-0099";
+    let rejected_before = entries_of(&fj, EntryKind::Rejected).len();
+
+    // An officer the node never enrolled (credential forged with another node's key is
+    // caught by the signature check; here the credential is genuine but for a key the
+    // officer does not hold).
+    let mut stranger = Officer::enroll(&fj, "fj/stranger", "investigator")
+        .await
+        .unwrap();
+    stranger.key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let e = refused(
+        stranger
+            .act(
+                "assist.request",
+                case,
+                assist_request_doc("identity_check", None),
+                &["sx"],
+            )
+            .await,
+    );
+    assert!(
+        e.contains("does not verify") || e.contains("wrong signer"),
+        "{e}"
+    );
+
+    // Revoked officer.
+    let gone = Officer::enroll(&fj, "fj/gone", "investigator")
+        .await
+        .unwrap();
+    fj.revoke_officer("fj/gone").await.unwrap();
+    let e = refused(
+        gone.act(
+            "assist.request",
+            case,
+            assist_request_doc("identity_check", None),
+            &["sx"],
+        )
+        .await,
+    );
+    assert!(e.contains("revoked"), "{e}");
+
+    // An officer enrolled at another node.
+    let zhao = Officer::enroll(&sx, "sx/zhao.lei", "investigator")
+        .await
+        .unwrap();
+    let a = zhao.action(
+        "assist.request",
+        case,
+        assist_request_doc("identity_check", None),
+    );
+    let signed = a.sign(&zhao.key);
+    let e = fj
+        .act(liaison_node::ActRequest {
+            action: base64::engine::general_purpose::STANDARD.encode(signed.bytes()),
+            to: vec!["sx".parse().unwrap()],
+            priority: None,
+            in_reply_to: None,
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("for node sx"), "{e}");
+
+    // Role not allowed.
+    let e = refused(
+        clerk
+            .act(
+                "assist.request",
+                case,
+                assist_request_doc("identity_check", None),
+                &["sx"],
+            )
+            .await,
+    );
+    assert!(e.contains("registrar"), "{e}");
+
+    // Missing legal instrument.
+    let mut doc = assist_request_doc("identity_check", None);
+    doc.set("legal_instruments", Field::List(vec![]));
+    let e = refused(lin.act("assist.request", case, doc, &["sx"]).await);
+    assert!(e.contains("legal_instruments"), "{e}");
+
+    // An answer to a request that was never sent.
+    let e = refused(
+        zhao.act(
+            "assist.answer",
+            "NEVER-SENT-1",
+            Document::new().with("result", "x"),
+            &["fj"],
+        )
+        .await,
+    );
+    assert!(
+        e.to_lowercase().contains("never") || e.contains("unknown case"),
+        "{e}"
+    );
+
+    // Illegal transition: the requester answers its own request.
+    let r = lin
+        .act(
+            "assist.request",
+            case,
+            assist_request_doc("identity_check", None),
+            &["sx"],
+        )
+        .await
+        .unwrap();
+    delivered(&fj, &r).await;
+    let before = fj.case(case).unwrap().unwrap();
+    let e = refused(
+        lin.act(
+            "assist.answer",
+            case,
+            Document::new().with("result", "x"),
+            &["sx"],
+        )
+        .await,
+    );
+    assert!(!e.is_empty());
+    let after = fj.case(case).unwrap().unwrap();
+    assert_eq!(before.case, after.case, "a refused step changes nothing");
+    assert_eq!(before.timeline.len(), after.timeline.len());
+
+    // Every refusal above is an audit entry with its reason.
+    assert!(entries_of(&fj, EntryKind::Rejected).len() >= rejected_before + 6);
+    assert!(fj.audit_verify().unwrap().first_problem.is_none());
+    for id in ["fj", "sx"] {
+        fed.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdue_check_is_marked_and_the_supervisor_is_told() {
+    let mut fed = federation();
+    let fast = |c: &mut liaison_node::Config| c.workflow.tick_ms = 100;
+    let fj = fed.start_with("fj", fast).await.unwrap();
+    let sx = fed.start_with("sx", fast).await.unwrap();
+    let jmo = fed.start_with("jmo", fast).await.unwrap();
+    let lin = Officer::enroll(&fj, "fj/lin.wei", "investigator")
+        .await
+        .unwrap();
+    let sun = Officer::enroll(&jmo, "jmo/sun.ming", "supervisor")
+        .await
+        .unwrap();
+    let case = "FJ-2026-0100";
+    // "locate" has a per-request deadline: 2 s from now.
+    let due = liaison_node::now_ms() + 2_000;
+    let r = lin
+        .act(
+            "assist.request",
+            case,
+            assist_request_doc("locate", Some(due)),
+            &["sx"],
+        )
+        .await
+        .unwrap();
+    delivered(&fj, &r).await;
+    let r = sun
+        .act(
+            "supervision.attach",
+            case,
+            Document::new()
+                .with("interval_days", 7u64)
+                .with("instruction", "listed case"),
+            &["fj"],
+        )
+        .await
+        .unwrap();
+    delivered(&jmo, &r).await;
+    assert_eq!(
+        fj.case(case)
+            .unwrap()
+            .unwrap()
+            .case
+            .supervisor
+            .unwrap()
+            .node
+            .as_str(),
+        "jmo"
+    );
+    assert!(!fj.case(case).unwrap().unwrap().case.overdue);
+
+    // Past the deadline with no answer: overdue on both sides, the supervisor is told by a
+    // node-signed notice.
+    wait_for(LIMIT, || fj.case(case).unwrap().unwrap().case.overdue)
+        .await
+        .unwrap();
+    wait_for(LIMIT, || sx.case(case).unwrap().unwrap().case.overdue)
+        .await
+        .unwrap();
+    wait_for(LIMIT, || {
+        jmo.case(case)
+            .unwrap()
+            .is_some_and(|c| c.timeline.iter().any(|e| e.kind == "supervision.overdue"))
+    })
+    .await
+    .unwrap();
+    let jview = jmo.case(case).unwrap().unwrap();
+    let notice = jview
+        .timeline
+        .iter()
+        .find(|e| e.kind == "supervision.overdue")
+        .unwrap();
+    assert_eq!(notice.actor, "fj");
+    assert!(notice.verified.contains("automatic"), "{}", notice.verified);
+    // Told once, not every tick.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let notices = jmo
+        .case(case)
+        .unwrap()
+        .unwrap()
+        .timeline
+        .iter()
+        .filter(|e| e.kind == "supervision.overdue")
+        .count();
+    assert_eq!(notices, 1);
+    for id in ["fj", "sx", "jmo"] {
+        fed.stop(id).await;
+    }
+}
+
+fn handover_record(no: &str) -> Document {
+    Document::new().with(
+        "record",
+        Document::new()
+            .with("record_no", no)
+            .with("port", "Hekou-Lao Cai")
+            .with("time", 1_764_000_000_000u64)
+            .with(
+                "persons",
+                Field::List(vec![Field::Map(
+                    Document::new()
+                        .with("name", "TRAN Thi B")
+                        .with("sex", "female")
+                        .with("nationality", "VNM")
+                        .with("minor", false),
+                )]),
+            )
+            .with(
+                "dossier",
+                Field::List(vec![Field::Map(
+                    Document::new()
+                        .with("name", "identification record")
+                        .with("sha256", "cd".repeat(32)),
+                )]),
+            )
+            .with(
+                "officers",
+                Field::List(vec![
+                    Field::Text("Chen Hui".into()),
+                    Field::Text("Nguyen Van An".into()),
+                ]),
+            ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_is_complete_only_with_both_signatures_over_one_record() {
+    let mut fed = federation();
+    let fj = fed.start("fj").await.unwrap();
+    let _hk = fed.start("hk").await.unwrap();
+    let vn = fed.start("vn").await.unwrap();
+    let chen = Officer::enroll(&fj, "fj/chen.hui", "investigator")
+        .await
+        .unwrap();
+    let an = Officer::enroll(&vn, "vn/nguyen.van.an", "foreign_liaison")
+        .await
+        .unwrap();
+    let case = "FJ-REP-2026-007";
+    let abroad = |o: &Officer, kind: &str, doc: Document| {
+        let mut a = o.action(kind, case, doc);
+        a.abroad = true;
+        a
+    };
+    let victim = Document::new()
+        .with("name", "TRAN Thi B")
+        .with("sex", "female")
+        .with("nationality", "VNM")
+        .with("minor", false);
+    chen.act(
+        "repatriation.open",
+        case,
+        Document::new()
+            .with("victim", victim.clone())
+            .with("consent_notify_origin", true)
+            .with("consent_recorded_by", "Chen Hui"),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(case_state(&fj, case), "identified");
+    // Without the abroad flag the node refuses to send identity data to a foreign node.
+    let person = Document::new()
+        .with("name", "TRAN Thi B")
+        .with("sex", "female")
+        .with("nationality", "VNM");
+    let e = refused(
+        chen.act(
+            "repatriation.nationality_request",
+            case,
+            Document::new()
+                .with("person", person.clone())
+                .with("consent_notify_origin", true),
+            &["vn"],
+        )
+        .await,
+    );
+    assert!(e.contains("abroad"), "{e}");
+    let steps: Vec<(&Officer, &str, Document, &str)> = vec![
+        (
+            &chen,
+            "repatriation.nationality_request",
+            Document::new()
+                .with("person", person)
+                .with("consent_notify_origin", true),
+            "vn",
+        ),
+        (
+            &an,
+            "repatriation.nationality_answer",
+            Document::new()
+                .with("result", "confirmed")
+                .with("reference", "LC-2026-1187"),
+            "fj",
+        ),
+        (
+            &an,
+            "repatriation.travel_document",
+            Document::new()
+                .with("document_no", "LC-TD-1")
+                .with("issued_at", "2026-11-20")
+                .with("valid_until", "2027-02-20"),
+            "fj",
+        ),
+        (
+            &chen,
+            "repatriation.handover_proposal",
+            Document::new()
+                .with("port", "Hekou-Lao Cai")
+                .with("date", "2026-11-25")
+                .with("window_from", "09:00")
+                .with("window_to", "11:00")
+                .with("escorts", Field::List(vec![Field::Text("Chen Hui".into())]))
+                .with(
+                    "persons",
+                    Field::List(vec![Field::Text("TRAN Thi B".into())]),
+                ),
+            "vn",
+        ),
+        (
+            &an,
+            "repatriation.handover_confirmation",
+            Document::new()
+                .with("fixed_time", "09:30")
+                .with("persons_verified", true),
+            "fj",
+        ),
+    ];
+    for (o, kind, doc, to) in steps {
+        let r = o.submit(&abroad(o, kind, doc), &[to]).await.unwrap();
+        delivered(&o.node, &r).await;
+    }
+    assert_eq!(case_state(&fj, case), "handover_scheduled");
+    assert_eq!(case_state(&vn, case), "handover_scheduled");
+
+    // One side signs: still scheduled on both sides.
+    let r = chen
+        .submit(
+            &abroad(
+                &chen,
+                "repatriation.handover_record",
+                handover_record("HK-JJ-1"),
+            ),
+            &["vn"],
+        )
+        .await
+        .unwrap();
+    delivered(&fj, &r).await;
+    assert_eq!(case_state(&fj, case), "handover_scheduled");
+    assert_eq!(case_state(&vn, case), "handover_scheduled");
+    assert_eq!(
+        vn.case(case)
+            .unwrap()
+            .unwrap()
+            .case
+            .handover_signatures()
+            .len(),
+        1
+    );
+
+    // The other side signs a different record: refused, nothing changes.
+    let e = refused(
+        an.submit(
+            &abroad(
+                &an,
+                "repatriation.handover_record",
+                handover_record("HK-JJ-2"),
+            ),
+            &["fj"],
+        )
+        .await,
+    );
+    assert!(e.contains("different"), "{e}");
+    assert_eq!(case_state(&vn, case), "handover_scheduled");
+
+    // The same record: handed over on both sides, with both signatures.
+    let r = an
+        .submit(
+            &abroad(
+                &an,
+                "repatriation.handover_record",
+                handover_record("HK-JJ-1"),
+            ),
+            &["fj"],
+        )
+        .await
+        .unwrap();
+    delivered(&vn, &r).await;
+    assert_eq!(case_state(&vn, case), "handed_over");
+    assert_eq!(case_state(&fj, case), "handed_over");
+    let sigs = fj
+        .case(case)
+        .unwrap()
+        .unwrap()
+        .case
+        .handover_signatures()
+        .to_vec();
+    assert_eq!(sigs.len(), 2);
+    assert_ne!(sigs[0].node, sigs[1].node);
+    for id in ["fj", "hk", "vn"] {
+        fed.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_refusal_and_policy_keep_data_at_home() {
+    let mut fed = federation();
+    let fj = fed.start("fj").await.unwrap();
+    let _hk = fed.start("hk").await.unwrap();
+    let lin = Officer::enroll(&fj, "fj/lin.wei", "investigator")
+        .await
+        .unwrap();
+    let case = "FJ-REP-2026-008";
+    lin.act(
+        "repatriation.open",
+        case,
+        Document::new()
+            .with(
+                "victim",
+                Document::new()
+                    .with("name", "LE Thi C")
+                    .with("sex", "female")
+                    .with("nationality", "VNM")
+                    .with("minor", false),
+            )
+            .with("consent_notify_origin", false)
+            .with("consent_recorded_by", "Lin Wei"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut a = lin.action(
+        "repatriation.nationality_request",
+        case,
+        Document::new()
+            .with(
+                "person",
+                Document::new()
+                    .with("name", "LE Thi C")
+                    .with("sex", "female")
+                    .with("nationality", "VNM"),
+            )
+            .with("consent_notify_origin", false),
+    );
+    a.abroad = true;
+    let e = refused(lin.submit(&a, &["vn"]).await);
+    assert!(e.contains("consent"), "{e}");
+    assert_eq!(case_state(&fj, case), "identified");
+
+    // A domestic criminal-record check never goes to a foreign counterpart.
+    let mut a = lin.action(
+        "assist.request",
+        "FJ-2026-0200",
+        assist_request_doc("criminal_record_check", None),
+    );
+    a.abroad = true;
+    let e = refused(lin.submit(&a, &["vn"]).await);
+    assert!(e.contains("policy forbids assist.request"), "{e}");
+    assert!(!entries_of(&fj, EntryKind::RefusedByPolicy).is_empty());
+    assert_eq!(case_state(&fj, "FJ-2026-0200"), "missing");
+    for id in ["fj", "hk"] {
+        fed.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marriage_check_answer_is_minimised() {
+    let mut fed = federation();
+    let xa = fed.start("xa").await.unwrap();
+    let hk = fed.start("hk").await.unwrap();
+    let liu = Officer::enroll(&xa, "xa/liu.fang", "registrar")
+        .await
+        .unwrap();
+    let yang = Officer::enroll(&hk, "hk/yang.bo", "border_officer")
+        .await
+        .unwrap();
+    let case = "XA-MR-2026-0311";
+    let r = liu
+        .act(
+            "marriage_check.request",
+            case,
+            Document::new().with("request_no", "XA-MR-2026-0311").with(
+                "foreign_party",
+                Document::new()
+                    .with("names", "NGUYEN Thi A")
+                    .with("sex", "female")
+                    .with("birth_date", "2001-07-02")
+                    .with("nationality", "VNM")
+                    .with("passport_no", "C1234567")
+                    .with("passport_issuer", "VNM"),
+            ),
+            &["hk"],
+        )
+        .await
+        .unwrap();
+    delivered(&xa, &r).await;
+    let answer = Document::new()
+        .with("record_found", true)
+        .with("lawful_entry", true)
+        .with("last_entry_date", "2026-09-30")
+        .with("last_entry_port", "Hekou");
+    // The travel history is not part of the answer: the node refuses it.
+    let mut leaky = answer.clone();
+    leaky.set(
+        "travel_history",
+        Field::List(vec![Field::Text("2025-01-02 Hekou in".into())]),
+    );
+    let e = refused(
+        yang.act("marriage_check.answer", case, leaky, &["xa"])
+            .await,
+    );
+    assert!(e.contains("travel_history"), "{e}");
+    assert_eq!(case_state(&hk, case), "submitted");
+
+    let r = yang
+        .act("marriage_check.answer", case, answer, &["xa"])
+        .await
+        .unwrap();
+    delivered(&hk, &r).await;
+    assert_eq!(case_state(&xa, case), "answered_match");
+    // What the registry holds has only the minimised fields.
+    let inbox = xa.inbox(10, true).unwrap();
+    let body = inbox
+        .iter()
+        .find(|m| m.kind == "marriage_check.answer")
+        .and_then(|m| m.body.clone())
+        .unwrap();
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    let action = SignedAction::open(&body, xa.roster().roster()).unwrap();
+    let keys: Vec<&str> = action.action().document.keys().collect();
+    let allowed = [
+        "record_found",
+        "lawful_entry",
+        "last_entry_date",
+        "last_entry_port",
+        "visa_type",
+        "authorised_stay_until",
+        "flags",
+    ];
+    assert!(keys.iter().all(|k| allowed.contains(k)), "{keys:?}");
+    for id in ["xa", "hk"] {
+        fed.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_material_is_not_passed_on_without_the_providers_permission() {
+    let mut fed = federation();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let _hk = fed.start("hk").await.unwrap();
+    let lin = Officer::enroll(&fj, "fj/lin.wei", "investigator")
+        .await
+        .unwrap();
+    let zhao = Officer::enroll(&sx, "sx/zhao.lei", "investigator")
+        .await
+        .unwrap();
+    let case = "FJ-2026-0300";
+    let r = lin
+        .act(
+            "assist.request",
+            case,
+            assist_request_doc("identity_check", None),
+            &["sx"],
+        )
+        .await
+        .unwrap();
+    delivered(&fj, &r).await;
+    let r = zhao
+        .act("assist.accept", case, Document::new(), &["fj"])
+        .await
+        .unwrap();
+    delivered(&sx, &r).await;
+    let mut a = zhao.action(
+        "assist.answer",
+        case,
+        Document::new().with("result", "identity confirmed; address in Xi'an"),
+    );
+    a.handling = Handling::H2;
+    let answer = zhao.submit(&a, &["fj"]).await.unwrap();
+    delivered(&sx, &answer).await;
+    let h2_id = answer.messages[0].message_id.clone();
+
+    // Fujian passes the answer on to Hekou in a new request: refused without permission.
+    let onward = |lin: &Officer| {
+        let mut a = lin.action(
+            "assist.request",
+            "FJ-2026-0301",
+            assist_request_doc("identity_check", None),
+        );
+        a.derived_from = vec![MessageId::from_hex(&h2_id).unwrap()];
+        a
+    };
+    let e = refused(lin.submit(&onward(&lin), &["hk"]).await);
+    assert!(e.contains("H2") && e.contains("permission"), "{e}");
+    assert_eq!(case_state(&fj, "FJ-2026-0301"), "missing");
+    let policy_refusals = entries_of(&fj, EntryKind::RefusedByPolicy).len();
+    assert!(policy_refusals >= 1);
+
+    // Passing it back to its provider needs no permission.
+    let mut back = onward(&lin);
+    back.case_ref = "FJ-2026-0302".into();
+    let r = lin.submit(&back, &["sx"]).await.unwrap();
+    delivered(&fj, &r).await;
+
+    // Ask, get the grant, pass it on.
+    let ask = lin
+        .act(
+            "permission.request",
+            "FJ-PERM-1",
+            Document::new()
+                .with("message_id", h2_id.as_str())
+                .with("recipient", "hk")
+                .with("purpose", "criminal_investigation")
+                .with("reason", "Hekou checks the subject's border crossings"),
+            &["sx"],
+        )
+        .await
+        .unwrap();
+    delivered(&fj, &ask).await;
+    let grant = zhao
+        .act(
+            "permission.grant",
+            "FJ-PERM-1",
+            Document::new().with("conditions", "for this case only"),
+            &["fj"],
+        )
+        .await
+        .unwrap();
+    delivered(&sx, &grant).await;
+    assert_eq!(case_state(&fj, "FJ-PERM-1"), "granted");
+    let r = lin.submit(&onward(&lin), &["hk"]).await.unwrap();
+    delivered(&fj, &r).await;
+    for id in ["fj", "sx", "hk"] {
+        fed.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_the_radius_and_overtake_ten_thousand_routine_messages() {
+    let mut fed = federation();
+    let sx = fed.start("sx").await.unwrap();
+    let zhao = Officer::enroll(&sx, "sx/zhao.lei", "investigator")
+        .await
+        .unwrap();
+    // 10,000 routine messages wait for the Xi'an registry while it is down.
+    const ROUTINE: usize = 10_000;
+    for i in 0..ROUTINE {
+        sx.send(msg("xa", "bus.test", format!("routine {i}").as_bytes()))
+            .await
+            .unwrap();
+    }
+    let case = "SX-ALERT-2026-0093";
+    // No location: refused.
+    let mut no_place = Document::new()
+        .with(
+            "child",
+            Document::new()
+                .with("name", "WANG Xiaoming")
+                .with("sex", "male")
+                .with("description", "red jacket"),
+        )
+        .with("missing_since", liaison_node::now_ms())
+        .with("contact", "desk 1");
+    let e = refused(zhao.act("alert.issue", case, no_place.clone(), &[]).await);
+    assert!(e.contains("location"), "{e}");
+    assert_eq!(case_state(&sx, case), "missing");
+
+    // Last seen at Xi'an railway station, 30 minutes ago: 100 km, the Xi'an registry only.
+    no_place.set(
+        "last_seen",
+        Document::new()
+            .with("place", "Xi'an railway station")
+            .with("lat_e6", "34278500")
+            .with("lon_e6", "108961700"),
+    );
+    no_place.set("missing_since", liaison_node::now_ms() - 30 * 60 * 1000);
+    let r = zhao.act("alert.issue", case, no_place, &[]).await.unwrap();
+    assert_eq!(r.messages.len(), 1, "{r:?}");
+    assert_eq!(
+        sx.case(case).unwrap().unwrap().alerted,
+        ["xa".parse().unwrap()]
+    );
+    let alert_id = r.messages[0].message_id.clone();
+    let msg_view = sx.message(&alert_id).unwrap().unwrap();
+    assert_eq!(msg_view.priority, Priority::Flash.name());
+
+    let xa = fed.start("xa").await.unwrap();
+    wait_for(Duration::from_secs(300), || {
+        count_state(&sx, "outgoing", "delivered") == ROUTINE + 1
+    })
+    .await
+    .unwrap();
+    let inbox = xa.inbox(ROUTINE + 1, false).unwrap();
+    let pos = inbox.iter().position(|m| m.message_id == alert_id).unwrap();
+    assert!(
+        pos < liaison_node::config::DEFAULT_WINDOW,
+        "alert arrived at position {pos} of {}",
+        inbox.len()
+    );
+    assert_eq!(case_state(&xa, case), "active");
+    for id in ["sx", "xa"] {
+        fed.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annual_report_counts_the_year_and_refuses_a_future_one() {
+    let mut fed = federation();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let jmo = fed.start("jmo").await.unwrap();
+    let lin = Officer::enroll(&fj, "fj/lin.wei", "investigator")
+        .await
+        .unwrap();
+    let r = lin
+        .act(
+            "assist.request",
+            "FJ-2026-0400",
+            assist_request_doc("age_check", None),
+            &["sx"],
+        )
+        .await
+        .unwrap();
+    delivered(&fj, &r).await;
+    let year = liaison_protocol::workflow::year_of(liaison_node::now_ms());
+    let figures = fj.annual_figures(year).unwrap();
+    assert!(fj.annual_figures(year + 5).is_err());
+    let e = refused(
+        lin.act(
+            "report.annual",
+            &format!("report-fj-{}", year + 5),
+            Document::new()
+                .with("year", (year + 5) as u64)
+                .with("figures", Document::new()),
+            &["jmo"],
+        )
+        .await,
+    );
+    assert!(e.contains("future"), "{e}");
+    let r = lin
+        .act(
+            "report.annual",
+            &format!("report-fj-{year}"),
+            figures,
+            &["jmo"],
+        )
+        .await
+        .unwrap();
+    delivered(&fj, &r).await;
+    assert_eq!(case_state(&jmo, &format!("report-fj-{year}")), "submitted");
+    drop((sx, jmo));
+    for id in ["fj", "sx", "jmo"] {
+        fed.stop(id).await;
+    }
+}
