@@ -1,11 +1,12 @@
 //! The node's audit log as evidence: signed checkpoints, inclusion proofs (evidence
 //! bundles) and a full re-verification of the stored log.
 
+use liaison_protocol::action::{MAX_CREDENTIAL_LEN, Officer, SignedAction, TYP_OFFICER};
 use liaison_protocol::audit::{Entry, EntryKind};
 use liaison_protocol::evidence::Evidence;
 use liaison_protocol::merkle::{self, Frontier, Hash, MerkleError, SubtreeFn};
 use liaison_protocol::note::{Checkpoint, MAX_NOTE_LEN, SignedNote};
-use liaison_protocol::{Envelope, MessageId, SignedNonDelivery, SignedReceipt};
+use liaison_protocol::{Envelope, MessageId, SignedNonDelivery, SignedObject, SignedReceipt};
 use serde::Serialize;
 
 use crate::error::NodeError;
@@ -76,11 +77,13 @@ impl Node {
         let entries = self.log_entries(0, n)?;
         let mut digests = Vec::new();
         let mut indices = Vec::new();
+        let roster = self.roster();
+        let r = roster.roster();
         for (i, e) in &entries {
-            if let Some((d, h)) = Envelope::peek_unverified(&e.object) {
-                if h.case_ref.as_deref() == Some(case_ref) {
+            if liaison_protocol::audit::case_of(e, r).as_deref() == Some(case_ref) {
+                indices.push(*i);
+                if let Some((d, _)) = Envelope::peek_unverified(&e.object) {
                     digests.push(d);
-                    indices.push(*i);
                 }
             }
         }
@@ -89,8 +92,6 @@ impl Node {
                 "no message of case {case_ref} on this node"
             )));
         }
-        let roster = self.roster();
-        let r = roster.roster();
         for (i, e) in &entries {
             let named = SignedReceipt::open(&e.object, |k| r.signer(k))
                 .map(|rc| rc.receipt().message_digest)
@@ -146,7 +147,8 @@ impl Node {
             let Some(rec) = store.message(&digest)? else {
                 continue;
             };
-            if rec.stored_at.saturating_add(retention_ms) > now {
+            let keep = rec.retain_ms.map_or(retention_ms, |r| r.min(retention_ms));
+            if rec.stored_at.saturating_add(keep) > now {
                 continue;
             }
             // A body still waiting in an outbox or an inbox is not purged under it.
@@ -374,6 +376,18 @@ fn check_signed(entry: &Entry, r: &liaison_protocol::Roster) -> Result<u64, Stri
             .or_else(|_| SignedNonDelivery::open(&entry.object, signer).map(|_| ()))
             .map(|()| 1)
             .map_err(|e| format!("forwarded object in the entry does not verify: {e}")),
+        EntryKind::OfficerAction => SignedAction::open(&entry.object, r)
+            .map(|a| 1 + u64::from(a.officer().is_some()))
+            .map_err(|e| format!("officer action in the entry does not verify: {e}")),
+        // An enrollment carries the node-signed credential; a revocation a plain record.
+        EntryKind::KeyChanged
+            if SignedObject::parse(&entry.object, MAX_CREDENTIAL_LEN)
+                .is_ok_and(|o| o.typ() == TYP_OFFICER) =>
+        {
+            Officer::open(&entry.object, r)
+                .map(|_| 1)
+                .map_err(|e| format!("officer credential in the entry does not verify: {e}"))
+        }
         _ => Ok(0),
     }
 }

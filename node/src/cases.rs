@@ -739,6 +739,9 @@ impl Inner {
             return Err(format!("{} is not marked as releasable abroad", a.kind));
         }
         let existing = self.store.case(&a.case_ref).map_err(|e| e.to_string())?;
+        if existing.is_none() && a.kind == "supervision.attach" {
+            return Err(format!("there is no case {} here to supervise", a.case_ref));
+        }
         let before = existing.as_ref().map(|e| e.case.clone());
         let step = Step {
             case_ref: &a.case_ref,

@@ -597,11 +597,23 @@ pub(crate) fn stage_outgoing(
             handed_over: false,
             attempts: 0,
             out_key: Some(q.key.clone()),
+            retain_ms: retention_of(body),
         },
     );
     t.index_id(&h.id, &digest);
     t.log(EntryKind::MessageSent, env.bytes().to_vec());
     q
+}
+
+/// The retention an officer action in `body` sets for itself, in ms (None for other bodies).
+fn retention_of(body: &[u8]) -> Option<u64> {
+    let obj = liaison_protocol::SignedObject::parse(body, liaison_protocol::action::MAX_ACTION_LEN)
+        .ok()?;
+    if obj.typ() != liaison_protocol::cose::TYP_ACTION {
+        return None;
+    }
+    let a = liaison_protocol::action::Action::decode(obj.payload()).ok()?;
+    Some(a.retention_days.saturating_mul(24 * 3600 * 1000))
 }
 
 fn error_frame(code: ErrorCode, reason: impl Into<String>) -> Frame {
@@ -1100,6 +1112,7 @@ impl Inner {
                     handed_over: false,
                     attempts: 0,
                     out_key: None,
+                    retain_ms: case.as_ref().and(retention_of(body)),
                 };
                 let queued = match &relay_hop {
                     None => {

@@ -108,6 +108,10 @@ pub struct MessageRecord {
     /// Key of its outbox entry while queued here.
     #[serde(with = "serde_opt_bytes")]
     pub out_key: Option<Vec<u8>>,
+    /// How long the body may be kept, ms, when the message says (an officer action's
+    /// retention); the node's own `body_retention_ms` applies when it is shorter.
+    #[serde(default)]
+    pub retain_ms: Option<u64>,
 }
 
 /// An item waiting in a per-hop outbox.

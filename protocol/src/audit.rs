@@ -184,6 +184,31 @@ pub fn state_change_record(
     )
 }
 
+/// The case an entry is about, from its object: an envelope's case reference (sent,
+/// received, relayed), an officer action's (verified against `roster`), or a state-change
+/// record's. Receipts and non-delivery records name an envelope instead (see
+/// [`crate::evidence::CaseEvidence`]).
+pub fn case_of(entry: &Entry, roster: &crate::roster::Roster) -> Option<String> {
+    match entry.kind {
+        EntryKind::MessageSent | EntryKind::MessageReceived | EntryKind::Relayed => {
+            crate::envelope::Envelope::peek_unverified(&entry.object).and_then(|(_, h)| h.case_ref)
+        }
+        EntryKind::OfficerAction => crate::action::SignedAction::open(&entry.object, roster)
+            .ok()
+            .map(|a| a.action().case_ref.clone()),
+        EntryKind::CaseStateChanged => {
+            let v = cbor::decode_strict(&entry.object, MAX_ENTRY_LEN, None).ok()?;
+            let Value::Map(m) = v else { return None };
+            m.into_iter()
+                .find_map(|(k, v)| match (cbor::as_uint(&k), v) {
+                    (Some(1), Value::Text(t)) => Some(t),
+                    _ => None,
+                })
+        }
+        _ => None,
+    }
+}
+
 /// The record of a witness conflict: `[reason, earlier note, new note]`.
 pub fn conflict_record(reason: &str, earlier: &[u8], new: &[u8]) -> Vec<u8> {
     cbor::encode(&Value::Array(vec![

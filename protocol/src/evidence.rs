@@ -240,7 +240,8 @@ impl CaseEvidence {
 
     /// Verifies every bundle against the enclosed roster, which must be signed by
     /// `authority`; every entry must be about this case (an envelope with this case
-    /// reference, or a receipt or record naming one of those envelopes).
+    /// reference, an officer action or state change of the case, or a receipt or record
+    /// naming one of those envelopes).
     pub fn verify(&self, authority: &crate::keys::PublicKey) -> Result<Vec<Proven>, EvidenceError> {
         let roster = crate::roster::SignedRoster::open(&self.roster, authority).map_err(|e| {
             EvidenceError::Decode(DecodeError::Invalid {
@@ -263,8 +264,8 @@ impl CaseEvidence {
             }
         }
         for p in &proven {
-            let about_case = crate::envelope::Envelope::peek_unverified(&p.entry.object)
-                .is_some_and(|(_, h)| h.case_ref.as_deref() == Some(self.case_ref.as_str()))
+            let about_case = crate::audit::case_of(&p.entry, r).as_deref()
+                == Some(self.case_ref.as_str())
                 || crate::receipt::SignedReceipt::open(&p.entry.object, |k| r.signer(k))
                     .is_ok_and(|rc| digests.contains(&rc.receipt().message_digest))
                 || crate::receipt::SignedNonDelivery::open(&p.entry.object, |k| r.signer(k))

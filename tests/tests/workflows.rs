@@ -974,3 +974,225 @@ async fn annual_report_counts_the_year_and_refuses_a_future_one() {
         fed.stop(id).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_unauthorised_actions_over_the_wire_get_signed_rejections() {
+    use liaison_protocol::action::{Action, Officer};
+    use liaison_protocol::workflow::Role;
+    use liaison_protocol::{Digest, Envelope, Frame, Header, NodeId, ReceiptStatus, SignedReceipt};
+
+    let mut fed = federation();
+    let sx = fed.start("sx").await.unwrap();
+    let raw = fed.raw("fj", "sx").await.unwrap();
+    let fj_key =
+        liaison_node::identity::load_signing_key(&fed.member_dir("fj").join("signing.key.pem"))
+            .unwrap();
+    let personal = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let credential = |role: Role, signer: &ed25519_dalek::SigningKey| {
+        Officer {
+            federation: "test-fed".into(),
+            node: "fj".parse().unwrap(),
+            id: "fj/lin.wei".into(),
+            name: "Lin Wei".into(),
+            number: "350102".into(),
+            unit: "CID".into(),
+            role,
+            key: liaison_protocol::PublicKey::from(&personal),
+            enrolled_at: liaison_node::now_ms(),
+        }
+        .certify(signer)
+        .bytes()
+        .to_vec()
+    };
+    let action = |kind: &str, case: &str, doc: Document, cred: Vec<u8>| Action {
+        federation: "test-fed".into(),
+        node: "fj".parse().unwrap(),
+        kind: kind.into(),
+        case_ref: case.into(),
+        at: liaison_node::now_ms(),
+        purpose: "criminal_investigation".into(),
+        handling: Handling::H0,
+        sensitivity: vec![],
+        retention_days: 30,
+        abroad: false,
+        document: doc,
+        derived_from: vec![],
+        credential: Some(cred),
+    };
+    let (sxr, rawr) = (&sx, &raw);
+    let send = |kind: &str, case: &str, body: Vec<u8>| {
+        let h = Header {
+            federation: "test-fed".into(),
+            id: MessageId(*uuid::Uuid::now_v7().as_bytes()),
+            from: NodeId::new("fj").unwrap(),
+            to: NodeId::new("sx").unwrap(),
+            sent_at: liaison_node::now_ms(),
+            kind: kind.into(),
+            body_len: body.len() as u64,
+            body_hash: Digest::of(&body).0,
+            priority: Priority::Routine,
+            in_reply_to: None,
+            expires_at: None,
+            case_ref: Some(case.into()),
+        };
+        let env = Envelope::seal(h, &fj_key);
+        async move {
+            let answer = rawr
+                .exchange(&Frame::Deliver {
+                    envelope: env.bytes().to_vec(),
+                    body,
+                })
+                .await
+                .unwrap();
+            let Frame::Receipt(bytes) = answer else {
+                panic!("expected a signed receipt, got {answer:?}")
+            };
+            let roster = sxr.roster();
+            let r = SignedReceipt::open(&bytes, |kid| roster.roster().signer(kid)).unwrap();
+            match &r.receipt().status {
+                ReceiptStatus::Rejected(why) => Err(why.clone()),
+                ReceiptStatus::Delivered => Ok(()),
+            }
+        }
+    };
+    let request = || assist_request_doc("identity_check", None);
+    let case = "FJ-2026-0500";
+
+    // Signed by a key that is not the officer's.
+    let a = action(
+        "assist.request",
+        case,
+        request(),
+        credential(Role::Investigator, &fj_key),
+    );
+    let e = send("assist.request", case, a.sign(&fed_key(7)).bytes().to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("case step refused") && e.contains("officer"),
+        "{e}"
+    );
+    // A credential the node did not sign.
+    let a = action(
+        "assist.request",
+        case,
+        request(),
+        credential(Role::Investigator, &fed_key(8)),
+    );
+    let e = send("assist.request", case, a.sign(&personal).bytes().to_vec())
+        .await
+        .unwrap_err();
+    assert!(e.contains("credential"), "{e}");
+    // A role that may not sign the kind.
+    let a = action(
+        "assist.request",
+        case,
+        request(),
+        credential(Role::Registrar, &fj_key),
+    );
+    let e = send("assist.request", case, a.sign(&personal).bytes().to_vec())
+        .await
+        .unwrap_err();
+    assert!(e.contains("registrar"), "{e}");
+    // The envelope says one kind, the signed action another.
+    let a = action(
+        "assist.request",
+        case,
+        request(),
+        credential(Role::Investigator, &fj_key),
+    );
+    let e = send("assist.close", case, a.sign(&personal).bytes().to_vec())
+        .await
+        .unwrap_err();
+    assert!(e.contains("differs"), "{e}");
+    // A body that is not an action at all.
+    let e = send("assist.request", case, b"identity check please".to_vec())
+        .await
+        .unwrap_err();
+    assert!(e.contains("does not verify"), "{e}");
+    // An answer to a request that was never sent.
+    let a = action(
+        "assist.close",
+        "FJ-NEVER",
+        Document::new(),
+        credential(Role::Investigator, &fj_key),
+    );
+    let e = send(
+        "assist.close",
+        "FJ-NEVER",
+        a.sign(&personal).bytes().to_vec(),
+    )
+    .await
+    .unwrap_err();
+    assert!(!e.is_empty());
+    assert_eq!(case_state(&sx, case), "missing");
+    assert_eq!(case_state(&sx, "FJ-NEVER"), "missing");
+    // Each refusal is in the audit log with its reason.
+    let rejected = entries_of(&sx, EntryKind::Rejected);
+    assert!(rejected.len() >= 6, "{}", rejected.len());
+
+    // The genuine step is accepted and opens the case.
+    let a = action(
+        "assist.request",
+        case,
+        request(),
+        credential(Role::Investigator, &fj_key),
+    );
+    send("assist.request", case, a.sign(&personal).bytes().to_vec())
+        .await
+        .unwrap();
+    assert_eq!(case_state(&sx, case), "received");
+    fed.stop("sx").await;
+}
+
+fn fed_key(n: u8) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[n; 32])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_goes_when_its_own_retention_ends_and_the_record_stays() {
+    let mut fed = federation();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let lin = Officer::enroll(&fj, "fj/lin.wei", "investigator")
+        .await
+        .unwrap();
+    // A request whose provider allows the body to be kept for no time at all, and one kept
+    // for a year.
+    let mut short = lin.action(
+        "assist.request",
+        "FJ-2026-0600",
+        assist_request_doc("identity_check", None),
+    );
+    short.retention_days = 0;
+    let short = lin.submit(&short, &["sx"]).await.unwrap();
+    let long = lin
+        .act(
+            "assist.request",
+            "FJ-2026-0601",
+            assist_request_doc("identity_check", None),
+            &["sx"],
+        )
+        .await
+        .unwrap();
+    delivered(&fj, &short).await;
+    delivered(&fj, &long).await;
+    // Bodies still in the inbox are kept until the application took them.
+    for m in sx.inbox(10, false).unwrap() {
+        sx.ack(m.inbox_seq.unwrap()).await.unwrap();
+    }
+    let year = 365 * 24 * 3600 * 1000;
+    let purged = sx
+        .purge_bodies(liaison_node::now_ms() + 1, year)
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    // Only the short-lived body went; the message record stays.
+    let short_id = &short.messages[0].message_id;
+    assert!(sx.message(short_id).unwrap().is_some());
+    assert_eq!(entries_of(&sx, EntryKind::BodyPurged).len(), 1);
+    assert!(sx.audit_verify().unwrap().first_problem.is_none());
+    for id in ["fj", "sx"] {
+        fed.stop(id).await;
+    }
+}
