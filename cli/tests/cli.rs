@@ -335,9 +335,9 @@ fn operator_session_with_two_node_processes() {
 
 /// Officers work a case through the CLI: keys, enrollment, request, accept, answer,
 /// timeline, refusals with a reason.
-fn officer_session(dir: &std::path::Path, fj: &std::path::Path, sx: &std::path::Path) {
+fn officer_session(dir: &Path, fj: &Path, sx: &Path) {
     let path = |n: &str| dir.join(n).to_str().unwrap().to_owned();
-    let enroll = |cfg: &std::path::Path, key: &str, id: &str, name: &str, role: &str| {
+    let enroll = |cfg: &Path, key: &str, id: &str, name: &str, role: &str| {
         let k = json(&liaison(
             None,
             &["officer", "keygen", "--out", &path(key), "--json"],
@@ -421,7 +421,7 @@ fn officer_session(dir: &std::path::Path, fj: &std::path::Path, sx: &std::path::
         ],
     ));
     assert_eq!(r["state"], "sent");
-    let state = |cfg: &std::path::Path| {
+    let state = |cfg: &Path| {
         json(&liaison(
             Some(cfg),
             &["case", "timeline", "FJ-2026-0050", "--json"],
