@@ -124,6 +124,42 @@ fn main() {
         seeds.push(("audit_entry", name, entry.encode()));
     }
 
+    // document and action: one valid example document per kind, and an officer-signed
+    // action carrying it (credential signed by the test node key).
+    let officer_key = SigningKey::from_bytes(&[0x33; 32]);
+    let credential = liaison_protocol::action::Officer {
+        federation: "fuzz-fed".into(),
+        node: NodeId::new(SIGNER_NODE).expect("node id"),
+        id: "fuzz-node/officer".into(),
+        name: "Fuzz Officer".into(),
+        number: "000001".into(),
+        unit: "fuzzing".into(),
+        role: liaison_protocol::workflow::Role::Investigator,
+        key: PublicKey::from(&officer_key),
+        enrolled_at: 1_763_900_000_000,
+    }
+    .certify(&sk);
+    for kind in ["assist.request", "alert.issue", "repatriation.handover_record", "marriage_check.answer"] {
+        let doc = liaison_protocol::workflow::catalog::example(kind).expect("example");
+        seeds.push(("document", kind, doc.encode()));
+        let action = liaison_protocol::action::Action {
+            federation: "fuzz-fed".into(),
+            node: NodeId::new(SIGNER_NODE).expect("node id"),
+            kind: kind.into(),
+            case_ref: "FJ-2026-0042".into(),
+            at: 1_763_900_000_000,
+            purpose: liaison_protocol::workflow::spec(kind).expect("kind").purpose.into(),
+            handling: liaison_protocol::action::Handling::H2,
+            sensitivity: vec!["identity".into()],
+            retention_days: 365,
+            abroad: false,
+            document: doc,
+            derived_from: Vec::new(),
+            credential: Some(credential.bytes().to_vec()),
+        };
+        seeds.push(("action", kind, action.sign(&officer_key).bytes().to_vec()));
+    }
+
     // note: a log-signed and witness-cosigned checkpoint, its body, a signature line
     let leaves: Vec<Hash> = (0u64..8)
         .map(|i| merkle::leaf_hash(&i.to_be_bytes()))

@@ -36,6 +36,38 @@ pub fn public_key() -> PublicKey {
     PublicKey::from(&signing_key())
 }
 
+/// A one-member roster: `fuzz-node` (a public-security node in CHN) with the test key as its
+/// node, log and witness key; officer credentials signed with the test key verify against it.
+pub fn roster() -> liaison_protocol::Roster {
+    use liaison_protocol::{Location, Member, MemberStatus, Roster};
+    Roster {
+        federation: "fuzz-fed".into(),
+        serial: 1,
+        issued_at: 0,
+        members: vec![Member {
+            id: signer_node(),
+            agency: "public_security".into(),
+            name: "fuzz node".into(),
+            country: "CHN".into(),
+            division: None,
+            signing_key: public_key(),
+            log_key: public_key(),
+            witness_key: PublicKey::from(&witness_key()),
+            tls_spki_sha256: [0; 32],
+            endpoints: Vec::new(),
+            via: None,
+            location: Some(Location {
+                lat_e6: 34_341_600,
+                lon_e6: 108_939_800,
+            }),
+            status: MemberStatus::Active,
+        }],
+        rules: Vec::new(),
+        max_body_len: 1 << 20,
+        dev: true,
+    }
+}
+
 /// The test witness key.
 pub fn witness_key() -> SigningKey {
     SigningKey::from_bytes(&WITNESS_SEED)
