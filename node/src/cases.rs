@@ -828,6 +828,50 @@ impl Inner {
         }
     }
 
+    /// The recipient refused a case step this node sent: the case here already moved, so the
+    /// refusal goes into its timeline (and the audit log, with the signed rejection receipt)
+    /// for the officers to resolve.
+    pub(crate) async fn case_rejected(
+        &self,
+        case_ref: &str,
+        h: &liaison_protocol::Header,
+        reason: &str,
+    ) {
+        if !is_case_kind(&h.kind) {
+            return;
+        }
+        let _guard = self.case_lock.lock().await;
+        let now = now_ms();
+        let Ok(Some(mut rec)) = self.store.case(case_ref) else {
+            return;
+        };
+        rec.timeline.push(TimelineEntry {
+            at: now,
+            kind: format!("{} refused by {}", h.kind, h.to),
+            direction: "refused".into(),
+            from: h.to.clone(),
+            to: vec![self.id.clone()],
+            actor: h.to.to_string(),
+            officer: None,
+            message_ids: vec![h.id.to_hex()],
+            action: String::new(),
+            verified: format!("signed rejection receipt from {} ✓: {reason}", h.to),
+            state: rec.case.state.name().to_owned(),
+            deadline: rec.case.deadline,
+        });
+        let res = self
+            .store
+            .write(now, |t| {
+                t.put_case(case_ref, &rec);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = res {
+            warn!(node = %self.id, error = %e, "cannot record a refused case step");
+        }
+        warn!(node = %self.id, %case_ref, %reason, "case step refused by the recipient");
+    }
+
     /// Deadlines (overdue, supervisor told) and alert radii.
     async fn case_tick(self: &Arc<Self>, now: u64) -> Result<(), NodeError> {
         for (case_ref, rec) in self.store.cases()? {

@@ -1269,8 +1269,14 @@ impl Inner {
         if let Some((q, Some(hop))) = queued {
             self.enqueue(&hop, q);
         } else if rec.direction == Direction::Outgoing {
-            if let (ReceiptStatus::Delivered, Some(case_ref)) = (&r.status, &h.case_ref) {
-                self.case_receipted(case_ref, &h.kind).await;
+            match (&r.status, &h.case_ref) {
+                (ReceiptStatus::Delivered, Some(case_ref)) => {
+                    self.case_receipted(case_ref, &h.kind).await;
+                }
+                (ReceiptStatus::Rejected(reason), Some(case_ref)) => {
+                    self.case_rejected(case_ref, &h, reason).await;
+                }
+                _ => {}
             }
             let _ = self.settled.send(Settled {
                 message_id: h.id.to_hex(),

@@ -1196,3 +1196,47 @@ async fn a_body_goes_when_its_own_retention_ends_and_the_record_stays() {
         fed.stop(id).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_the_recipient_refuses_shows_in_the_senders_timeline() {
+    let mut fed = federation();
+    let fj = fed.start("fj").await.unwrap();
+    let jmo = fed.start("jmo").await.unwrap();
+    let sun = Officer::enroll(&jmo, "jmo/sun.ming", "supervisor")
+        .await
+        .unwrap();
+    // Supervision of a case Fujian does not hold: Fujian refuses it with a signed receipt.
+    let r = sun
+        .act(
+            "supervision.attach",
+            "FJ-NO-SUCH-CASE",
+            Document::new()
+                .with("interval_days", 7u64)
+                .with("instruction", "report weekly"),
+            &["fj"],
+        )
+        .await
+        .unwrap();
+    let id = r.messages[0].message_id.clone();
+    wait_for(LIMIT, || {
+        jmo.case("FJ-NO-SUCH-CASE")
+            .unwrap()
+            .is_some_and(|c| c.timeline.iter().any(|e| e.direction == "refused"))
+    })
+    .await
+    .unwrap();
+    let view = jmo.message(&id).unwrap().unwrap();
+    let state = serde_json::to_value(&view.state).unwrap();
+    assert_eq!(state["state"], "rejected");
+    assert!(
+        state["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no case FJ-NO-SUCH-CASE"),
+        "{state}"
+    );
+    assert_eq!(case_state(&fj, "FJ-NO-SUCH-CASE"), "missing");
+    for id in ["fj", "jmo"] {
+        fed.stop(id).await;
+    }
+}
