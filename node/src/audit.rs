@@ -246,6 +246,10 @@ impl Node {
             signatures_checked: 0,
             first_problem: None,
         };
+        // Each entry is checked against the roster in force when it was logged: the one
+        // named by the latest roster_applied entry before it (the roster in force now for
+        // stores that did not keep old rosters).
+        let mut at_the_time: Option<liaison_protocol::SignedRoster> = None;
         let mut frontier = Frontier::new();
         let mut root_at_checkpoint: Option<Hash> = None;
         if checkpoint.as_ref().is_some_and(|(s, _)| *s == 0) {
@@ -284,6 +288,17 @@ impl Node {
                     report.first_problem = problem(format!("entry was logged by {}", entry.node));
                     break 'scan;
                 }
+                if entry.kind == EntryKind::RosterApplied {
+                    match self.roster_of_record(&entry.object) {
+                        Ok(Some(applied)) => at_the_time = Some(applied),
+                        Ok(None) => {}
+                        Err(e) => {
+                            report.first_problem = problem(e);
+                            break 'scan;
+                        }
+                    }
+                }
+                let r = at_the_time.as_ref().map_or(r, |a| a.roster());
                 match check_signed(&entry, r) {
                     Ok(checked) => report.signatures_checked += checked,
                     Err(e) => {
@@ -312,6 +327,36 @@ impl Node {
             }
         }
         Ok(report)
+    }
+
+    /// The roster a `roster_applied` entry names, from the store (None when this store did
+    /// not keep it).
+    fn roster_of_record(
+        &self,
+        record: &[u8],
+    ) -> Result<Option<liaison_protocol::SignedRoster>, String> {
+        let Some((_, _, Some(digest), _)) = liaison_protocol::audit::decode_event_record(record)
+        else {
+            return Err("roster_applied entry without the roster's digest".into());
+        };
+        let digest = liaison_protocol::Digest(digest);
+        let Some(bytes) = self
+            .inner
+            .store
+            .roster_by_digest(&digest)
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        if liaison_protocol::Digest::of(&bytes) != digest {
+            return Err(format!(
+                "stored roster {} does not match its digest",
+                digest.to_hex()
+            ));
+        }
+        liaison_protocol::SignedRoster::open(&bytes, &self.inner.authority)
+            .map(Some)
+            .map_err(|e| format!("roster {} does not verify: {e}", digest.to_hex()))
     }
 
     fn check_checkpoint(

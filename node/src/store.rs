@@ -17,6 +17,7 @@
 //! w/<origin>             Witnessed         as witness: the last checkpoint cosigned per log
 //! ws/<witness>           u64 BE            as log: the last size each witness cosigned
 //! x/<id><digest>         (empty)           message id → digest index
+//! r/<digest>             signed roster     every roster applied (for verifying old entries)
 //! u/<officer id>         OfficerRecord     officers enrolled at this node
 //! k/<case ref>           CaseRecord        case state, timeline and deadlines
 //! ```
@@ -327,9 +328,11 @@ impl Txn<'_> {
         self.batch.insert(k, &size.to_be_bytes()[..]);
     }
 
-    /// Stores the roster in force.
+    /// Stores the roster in force, and keeps it by digest for verifying old entries.
     pub fn put_roster(&mut self, bytes: &[u8]) {
         self.batch.insert(K_ROSTER, bytes);
+        self.batch
+            .insert(prefixed(b"r/", &Digest::of(bytes).0), bytes);
     }
 
     /// Writes an officer record.
@@ -729,6 +732,11 @@ impl Store {
             out.push((name, decode_record(&k, &v)?));
         }
         Ok(out)
+    }
+
+    /// A roster this node applied, by the SHA-256 of its bytes.
+    pub fn roster_by_digest(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(prefixed(b"r/", &digest.0))?.map(|v| v.to_vec()))
     }
 
     /// The roster in force, if one was stored.

@@ -209,6 +209,21 @@ pub fn case_of(entry: &Entry, roster: &crate::roster::Roster) -> Option<String> 
     }
 }
 
+/// The parts of an [`event_record`]: reason, peer, digest, message id.
+pub type EventRecord = (String, Option<String>, Option<[u8; 32]>, Option<[u8; 16]>);
+
+/// Decodes an [`event_record`] (None when `bytes` is not one).
+pub fn decode_event_record(bytes: &[u8]) -> Option<EventRecord> {
+    let v = cbor::decode_strict(bytes, MAX_ENTRY_LEN, None).ok()?;
+    let mut m = cbor::MapReader::new("event record", v).ok()?;
+    let reason = m.text(1).ok()?;
+    let peer = m.opt_text(2).ok()?;
+    let digest = m.opt_fixed(3).ok()?;
+    let id = m.opt_fixed(4).ok()?;
+    m.finish().ok()?;
+    Some((reason, peer, digest, id))
+}
+
 /// The record of a witness conflict: `[reason, earlier note, new note]`.
 pub fn conflict_record(reason: &str, earlier: &[u8], new: &[u8]) -> Vec<u8> {
     cbor::encode(&Value::Array(vec![

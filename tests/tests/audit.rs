@@ -233,3 +233,41 @@ async fn case_evidence_holds_the_whole_case_and_nothing_else() {
     fed.stop("fj").await;
     fed.stop("sx").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_entries_verify_against_the_roster_in_force_when_they_were_logged() {
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    fj.send(msg("sx", "bus.test", b"before the key rotation"))
+        .await
+        .unwrap();
+    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 1)
+        .await
+        .unwrap();
+    // The authority rotates Fujian's signing key: the envelope Shaanxi received earlier no
+    // longer verifies against the roster in force, but it did against the one in force then.
+    let rotated = fed
+        .reissue_roster(|r| {
+            let m = r
+                .members
+                .iter_mut()
+                .find(|m| m.id.as_str() == "fj")
+                .unwrap();
+            m.signing_key = liaison_protocol::PublicKey::from(
+                &ed25519_dalek::SigningKey::from_bytes(&[42; 32]),
+            );
+        })
+        .unwrap();
+    assert_eq!(sx.apply_roster(&rotated).await.unwrap(), 2);
+    let report = sx.audit_verify().unwrap();
+    assert!(report.first_problem.is_none(), "{:?}", report.first_problem);
+    assert!(report.signatures_checked >= 2);
+    for id in ["fj", "sx"] {
+        fed.stop(id).await;
+    }
+}
