@@ -121,7 +121,7 @@ pub fn demo_rules() -> Vec<Rule> {
         rule(
             "marriage_registry",
             "public_security",
-            &["marriage_check.referral"],
+            &["marriage_check.referral", "marriage_check.close"],
             false,
         ),
         // Repatriation: domestic legs and the cross-border leg.

@@ -115,6 +115,9 @@ enum Command {
     /// Permission to pass H2 material on.
     #[command(subcommand)]
     Permission(workflow::PermissionCmd),
+    /// Any case step of the catalog (bulletins, document requests …), its document from
+    /// --doc-file and --set; `liaison step --list` shows every kind and its fields.
+    Step(workflow::StepArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -306,6 +309,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = load_config(cli.config.as_deref())?;
             liaison_node::run(cfg, dev).await?;
         }
+        Command::Step(args) if args.list => workflow::list_kinds(json),
         Command::Officer(officer::OfficerCmd::Keygen { out }) => {
             officer::officer_cmd(None, officer::OfficerCmd::Keygen { out }, json).await?;
         }
@@ -340,6 +344,7 @@ async fn remote(
         Command::Supervise(cmd) => workflow::supervise(client, act, json, cmd).await?,
         Command::Report(cmd) => workflow::report(client, act, json, cmd).await?,
         Command::Permission(cmd) => workflow::permission(client, act, json, cmd).await?,
+        Command::Step(args) => workflow::any_step(client, act, json, args).await?,
         Command::Case(CaseCmd::List) => workflow::case_list(client, json).await?,
         Command::Case(CaseCmd::Timeline { case_ref }) => {
             workflow::case_timeline(client, json, &case_ref).await?;

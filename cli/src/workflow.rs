@@ -286,10 +286,26 @@ pub(crate) enum RepatriationCmd {
         #[arg(long)]
         consent_recorded_by: String,
     },
-    /// Ask the origin country to verify the victim's nationality.
+    /// Ask the origin country to verify the victim's nationality (identity only: not the
+    /// exploitation narrative). Refused when the victim's consent record says no.
     VerifyNationality {
         #[command(flatten)]
         on: On,
+        /// Full name.
+        #[arg(long)]
+        name: String,
+        /// male, female or unknown.
+        #[arg(long)]
+        sex: String,
+        /// Claimed nationality, ISO alpha-3.
+        #[arg(long)]
+        nationality: String,
+        /// Birth date, YYYY-MM-DD.
+        #[arg(long)]
+        birth_date: Option<String>,
+        /// Home village / district as stated.
+        #[arg(long)]
+        place_of_origin: Option<String>,
     },
     /// Answer a nationality verification (origin country).
     AnswerNationality {
@@ -330,8 +346,11 @@ pub(crate) enum RepatriationCmd {
         #[arg(long)]
         window: String,
         /// Escorting officers (comma-separated).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', required = true)]
         escorts: Vec<String>,
+        /// Persons to hand over (comma-separated names).
+        #[arg(long, value_delimiter = ',', required = true)]
+        persons: Vec<String>,
     },
     /// Confirm the proposed handover (counterpart).
     ConfirmHandover {
@@ -539,6 +558,99 @@ pub(crate) enum PermissionCmd {
         #[arg(long)]
         reason: String,
     },
+}
+
+/// Any catalog step.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StepArgs {
+    /// Print every kind with its fields and roles, and exit.
+    #[arg(long)]
+    pub(crate) list: bool,
+    /// The kind, e.g. bulletin.issue.
+    #[arg(required_unless_present = "list")]
+    kind: Option<String>,
+    /// Case reference (default for steps that open a case: a new one).
+    #[arg(long)]
+    case: Option<String>,
+    /// Recipients (repeatable; none: recorded here, or the units an alert reaches).
+    #[arg(long)]
+    to: Vec<String>,
+    /// Document fields, name=value (repeatable; with --doc-file for nested fields).
+    #[arg(long = "set")]
+    set: Vec<String>,
+}
+
+/// `liaison step --list`.
+pub(crate) fn list_kinds(json: bool) {
+    use liaison_protocol::workflow::catalog;
+    let kinds: Vec<Value> = catalog()
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "kind": k.kind,
+                "roles": k.roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
+                "help": k.help,
+                "fields": k.fields.iter().map(|f| serde_json::json!({
+                    "name": f.name, "type": f.ty.name(), "required": f.required, "help": f.help,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    output::print(json, &Value::Array(kinds), |v| {
+        let mut out = String::new();
+        for k in v.as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "{}  ({})\n    {}\n",
+                k["kind"].as_str().unwrap_or("-"),
+                k["roles"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                k["help"].as_str().unwrap_or("-"),
+            ));
+            for f in k["fields"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "      {}{} ({}): {}\n",
+                    f["name"].as_str().unwrap_or("-"),
+                    if f["required"] == true { "*" } else { "" },
+                    f["type"].as_str().unwrap_or("-"),
+                    f["help"].as_str().unwrap_or("-"),
+                ));
+            }
+        }
+        out.trim_end().to_owned()
+    });
+}
+
+/// `liaison step <kind> …`.
+pub(crate) async fn any_step(
+    client: &mut Client,
+    opts: &ActOpts,
+    json: bool,
+    args: StepArgs,
+) -> Result<()> {
+    let Some(kind) = args.kind else {
+        bail!("which kind? (liaison step --list)");
+    };
+    let Some(spec) = liaison_protocol::workflow::spec(&kind) else {
+        bail!("unknown kind {kind}: see `liaison step --list`");
+    };
+    let case_ref = match args.case {
+        Some(c) => c,
+        None if spec.opens_case => new_case_ref(&me(client).await?, spec.workflow.name()),
+        None => bail!("which case? --case <ref>"),
+    };
+    let mut doc = Document::new();
+    set_fields(&mut doc, &args.set)?;
+    let to = args
+        .to
+        .iter()
+        .map(|t| NodeId::new(t.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    open(client, opts, json, &kind, case_ref, doc, to).await
 }
 
 /// A duration like `90s`, `30m`, `2h`, `7d` in ms.
@@ -932,27 +1044,38 @@ pub(crate) async fn repatriation(
             )
             .await
         }
-        RepatriationCmd::VerifyNationality { on } => {
-            // The person to verify and the consent come from the case's opening record.
+        RepatriationCmd::VerifyNationality {
+            on,
+            name,
+            sex,
+            nationality,
+            birth_date,
+            place_of_origin,
+        } => {
+            // The consent comes from the case's own record, never from a flag.
             let v = client
                 .call(&Request::Case {
                     case_ref: on.case_ref.clone(),
                 })
                 .await?;
-            let victim = &v["case"]["detail"]["victim"];
-            let consent = v["case"]["detail"]["consent_notify_origin"].as_bool();
-            let person: Document = serde_json::from_value(victim.clone()).with_context(|| {
-                format!("case {} holds no victim record: open it first", on.case_ref)
-            })?;
-            let mut person_doc = Document::new();
-            for k in ["name", "sex", "birth_date", "nationality"] {
-                if let Some(f) = person.get(k) {
-                    person_doc.set(k, f.clone());
-                }
-            }
+            let Some(consent) =
+                v["case"]["detail"]["repatriation"]["consent_notify_origin"].as_bool()
+            else {
+                bail!(
+                    "case {} is not a repatriation case opened here: open it first with \
+                     `liaison repatriation open`",
+                    on.case_ref
+                );
+            };
+            let mut person = Document::new()
+                .with("name", name)
+                .with("sex", sex)
+                .with("nationality", nationality);
+            opt(&mut person, "birth_date", birth_date);
+            opt(&mut person, "place_of_origin", place_of_origin);
             let doc = Document::new()
-                .with("person", person_doc)
-                .with("consent_notify_origin", consent.unwrap_or(false));
+                .with("person", person)
+                .with("consent_notify_origin", consent);
             step(
                 client,
                 opts,
@@ -999,26 +1122,18 @@ pub(crate) async fn repatriation(
             date,
             window,
             escorts,
+            persons,
         } => {
             let Some((from, until)) = window.split_once('-') else {
                 bail!("--window {window}: use HH:MM-HH:MM");
             };
-            let v = client
-                .call(&Request::Case {
-                    case_ref: on.case_ref.clone(),
-                })
-                .await?;
-            let name = v["case"]["detail"]["victim"]["name"]
-                .as_str()
-                .unwrap_or("-")
-                .to_owned();
             let doc = Document::new()
                 .with("port", port)
                 .with("date", date)
                 .with("window_from", from)
                 .with("window_to", until)
                 .with("escorts", texts(&escorts))
-                .with("persons", texts(&[name]));
+                .with("persons", texts(&persons));
             step(
                 client,
                 opts,

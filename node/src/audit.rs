@@ -1,7 +1,7 @@
 //! The node's audit log as evidence: signed checkpoints, inclusion proofs (evidence
 //! bundles) and a full re-verification of the stored log.
 
-use liaison_protocol::action::{MAX_CREDENTIAL_LEN, Officer, SignedAction, TYP_OFFICER};
+use liaison_protocol::action::{MAX_CREDENTIAL_LEN, Officer, TYP_OFFICER};
 use liaison_protocol::audit::{Entry, EntryKind};
 use liaison_protocol::evidence::Evidence;
 use liaison_protocol::merkle::{self, Frontier, Hash, MerkleError, SubtreeFn};
@@ -80,7 +80,7 @@ impl Node {
         let roster = self.roster();
         let r = roster.roster();
         for (i, e) in &entries {
-            if liaison_protocol::audit::case_of(e, r).as_deref() == Some(case_ref) {
+            if liaison_protocol::audit::case_of(e).as_deref() == Some(case_ref) {
                 indices.push(*i);
                 if let Some((d, _)) = Envelope::peek_unverified(&e.object) {
                     digests.push(d);
@@ -170,6 +170,52 @@ impl Node {
                 })
                 .await?;
             purged += 1;
+        }
+        purged += self.purge_local_actions(now, retention_ms).await?;
+        Ok(purged)
+    }
+
+    /// Signed actions recorded only here (no message body holds them) go the same way.
+    async fn purge_local_actions(&self, now: u64, retention_ms: u64) -> Result<u64, NodeError> {
+        let store = &self.inner.store;
+        let due = |l: &crate::store::LocalAction| {
+            l.at.saturating_add(l.retain_ms.min(retention_ms)) <= now
+        };
+        let mut purged = 0;
+        for (case_ref, rec) in store.cases()? {
+            if !rec.local_actions.iter().any(due) {
+                continue;
+            }
+            let _guard = self.inner.case_lock.lock().await;
+            let Some(mut rec) = store.case(&case_ref)? else {
+                continue;
+            };
+            let (gone, kept): (Vec<_>, Vec<_>) = rec.local_actions.into_iter().partition(due);
+            rec.local_actions = kept;
+            let records: Vec<Vec<u8>> = gone
+                .iter()
+                .map(|l| {
+                    let digest = SignedObject::parse(&l.action, usize::MAX)
+                        .map(|o| o.digest().0)
+                        .unwrap_or_else(|_| liaison_protocol::Digest::of(&l.action).0);
+                    liaison_protocol::audit::event_record(
+                        &format!("retention ended (step recorded on case {case_ref})"),
+                        None,
+                        Some(&digest),
+                        None,
+                    )
+                })
+                .collect();
+            purged += records.len() as u64;
+            store
+                .write(now, |t| {
+                    for r in records {
+                        t.log(EntryKind::BodyPurged, r);
+                    }
+                    t.put_case(&case_ref, &rec);
+                    Ok(())
+                })
+                .await?;
         }
         Ok(purged)
     }
@@ -421,9 +467,6 @@ fn check_signed(entry: &Entry, r: &liaison_protocol::Roster) -> Result<u64, Stri
             .or_else(|_| SignedNonDelivery::open(&entry.object, signer).map(|_| ()))
             .map(|()| 1)
             .map_err(|e| format!("forwarded object in the entry does not verify: {e}")),
-        EntryKind::OfficerAction => SignedAction::open(&entry.object, r)
-            .map(|a| 1 + u64::from(a.officer().is_some()))
-            .map_err(|e| format!("officer action in the entry does not verify: {e}")),
         // An enrollment carries the node-signed credential; a revocation a plain record.
         EntryKind::KeyChanged
             if SignedObject::parse(&entry.object, MAX_CREDENTIAL_LEN)

@@ -17,16 +17,18 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use liaison_protocol::action::{Action, Handling, Officer, SignedAction};
-use liaison_protocol::audit::{EntryKind, event_record, state_change_record};
+use liaison_protocol::audit::{EntryKind, action_record, event_record, state_change_record};
 use liaison_protocol::document::Document;
-use liaison_protocol::workflow::{self, Case, KindSpec, Role, State, Step, Workflow};
+use liaison_protocol::workflow::{
+    self, Case, KindSpec, Role, State, Step, Workflow, WorkflowError,
+};
 use liaison_protocol::{Envelope, MessageId, NodeId, Priority, PublicKey};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::error::NodeError;
 use crate::node::{Inner, Node, SendResult, now_ms, stage_outgoing};
-use crate::store::{CaseRecord, Direction, OfficerRecord, Queued, TimelineEntry};
+use crate::store::{CaseRecord, Direction, LocalAction, OfficerRecord, Queued, TimelineEntry};
 
 /// Enroll an officer (operator request).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +113,15 @@ pub struct CaseView {
     pub timeline: Vec<TimelineEntry>,
     /// Alerts: the units reached so far.
     pub alerted: Vec<NodeId>,
+}
+
+/// Why a receiving node does not take a case step now.
+#[derive(Debug)]
+pub(crate) enum StepRefusal {
+    /// For good: a signed rejection receipt goes back.
+    Final(String),
+    /// The step it follows has not arrived yet: the sender retries.
+    NotYet(String),
 }
 
 /// A case step that passed the receiving node's checks, to be stored with the message.
@@ -317,6 +328,7 @@ impl Inner {
         reason: String,
         action: Option<&SignedAction>,
     ) -> NodeError {
+        let reason = crate::node::truncate(&reason, 1000);
         warn!(node = %self.id, %reason, "action refused");
         let digest = action.map(SignedAction::digest);
         let rec = event_record(&reason, None, digest.as_ref().map(|d| &d.0), None);
@@ -428,6 +440,37 @@ impl Inner {
         let r = roster.roster();
         let _guard = self.case_lock.lock().await;
         let existing = self.store.case(&a.case_ref)?;
+        let digest = signed.digest();
+        let widening = direction == "widened";
+        if !widening
+            && existing
+                .as_ref()
+                .is_some_and(|e| e.timeline.iter().any(|t| t.action == digest.to_hex()))
+        {
+            let reason = format!(
+                "this signed {} was already submitted for case {} (sign a new one)",
+                a.kind, a.case_ref
+            );
+            return Err(self
+                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
+                .await);
+        }
+        // The consent record lives in the case the owner opened here: a nationality request
+        // cannot open a case of its own on the sending side.
+        if a.kind == "repatriation.nationality_request" && existing.is_none() {
+            let reason = format!(
+                "case {} is not open here: open it first with the victim's consent \
+                 (`liaison repatriation open`)",
+                a.case_ref
+            );
+            return Err(self
+                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
+                .await);
+        }
+        let alerted: Vec<NodeId> = existing
+            .as_ref()
+            .map(|e| e.alerted.clone())
+            .unwrap_or_default();
 
         // Who receives it.
         let recipients: Vec<NodeId> = if spec.local {
@@ -442,6 +485,8 @@ impl Inner {
             let mut to = req.to.clone();
             to.sort();
             to.dedup();
+            // Widening sends only to units not reached yet.
+            to.retain(|t| !widening || !alerted.contains(t));
             to
         } else if a.kind == "alert.issue" {
             match alert_targets(&a, r, &self.id, now) {
@@ -453,21 +498,19 @@ impl Inner {
                 }
             }
         } else if a.kind.starts_with("alert.") {
-            existing
-                .as_ref()
-                .map(|e| e.alerted.clone())
-                .unwrap_or_default()
+            // Updates and cancellations go to every unit alerted so far; when none was
+            // reached yet they are recorded here (and stop the widening).
+            alerted.clone()
         } else {
-            let reason = format!("say who receives {} (--to <node>)", a.kind);
-            return Err(self
-                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
-                .await);
+            // No recipient: recorded here only, where the workflow allows it (the owner's
+            // in-transit or suspension notes, a referred copy closed by the police …); the
+            // state machine refuses the rest.
+            Vec::new()
         };
-        if !spec.local && recipients.is_empty() && a.kind != "alert.issue" {
-            let reason = format!("{} has no recipients", a.kind);
-            return Err(self
-                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
-                .await);
+        if widening && recipients.is_empty() {
+            return Err(NodeError::Invalid(
+                "every unit in the radius was alerted".into(),
+            ));
         }
         if recipients.contains(&self.id) {
             let reason = "a node does not send case steps to itself".to_owned();
@@ -505,7 +548,6 @@ impl Inner {
         } else {
             recipients.clone()
         };
-        let digest = signed.digest();
         for to in &targets {
             let step = Step {
                 case_ref: &a.case_ref,
@@ -557,16 +599,23 @@ impl Inner {
             })
             .collect();
 
-        let mut record = existing.unwrap_or_else(|| CaseRecord {
-            case: case.clone(),
-            timeline: Vec::new(),
-            alert_action: None,
-            alerted: Vec::new(),
-            overdue_notified: false,
-        });
+        let mut record = existing.unwrap_or_else(|| CaseRecord::new(case.clone()));
         record.case = case.clone();
         if a.kind == "alert.issue" && record.alert_action.is_none() {
             record.alert_action = Some(signed.bytes().to_vec());
+        }
+        if case.state.is_terminal() {
+            // Nothing widens a closed alert: its description is not kept beyond need.
+            record.alert_action = None;
+        }
+        if spec.local || recipients.is_empty() {
+            // Not sent, so no message body holds it: kept with the case until its
+            // retention ends (a repatriation case's consent record).
+            record.local_actions.push(LocalAction {
+                at: now,
+                retain_ms: a.retention_days.saturating_mul(24 * 3600 * 1000),
+                action: signed.bytes().to_vec(),
+            });
         }
         for to in &recipients {
             if a.kind.starts_with("alert.") && !record.alerted.contains(to) {
@@ -588,10 +637,11 @@ impl Inner {
             deadline: case.deadline,
         });
         let change = state_change(&a.case_ref, before.as_ref(), &case, &digest);
+        let logged = action_record(&a.case_ref, &a.kind, signed.actor(), &digest.0);
         let queued: Vec<(NodeId, Queued)> = self
             .store
             .write(now, |t| {
-                t.log(EntryKind::OfficerAction, signed.bytes().to_vec());
+                t.log(EntryKind::OfficerAction, logged.clone());
                 if let Some(c) = &change {
                     t.log(EntryKind::CaseStateChanged, c.clone());
                 }
@@ -631,24 +681,38 @@ impl Inner {
         })
     }
 
-    /// H2 material passes on only to its provider or with the provider's signed grant.
+    /// H2 material passes on only to its provider or with the provider's signed grant. The
+    /// check follows `derived_from` through this node's own messages (material derived from
+    /// H2 material is still that material) up to a depth of 8; a message this node only
+    /// relayed is not its to pass on.
     fn check_onward(
         &self,
         a: &Action,
         to: &NodeId,
         r: &liaison_protocol::Roster,
     ) -> Result<(), String> {
-        for mid in &a.derived_from {
-            let digests = self.store.digests_for_id(mid).map_err(|e| e.to_string())?;
+        let mut todo: Vec<(MessageId, usize)> = a.derived_from.iter().map(|m| (*m, 0)).collect();
+        let mut seen = Vec::new();
+        while let Some((mid, depth)) = todo.pop() {
+            if seen.contains(&mid) {
+                continue;
+            }
+            seen.push(mid);
+            if depth > 8 {
+                return Err(format!(
+                    "derived-from chain through {mid} is too deep to check"
+                ));
+            }
+            let digests = self.store.digests_for_id(&mid).map_err(|e| e.to_string())?;
             let mut held = false;
             for d in digests {
                 let Some(rec) = self.store.message(&d).map_err(|e| e.to_string())? else {
                     continue;
                 };
-                held = true;
-                if rec.direction != Direction::Incoming {
-                    continue; // our own material
+                if rec.direction == Direction::Relay {
+                    continue;
                 }
+                held = true;
                 let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
                     return Err(format!("stored message {mid} does not parse"));
                 };
@@ -663,15 +727,28 @@ impl Inner {
                     })?;
                 let src = SignedAction::open(&body, r)
                     .map_err(|e| format!("message {mid} carries no verifiable action: {e}"))?;
+                if rec.direction == Direction::Outgoing {
+                    // Our own message: what it was derived from counts.
+                    todo.extend(src.action().derived_from.iter().map(|m| (*m, depth + 1)));
+                    continue;
+                }
                 if src.action().handling == Handling::H2
                     && h.from != *to
-                    && !self.granted(mid, &h.from, to)?
+                    && !self.granted(&mid, &h.from, to)?
                 {
                     return Err(format!(
                         "message {mid} from {} is H2 (not to be passed on without the provider's \
-                         permission); ask {} first: `liaison permission request --message {mid} \
-                         --recipient {to}`",
+                         permission); ask first: `liaison permission request --message {mid} \
+                         --recipient {to} --to {} --reason …`",
                         h.from, h.from
+                    ));
+                }
+                let foreign =
+                    r.member(to).map(|m| &m.country) != r.member(&self.id).map(|m| &m.country);
+                if !src.action().abroad && foreign {
+                    return Err(format!(
+                        "message {mid} from {} was not released for abroad; {to} is foreign",
+                        h.from
                     ));
                 }
             }
@@ -702,45 +779,82 @@ impl Inner {
         &self,
         env: &Envelope,
         body: &[u8],
-    ) -> Result<CaseUpdate, String> {
+    ) -> Result<CaseUpdate, StepRefusal> {
+        use StepRefusal::Final;
         let h = env.header();
         let roster = self.roster.get();
         let r = roster.roster();
         let signed = SignedAction::open(body, r)
-            .map_err(|e| format!("the action in the body does not verify: {e}"))?;
+            .map_err(|e| Final(format!("the action in the body does not verify: {e}")))?;
         let a = signed.action();
         if a.node != h.from {
-            return Err(format!(
+            return Err(Final(format!(
                 "the action was signed for {}, the envelope is from {}",
                 a.node, h.from
-            ));
+            )));
         }
         if a.kind != h.kind || Some(&a.case_ref) != h.case_ref.as_ref() {
-            return Err("the action's kind or case reference differs from the envelope's".into());
+            return Err(Final(
+                "the action's kind or case reference differs from the envelope's".into(),
+            ));
         }
         let spec = match signed.officer() {
-            Some(o) => workflow::check_role(&a.kind, o.role).map_err(|e| e.to_string())?,
+            Some(o) => workflow::check_role(&a.kind, o.role).map_err(|e| Final(e.to_string()))?,
             None => workflow::spec(&a.kind)
                 .filter(|s| s.automatic)
-                .ok_or_else(|| format!("{} must be signed by an officer", a.kind))?,
+                .ok_or_else(|| Final(format!("{} must be signed by an officer", a.kind)))?,
         };
         if spec.local {
-            return Err(format!("{} is a local step and is never sent", a.kind));
+            return Err(Final(format!(
+                "{} is a local step and is never sent",
+                a.kind
+            )));
         }
         if a.purpose != spec.purpose {
-            return Err(format!(
+            return Err(Final(format!(
                 "{} serves {}, not {}",
                 a.kind, spec.purpose, a.purpose
-            ));
+            )));
+        }
+        // The officer signed just before the node sealed the envelope. An alert is the one
+        // step sent again later, to units its widening radius reaches.
+        let window = self
+            .wf
+            .max_action_age_ms
+            .saturating_add(self.cfg.max_skew_ms);
+        if a.kind != "alert.issue" && h.sent_at.abs_diff(a.at) > window {
+            return Err(Final(format!(
+                "the action was signed at {} but sent at {}: too far apart",
+                a.at, h.sent_at
+            )));
         }
         let theirs = r.member(&h.from).map(|m| &m.country);
         let mine = r.member(&self.id).map(|m| &m.country);
         if !a.abroad && theirs != mine {
-            return Err(format!("{} is not marked as releasable abroad", a.kind));
+            return Err(Final(format!(
+                "{} is not marked as releasable abroad",
+                a.kind
+            )));
         }
-        let existing = self.store.case(&a.case_ref).map_err(|e| e.to_string())?;
+        let existing = self
+            .store
+            .case(&a.case_ref)
+            .map_err(|e| Final(e.to_string()))?;
+        if existing.as_ref().is_some_and(|e| {
+            e.timeline
+                .iter()
+                .any(|t| t.action == signed.digest().to_hex())
+        }) {
+            return Err(Final(format!(
+                "this signed {} was already received for case {}",
+                a.kind, a.case_ref
+            )));
+        }
         if existing.is_none() && a.kind == "supervision.attach" {
-            return Err(format!("there is no case {} here to supervise", a.case_ref));
+            return Err(Final(format!(
+                "there is no case {} here to supervise",
+                a.case_ref
+            )));
         }
         let before = existing.as_ref().map(|e| e.case.clone());
         let step = Step {
@@ -753,19 +867,23 @@ impl Inner {
             action: signed.digest(),
             officer: signed.actor(),
         };
-        let mut case = workflow::apply(before.as_ref(), &step, r).map_err(|e| e.to_string())?;
+        let mut case = match workflow::apply(before.as_ref(), &step, r) {
+            Ok(c) => c,
+            // The step this one follows may still be on its way (another lane, a retry):
+            // for a while the sender is asked to try again, then the refusal is final.
+            Err(
+                e @ (WorkflowError::IllegalTransition { .. } | WorkflowError::UnknownCase { .. }),
+            ) if now_ms().saturating_sub(h.sent_at) < self.wf.reorder_window_ms => {
+                return Err(StepRefusal::NotYet(e.to_string()));
+            }
+            Err(e) => return Err(Final(e.to_string())),
+        };
         if before.is_none()
             && let Some(c) = workflow::delivered(&case)
         {
             case = c;
         }
-        let mut record = existing.unwrap_or_else(|| CaseRecord {
-            case: case.clone(),
-            timeline: Vec::new(),
-            alert_action: None,
-            alerted: Vec::new(),
-            overdue_notified: false,
-        });
+        let mut record = existing.unwrap_or_else(|| CaseRecord::new(case.clone()));
         record.case = case.clone();
         record.timeline.push(TimelineEntry {
             at: a.at,
@@ -874,24 +992,57 @@ impl Inner {
 
     /// Deadlines (overdue, supervisor told) and alert radii.
     async fn case_tick(self: &Arc<Self>, now: u64) -> Result<(), NodeError> {
+        // One tick at a time (the ticker and an operator's `CaseTick` could overlap).
+        let _tick = self.case_tick_lock.lock().await;
         for (case_ref, rec) in self.store.cases()? {
-            if workflow::mark_overdue(&rec.case, now).is_some() {
-                self.mark_overdue(&case_ref, now).await?;
+            // One bad case does not stop the others from being checked.
+            if let Err(e) = self.tick_case(&case_ref, rec, now).await {
+                warn!(node = %self.id, %case_ref, error = %e, "cannot check the case");
             }
-            let rec = self.store.case(&case_ref)?.unwrap_or(rec);
-            if rec.case.overdue
-                && !rec.overdue_notified
-                && rec.case.opened_by == self.id
-                && rec.case.supervisor.is_some()
-            {
-                self.notify_supervisor(&case_ref, &rec).await?;
-            }
-            if rec.case.workflow == Workflow::Alert
-                && rec.case.state == State::Active
-                && rec.case.opened_by == self.id
-            {
-                self.widen_alert(&case_ref, &rec, now).await?;
-            }
+        }
+        Ok(())
+    }
+
+    async fn tick_case(
+        self: &Arc<Self>,
+        case_ref: &str,
+        rec: CaseRecord,
+        now: u64,
+    ) -> Result<(), NodeError> {
+        if workflow::mark_overdue(&rec.case, now).is_some() {
+            self.mark_overdue(case_ref, now).await?;
+        }
+        let rec = self.store.case(case_ref)?.unwrap_or(rec);
+        let supervised_elsewhere = rec
+            .case
+            .supervisor
+            .as_ref()
+            .is_some_and(|s| s.node != self.id);
+        if rec.case.overdue && !rec.overdue_notified && supervised_elsewhere {
+            self.notify_supervisor(case_ref, &rec).await?;
+        } else if !rec.case.overdue && rec.overdue_notified {
+            // Back on time (an extension): a later missed deadline is reported again.
+            self.set_notified(case_ref, false, now).await?;
+        }
+        if rec.case.workflow == Workflow::Alert
+            && rec.case.state == State::Active
+            && rec.case.opened_by == self.id
+        {
+            self.widen_alert(case_ref, &rec, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_notified(&self, case_ref: &str, told: bool, now: u64) -> Result<(), NodeError> {
+        let _guard = self.case_lock.lock().await;
+        if let Some(mut latest) = self.store.case(case_ref)? {
+            latest.overdue_notified = told;
+            self.store
+                .write(now, |t| {
+                    t.put_case(case_ref, &latest);
+                    Ok(())
+                })
+                .await?;
         }
         Ok(())
     }
@@ -904,11 +1055,6 @@ impl Inner {
         let Some(next) = workflow::mark_overdue(&rec.case, now) else {
             return Ok(());
         };
-        let reason = format!(
-            "case {case_ref} overdue: deadline {} passed in state {}",
-            next.deadline.unwrap_or(0),
-            next.state.name()
-        );
         rec.timeline.push(TimelineEntry {
             at: now,
             kind: "deadline.overdue".into(),
@@ -924,7 +1070,8 @@ impl Inner {
             deadline: next.deadline,
         });
         rec.case = next;
-        let entry = event_record(&reason, None, None, None);
+        let state = format!("{} (overdue)", rec.case.state.name());
+        let entry = state_change_record(case_ref, Some(rec.case.state.name()), &state, &[0; 32]);
         self.store
             .write(now, |t| {
                 t.log(EntryKind::CaseStateChanged, entry);
@@ -977,22 +1124,10 @@ impl Inner {
             priority: None,
             in_reply_to: None,
         };
-        match self.submit(signed, spec, req, None, "automatic").await {
-            Ok(_) => {}
-            Err(e) => warn!(node = %self.id, error = %e, "cannot notify the supervisor"),
-        }
-        // Told (or the refusal logged): do not repeat every tick.
-        let _guard = self.case_lock.lock().await;
-        if let Some(mut latest) = self.store.case(case_ref)? {
-            latest.overdue_notified = true;
-            self.store
-                .write(now, |t| {
-                    t.put_case(case_ref, &latest);
-                    Ok(())
-                })
-                .await?;
-        }
-        Ok(())
+        // Told: not again while the case stays overdue. A refusal is logged and tried
+        // again at the next tick.
+        self.submit(signed, spec, req, None, "automatic").await?;
+        self.set_notified(case_ref, true, now).await
     }
 
     /// Sends an active alert to the units its radius has reached since the last tick.
@@ -1008,7 +1143,11 @@ impl Inner {
         let roster = self.roster.get();
         let r = roster.roster();
         let signed = SignedAction::open(bytes, r)?;
-        let targets = alert_targets(signed.action(), r, &self.id, now).unwrap_or_default();
+        // From where the child was last seen (an update may have moved it).
+        let targets = match rec.case.alert_origin() {
+            Some((origin, since)) => reachable(signed.action(), r, &self.id, &origin, since, now),
+            None => Vec::new(),
+        };
         let new: Vec<NodeId> = targets
             .into_iter()
             .filter(|t| !rec.alerted.contains(t))
@@ -1054,8 +1193,30 @@ fn alert_targets(
     let (origin, since) = case
         .alert_origin()
         .ok_or_else(|| "alert has no location (last_seen)".to_owned())?;
+    Ok(reachable(a, r, me, &origin, since, now))
+}
+
+/// The units within the alert's radius that the policy lets it reach: a unit the roster
+/// forbids, or a foreign one when the alert is not released abroad, is left out rather than
+/// blocking the rest.
+fn reachable(
+    a: &Action,
+    r: &liaison_protocol::Roster,
+    me: &NodeId,
+    origin: &liaison_protocol::Location,
+    since: u64,
+    now: u64,
+) -> Vec<NodeId> {
+    let mine = r.member(me).map(|m| &m.country);
     let radius = workflow::alert_radius_m(since, now);
-    Ok(workflow::alert_recipients(r, me, &origin, radius))
+    workflow::alert_recipients(r, me, origin, radius)
+        .into_iter()
+        .filter(|t| {
+            r.check_send(me, t, &a.kind).is_ok()
+                && r.next_hop(me, t).is_ok()
+                && (a.abroad || r.member(t).map(|m| &m.country) == mine)
+        })
+        .collect()
 }
 
 fn verified_label(s: &SignedAction) -> String {
@@ -1089,7 +1250,8 @@ impl Inner {
     }
 }
 
-/// Whether a kind is a case step (carried as an officer-signed action).
+/// Whether a kind is a case step (carried as an officer-signed action): every kind in a
+/// workflow's namespace, listed in the catalog or not (unlisted ones are refused).
 pub(crate) fn is_case_kind(kind: &str) -> bool {
-    workflow::spec(kind).is_some()
+    workflow::reserved(kind)
 }

@@ -85,6 +85,9 @@ pub struct WorkflowConfig {
     /// How far an officer's signing time may lie from the node's clock, ms (an action is
     /// signed by the officer's tool just before it is submitted).
     pub max_action_age_ms: u64,
+    /// How long a received case step that does not fit the case yet (its predecessor is
+    /// still on its way) is answered "try later" before it is refused for good, ms.
+    pub reorder_window_ms: u64,
 }
 
 impl Default for WorkflowConfig {
@@ -92,6 +95,7 @@ impl Default for WorkflowConfig {
         Self {
             tick_ms: 1000,
             max_action_age_ms: 10 * 60 * 1000,
+            reorder_window_ms: 60 * 60 * 1000,
         }
     }
 }
@@ -229,7 +233,7 @@ impl Config {
              window = {}\nreplay_window_ms = {}\nmax_skew_ms = {}\nshutdown_grace_ms = {}\n\
              idle_timeout_ms = {}\n\n\
              [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\nbody_retention_ms = {}\n\n\
-             [workflow]\ntick_ms = {}\nmax_action_age_ms = {}\n",
+             [workflow]\ntick_ms = {}\nmax_action_age_ms = {}\nreorder_window_ms = {}\n",
             self.node_id.as_str(),
             self.federation,
             self.listen,
@@ -255,6 +259,7 @@ impl Config {
             self.audit.body_retention_ms,
             self.workflow.tick_ms,
             self.workflow.max_action_age_ms,
+            self.workflow.reorder_window_ms,
         )
     }
 }

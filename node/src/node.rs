@@ -130,6 +130,8 @@ pub(crate) struct Inner {
     pub(crate) witness_round: tokio::sync::Mutex<()>,
     /// Case updates are read-apply-write: one at a time.
     pub(crate) case_lock: tokio::sync::Mutex<()>,
+    /// One deadline / alert tick at a time.
+    pub(crate) case_tick_lock: tokio::sync::Mutex<()>,
     /// Workflow settings.
     pub(crate) wf: crate::config::WorkflowConfig,
 }
@@ -247,6 +249,7 @@ impl Node {
             conflicts: Mutex::new(0),
             witness_round: tokio::sync::Mutex::new(()),
             case_lock: tokio::sync::Mutex::new(()),
+            case_tick_lock: tokio::sync::Mutex::new(()),
             wf: cfg.workflow.clone(),
         });
         let node = Self { inner };
@@ -688,10 +691,11 @@ impl Inner {
         liaison_protocol::envelope::check_kind(&req.kind)?;
         let now = now_ms();
         let hop = self.route(&req.to, &req.kind, req.body.len(), now).await?;
-        if liaison_protocol::workflow::spec(&req.kind).is_some() {
+        if liaison_protocol::workflow::reserved(&req.kind) {
             return Err(NodeError::Invalid(format!(
-                "{} is a case step: it must be an officer-signed action (use the workflow \
-                 commands, e.g. `liaison assist …`)",
+                "{} is in a workflow's namespace: case steps are officer-signed actions (use \
+                 the workflow commands, e.g. `liaison assist …`); plain messages use other \
+                 kinds (e.g. bus.note)",
                 req.kind
             )));
         }
@@ -838,7 +842,7 @@ impl Inner {
         let now = now_ms();
         let peeked = Envelope::peek_unverified(envelope);
         let rec = event_record(
-            &reason,
+            &truncate(&reason, 1000),
             Some(peer.as_str()),
             peeked.as_ref().map(|(d, _)| &d.0),
             peeked.as_ref().map(|(_, h)| &h.id.0),
@@ -950,9 +954,31 @@ impl Inner {
                 let mut update = None;
                 if relay_hop.is_none() && crate::cases::is_case_kind(&h.kind) {
                     case_guard = self.case_lock.lock().await;
+                    // A copy that arrived while we waited for the lock was answered already.
+                    match self.store.seen(&h.from, &h.id) {
+                        Ok(Some(d)) if d == env.digest() => {
+                            return match self.store.message(&d) {
+                                Ok(Some(rec)) => duplicate_answer(&d, rec),
+                                _ => error_frame(
+                                    ErrorCode::Unavailable,
+                                    "dedupe entry without message",
+                                ),
+                            };
+                        }
+                        Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
+                        _ => {}
+                    }
                     match self.check_case_step(&env, &body) {
                         Ok(u) => update = Some(u),
-                        Err(reason) => {
+                        Err(crate::cases::StepRefusal::NotYet(reason)) => {
+                            // Steps of one case can arrive out of order (priority lanes,
+                            // retries): the sender tries again later.
+                            return error_frame(
+                                ErrorCode::Unavailable,
+                                format!("case step not yet applicable, try later: {reason}"),
+                            );
+                        }
+                        Err(crate::cases::StepRefusal::Final(reason)) => {
                             drop(case_guard);
                             let reason = format!("case step refused: {reason}");
                             return self
@@ -1708,7 +1734,7 @@ fn duplicate_answer(digest: &Digest, rec: MessageRecord) -> Reply {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

@@ -197,6 +197,18 @@ pub struct Txn<'a> {
 impl Txn<'_> {
     /// Appends an audit entry; returns its index.
     pub fn log(&mut self, kind: EntryKind, object: Vec<u8>) -> u64 {
+        // Every object logged is a small signed object or record; should one ever be larger
+        // than an entry may be, its digest goes in instead, so the log stays readable.
+        let object = if object.len() + 128 > liaison_protocol::audit::MAX_ENTRY_LEN {
+            liaison_protocol::audit::event_record(
+                &format!("object of {} bytes too large to log", object.len()),
+                None,
+                Some(&Digest::of(&object).0),
+                None,
+            )
+        } else {
+            object
+        };
         let index = self.counters.next_log;
         self.counters.next_log += 1;
         let entry = Entry {
@@ -374,6 +386,36 @@ pub struct CaseRecord {
     /// Whether the supervisor was already told the case is overdue.
     #[serde(default)]
     pub overdue_notified: bool,
+    /// Steps recorded here only (a repatriation case opened with the victim's consent):
+    /// the signed actions, kept until their retention ends like message bodies.
+    #[serde(default)]
+    pub local_actions: Vec<LocalAction>,
+}
+
+impl CaseRecord {
+    /// A new record for `case`.
+    pub fn new(case: liaison_protocol::workflow::Case) -> Self {
+        Self {
+            case,
+            timeline: Vec::new(),
+            alert_action: None,
+            alerted: Vec::new(),
+            overdue_notified: false,
+            local_actions: Vec::new(),
+        }
+    }
+}
+
+/// A signed action recorded on this node only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalAction {
+    /// Recorded at, Unix ms.
+    pub at: u64,
+    /// How long it may be kept, ms.
+    pub retain_ms: u64,
+    /// The signed action.
+    #[serde(with = "serde_bytes_vec")]
+    pub action: Vec<u8>,
 }
 
 /// One step of a case, for timelines.
@@ -383,7 +425,7 @@ pub struct TimelineEntry {
     pub at: u64,
     /// Message kind.
     pub kind: String,
-    /// `sent`, `received`, `local`, `automatic` or `overdue`.
+    /// `sent`, `received`, `local`, `automatic`, `widened`, `refused` or `overdue`.
     pub direction: String,
     /// Sending node.
     pub from: NodeId,

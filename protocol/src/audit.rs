@@ -185,18 +185,15 @@ pub fn state_change_record(
 }
 
 /// The case an entry is about, from its object: an envelope's case reference (sent,
-/// received, relayed), an officer action's (verified against `roster`), or a state-change
-/// record's. Receipts and non-delivery records name an envelope instead (see
-/// [`crate::evidence::CaseEvidence`]).
-pub fn case_of(entry: &Entry, roster: &crate::roster::Roster) -> Option<String> {
+/// received, relayed), or a state-change
+/// record's or an action record's. Receipts and non-delivery records name an envelope instead
+/// (see [`crate::evidence::CaseEvidence`]).
+pub fn case_of(entry: &Entry) -> Option<String> {
     match entry.kind {
         EntryKind::MessageSent | EntryKind::MessageReceived | EntryKind::Relayed => {
             crate::envelope::Envelope::peek_unverified(&entry.object).and_then(|(_, h)| h.case_ref)
         }
-        EntryKind::OfficerAction => crate::action::SignedAction::open(&entry.object, roster)
-            .ok()
-            .map(|a| a.action().case_ref.clone()),
-        EntryKind::CaseStateChanged => {
+        EntryKind::OfficerAction | EntryKind::CaseStateChanged => {
             let v = cbor::decode_strict(&entry.object, MAX_ENTRY_LEN, None).ok()?;
             let Value::Map(m) = v else { return None };
             m.into_iter()
@@ -207,6 +204,21 @@ pub fn case_of(entry: &Entry, roster: &crate::roster::Roster) -> Option<String> 
         }
         _ => None,
     }
+}
+
+/// The record of an officer's (or the node's automatic) action: `{1: case ref, 2: kind,
+/// 3: actor (officer id or node id), 4: digest of the signed action}`. The signed action
+/// itself travels as the message body (whose hash the logged envelope commits to) and is
+/// deleted with it when its retention ends: the permanent log never holds the document.
+pub fn action_record(case_ref: &str, kind: &str, actor: &str, action: &[u8; 32]) -> Vec<u8> {
+    cbor::encode(
+        &MapBuilder::new()
+            .put(1, case_ref)
+            .put(2, kind)
+            .put(3, actor)
+            .put(4, Value::Bytes(action.to_vec()))
+            .build(),
+    )
 }
 
 /// The parts of an [`event_record`]: reason, peer, digest, message id.

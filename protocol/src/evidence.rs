@@ -264,7 +264,7 @@ impl CaseEvidence {
             }
         }
         for p in &proven {
-            let about_case = crate::audit::case_of(&p.entry, r).as_deref()
+            let about_case = crate::audit::case_of(&p.entry).as_deref()
                 == Some(self.case_ref.as_str())
                 || crate::receipt::SignedReceipt::open(&p.entry.object, |k| r.signer(k))
                     .is_ok_and(|rc| digests.contains(&rc.receipt().message_digest))

@@ -49,9 +49,12 @@ fn last_seen(m: &Document) -> Result<(String, Location), WorkflowError> {
     let coord = |key: &str, limit: i64| -> Result<i64, WorkflowError> {
         let field = format!("last_seen.{key}");
         let s = m.text(key).ok_or(WorkflowError::NoLocation)?;
-        let v: i64 = s
-            .parse()
-            .map_err(|_| bad(&field, format!("{s:?} is not a decimal integer")))?;
+        let v: i64 = s.parse().map_err(|_| {
+            bad(
+                &field,
+                format!("{} is not a decimal integer", super::catalog::quoted(s)),
+            )
+        })?;
         if (-limit..=limit).contains(&v) {
             Ok(v)
         } else {

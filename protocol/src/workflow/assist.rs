@@ -130,7 +130,9 @@ pub(super) fn apply(case: Option<&Case>, step: &Step<'_>) -> Result<Case, Workfl
             expect_state(c, step, WAITING)?;
             let reason = doc.text("reason_code").unwrap_or_default();
             if reason != "incomplete_papers" {
-                return Err(WorkflowError::RefusalReason(reason.to_owned()));
+                return Err(WorkflowError::RefusalReason(super::catalog::quoted_raw(
+                    reason,
+                )));
             }
             next.state = RefusedIncomplete;
             next.overdue = false;

@@ -1329,21 +1329,27 @@ fn check_field(
             match ty {
                 FieldType::Hash if !is_hash(s) => {
                     return Err(bad(format!(
-                        "{s:?} is not a SHA-256 (64 lowercase hex characters)"
+                        "{} is not a SHA-256 (64 lowercase hex characters)",
+                        quoted(s)
                     )));
                 }
                 Date if !is_date(s) => {
-                    return Err(bad(format!("{s:?} is not a date YYYY-MM-DD")));
+                    return Err(bad(format!("{} is not a date YYYY-MM-DD", quoted(s))));
                 }
                 Country if !is_country(s) => {
                     return Err(bad(format!(
-                        "{s:?} is not an ISO 3166 alpha-3 country code"
+                        "{} is not an ISO 3166 alpha-3 country code",
+                        quoted(s)
                     )));
                 }
                 _ => {}
             }
             if !f.values.is_empty() && !f.values.contains(&s) {
-                return Err(bad(format!("{s:?} is not one of: {}", f.values.join(", "))));
+                return Err(bad(format!(
+                    "{} is not one of: {}",
+                    quoted(s),
+                    f.values.join(", ")
+                )));
             }
         }
         Uint => {
@@ -1416,6 +1422,36 @@ pub fn is_date(s: &str) -> bool {
         _ => return false,
     };
     (1..=days).contains(&d)
+}
+
+/// A value quoted for an error message, cut to 40 characters: errors are logged and sent in
+/// rejection receipts, so they never repeat a whole (possibly huge or sensitive) value.
+pub(crate) fn quoted(s: &str) -> String {
+    const MAX: usize = 40;
+    match s.char_indices().nth(MAX) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
+/// Like [`quoted`] without the quotes (for errors that quote the value themselves).
+pub(crate) fn quoted_raw(s: &str) -> String {
+    const MAX: usize = 40;
+    match s.char_indices().nth(MAX) {
+        None => s.to_owned(),
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+    }
+}
+
+/// Whether `kind` lies in a workflow's namespace (`assist.`, `repatriation.` …): such kinds
+/// are case steps, carried only as officer-signed actions; a kind there that the catalog does
+/// not list is refused rather than sent as a plain message.
+pub fn reserved(kind: &str) -> bool {
+    kind.split_once('.').is_some_and(|(prefix, _)| {
+        catalog()
+            .iter()
+            .any(|k| k.kind.split_once('.').is_some_and(|(p, _)| p == prefix))
+    })
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub use case::{
     SupervisionDetail,
 };
 pub use catalog::{
-    FieldSpec, FieldType, KindSpec, Role, Workflow, catalog, example, spec, validate,
+    FieldSpec, FieldType, KindSpec, Role, Workflow, catalog, example, reserved, spec, validate,
 };
 pub use error::WorkflowError;
 pub use permission::permission_subject;
@@ -358,7 +358,10 @@ fn hhmm(field: &str, s: &str) -> Result<u32, WorkflowError> {
     let parse = |r: std::ops::Range<usize>| s.get(r).and_then(|p| p.parse::<u32>().ok());
     match (ok, parse(0..2), parse(3..5)) {
         (true, Some(h), Some(m)) if h < 24 && m < 60 => Ok(h * 60 + m),
-        _ => Err(bad(field, format!("{s:?} is not a time HH:MM"))),
+        _ => Err(bad(
+            field,
+            format!("{} is not a time HH:MM", catalog::quoted(s)),
+        )),
     }
 }
 

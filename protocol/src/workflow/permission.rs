@@ -27,7 +27,10 @@ pub(super) fn apply(case: Option<&Case>, step: &Step<'_>) -> Result<Case, Workfl
         {
             return Err(bad(
                 "message_id",
-                format!("{id:?} is not a message id (32 lowercase hex characters)"),
+                format!(
+                    "{} is not a message id (32 lowercase hex characters)",
+                    super::catalog::quoted(id)
+                ),
             ));
         }
         let recipient = doc.text("recipient").unwrap_or_default();

@@ -268,6 +268,13 @@ pub(super) fn apply(
                     det.record = Some(digest);
                     det.signatures.push(sig);
                 }
+                // A side that signed a record the other side has not countersigned may
+                // replace it with a corrected one (otherwise two different records would
+                // leave the case stuck); signing the same record twice is refused.
+                (Some(first), Some(record)) if &first.node == step.from && record != digest => {
+                    det.record = Some(digest);
+                    det.signatures = vec![sig];
+                }
                 (Some(first), _) if &first.node == step.from => {
                     return Err(WorkflowError::HandoverSameSide(first.node.to_string()));
                 }

@@ -1113,6 +1113,40 @@ fn repatriation_handover_signatures() {
         e.to_string(),
         format!("second signature is over a different handover record ({a} vs {b})")
     );
+    // The first side corrects its record before the other side signed: its signature moves
+    // to the corrected record, and only that one can be countersigned.
+    let corrected = go(
+        Some(&one),
+        "repatriation.handover_record",
+        VN,
+        FJ,
+        T0 + 12,
+        &other,
+    )
+    .unwrap();
+    assert_eq!(corrected.state, State::HandoverScheduled);
+    assert_eq!(corrected.handover_signatures().len(), 1);
+    assert!(
+        go(
+            Some(&corrected),
+            "repatriation.handover_record",
+            FJ,
+            VN,
+            T0 + 13,
+            &rec,
+        )
+        .is_err()
+    );
+    let done = go(
+        Some(&corrected),
+        "repatriation.handover_record",
+        FJ,
+        VN,
+        T0 + 13,
+        &other,
+    )
+    .unwrap();
+    assert_eq!(done.state, State::HandedOver);
     // A third node cannot sign.
     let e = go(
         Some(&one),
