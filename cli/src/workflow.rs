@@ -638,11 +638,9 @@ pub(crate) async fn any_step(
     let Some(spec) = liaison_protocol::workflow::spec(&kind) else {
         bail!("unknown kind {kind}: see `liaison step --list`");
     };
-    let case_ref = match args.case {
-        Some(c) => c,
-        None if spec.opens_case => new_case_ref(&me(client).await?, spec.workflow.name()),
-        None => bail!("which case? --case <ref>"),
-    };
+    if args.case.is_none() && !spec.opens_case {
+        bail!("which case? --case <ref>");
+    }
     let mut doc = Document::new();
     set_fields(&mut doc, &args.set)?;
     let to = args
@@ -650,7 +648,7 @@ pub(crate) async fn any_step(
         .iter()
         .map(|t| NodeId::new(t.as_str()))
         .collect::<Result<Vec<_>, _>>()?;
-    open(client, opts, json, &kind, case_ref, doc, to).await
+    open(client, opts, json, &kind, args.case, doc, to).await
 }
 
 /// A duration like `90s`, `30m`, `2h`, `7d` in ms.
@@ -721,15 +719,24 @@ async fn step(
     Ok(())
 }
 
+/// Signs and submits a step that opens a case: `case` or a new reference
+/// `<node>/<workflow>/<id>`.
 async fn open(
     client: &mut Client,
     opts: &ActOpts,
     json: bool,
     kind: &str,
-    case_ref: String,
+    case: Option<String>,
     doc: Document,
     to: Vec<NodeId>,
 ) -> Result<()> {
+    let case_ref = match case {
+        Some(c) => c,
+        None => {
+            let what = liaison_protocol::workflow::spec(kind).map_or("case", |s| s.workflow.name());
+            new_case_ref(&me(client).await?, what)
+        }
+    };
     let v = act(client, opts, kind, &case_ref, doc, to).await?;
     output::print(json, &v, output::act);
     Ok(())
@@ -821,16 +828,12 @@ pub(crate) async fn assist(
                 doc.set("deadline", d);
             }
             set_fields(&mut doc, &set)?;
-            let case_ref = match case {
-                Some(c) => c,
-                None => new_case_ref(&me(client).await?, "assist"),
-            };
             open(
                 client,
                 opts,
                 json,
                 "assist.request",
-                case_ref,
+                case,
                 doc,
                 vec![NodeId::new(to)?],
             )
@@ -933,16 +936,12 @@ pub(crate) async fn marriage(
             let doc = Document::new()
                 .with("request_no", request_no)
                 .with("foreign_party", party);
-            let case_ref = match case {
-                Some(c) => c,
-                None => new_case_ref(&me(client).await?, "marriage"),
-            };
             open(
                 client,
                 opts,
                 json,
                 "marriage_check.request",
-                case_ref,
+                case,
                 doc,
                 vec![NodeId::new(to)?],
             )
@@ -1029,16 +1028,12 @@ pub(crate) async fn repatriation(
                 .with("victim", victim)
                 .with("consent_notify_origin", consent)
                 .with("consent_recorded_by", consent_recorded_by);
-            let case_ref = match case {
-                Some(c) => c,
-                None => new_case_ref(&me(client).await?, "repatriation"),
-            };
             open(
                 client,
                 opts,
                 json,
                 "repatriation.open",
-                case_ref,
+                case,
                 doc,
                 Vec::new(),
             )
@@ -1265,11 +1260,7 @@ pub(crate) async fn alert(
                 }
                 _ => bail!("give all of --place, --lat and --lon"),
             }
-            let case_ref = match case {
-                Some(c) => c,
-                None => new_case_ref(&me(client).await?, "alert"),
-            };
-            open(client, opts, json, "alert.issue", case_ref, doc, Vec::new()).await
+            open(client, opts, json, "alert.issue", case, doc, Vec::new()).await
         }
         AlertCmd::Update { case_ref, text } => {
             let doc = Document::new().with("update", text);
@@ -1390,7 +1381,7 @@ pub(crate) async fn report(
         opts,
         json,
         "report.annual",
-        case_ref,
+        Some(case_ref),
         doc,
         vec![NodeId::new(to)?],
     )
@@ -1415,13 +1406,12 @@ pub(crate) async fn permission(
                 .with("recipient", recipient)
                 .with("purpose", "criminal_investigation")
                 .with("reason", reason);
-            let case_ref = new_case_ref(&me(client).await?, "permission");
             open(
                 client,
                 opts,
                 json,
                 "permission.request",
-                case_ref,
+                None,
                 doc,
                 vec![NodeId::new(to)?],
             )
