@@ -556,16 +556,23 @@ fn check_case(file: &Path, authority_key: &str, json: bool) -> Result<ExitCode> 
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let verdict = CaseEvidence::decode(&bytes)
         .map_err(liaison_protocol::evidence::EvidenceError::from)
-        .and_then(|c| c.verify(&authority).map(|p| (c.case_ref, p)));
+        .and_then(|c| {
+            c.verify_with_records(&authority)
+                .map(|(p, signers)| (c.case_ref, p, signers))
+        });
     match verdict {
-        Ok((case_ref, proven)) => {
+        Ok((case_ref, proven, signers)) => {
             let items: Vec<Value> = proven
                 .iter()
                 .map(|p| serde_json::json!({"node": p.node, "index": p.index, "kind": p.entry.kind, "at": p.entry.at}))
                 .collect();
-            let v = serde_json::json!({"ok": true, "case_ref": case_ref, "entries": items});
+            let v = serde_json::json!({"ok": true, "case_ref": case_ref, "entries": items,
+                "handover_records_signed_by": signers});
             output::print(json, &v, |_| {
                 let mut s = format!("case {case_ref}: {} entries verified\n", proven.len());
+                for who in &signers {
+                    s.push_str(&format!("  signed handover record verified: {who}\n"));
+                }
                 for p in &proven {
                     s.push_str(&format!(
                         "  {}  {}/log#{:<6} {:?}\n",

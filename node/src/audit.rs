@@ -109,10 +109,26 @@ impl Node {
         for i in indices {
             bundles.push(self.prove(i).await?);
         }
+        // The signed handover records (message bodies, while still held).
+        let mut records = Vec::new();
+        for (_, e) in &entries {
+            if !matches!(e.kind, EntryKind::MessageSent | EntryKind::MessageReceived) {
+                continue;
+            }
+            let Some((d, h)) = Envelope::peek_unverified(&e.object) else {
+                continue;
+            };
+            if h.case_ref.as_deref() == Some(case_ref) && h.kind == "repatriation.handover_record" {
+                if let Some(body) = self.inner.store.body(&d)? {
+                    records.push(body);
+                }
+            }
+        }
         Ok(liaison_protocol::evidence::CaseEvidence {
             case_ref: case_ref.to_owned(),
             roster: roster.bytes().to_vec(),
             bundles,
+            records,
         })
     }
 

@@ -177,8 +177,9 @@ impl Evidence {
     }
 }
 
-/// Every audit entry one node holds about a case, each with its proof, and the roster that
-/// was in force: `[1, case_ref, roster: bstr, [evidence: bstr …]]`.
+/// Every audit entry one node holds about a case, each with its proof, the roster that was in
+/// force, and the signed handover records of the case:
+/// `[1, case_ref, roster: bstr, [evidence: bstr …], [record: bstr …]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseEvidence {
     /// The case reference.
@@ -187,6 +188,9 @@ pub struct CaseEvidence {
     pub roster: Vec<u8>,
     /// One evidence bundle per entry.
     pub bundles: Vec<Evidence>,
+    /// The officer-signed `repatriation.handover_record` actions of the case (message
+    /// bodies still held), each bound to its logged envelope by the envelope's body hash.
+    pub records: Vec<Vec<u8>>,
 }
 
 /// Largest case bundle.
@@ -205,6 +209,7 @@ impl CaseEvidence {
                     .map(|b| Value::Bytes(b.encode()))
                     .collect(),
             ),
+            Value::Array(self.records.iter().cloned().map(Value::Bytes).collect()),
         ]))
     }
 
@@ -212,18 +217,30 @@ impl CaseEvidence {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let shape = DecodeError::Shape {
             object: "case evidence",
-            expected: "[1, case_ref, roster, [evidence …]]",
+            expected: "[1, case_ref, roster, [evidence …], [record …]]",
         };
         let Value::Array(items) = cbor::decode_strict(bytes, MAX_CASE_EVIDENCE_LEN, None)? else {
             return Err(shape);
         };
-        let [v, case_ref, roster, bundles]: [Value; 4] =
+        let [v, case_ref, roster, bundles, records]: [Value; 5] =
             items.try_into().map_err(|_| shape.clone())?;
-        let (Some(1), Value::Text(case_ref), Value::Bytes(roster), Value::Array(bundles)) =
-            (cbor::as_uint(&v), case_ref, roster, bundles)
+        let (
+            Some(1),
+            Value::Text(case_ref),
+            Value::Bytes(roster),
+            Value::Array(bundles),
+            Value::Array(records),
+        ) = (cbor::as_uint(&v), case_ref, roster, bundles, records)
         else {
             return Err(shape);
         };
+        let records = records
+            .into_iter()
+            .map(|r| match r {
+                Value::Bytes(b) => Ok(b),
+                _ => Err(shape.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let bundles = bundles
             .into_iter()
             .map(|b| match b {
@@ -235,6 +252,7 @@ impl CaseEvidence {
             case_ref,
             roster,
             bundles,
+            records,
         })
     }
 
@@ -243,6 +261,18 @@ impl CaseEvidence {
     /// reference, an officer action or state change of the case, or a receipt or record
     /// naming one of those envelopes).
     pub fn verify(&self, authority: &crate::keys::PublicKey) -> Result<Vec<Proven>, EvidenceError> {
+        self.verify_with_records(authority).map(|(p, _)| p)
+    }
+
+    /// [`CaseEvidence::verify`], and the attached handover records: each must open as an
+    /// officer-signed `repatriation.handover_record` action of this case (officer key,
+    /// credential and node key checked against the roster) whose bytes hash to the body hash
+    /// of an envelope of the case proven here. Returns the proven entries and, per record,
+    /// who signed it (`officer id (node)`).
+    pub fn verify_with_records(
+        &self,
+        authority: &crate::keys::PublicKey,
+    ) -> Result<(Vec<Proven>, Vec<String>), EvidenceError> {
         let roster = crate::roster::SignedRoster::open(&self.roster, authority).map_err(|e| {
             EvidenceError::Decode(DecodeError::Invalid {
                 what: "case evidence roster",
@@ -277,6 +307,31 @@ impl CaseEvidence {
                 }));
             }
         }
-        Ok(proven)
+        let bad = |i: usize, problem: String| {
+            EvidenceError::Decode(DecodeError::Invalid {
+                what: "case evidence",
+                problem: format!("handover record {i}: {problem}"),
+            })
+        };
+        let body_hashes: Vec<[u8; 32]> = proven
+            .iter()
+            .filter_map(|p| crate::envelope::Envelope::peek_unverified(&p.entry.object))
+            .filter(|(_, h)| h.case_ref.as_deref() == Some(self.case_ref.as_str()))
+            .map(|(_, h)| h.body_hash)
+            .collect();
+        let mut signers = Vec::with_capacity(self.records.len());
+        for (i, rec) in self.records.iter().enumerate() {
+            if !body_hashes.contains(&crate::ids::Digest::of(rec).0) {
+                return Err(bad(i, "no envelope of the case carries it".into()));
+            }
+            let a = crate::action::SignedAction::open(rec, r).map_err(|e| bad(i, e.to_string()))?;
+            if a.action().kind != "repatriation.handover_record"
+                || a.action().case_ref != self.case_ref
+            {
+                return Err(bad(i, "not a handover record of this case".into()));
+            }
+            signers.push(format!("{} ({})", a.actor(), a.action().node));
+        }
+        Ok((proven, signers))
     }
 }

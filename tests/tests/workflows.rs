@@ -621,6 +621,34 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
         .to_vec();
     assert_eq!(sigs.len(), 2);
     assert_ne!(sigs[0].node, sigs[1].node);
+
+    // The case evidence carries both signed handover records, bound to their logged
+    // envelopes, verifiable offline with the authority key alone.
+    let evidence = fj.case_evidence(case).await.unwrap();
+    assert_eq!(evidence.records.len(), 2);
+    let bytes = evidence.encode();
+    let decoded = liaison_protocol::evidence::CaseEvidence::decode(&bytes).unwrap();
+    let authority = liaison_protocol::PublicKey::from_bytes(
+        &hex::decode(&fed.generated.authority_key_hex)
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    )
+    .unwrap();
+    let (_, signers) = decoded.verify_with_records(&authority).unwrap();
+    assert_eq!(signers.len(), 2);
+    assert!(
+        signers.iter().any(|s| s.starts_with("fj/chen.hui")),
+        "{signers:?}"
+    );
+    assert!(
+        signers.iter().any(|s| s.starts_with("vn/nguyen.van.an")),
+        "{signers:?}"
+    );
+    let mut forged = decoded.clone();
+    let n = forged.records[0].len();
+    forged.records[0][n - 1] ^= 1;
+    assert!(forged.verify_with_records(&authority).is_err());
     for id in ["fj", "hk", "vn"] {
         fed.stop(id).await;
     }
