@@ -49,18 +49,19 @@ pub(crate) fn inbox(v: &Value, body: bool) -> String {
         return "inbox is empty".into();
     }
     let mut out = format!(
-        "{:>5}  {:<20}  {:<14}  {:<28}  {:<8}  message id\n",
-        "seq", "received", "from", "kind", "priority"
+        "{:>5}  {:<20}  {:<14}  {:<34}  {:<8}  {:<32}  case\n",
+        "seq", "received", "from", "kind", "priority", "message id"
     );
     for m in &items {
         out.push_str(&format!(
-            "{:>5}  {:<20}  {:<14}  {:<28}  {:<8}  {}\n",
+            "{:>5}  {:<20}  {:<14}  {:<34}  {:<8}  {:<32}  {}\n",
             m["inbox_seq"].to_string(),
             time(m["sent_at"].as_u64().unwrap_or(0)),
             s(m, "from"),
             s(m, "kind"),
             s(m, "priority"),
             s(m, "message_id"),
+            s(m, "case_ref"),
         ));
         if body {
             out.push_str(&format!("       {}\n", body_text(m)));
@@ -75,6 +76,7 @@ fn body_text(m: &Value) -> String {
     match m["body"].as_str() {
         None => "(body purged)".into(),
         Some(b) => match base64::engine::general_purpose::STANDARD.decode(b) {
+            Ok(bytes) if action_text(&bytes).is_some() => action_text(&bytes).unwrap_or_default(),
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(e) => format!("({} bytes of binary)", e.into_bytes().len()),
@@ -82,6 +84,28 @@ fn body_text(m: &Value) -> String {
             Err(_) => "(undecodable body)".into(),
         },
     }
+}
+
+/// An officer-signed action as text: handling and the document (the node verified every
+/// signature before it took the message; `liaison case timeline` names who signed).
+fn action_text(bytes: &[u8]) -> Option<String> {
+    use liaison_protocol::action::{Action, MAX_ACTION_LEN};
+    let obj = liaison_protocol::SignedObject::parse(bytes, MAX_ACTION_LEN).ok()?;
+    if obj.typ() != liaison_protocol::cose::TYP_ACTION {
+        return None;
+    }
+    let a = Action::decode(obj.payload()).ok()?;
+    Some(format!(
+        "[{}{}{}] {}",
+        a.handling.code(),
+        if a.sensitivity.is_empty() {
+            String::new()
+        } else {
+            format!(", sensitive: {}", a.sensitivity.join(" "))
+        },
+        if a.abroad { ", releasable abroad" } else { "" },
+        serde_json::to_string(&a.document).unwrap_or_default()
+    ))
 }
 
 pub(crate) fn messages(v: &Value) -> String {
