@@ -548,7 +548,9 @@ impl Inner {
         } else {
             recipients.clone()
         };
-        for to in &targets {
+        // Widening re-sends a step the case already holds: nothing to apply again (that
+        // would put back the place an update has moved since).
+        for to in targets.iter().filter(|_| !widening) {
             let step = Step {
                 case_ref: &a.case_ref,
                 kind: &a.kind,
@@ -608,7 +610,7 @@ impl Inner {
             // Nothing widens a closed alert: its description is not kept beyond need.
             record.alert_action = None;
         }
-        if spec.local || recipients.is_empty() {
+        if (spec.local || recipients.is_empty()) && a.kind != "alert.issue" {
             // Not sent, so no message body holds it: kept with the case until its
             // retention ends (a repatriation case's consent record).
             record.local_actions.push(LocalAction {
@@ -625,7 +627,12 @@ impl Inner {
         record.timeline.push(TimelineEntry {
             at: a.at,
             kind: a.kind.clone(),
-            direction: if spec.local { "local" } else { direction }.to_owned(),
+            direction: if recipients.is_empty() {
+                "local"
+            } else {
+                direction
+            }
+            .to_owned(),
             from: self.id.clone(),
             to: recipients.clone(),
             actor: signed.actor().to_owned(),
@@ -1124,9 +1131,12 @@ impl Inner {
             priority: None,
             in_reply_to: None,
         };
-        // Told: not again while the case stays overdue. A refusal is logged and tried
-        // again at the next tick.
-        self.submit(signed, spec, req, None, "automatic").await?;
+        // Told: not again while the case stays overdue. A refusal (policy, workflow) is
+        // logged once and not repeated every tick; anything else is tried again.
+        match self.submit(signed, spec, req, None, "automatic").await {
+            Ok(_) | Err(NodeError::Refused(_) | NodeError::Policy(_)) => {}
+            Err(e) => return Err(e),
+        }
         self.set_notified(case_ref, true, now).await
     }
 
