@@ -320,7 +320,27 @@ fn operator_session_with_two_node_processes() {
     );
     assert!(String::from_utf8_lossy(&forbidden.stderr).contains("policy forbids"));
     officer_session(dir.path(), &fj, &sx);
-    for cfg in [&fj, &sx] {
+    // The border: Hekou, Lao Cai behind it, and the Xi'an registry.
+    let hk = out.join("nodes/cn-5325-hekou/node.toml");
+    let vn = out.join("nodes/vn-laocai-bg/node.toml");
+    let xa = out.join("nodes/cn-6101-mca/node.toml");
+    for cfg in [&hk, &vn, &xa] {
+        nodes.0.push(
+            Command::new(BIN)
+                .args(["node", "start", "--dev", "--config"])
+                .arg(cfg)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for cfg in [&hk, &vn, &xa] {
+        wait_until(Duration::from_secs(20), || {
+            liaison(Some(cfg), &["status", "--json"]).status.success()
+        });
+    }
+    border_session(dir.path(), &fj, &hk, &vn, &xa);
+    for cfg in [&fj, &sx, &hk, &vn, &xa] {
         liaison(Some(cfg), &["node", "stop"]);
     }
     for c in &mut nodes.0 {
@@ -501,4 +521,305 @@ fn officer_session(dir: &Path, fj: &Path, sx: &Path) {
         &["report", "annual", "--year", &year, "--dry-run", "--json"],
     ));
     assert_eq!(figures["figures"]["checks_sent"], 1);
+}
+
+fn case_state(cfg: &Path, case: &str) -> String {
+    let out = liaison(Some(cfg), &["case", "timeline", case, "--json"]);
+    if !out.status.success() {
+        return "missing".into();
+    }
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["case"]["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A marriage check and a repatriation through the officers' commands, across the Hekou relay.
+fn border_session(dir: &Path, fj: &Path, hk: &Path, vn: &Path, xa: &Path) {
+    let path = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let enroll = |cfg: &Path, key: &str, id: &str, role: &str| {
+        let k = json(&liaison(
+            None,
+            &["officer", "keygen", "--out", &path(key), "--json"],
+        ));
+        let pk = k["public_key"].as_str().unwrap().to_owned();
+        json(&liaison(
+            Some(cfg),
+            &[
+                "officer",
+                "enroll",
+                "--id",
+                id,
+                "--name",
+                id,
+                "--number",
+                "1",
+                "--unit",
+                "u",
+                "--role",
+                role,
+                "--public-key",
+                &pk,
+                "--json",
+            ],
+        ));
+        path(key)
+    };
+    let yang = enroll(hk, "yang.key", "cn-5325-hekou/yang.bo", "border_officer");
+    let an = enroll(
+        vn,
+        "an.key",
+        "vn-laocai-bg/nguyen.van.an",
+        "foreign_liaison",
+    );
+    let liu = enroll(xa, "liu.key", "cn-6101-mca/liu.fang", "registrar");
+    let lin = path("lin.key");
+    let wait = |cfg: &Path, case: &str, state: &str| {
+        wait_until(Duration::from_secs(30), || case_state(cfg, case) == state);
+    };
+    let run = |cfg: &Path, args: &[&str]| {
+        let mut a = args.to_vec();
+        a.push("--json");
+        json(&liaison(Some(cfg), &a))
+    };
+
+    // Marriage check, answered with the minimised record.
+    run(
+        xa,
+        &[
+            "--officer",
+            &liu,
+            "marriage",
+            "check",
+            "--to",
+            "cn-5325-hekou",
+            "--case",
+            "XA-MR-1",
+            "--request-no",
+            "XA-MR-2026-0311",
+            "--names",
+            "NGUYEN Thi A",
+            "--sex",
+            "female",
+            "--birth-date",
+            "2001-07-02",
+            "--nationality",
+            "VNM",
+            "--passport-no",
+            "C1234567",
+            "--passport-issuer",
+            "VNM",
+            "--sensitivity",
+            "identity",
+        ],
+    );
+    wait(hk, "XA-MR-1", "submitted");
+    run(
+        hk,
+        &[
+            "--officer",
+            &yang,
+            "marriage",
+            "answer",
+            "XA-MR-1",
+            "--record-found",
+            "--last-entry-date",
+            "2026-09-30",
+            "--flags",
+            "illegal_entry_suspected",
+        ],
+    );
+    wait(xa, "XA-MR-1", "answered_discrepancy");
+
+    // Repatriation: Fujian and Lao Cai, every message through Hekou.
+    run(
+        fj,
+        &[
+            "--officer",
+            &lin,
+            "repatriation",
+            "open",
+            "--case",
+            "FJ-REP-1",
+            "--name",
+            "TRAN Thi B",
+            "--sex",
+            "female",
+            "--nationality",
+            "VNM",
+            "--consent-notify",
+            "yes",
+            "--consent-recorded-by",
+            "Lin Wei",
+        ],
+    );
+    assert_eq!(case_state(fj, "FJ-REP-1"), "identified");
+    // Without --abroad the node refuses to send identity data to a foreign node.
+    let refused = liaison(
+        Some(fj),
+        &[
+            "--officer",
+            &lin,
+            "repatriation",
+            "verify-nationality",
+            "FJ-REP-1",
+            "--to",
+            "vn-laocai-bg",
+            "--name",
+            "TRAN Thi B",
+            "--sex",
+            "female",
+            "--nationality",
+            "VNM",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("abroad"));
+    let abroad = |cfg: &Path, officer: &str, args: &[&str]| {
+        let mut a = vec!["--officer", officer, "--abroad"];
+        a.extend_from_slice(args);
+        run(cfg, &a)
+    };
+    abroad(
+        fj,
+        &lin,
+        &[
+            "repatriation",
+            "verify-nationality",
+            "FJ-REP-1",
+            "--to",
+            "vn-laocai-bg",
+            "--name",
+            "TRAN Thi B",
+            "--sex",
+            "female",
+            "--nationality",
+            "VNM",
+        ],
+    );
+    wait(vn, "FJ-REP-1", "nationality_pending");
+    abroad(
+        vn,
+        &an,
+        &[
+            "repatriation",
+            "answer-nationality",
+            "FJ-REP-1",
+            "--result",
+            "confirmed",
+            "--reference",
+            "LC-2026-1187",
+        ],
+    );
+    wait(fj, "FJ-REP-1", "nationality_confirmed");
+    abroad(
+        vn,
+        &an,
+        &[
+            "repatriation",
+            "travel-document",
+            "FJ-REP-1",
+            "--document-no",
+            "LC-TD-1",
+            "--issued",
+            "2026-11-20",
+            "--valid-until",
+            "2027-02-20",
+        ],
+    );
+    wait(fj, "FJ-REP-1", "ready");
+    abroad(
+        fj,
+        &lin,
+        &[
+            "repatriation",
+            "propose-handover",
+            "FJ-REP-1",
+            "--port",
+            "Hekou-Lao Cai",
+            "--date",
+            "2026-11-25",
+            "--window",
+            "09:00-11:00",
+            "--escorts",
+            "Chen Hui",
+            "--persons",
+            "TRAN Thi B",
+        ],
+    );
+    wait(vn, "FJ-REP-1", "ready");
+    abroad(
+        vn,
+        &an,
+        &[
+            "repatriation",
+            "confirm-handover",
+            "FJ-REP-1",
+            "--time",
+            "09:30",
+        ],
+    );
+    wait(fj, "FJ-REP-1", "handover_scheduled");
+    let record = dir.join("record.json");
+    std::fs::write(
+        &record,
+        r#"{"record_no": "HK-JJ-1", "port": "Hekou-Lao Cai", "time": 1764050000000,
+            "persons": [{"name": "TRAN Thi B", "sex": "female", "nationality": "VNM", "minor": false}],
+            "dossier": [{"name": "identification record", "sha256": "0000000000000000000000000000000000000000000000000000000000000000"}],
+            "officers": ["Chen Hui", "Nguyen Van An"]}"#,
+    )
+    .unwrap();
+    let record = record.to_str().unwrap();
+    abroad(
+        fj,
+        &lin,
+        &[
+            "repatriation",
+            "sign-record",
+            "FJ-REP-1",
+            "--record",
+            record,
+        ],
+    );
+    wait_until(Duration::from_secs(30), || {
+        json(&liaison(
+            Some(vn),
+            &["case", "timeline", "FJ-REP-1", "--json"],
+        ))["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "repatriation.handover_record")
+    });
+    // One signature: still scheduled.
+    assert_eq!(case_state(vn, "FJ-REP-1"), "handover_scheduled");
+    abroad(
+        vn,
+        &an,
+        &[
+            "repatriation",
+            "sign-record",
+            "FJ-REP-1",
+            "--record",
+            record,
+        ],
+    );
+    wait(fj, "FJ-REP-1", "handed_over");
+    abroad(
+        vn,
+        &an,
+        &[
+            "repatriation",
+            "confirm-receipt",
+            "FJ-REP-1",
+            "--certificate",
+            "VN-RC-1",
+        ],
+    );
+    wait(fj, "FJ-REP-1", "receipt_confirmed");
+    let text = liaison(Some(fj), &["repatriation", "show", "FJ-REP-1"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("receipt confirmed") && text.contains("vn-laocai-bg/nguyen.van.an"),
+        "{text}"
+    );
 }
