@@ -1105,9 +1105,15 @@ impl Inner {
             ));
         };
         let now = now_ms();
+        // The deadline that passed: the awaited answer's, or the supervision's due date.
+        let missed = match (rec.case.deadline, sup.due) {
+            (Some(d), _) if d < now => d,
+            (_, Some(due)) => due,
+            (d, None) => d.unwrap_or(0),
+        };
         let doc = Document::new()
             .with("overdue_case", case_ref)
-            .with("deadline", rec.case.deadline.unwrap_or(0))
+            .with("deadline", missed)
             .with("state", rec.case.state.name());
         let action = Action {
             federation: self.federation.clone(),

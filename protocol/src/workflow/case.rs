@@ -290,7 +290,16 @@ impl Case {
 
     /// Whether the deadline passed at `now` while the case still waits for the answer.
     pub fn is_overdue_at(&self, now: u64) -> bool {
-        self.deadline.is_some_and(|d| now > d) && self.workflow.awaiting().contains(&self.state)
+        let waiting = self.deadline.is_some_and(|d| now > d)
+            && self.workflow.awaiting().contains(&self.state);
+        // A supervised case must be concluded by the supervision's due date.
+        let past_due = self
+            .supervisor
+            .as_ref()
+            .and_then(|s| s.due)
+            .is_some_and(|d| now > d)
+            && !self.state.is_terminal();
+        waiting || past_due
     }
 
     /// Where and since when the child of an alert is missing (alerts only).

@@ -1815,3 +1815,23 @@ fn states_belong_to_workflows() {
         assert!(w.awaiting().iter().all(|s| w.states().contains(s)));
     }
 }
+
+#[test]
+fn a_supervised_case_past_its_due_date_is_overdue_until_concluded() {
+    let owner = go(
+        None,
+        "assist.request",
+        FJ,
+        SX,
+        T0,
+        &request("identity_check", None),
+    )
+    .unwrap();
+    let attach = ex("supervision.attach").with("due", T0 + 10 * MIN);
+    let owner = go(Some(&owner), "supervision.attach", JMO, FJ, T0 + 1, &attach).unwrap();
+    // The 7-day answer is not late yet, but the case had to be concluded in 10 minutes.
+    assert!(mark_overdue(&owner, T0 + 5 * MIN).is_none());
+    let late = mark_overdue(&owner, T0 + 11 * MIN).unwrap();
+    assert!(late.overdue);
+    assert_eq!(late.state, owner.state);
+}
