@@ -21,8 +21,12 @@ pub(crate) struct On {
     /// Case reference.
     pub(crate) case_ref: String,
     /// Recipient (default: the case's other party).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "local")]
     pub(crate) to: Option<String>,
+    /// Record the step on this node only, sending nothing (where the workflow allows it:
+    /// in-transit and suspension notes, the police closing a referred check …).
+    #[arg(long)]
+    pub(crate) local: bool,
     /// Extra document fields, name=value (repeatable).
     #[arg(long = "set")]
     pub(crate) set: Vec<String>,
@@ -708,7 +712,7 @@ async fn step(
     mut doc: Document,
 ) -> Result<()> {
     set_fields(&mut doc, &on.set)?;
-    let local = liaison_protocol::workflow::spec(kind).is_some_and(|s| s.local);
+    let local = on.local || liaison_protocol::workflow::spec(kind).is_some_and(|s| s.local);
     let to = if local {
         Vec::new()
     } else {

@@ -489,7 +489,9 @@ impl Inner {
             to.retain(|t| !widening || !alerted.contains(t));
             to
         } else if a.kind == "alert.issue" {
-            match alert_targets(&a, r, &self.id, now) {
+            match alert_targets(&a, r, &self.id, now, &|t| {
+                self.check_onward(&a, t, r).is_ok()
+            }) {
                 Ok(t) => t,
                 Err(reason) => {
                     return Err(self
@@ -498,19 +500,29 @@ impl Inner {
                 }
             }
         } else if a.kind.starts_with("alert.") {
-            // Updates and cancellations go to every unit alerted so far; when none was
-            // reached yet they are recorded here (and stop the widening).
-            alerted.clone()
+            // Updates and cancellations go to every unit alerted so far (that is still a
+            // member reachable now); when none was reached they are recorded here (and stop
+            // the widening).
+            alerted
+                .iter()
+                .filter(|t| r.next_hop(&self.id, t).is_ok())
+                .cloned()
+                .collect()
         } else {
             // No recipient: recorded here only, where the workflow allows it (the owner's
             // in-transit or suspension notes, a referred copy closed by the police …); the
             // state machine refuses the rest.
             Vec::new()
         };
-        if widening && recipients.is_empty() {
-            return Err(NodeError::Invalid(
-                "every unit in the radius was alerted".into(),
-            ));
+        if widening
+            && (recipients.is_empty()
+                || existing.as_ref().is_none_or(|e| {
+                    e.case.state != State::Active
+                        || e.alert_action.as_deref() != Some(signed.bytes())
+                }))
+        {
+            // Reached already, or cancelled since the tick read the case.
+            return Err(NodeError::Invalid("nothing to widen".into()));
         }
         if recipients.contains(&self.id) {
             let reason = "a node does not send case steps to itself".to_owned();
@@ -548,9 +560,7 @@ impl Inner {
         } else {
             recipients.clone()
         };
-        // Widening re-sends a step the case already holds: nothing to apply again (that
-        // would put back the place an update has moved since).
-        for to in targets.iter().filter(|_| !widening) {
+        for to in &targets {
             let step = Step {
                 case_ref: &a.case_ref,
                 kind: &a.kind,
@@ -607,8 +617,17 @@ impl Inner {
             record.alert_action = Some(signed.bytes().to_vec());
         }
         if case.state.is_terminal() {
-            // Nothing widens a closed alert: its description is not kept beyond need.
-            record.alert_action = None;
+            // Nothing widens a closed alert: its description is not kept beyond need. An
+            // alert that reached no unit keeps its signed issue as a step recorded here.
+            if let Some(issue) = record.alert_action.take()
+                && record.alerted.is_empty()
+            {
+                record.local_actions.push(LocalAction {
+                    at: now,
+                    retain_ms: a.retention_days.saturating_mul(24 * 3600 * 1000),
+                    action: issue,
+                });
+            }
         }
         if (spec.local || recipients.is_empty()) && a.kind != "alert.issue" {
             // Not sent, so no message body holds it: kept with the case until its
@@ -732,13 +751,16 @@ impl Inner {
                             "the body of message {mid} was purged; its handling cannot be checked"
                         )
                     })?;
-                let src = SignedAction::open(&body, r)
-                    .map_err(|e| format!("message {mid} carries no verifiable action: {e}"))?;
                 if rec.direction == Direction::Outgoing {
-                    // Our own message: what it was derived from counts.
-                    todo.extend(src.action().derived_from.iter().map(|m| (*m, depth + 1)));
+                    // Our own message: what it was derived from counts (a plain message
+                    // derives from nothing).
+                    if let Ok(src) = SignedAction::open(&body, r) {
+                        todo.extend(src.action().derived_from.iter().map(|m| (*m, depth + 1)));
+                    }
                     continue;
                 }
+                let src = SignedAction::open(&body, r)
+                    .map_err(|e| format!("message {mid} carries no verifiable action: {e}"))?;
                 if src.action().handling == Handling::H2
                     && h.from != *to
                     && !self.granted(&mid, &h.from, to)?
@@ -892,6 +914,10 @@ impl Inner {
         }
         let mut record = existing.unwrap_or_else(|| CaseRecord::new(case.clone()));
         record.case = case.clone();
+        if a.kind == "supervision.attach" {
+            // A (new) supervisor is told of an overdue case even if an earlier one was.
+            record.overdue_notified = false;
+        }
         record.timeline.push(TimelineEntry {
             at: a.at,
             kind: a.kind.clone(),
@@ -1161,7 +1187,11 @@ impl Inner {
         let signed = SignedAction::open(bytes, r)?;
         // From where the child was last seen (an update may have moved it).
         let targets = match rec.case.alert_origin() {
-            Some((origin, since)) => reachable(signed.action(), r, &self.id, &origin, since, now),
+            Some((origin, since)) => {
+                let a = signed.action();
+                let onward = |t: &NodeId| self.check_onward(a, t, r).is_ok();
+                reachable(a, r, &self.id, &origin, since, now, &onward)
+            }
             None => Vec::new(),
         };
         let new: Vec<NodeId> = targets
@@ -1194,6 +1224,7 @@ fn alert_targets(
     r: &liaison_protocol::Roster,
     me: &NodeId,
     now: u64,
+    onward_ok: &dyn Fn(&NodeId) -> bool,
 ) -> Result<Vec<NodeId>, String> {
     let step = Step {
         case_ref: &a.case_ref,
@@ -1209,7 +1240,7 @@ fn alert_targets(
     let (origin, since) = case
         .alert_origin()
         .ok_or_else(|| "alert has no location (last_seen)".to_owned())?;
-    Ok(reachable(a, r, me, &origin, since, now))
+    Ok(reachable(a, r, me, &origin, since, now, onward_ok))
 }
 
 /// The units within the alert's radius that the policy lets it reach: a unit the roster
@@ -1222,6 +1253,7 @@ fn reachable(
     origin: &liaison_protocol::Location,
     since: u64,
     now: u64,
+    onward_ok: &dyn Fn(&NodeId) -> bool,
 ) -> Vec<NodeId> {
     let mine = r.member(me).map(|m| &m.country);
     let radius = workflow::alert_radius_m(since, now);
@@ -1231,6 +1263,7 @@ fn reachable(
             r.check_send(me, t, &a.kind).is_ok()
                 && r.next_hop(me, t).is_ok()
                 && (a.abroad || r.member(t).map(|m| &m.country) == mine)
+                && onward_ok(t)
         })
         .collect()
 }

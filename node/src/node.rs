@@ -971,11 +971,17 @@ impl Inner {
                     match self.check_case_step(&env, &body) {
                         Ok(u) => update = Some(u),
                         Err(crate::cases::StepRefusal::NotYet(reason)) => {
+                            tracing::debug!(node = %self.id, %reason, "case step not applicable yet");
                             // Steps of one case can arrive out of order (priority lanes,
-                            // retries): the sender tries again later.
+                            // retries): the sender tries again later. The answer does not
+                            // say what this node's copy of the case holds.
                             return error_frame(
                                 ErrorCode::Unavailable,
-                                format!("case step not yet applicable, try later: {reason}"),
+                                format!(
+                                    "{} does not fit case {} here yet; try later",
+                                    h.kind,
+                                    h.case_ref.as_deref().unwrap_or("-")
+                                ),
                             );
                         }
                         Err(crate::cases::StepRefusal::Final(reason)) => {

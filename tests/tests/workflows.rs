@@ -64,6 +64,12 @@ fn federation() -> Federation {
             22_520_000,
             103_960_000,
         ),
+        // Baoji city police, about 150 km west of Xi'an.
+        at(
+            member("bj", "public_security", "CHN", None),
+            34_361_900,
+            107_237_900,
+        ),
     ]))
     .unwrap()
 }
@@ -1456,6 +1462,66 @@ async fn replays_plain_messages_in_workflow_namespaces_and_consent_shortcuts_are
     let e = refused(lin.submit(&a, &["vn"]).await);
     assert!(e.contains("open it first"), "{e}");
     for id in ["fj", "sx"] {
+        fed.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_widened_alert_reaches_the_next_ring_and_its_cancellation_reaches_every_unit() {
+    let mut fed = federation();
+    let fast = |c: &mut liaison_node::Config| c.workflow.tick_ms = 100;
+    let sx = fed.start_with("sx", fast).await.unwrap();
+    let xa = fed.start("xa").await.unwrap();
+    let bj = fed.start("bj").await.unwrap();
+    let zhao = Officer::enroll(&sx, "sx/zhao.lei", "investigator")
+        .await
+        .unwrap();
+    let case = "SX-ALERT-WIDE";
+    // Missing for just under an hour: 100 km now (the Xi'an registry), 200 km in a moment
+    // (Baoji).
+    let doc = Document::new()
+        .with(
+            "child",
+            Document::new()
+                .with("name", "WANG Xiaoming")
+                .with("sex", "male")
+                .with("description", "red jacket"),
+        )
+        .with(
+            "last_seen",
+            Document::new()
+                .with("place", "Xi'an railway station")
+                .with("lat_e6", "34278500")
+                .with("lon_e6", "108961700"),
+        )
+        .with("missing_since", liaison_node::now_ms() - 3_600_000 + 1_500)
+        .with("contact", "desk 1");
+    let r = zhao.act("alert.issue", case, doc, &[]).await.unwrap();
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].hop.as_str(), "xa");
+    wait_for(LIMIT, || case_state(&bj, case) == "active")
+        .await
+        .unwrap();
+    assert_eq!(case_state(&xa, case), "active");
+    let view = sx.case(case).unwrap().unwrap();
+    assert_eq!(view.alerted.len(), 2);
+    assert!(view.timeline.iter().any(|e| e.direction == "widened"));
+    // Cancelled: every unit reached, the widened one too, and nothing widens any more.
+    let r = zhao
+        .act(
+            "alert.cancel",
+            case,
+            Document::new().with("reason", "found"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.messages.len(), 2, "{r:?}");
+    delivered(&sx, &r).await;
+    assert_eq!(case_state(&xa, case), "cancelled");
+    assert_eq!(case_state(&bj, case), "cancelled");
+    assert!(sx.case(case).unwrap().unwrap().case.state.is_terminal());
+    for id in ["sx", "xa", "bj"] {
         fed.stop(id).await;
     }
 }

@@ -115,15 +115,14 @@ pub(super) fn apply(
                     cancel_reason: None,
                 }),
             )),
-            // Fan-out and widening: the issuer sends the same alert to more units.
+            // Fan-out and widening: the issuer sends the same alert to more units. Where the
+            // child was last seen moves only by updates, so it is not taken from the (older)
+            // issue again.
             Some(c) if &c.opened_by == step.from => {
                 expect_state(c, step, &[State::Active])?;
+                let _ = (place, loc);
                 let mut next = c.clone();
                 if let Detail::Alert(a) = &mut next.detail {
-                    a.place = place;
-                    a.lat_e6 = loc.lat_e6;
-                    a.lon_e6 = loc.lon_e6;
-                    a.missing_since = since;
                     a.radius_m = a.radius_m.max(radius);
                     if !local && !a.recipients.contains(step.to) {
                         a.recipients.push(step.to.clone());
