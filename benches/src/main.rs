@@ -3,6 +3,9 @@
 //! - `bus`: two real nodes on loopback, durability on (every receipt after an fsync on each
 //!   side), 1 KiB messages, a fixed number outstanding; reports messages per second and the
 //!   latency from `send` to the verified receipt being stored at the sender (p50, p99).
+//! - `nats`: NATS JetStream with the same sizes and window, publish→ack latency; the bench can
+//!   start nats-server itself (`--nats-server PATH`, `--sync always|lazy`; see `nats.rs`).
+//! - `quic`: raw quinn on loopback with the same sizes and window, no signing, no storage.
 //! - `ceiling`: the primitives on the same machine: Ed25519 sign and `verify_strict`,
 //!   SHA-256, envelope seal and open, a sled insert and a flush.
 
@@ -19,12 +22,34 @@ use liaison_node::{Config, Node, SendRequest, StartOptions};
 use liaison_protocol::{Digest, Envelope, Header, MessageId, NodeId, Priority, PublicKey};
 use tokio::sync::{Semaphore, oneshot};
 
+mod nats;
+mod quic;
+
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+fn arg_str<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+const USAGE: &str = "usage: liaison-bench bus [--messages N] [--outstanding N] [--size BYTES]
+       liaison-bench nats [--messages N] [--outstanding N] [--size BYTES] [--sync always|lazy]
+                          (--nats-server PATH | --server nats://HOST:PORT)
+       liaison-bench quic [--messages N] [--outstanding N] [--size BYTES]
+       liaison-bench ceiling [--size BYTES]
+       liaison-bench audit [--entries N]";
+
+fn usage() -> ! {
+    eprintln!("{USAGE}");
+    std::process::exit(2)
 }
 
 fn main() -> Result<()> {
@@ -36,14 +61,33 @@ fn main() -> Result<()> {
             arg(&args, "--outstanding", 256),
             arg(&args, "--size", 1024),
         )),
+        Some("nats") => {
+            let sync_always = match arg_str(&args, "--sync").unwrap_or("always") {
+                "always" => true,
+                "lazy" => false,
+                _ => usage(),
+            };
+            let server = match (arg_str(&args, "--nats-server"), arg_str(&args, "--server")) {
+                (Some(bin), None) => nats::Server::Spawn(bin.into()),
+                (None, Some(url)) => nats::Server::Url(url.to_owned()),
+                _ => usage(),
+            };
+            rt.block_on(nats::run(
+                arg(&args, "--messages", 20_000),
+                arg(&args, "--outstanding", 256),
+                arg(&args, "--size", 1024),
+                sync_always,
+                server,
+            ))
+        }
+        Some("quic") => rt.block_on(quic::run(
+            arg(&args, "--messages", 20_000),
+            arg(&args, "--outstanding", 256),
+            arg(&args, "--size", 1024),
+        )),
         Some("ceiling") => ceiling(arg(&args, "--size", 1024)),
         Some("audit") => rt.block_on(audit(arg(&args, "--entries", 1_000_000))),
-        _ => {
-            eprintln!(
-                "usage: liaison-bench bus [--messages N] [--outstanding N] [--size BYTES]\n       liaison-bench ceiling [--size BYTES]\n       liaison-bench audit [--entries N]"
-            );
-            std::process::exit(2)
-        }
+        _ => usage(),
     }
 }
 
