@@ -467,10 +467,27 @@ impl Inner {
                 .refuse(now, EntryKind::Rejected, reason, Some(&signed))
                 .await);
         }
+        // An alert is issued once; later news goes out as alert.update.
+        if a.kind == "alert.issue" && existing.is_some() && !widening {
+            let reason = format!(
+                "alert {} is already issued: send news with `liaison alert update`",
+                a.case_ref
+            );
+            return Err(self
+                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
+                .await);
+        }
+        // What the step is derived from must be held and readable, whoever receives it.
+        if let Err(reason) = self.check_onward(&a, None, r) {
+            return Err(self
+                .refuse(now, EntryKind::RefusedByPolicy, reason, Some(&signed))
+                .await);
+        }
         let alerted: Vec<NodeId> = existing
             .as_ref()
             .map(|e| e.alerted.clone())
             .unwrap_or_default();
+        let mut skipped: Vec<NodeId> = Vec::new();
 
         // Who receives it.
         let recipients: Vec<NodeId> = if spec.local {
@@ -490,7 +507,7 @@ impl Inner {
             to
         } else if a.kind == "alert.issue" {
             match alert_targets(&a, r, &self.id, now, &|t| {
-                self.check_onward(&a, t, r).is_ok()
+                self.check_onward(&a, Some(t), r).is_ok()
             }) {
                 Ok(t) => t,
                 Err(reason) => {
@@ -503,11 +520,12 @@ impl Inner {
             // Updates and cancellations go to every unit alerted so far (that is still a
             // member reachable now); when none was reached they are recorded here (and stop
             // the widening).
-            alerted
-                .iter()
-                .filter(|t| r.next_hop(&self.id, t).is_ok())
-                .cloned()
-                .collect()
+            let (reach, gone): (Vec<NodeId>, Vec<NodeId>) =
+                alerted.iter().cloned().partition(|t| {
+                    r.check_send(&self.id, t, &a.kind).is_ok() && r.next_hop(&self.id, t).is_ok()
+                });
+            skipped = gone;
+            reach
         } else {
             // No recipient: recorded here only, where the workflow allows it (the owner's
             // in-transit or suspension notes, a referred copy closed by the police …); the
@@ -545,7 +563,7 @@ impl Inner {
                     .refuse(now, EntryKind::RefusedByPolicy, reason, Some(&signed))
                     .await);
             }
-            if let Err(reason) = self.check_onward(&a, to, r) {
+            if let Err(reason) = self.check_onward(&a, Some(to), r) {
                 return Err(self
                     .refuse(now, EntryKind::RefusedByPolicy, reason, Some(&signed))
                     .await);
@@ -658,7 +676,21 @@ impl Inner {
             officer,
             message_ids: envelopes.iter().map(|e| e.header().id.to_hex()).collect(),
             action: digest.to_hex(),
-            verified: verified_label(&signed),
+            verified: if skipped.is_empty() {
+                verified_label(&signed)
+            } else {
+                // Alerted units the roster no longer lets this node reach: the officers
+                // must tell them another way.
+                format!(
+                    "{}; NOT SENT to {} (no longer reachable under the roster)",
+                    verified_label(&signed),
+                    skipped
+                        .iter()
+                        .map(NodeId::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
             state: case.state.name().to_owned(),
             deadline: case.deadline,
         });
@@ -714,7 +746,7 @@ impl Inner {
     fn check_onward(
         &self,
         a: &Action,
-        to: &NodeId,
+        to: Option<&NodeId>,
         r: &liaison_protocol::Roster,
     ) -> Result<(), String> {
         let mut todo: Vec<(MessageId, usize)> = a.derived_from.iter().map(|m| (*m, 0)).collect();
@@ -742,6 +774,9 @@ impl Inner {
                 let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
                     return Err(format!("stored message {mid} does not parse"));
                 };
+                if rec.direction == Direction::Outgoing && !is_case_kind(&h.kind) {
+                    continue; // our own plain message derives from nothing
+                }
                 let body = self
                     .store
                     .body(&d)
@@ -751,17 +786,17 @@ impl Inner {
                             "the body of message {mid} was purged; its handling cannot be checked"
                         )
                     })?;
+                // Verified when it was sent or received; read as stored (a key rotation since
+                // must not hide what it was derived from).
+                let src = stored_action(&body)
+                    .ok_or_else(|| format!("message {mid} carries no readable action"))?;
                 if rec.direction == Direction::Outgoing {
-                    // Our own message: what it was derived from counts (a plain message
-                    // derives from nothing).
-                    if let Ok(src) = SignedAction::open(&body, r) {
-                        todo.extend(src.action().derived_from.iter().map(|m| (*m, depth + 1)));
-                    }
+                    // Our own step: what it was derived from counts.
+                    todo.extend(src.derived_from.iter().map(|m| (*m, depth + 1)));
                     continue;
                 }
-                let src = SignedAction::open(&body, r)
-                    .map_err(|e| format!("message {mid} carries no verifiable action: {e}"))?;
-                if src.action().handling == Handling::H2
+                let Some(to) = to else { continue };
+                if src.handling == Handling::H2
                     && h.from != *to
                     && !self.granted(&mid, &h.from, to)?
                 {
@@ -774,7 +809,7 @@ impl Inner {
                 }
                 let foreign =
                     r.member(to).map(|m| &m.country) != r.member(&self.id).map(|m| &m.country);
-                if !src.action().abroad && foreign {
+                if !src.abroad && foreign {
                     return Err(format!(
                         "message {mid} from {} was not released for abroad; {to} is foreign",
                         h.from
@@ -1042,7 +1077,9 @@ impl Inner {
         rec: CaseRecord,
         now: u64,
     ) -> Result<(), NodeError> {
-        if workflow::mark_overdue(&rec.case, now).is_some() {
+        if workflow::mark_overdue(&rec.case, now).is_some()
+            || workflow::clear_overdue(&rec.case, now).is_some()
+        {
             self.mark_overdue(case_ref, now).await?;
         }
         let rec = self.store.case(case_ref)?.unwrap_or(rec);
@@ -1080,17 +1117,24 @@ impl Inner {
         Ok(())
     }
 
+    /// Sets the overdue flag when a deadline passed, or clears it when it no longer holds
+    /// (a supervision's new due date, or its end).
     async fn mark_overdue(&self, case_ref: &str, now: u64) -> Result<(), NodeError> {
         let _guard = self.case_lock.lock().await;
         let Some(mut rec) = self.store.case(case_ref)? else {
             return Ok(());
         };
-        let Some(next) = workflow::mark_overdue(&rec.case, now) else {
-            return Ok(());
+        let (next, kind, label) = match (
+            workflow::mark_overdue(&rec.case, now),
+            workflow::clear_overdue(&rec.case, now),
+        ) {
+            (Some(n), _) => (n, "deadline.overdue", "(overdue)"),
+            (None, Some(n)) => (n, "deadline.no_longer_overdue", "(no longer overdue)"),
+            (None, None) => return Ok(()),
         };
         rec.timeline.push(TimelineEntry {
             at: now,
-            kind: "deadline.overdue".into(),
+            kind: kind.into(),
             direction: "overdue".into(),
             from: self.id.clone(),
             to: Vec::new(),
@@ -1103,7 +1147,7 @@ impl Inner {
             deadline: next.deadline,
         });
         rec.case = next;
-        let state = format!("{} (overdue)", rec.case.state.name());
+        let state = format!("{} {label}", rec.case.state.name());
         let entry = state_change_record(case_ref, Some(rec.case.state.name()), &state, &[0; 32]);
         self.store
             .write(now, |t| {
@@ -1112,7 +1156,7 @@ impl Inner {
                 Ok(())
             })
             .await?;
-        warn!(node = %self.id, %case_ref, "case overdue");
+        warn!(node = %self.id, %case_ref, "case {label}");
         Ok(())
     }
 
@@ -1132,8 +1176,9 @@ impl Inner {
         };
         let now = now_ms();
         // The deadline that passed: the awaited answer's, or the supervision's due date.
+        let waiting = rec.case.workflow.awaiting().contains(&rec.case.state);
         let missed = match (rec.case.deadline, sup.due) {
-            (Some(d), _) if d < now => d,
+            (Some(d), _) if d < now && waiting => d,
             (_, Some(due)) => due,
             (d, None) => d.unwrap_or(0),
         };
@@ -1189,7 +1234,7 @@ impl Inner {
         let targets = match rec.case.alert_origin() {
             Some((origin, since)) => {
                 let a = signed.action();
-                let onward = |t: &NodeId| self.check_onward(a, t, r).is_ok();
+                let onward = |t: &NodeId| self.check_onward(a, Some(t), r).is_ok();
                 reachable(a, r, &self.id, &origin, since, now, &onward)
             }
             None => Vec::new(),
@@ -1297,6 +1342,16 @@ impl Inner {
         }
         t.put_case(&u.case_ref, &u.record);
     }
+}
+
+/// A stored body's action, read without checking signatures (they were checked when the
+/// message was sent or received).
+fn stored_action(body: &[u8]) -> Option<Action> {
+    let obj = liaison_protocol::SignedObject::parse(body, liaison_protocol::action::MAX_ACTION_LEN)
+        .ok()?;
+    (obj.typ() == liaison_protocol::cose::TYP_ACTION)
+        .then(|| Action::decode(obj.payload()).ok())
+        .flatten()
 }
 
 /// Whether a kind is a case step (carried as an officer-signed action): every kind in a

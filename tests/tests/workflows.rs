@@ -1461,6 +1461,33 @@ async fn replays_plain_messages_in_workflow_namespaces_and_consent_shortcuts_are
     a.abroad = true;
     let e = refused(lin.submit(&a, &["vn"]).await);
     assert!(e.contains("open it first"), "{e}");
+    // An alert derived from a message this node does not hold (a mistyped id) is refused,
+    // not quietly sent to nobody.
+    let mut alert = lin.action(
+        "alert.issue",
+        "FJ-ALERT-9",
+        Document::new()
+            .with(
+                "child",
+                Document::new()
+                    .with("name", "CHEN Li")
+                    .with("sex", "female")
+                    .with("description", "green coat"),
+            )
+            .with(
+                "last_seen",
+                Document::new()
+                    .with("place", "Fuzhou station")
+                    .with("lat_e6", "26074500")
+                    .with("lon_e6", "119296500"),
+            )
+            .with("missing_since", liaison_node::now_ms())
+            .with("contact", "desk 4"),
+    );
+    alert.derived_from = vec![MessageId([7; 16])];
+    let e = refused(lin.submit(&alert, &[]).await);
+    assert!(e.contains("not held"), "{e}");
+    assert_eq!(case_state(&fj, "FJ-ALERT-9"), "missing");
     for id in ["fj", "sx"] {
         fed.stop(id).await;
     }

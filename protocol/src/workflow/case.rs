@@ -298,7 +298,9 @@ impl Case {
             .as_ref()
             .and_then(|s| s.due)
             .is_some_and(|d| now > d)
-            && !self.state.is_terminal();
+            && !self.state.is_terminal()
+            // The supervisor's own case waits for reports, not for the due date.
+            && self.workflow != Workflow::Supervision;
         waiting || past_due
     }
 

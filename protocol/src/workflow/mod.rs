@@ -125,7 +125,8 @@ pub fn apply(case: Option<&Case>, step: &Step<'_>, roster: &Roster) -> Result<Ca
             ),
         ));
     }
-    next.updated_at = step.at;
+    // Never backwards (a widened alert re-applies its original issue).
+    next.updated_at = case.map_or(step.at, |c| c.updated_at.max(step.at));
     next.steps = case.map_or(0, |c| c.steps).saturating_add(1);
     Ok(next)
 }
@@ -159,6 +160,16 @@ pub fn check_role(kind: &str, role: Role) -> Result<&'static KindSpec, WorkflowE
 pub fn mark_overdue(case: &Case, now: u64) -> Option<Case> {
     (!case.overdue && case.is_overdue_at(now)).then(|| Case {
         overdue: true,
+        ..case.clone()
+    })
+}
+
+/// The overdue flag recomputed at `now` when it no longer holds (a supervision's new due date,
+/// or its end): the case with the flag cleared, or None when nothing changes. Steps that end
+/// the wait clear it themselves.
+pub fn clear_overdue(case: &Case, now: u64) -> Option<Case> {
+    (case.overdue && !case.is_overdue_at(now)).then(|| Case {
+        overdue: false,
         ..case.clone()
     })
 }

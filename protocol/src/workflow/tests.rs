@@ -1834,4 +1834,21 @@ fn a_supervised_case_past_its_due_date_is_overdue_until_concluded() {
     let late = mark_overdue(&owner, T0 + 11 * MIN).unwrap();
     assert!(late.overdue);
     assert_eq!(late.state, owner.state);
+    assert!(clear_overdue(&late, T0 + 12 * MIN).is_none());
+    // The supervisor moves the due date: no longer overdue.
+    let later = ex("supervision.attach").with("due", T0 + 60 * MIN);
+    let moved = go(
+        Some(&late),
+        "supervision.attach",
+        JMO,
+        FJ,
+        T0 + 12 * MIN,
+        &later,
+    )
+    .unwrap();
+    let cleared = clear_overdue(&moved, T0 + 13 * MIN).unwrap();
+    assert!(!cleared.overdue);
+    // The supervisor's own copy waits for reports, not for the due date.
+    let own = go(None, "supervision.attach", JMO, FJ, T0 + 1, &attach).unwrap();
+    assert!(!own.is_overdue_at(T0 + 11 * MIN));
 }
