@@ -158,6 +158,15 @@ fn main() {
             credential: Some(credential.bytes().to_vec()),
         };
         seeds.push(("action", kind, action.sign(&officer_key).bytes().to_vec()));
+        // case evidence: the roster and the signed record (no bundle proves its envelope, so
+        // it decodes but does not verify: the verifier's record checks are reached).
+        let evidence = liaison_protocol::evidence::CaseEvidence {
+            case_ref: "FJ-2026-0042".into(),
+            roster: roster.bytes().to_vec(),
+            bundles: Vec::new(),
+            records: vec![action.sign(&officer_key).bytes().to_vec()],
+        };
+        seeds.push(("case_evidence", kind, evidence.encode()));
     }
 
     // note: a log-signed and witness-cosigned checkpoint, its body, a signature line
