@@ -392,11 +392,18 @@ async fn remote(
             let v = client.call(&Request::Status).await?;
             output::print(json, &v, |v| {
                 format!(
-                    "node {} in federation {}\nlistening on {}\nroster serial {}\naudit log entries {}\nwitness conflicts seen since start {}{}\n{}",
+                    "node {} in federation {}\nlistening on {}\nroster serial {}\ncases {} ({} overdue{})\naudit log entries {}\nwitness conflicts seen since start {}{}\n{}",
                     str_of(v, "node"),
                     str_of(v, "federation"),
                     str_of(v, "listen"),
                     v["roster_serial"],
+                    v["cases"],
+                    v["overdue_cases"],
+                    if v["overdue_cases"].as_u64().unwrap_or(0) > 0 {
+                        ": see `liaison supervise list`"
+                    } else {
+                        ""
+                    },
                     v["log_entries"],
                     v["witness_conflicts"],
                     if v["witness_conflicts"].as_u64().unwrap_or(0) > 0 {

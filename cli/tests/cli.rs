@@ -513,6 +513,9 @@ fn officer_session(dir: &Path, fj: &Path, sx: &Path) {
         text.contains("Zhao Lei") && text.contains("signature ✓") && text.contains("answered"),
         "{text}"
     );
+    let status = json(&liaison(Some(fj), &["status", "--json"]));
+    assert_eq!(status["cases"], 1);
+    assert_eq!(status["overdue_cases"], 0);
     let list = String::from_utf8_lossy(&liaison(Some(sx), &["case", "list"]).stdout).to_string();
     assert!(list.contains("FJ-2026-0050"), "{list}");
     let year = liaison_protocol::workflow::year_of(liaison_node::now_ms()).to_string();

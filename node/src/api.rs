@@ -163,15 +163,21 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
     let to_json =
         |v: Result<Value, serde_json::Error>| v.map_err(|e| NodeError::Invalid(e.to_string()));
     match req {
-        Request::Status => Ok(json!({
-            "node": node.id(),
-            "federation": node.roster().roster().federation,
-            "roster_serial": node.roster().roster().serial,
-            "log_entries": node.log_len(),
-            "witness_conflicts": node.witness_conflicts(),
-            "listen": node.local_addr()?.to_string(),
-            "peers": node.peers(),
-        })),
+        Request::Status => {
+            let cases = node.cases()?;
+            let overdue = cases.iter().filter(|c| c.overdue).count();
+            Ok(json!({
+                "node": node.id(),
+                "cases": cases.len(),
+                "overdue_cases": overdue,
+                "federation": node.roster().roster().federation,
+                "roster_serial": node.roster().roster().serial,
+                "log_entries": node.log_len(),
+                "witness_conflicts": node.witness_conflicts(),
+                "listen": node.local_addr()?.to_string(),
+                "peers": node.peers(),
+            }))
+        }
         Request::Send(s) => to_json(serde_json::to_value(node.send(s).await?)),
         Request::Inbox { limit, body } => to_json(serde_json::to_value(node.inbox(limit, body)?)),
         Request::Ack { seq } => to_json(serde_json::to_value(node.ack(seq).await?)),
