@@ -7,13 +7,12 @@
 
 use std::collections::BTreeSet;
 
-use ed25519_dalek::SigningKey;
 use liaison_protocol::document::{Document, Field};
 use liaison_protocol::workflow::{
     Case, State, Step, Workflow, WorkflowError, alert_radius_m, apply, catalog, delivered, example,
     mark_overdue, spec, year_of,
 };
-use liaison_protocol::{Digest, Location, Member, MemberStatus, NodeId, PublicKey, Roster};
+use liaison_protocol::{Digest, NodeId, Roster};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -27,66 +26,8 @@ fn n(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
 }
 
-fn member(id: &str, agency: &str, country: &str, seed: u8, lat: f64, lon: f64) -> Member {
-    let key = PublicKey::from(&SigningKey::from_bytes(&[seed; 32]));
-    Member {
-        id: n(id),
-        agency: agency.into(),
-        name: id.into(),
-        country: country.into(),
-        division: None,
-        signing_key: key,
-        log_key: key,
-        witness_key: key,
-        tls_spki_sha256: [0; 32],
-        endpoints: vec![],
-        via: None,
-        location: Some(Location {
-            lat_e6: (lat * 1e6).round() as i64,
-            lon_e6: (lon * 1e6).round() as i64,
-        }),
-        status: MemberStatus::Active,
-    }
-}
-
 fn roster() -> Roster {
-    Roster {
-        federation: "cn-atip-demo".into(),
-        serial: 1,
-        issued_at: 1,
-        members: vec![
-            member("cn-35-psb", "public_security", "CHN", 1, 26.0745, 119.2965),
-            member("cn-61-psb", "public_security", "CHN", 2, 34.3416, 108.9398),
-            member(
-                "cn-6101-mca",
-                "marriage_registry",
-                "CHN",
-                3,
-                34.3416,
-                108.9398,
-            ),
-            member(
-                "cn-5325-hekou",
-                "border_station",
-                "CHN",
-                4,
-                22.5120,
-                103.9540,
-            ),
-            member(
-                "vn-laocai-bg",
-                "foreign_counterpart",
-                "VNM",
-                5,
-                22.4856,
-                103.9707,
-            ),
-            member("cn-jmo", "joint_meeting", "CHN", 6, 39.9042, 116.4074),
-        ],
-        rules: vec![],
-        max_body_len: 1 << 20,
-        dev: true,
-    }
+    liaison_protocol::workflow::testing::demo_roster().unwrap()
 }
 
 /// The nodes of one scenario: opener `a`, counterpart `b`, another node `c` (second

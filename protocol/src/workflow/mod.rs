@@ -17,6 +17,8 @@
 //! recipient is remembered).
 
 pub mod catalog;
+#[doc(hidden)]
+pub mod testing;
 
 mod alert;
 mod assist;
