@@ -1054,6 +1054,12 @@ pub fn spec(kind: &str) -> Option<&'static KindSpec> {
 /// nested maps with a schema).
 pub fn validate(kind: &str, doc: &Document) -> Result<&'static KindSpec, WorkflowError> {
     let spec = spec(kind).ok_or_else(|| WorkflowError::UnknownKind(kind.to_owned()))?;
+    // Field names too, also inside maps the schema leaves open (findings, figures): a
+    // document built from JSON is checked here, before anyone signs it.
+    doc.check_keys().map_err(|e| WorkflowError::BadValue {
+        field: "(field name)".into(),
+        problem: e.to_string(),
+    })?;
     check_map(kind, "", spec.fields, doc).map_err(|e| match e {
         // The alert rule names the missing location itself.
         WorkflowError::MissingField { field, .. }
@@ -1427,20 +1433,20 @@ pub fn is_date(s: &str) -> bool {
 /// A value quoted for an error message, cut to 40 characters: errors are logged and sent in
 /// rejection receipts, so they never repeat a whole (possibly huge or sensitive) value.
 pub(crate) fn quoted(s: &str) -> String {
-    const MAX: usize = 40;
-    match s.char_indices().nth(MAX) {
+    match cut(s) {
         None => format!("{s:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+        Some(head) => format!("{head:?}… ({} bytes)", s.len()),
     }
 }
 
 /// Like [`quoted`] without the quotes (for errors that quote the value themselves).
 pub(crate) fn quoted_raw(s: &str) -> String {
-    const MAX: usize = 40;
-    match s.char_indices().nth(MAX) {
-        None => s.to_owned(),
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-    }
+    cut(s).map_or_else(|| s.to_owned(), |head| format!("{head}…"))
+}
+
+/// The first 40 characters of `s` when it is longer.
+fn cut(s: &str) -> Option<&str> {
+    s.char_indices().nth(40).map(|(end, _)| &s[..end])
 }
 
 /// Whether `kind` lies in a workflow's namespace (`assist.`, `repatriation.` …): such kinds
@@ -1506,6 +1512,14 @@ mod tests {
 
     #[test]
     fn schema_errors_name_the_field() {
+        // A field name that a strict decoder would refuse, inside a map with no schema: refused
+        // before anyone signs it.
+        let d = Document::new().with("result", "ok").with(
+            "findings",
+            serde_json::from_str::<Document>(r#"{"Bad Key": 1}"#).unwrap(),
+        );
+        let e = validate("assist.answer", &d).unwrap_err();
+        assert!(e.to_string().contains("Bad Key"), "{e}");
         let d = Document::new().with("question", 3u64);
         let e = validate("assist.clarify", &d).unwrap_err();
         assert!(e.to_string().contains("question"), "{e}");
