@@ -1271,20 +1271,7 @@ fn alert_targets(
     now: u64,
     onward_ok: &dyn Fn(&NodeId) -> bool,
 ) -> Result<Vec<NodeId>, String> {
-    let step = Step {
-        case_ref: &a.case_ref,
-        kind: &a.kind,
-        from: me,
-        to: me,
-        at: a.at,
-        doc: &a.document,
-        action: liaison_protocol::Digest([0; 32]),
-        officer: "",
-    };
-    let case = workflow::apply(None, &step, r).map_err(|e| e.to_string())?;
-    let (origin, since) = case
-        .alert_origin()
-        .ok_or_else(|| "alert has no location (last_seen)".to_owned())?;
+    let (origin, since) = workflow::alert_origin_of(&a.document).map_err(|e| e.to_string())?;
     Ok(reachable(a, r, me, &origin, since, now, onward_ok))
 }
 

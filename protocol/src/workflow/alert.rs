@@ -45,6 +45,19 @@ pub fn alert_recipients(
 }
 
 /// The last-seen place and location of an alert document's `last_seen` map.
+/// Where and since when the child of an `alert.issue` document is missing (the fields the
+/// alert's radius is computed from).
+pub fn alert_origin_of(doc: &Document) -> Result<(Location, u64), WorkflowError> {
+    let (_, loc) = last_seen(doc.map("last_seen").ok_or(WorkflowError::NoLocation)?)?;
+    let since = doc
+        .uint("missing_since")
+        .ok_or_else(|| WorkflowError::MissingField {
+            field: "missing_since".into(),
+            help: "when the child went missing, Unix ms".into(),
+        })?;
+    Ok((loc, since))
+}
+
 fn last_seen(m: &Document) -> Result<(String, Location), WorkflowError> {
     let coord = |key: &str, limit: i64| -> Result<i64, WorkflowError> {
         let field = format!("last_seen.{key}");
