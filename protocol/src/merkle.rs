@@ -238,6 +238,18 @@ where
     }
 }
 
+/// The Merkle tree hash of the first `size` leaves of `source` (at most `log2(size) + 1`
+/// subtree lookups).
+pub fn root_with<S>(source: &S, size: u64) -> Result<Hash, S::Error>
+where
+    S: SubtreeHashes + ?Sized,
+{
+    if size == 0 {
+        return Ok(EMPTY_ROOT);
+    }
+    range_hash(source, 0, size)
+}
+
 /// The inclusion proof (audit path, leaf to root) of leaf `index` in the tree of all
 /// `leaf_hashes`, as RFC 9162 §2.1.3.1 `PATH(index, D[n])`.
 pub fn inclusion_proof(leaf_hashes: &[Hash], index: u64) -> Result<Vec<Hash>, MerkleError> {
@@ -598,6 +610,37 @@ impl Frontier {
         Ok(self.push_unchecked(leaf_hash))
     }
 
+    /// Appends a leaf hash and tells `on_node` every interior node the leaf completes, as
+    /// `(height, index, hash)`: the perfect subtree over leaves `index·2^height ..
+    /// (index+1)·2^height`. A store that keeps those nodes can answer every
+    /// [`SubtreeHashes::subtree`] call with one lookup. Returns the leaf's index.
+    pub fn push_with_nodes(
+        &mut self,
+        leaf_hash: Hash,
+        mut on_node: impl FnMut(u32, u64, &Hash),
+    ) -> Result<u64, MerkleError> {
+        if self.size == u64::MAX {
+            return Err(MerkleError::TreeFull);
+        }
+        let index = self.size;
+        let mut h = leaf_hash;
+        // Each trailing 1 bit of the old size is a perfect subtree that the new leaf completes.
+        let mut carry = index;
+        let mut height = 0u32;
+        while carry & 1 == 1 {
+            match self.stack.pop() {
+                Some(left) => h = node_hash(&left, &h),
+                None => break, // unreachable: the stack has one hash per bit set
+            }
+            carry >>= 1;
+            height += 1;
+            on_node(height, index >> height, &h);
+        }
+        self.stack.push(h);
+        self.size = index.wrapping_add(1);
+        Ok(index)
+    }
+
     /// Appends a leaf hash; the caller knows the size is below `u64::MAX`.
     fn push_unchecked(&mut self, leaf_hash: Hash) -> u64 {
         let index = self.size;
@@ -614,6 +657,22 @@ impl Frontier {
         self.stack.push(h);
         self.size = index.wrapping_add(1);
         index
+    }
+
+    /// The frontier of the first `size` leaves of `source`: one perfect subtree per bit set in
+    /// `size`, so `popcount(size)` lookups.
+    pub fn from_source<S>(source: &S, size: u64) -> Result<Self, S::Error>
+    where
+        S: SubtreeHashes + ?Sized,
+    {
+        let mut stack = Vec::with_capacity(size.count_ones() as usize);
+        let mut pos = 0u64;
+        while pos < size {
+            let width = 1u64 << (size - pos).ilog2();
+            stack.push(source.subtree(pos, pos + width)?);
+            pos += width;
+        }
+        Ok(Self { size, stack })
     }
 
     /// The Merkle tree hash of the leaves so far ([`EMPTY_ROOT`] when there are none).
@@ -906,6 +965,51 @@ mod tests {
                 assert!(verify_consistency(m, n, &old_root, &root, &bad).is_err());
             }
         }
+    }
+
+    /// The nodes `push_with_nodes` reports are exactly the perfect subtrees of the tree, each
+    /// once, and a frontier or root rebuilt from them equals the one built leaf by leaf.
+    #[test]
+    fn pushed_nodes_are_the_perfect_subtrees() {
+        let d = leaves(300);
+        let levels = levels(&d);
+        let mut nodes = std::collections::HashMap::new();
+        let mut frontier = Frontier::new();
+        for leaf in &d {
+            frontier
+                .push_with_nodes(*leaf, |h, i, hash| {
+                    assert!(
+                        nodes.insert((h, i), *hash).is_none(),
+                        "node ({h}, {i}) twice"
+                    );
+                })
+                .unwrap();
+        }
+        let expected: usize = (1..levels.len()).map(|h| levels[h].len()).sum();
+        assert_eq!(nodes.len(), expected);
+        for (h, level) in levels.iter().enumerate().skip(1) {
+            for (i, hash) in level.iter().enumerate() {
+                assert_eq!(nodes[&(h as u32, i as u64)], *hash, "node ({h}, {i})");
+            }
+        }
+        let source = SubtreeFn(|start: u64, end: u64| -> Result<Hash, MerkleError> {
+            let h = (end - start).trailing_zeros();
+            Ok(if h == 0 {
+                d[start as usize]
+            } else {
+                nodes[&(h, start >> h)]
+            })
+        });
+        for n in 0..=300u64 {
+            let rebuilt = Frontier::from_source(&source, n).unwrap();
+            assert_eq!(
+                rebuilt.root(),
+                root_from_leaves(&d[..n as usize]),
+                "n = {n}"
+            );
+            assert_eq!(root_with(&source, n).unwrap(), rebuilt.root(), "n = {n}");
+        }
+        assert_eq!(Frontier::from_source(&source, 300).unwrap(), frontier);
     }
 
     proptest! {

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 
 use liaison_protocol::document::{Document, Field};
 use liaison_protocol::workflow::{
-    Case, State, Step, Workflow, WorkflowError, alert_radius_m, apply, catalog, delivered, example,
-    mark_overdue, spec, year_of,
+    Case, State, Step, Workflow, WorkflowError, alert_next_widening, alert_radius_m, apply,
+    catalog, delivered, example, mark_overdue, spec, year_of,
 };
 use liaison_protocol::{Digest, NodeId, Roster};
 use proptest::prelude::*;
@@ -568,6 +568,24 @@ fn run(
             );
         }
         prop_assert!(sigs.len() <= 2);
+        // The ticker's index: the case goes overdue exactly from `overdue_from` on, and not
+        // before (so a node may leave the case alone until then).
+        match next.overdue_from() {
+            Some(from) => {
+                prop_assert!(!next.is_overdue_at(from - 1));
+                prop_assert!(next.is_overdue_at(from));
+                prop_assert!(next.is_overdue_at(from.saturating_add(op.dt).saturating_add(DAY)));
+            }
+            None => {
+                for t in [now, now + DAY, now + 400 * DAY] {
+                    prop_assert!(
+                        !next.is_overdue_at(t),
+                        "overdue at {} with no overdue_from",
+                        t
+                    );
+                }
+            }
+        }
         seen.insert((next.workflow, next.state));
         // Serde round trip.
         let json = serde_json::to_string(&next).unwrap();
@@ -596,6 +614,23 @@ proptest! {
         prop_assert!(r1 <= r2);
         for r in [r1, r2] {
             prop_assert!([100_000, 200_000, 300_000, 500_000].contains(&r));
+        }
+    }
+
+    #[test]
+    fn alert_widens_exactly_at_the_next_widening(since in 0u64..4_000_000_000_000, dt in 0u64..(5 * HOUR)) {
+        let now = since + dt;
+        let r = alert_radius_m(since, now);
+        match alert_next_widening(since, now) {
+            Some(t) => {
+                prop_assert!(t > now);
+                prop_assert_eq!(alert_radius_m(since, t - 1), r);
+                prop_assert!(alert_radius_m(since, t) > r);
+            }
+            None => {
+                prop_assert_eq!(r, 500_000);
+                prop_assert_eq!(alert_radius_m(since, now + 100 * DAY), r);
+            }
         }
     }
 

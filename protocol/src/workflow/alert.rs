@@ -25,6 +25,14 @@ pub fn alert_radius_m(missing_since: u64, now: u64) -> u64 {
     }
 }
 
+/// The next time after `now` at which [`alert_radius_m`] grows for a child missing since
+/// `missing_since`; None once the radius is at its largest.
+pub fn alert_next_widening(missing_since: u64, now: u64) -> Option<u64> {
+    (1..=3u64)
+        .map(|h| missing_since.saturating_add(h * HOUR_MS).saturating_add(1))
+        .find(|t| *t > now)
+}
+
 /// Active members (other than `issuer`) with a location within `radius_m` of `origin`,
 /// sorted by distance then id.
 pub fn alert_recipients(

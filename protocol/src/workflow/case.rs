@@ -304,6 +304,27 @@ impl Case {
         waiting || past_due
     }
 
+    /// The first time at which [`Self::is_overdue_at`] holds, if the case as it stands can go
+    /// overdue at all (a deadline while it waits, or a supervision's due date before it ends).
+    /// Once it holds it keeps holding until the case changes, so a ticker need not look at the
+    /// case before then.
+    pub fn overdue_from(&self) -> Option<u64> {
+        let waiting = self
+            .deadline
+            .filter(|_| self.workflow.awaiting().contains(&self.state))
+            .map(|d| d.saturating_add(1));
+        let due = self
+            .supervisor
+            .as_ref()
+            .and_then(|s| s.due)
+            .filter(|_| !self.state.is_terminal() && self.workflow != Workflow::Supervision)
+            .map(|d| d.saturating_add(1));
+        match (waiting, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Where and since when the child of an alert is missing (alerts only).
     pub fn alert_origin(&self) -> Option<(Location, u64)> {
         match &self.detail {

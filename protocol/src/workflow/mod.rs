@@ -31,7 +31,7 @@ mod repatriation;
 mod report;
 mod supervision;
 
-pub use alert::{alert_origin_of, alert_radius_m, alert_recipients};
+pub use alert::{alert_next_widening, alert_origin_of, alert_radius_m, alert_recipients};
 pub use case::{
     AlertDetail, AssistDetail, BulletinDetail, Case, Detail, HandoverProposal, HandoverSignature,
     MarriageDetail, PermissionDetail, RepatriationDetail, ReportDetail, State, Supervision,
