@@ -164,16 +164,16 @@ async fn bus(messages: usize, outstanding: usize, size: usize) -> Result<()> {
                 }
                 // Events were missed: settle every waiter whose message is no longer queued.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let ids: Vec<String> = w2.lock().unwrap().keys().cloned().collect();
+                    let mut done = Vec::new();
+                    for id in ids {
+                        if a2.message(&id).await.ok().flatten().is_some_and(|m| {
+                            serde_json::to_value(&m.state).unwrap()["state"] != "queued"
+                        }) {
+                            done.push(id);
+                        }
+                    }
                     let mut w = w2.lock().unwrap();
-                    let done: Vec<String> = w
-                        .keys()
-                        .filter(|id| {
-                            a2.message(id).ok().flatten().is_some_and(|m| {
-                                serde_json::to_value(&m.state).unwrap()["state"] != "queued"
-                            })
-                        })
-                        .cloned()
-                        .collect();
                     for id in done {
                         if let Some(tx) = w.remove(&id) {
                             let _ = tx.send(Instant::now());
@@ -210,7 +210,7 @@ async fn bus(messages: usize, outstanding: usize, size: usize) -> Result<()> {
         .drain(..)
         .collect::<Result<Vec<_>>>()?;
     lat.sort();
-    let b_inbox = nodes["b"].inbox(messages + 10, false)?.len();
+    let b_inbox = nodes["b"].inbox(messages + 10, false).await?.len();
     if b_inbox != messages + 1 {
         bail!(
             "recipient holds {b_inbox} messages, expected {}",
@@ -256,15 +256,14 @@ async fn one(
             in_reply_to: None,
         })
         .await?;
+    waiting.lock().unwrap().insert(r.message_id.clone(), tx);
+    // The receipt may have come in before the waiter was registered.
+    if a.message(&r.message_id)
+        .await?
+        .is_some_and(|m| serde_json::to_value(&m.state).unwrap()["state"] != "queued")
+        && waiting.lock().unwrap().remove(&r.message_id).is_some()
     {
-        let mut w = waiting.lock().unwrap();
-        // The receipt may already be in.
-        if a.message(&r.message_id)?
-            .is_some_and(|m| serde_json::to_value(&m.state).unwrap()["state"] != "queued")
-        {
-            return Ok(t0.elapsed());
-        }
-        w.insert(r.message_id.clone(), tx);
+        return Ok(t0.elapsed());
     }
     let done = tokio::time::timeout(Duration::from_secs(120), rx)
         .await
@@ -354,7 +353,15 @@ async fn audit(entries: usize) -> Result<()> {
     let t = Instant::now();
     {
         std::fs::create_dir_all(&cfg_a.data_dir)?;
-        let store = Store::open(&cfg_a.data_dir.join("store"), 256 << 20, NodeId::new("a")?)?;
+        let store = Store::open(
+            &cfg_a.data_dir.join("store"),
+            liaison_node::store::StoreOptions {
+                cache_bytes: 256 << 20,
+                ..Default::default()
+            },
+            NodeId::new("a")?,
+        )
+        .await?;
         let body = [0x5a; 64];
         let mut n = 0usize;
         while n < entries {
@@ -385,7 +392,7 @@ async fn audit(entries: usize) -> Result<()> {
                 .collect();
             n += batch.len();
             store
-                .write(1_790_000_000_000, |t| {
+                .write(1_790_000_000_000, move |t| {
                     for env in batch {
                         t.log(EntryKind::MessageReceived, env);
                     }
@@ -420,7 +427,7 @@ async fn audit(entries: usize) -> Result<()> {
     let a = nodes["a"].clone();
 
     let t = Instant::now();
-    let report = a.audit_verify()?;
+    let report = a.audit_verify().await?;
     let secs = t.elapsed().as_secs_f64();
     if report.first_problem.is_some() {
         bail!("audit verify found a problem: {report:?}");

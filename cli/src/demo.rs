@@ -587,7 +587,7 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
     let roster = SignedRoster::open(&roster_bytes, &authority)?;
     let mut rows = Vec::new();
     for (sender, id) in &sent {
-        rows.push(verify(&nodes, &roster, sender, id)?);
+        rows.push(verify(&nodes, &roster, sender, id).await?);
     }
     rows.sort_by_key(|r| r.sent_at);
     let mut ok = rows.iter().all(|r| {
@@ -597,7 +597,7 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
     // Every case ended where the workflow says, on both sides.
     let mut cases = Vec::new();
     for (node, case_ref, expected) in EXPECTED {
-        let view = nodes[node].case(case_ref)?;
+        let view = nodes[node].case(case_ref).await?;
         let state = view
             .as_ref()
             .map_or("missing".to_owned(), |v| v.case.state.name().to_owned());
@@ -631,7 +631,7 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
             .filter(|o| o.result.is_ok())
             .map(|o| o.witness.clone())
             .collect();
-        let report = node.audit_verify()?;
+        let report = node.audit_verify().await?;
         let good = report.first_problem.is_none() && cosigners.len() == outcomes.len();
         ok &= good;
         audits.push(json!({
@@ -654,7 +654,7 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
 async fn wait_delivered(node: &Node, id: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(m) = node.message(id)? {
+        if let Some(m) = node.message(id).await? {
             let state = serde_json::to_value(&m.state)?;
             match state["state"].as_str() {
                 Some("delivered") => return Ok(()),
@@ -671,7 +671,7 @@ async fn wait_delivered(node: &Node, id: &str) -> Result<()> {
 
 /// Verifies one message: the sender's envelope (from its audit log), the receipt it holds,
 /// the recipient's "received" log entry the receipt points to, and the recipient's inbox.
-fn verify(
+async fn verify(
     nodes: &HashMap<String, Node>,
     roster: &SignedRoster,
     sender: &str,
@@ -680,9 +680,10 @@ fn verify(
     use base64::Engine as _;
     let r = roster.roster();
     let node = &nodes[sender];
-    let view = node.message(id)?.context("message vanished")?;
+    let view = node.message(id).await?.context("message vanished")?;
     let envelope = node
-        .log_entries(0, node.log_len())?
+        .log_entries(0, node.log_len())
+        .await?
         .into_iter()
         .find(|(_, e)| {
             e.kind == EntryKind::MessageSent
@@ -710,16 +711,19 @@ fn verify(
                 let rc = rc.receipt();
                 receipt_at = Some(rc.at);
                 let recipient = &nodes[rc.recipient.as_str()];
-                let logged = rc.log_ref.as_ref().is_some_and(|(origin, index)| {
-                    *origin == format!("{}/log", rc.recipient)
-                        && recipient
+                let logged = match rc.log_ref.as_ref() {
+                    Some((origin, index)) if *origin == format!("{}/log", rc.recipient) => {
+                        recipient
                             .log_entries(*index, index + 1)
+                            .await
                             .ok()
                             .and_then(|v| v.into_iter().next())
                             .is_some_and(|(_, e)| {
                                 e.kind == EntryKind::MessageReceived && e.object == envelope
                             })
-                });
+                    }
+                    _ => false,
+                };
                 if rc.message_digest != digest {
                     Err("receipt names another envelope".into())
                 } else if rc.recipient != h.to {
@@ -742,13 +746,15 @@ fn verify(
         },
     };
     let inbox_ok = nodes[h.to.as_str()]
-        .inbox(1000, false)?
+        .inbox(1000, false)
+        .await?
         .iter()
         .filter(|m| m.message_id == id)
         .count()
         == 1;
     let body = nodes[h.to.as_str()]
-        .inbox(1000, true)?
+        .inbox(1000, true)
+        .await?
         .into_iter()
         .find(|m| m.message_id == id)
         .and_then(|m| m.body);

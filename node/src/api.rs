@@ -164,7 +164,7 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
         |v: Result<Value, serde_json::Error>| v.map_err(|e| NodeError::Invalid(e.to_string()));
     match req {
         Request::Status => {
-            let cases = node.cases()?;
+            let cases = node.cases().await?;
             let overdue = cases.iter().filter(|c| c.overdue).count();
             Ok(json!({
                 "node": node.id(),
@@ -173,16 +173,20 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 "federation": node.roster().roster().federation,
                 "roster_serial": node.roster().roster().serial,
                 "log_entries": node.log_len(),
+                "store_failure": node.store_failure(),
+                "store": node.store_stats(),
                 "witness_conflicts": node.witness_conflicts(),
                 "listen": node.local_addr()?.to_string(),
                 "peers": node.peers(),
             }))
         }
         Request::Send(s) => to_json(serde_json::to_value(node.send(s).await?)),
-        Request::Inbox { limit, body } => to_json(serde_json::to_value(node.inbox(limit, body)?)),
+        Request::Inbox { limit, body } => {
+            to_json(serde_json::to_value(node.inbox(limit, body).await?))
+        }
         Request::Ack { seq } => to_json(serde_json::to_value(node.ack(seq).await?)),
-        Request::Messages => to_json(serde_json::to_value(node.messages()?)),
-        Request::Message { id } => match node.message(&id)? {
+        Request::Messages => to_json(serde_json::to_value(node.messages().await?)),
+        Request::Message { id } => match node.message(&id).await? {
             Some(m) => to_json(serde_json::to_value(m)),
             None => Err(NodeError::Invalid(format!("no message {id} on this node"))),
         },
@@ -194,7 +198,7 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 .map_err(|e| NodeError::Invalid(format!("roster is not base64: {e}")))?;
             Ok(json!({"serial": node.apply_roster(&bytes).await?}))
         }
-        Request::AuditVerify => to_json(serde_json::to_value(node.audit_verify()?)),
+        Request::AuditVerify => to_json(serde_json::to_value(node.audit_verify().await?)),
         Request::AuditCheckpoint => Ok(json!({"checkpoint": node.checkpoint().await?})),
         Request::AuditProve { target } => {
             use base64::Engine as _;
@@ -202,7 +206,7 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 Ok(i) => i,
                 Err(_) => {
                     let id = liaison_protocol::MessageId::from_hex(&target)?;
-                    node.entry_of_message(&id)?.ok_or_else(|| {
+                    node.entry_of_message(&id).await?.ok_or_else(|| {
                         NodeError::Invalid(format!("no audit entry records message {target}"))
                     })?
                 }
@@ -227,17 +231,17 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
         Request::RevokeOfficer { id } => {
             to_json(serde_json::to_value(node.revoke_officer(&id).await?))
         }
-        Request::Officers => to_json(serde_json::to_value(node.officers()?)),
+        Request::Officers => to_json(serde_json::to_value(node.officers().await?)),
         Request::Act(r) => to_json(serde_json::to_value(node.act(r).await?)),
-        Request::Cases => to_json(serde_json::to_value(node.cases()?)),
-        Request::Case { case_ref } => match node.case(&case_ref)? {
+        Request::Cases => to_json(serde_json::to_value(node.cases().await?)),
+        Request::Case { case_ref } => match node.case(&case_ref).await? {
             Some(c) => to_json(serde_json::to_value(c)),
             None => Err(NodeError::Invalid(format!(
                 "no case {case_ref} on this node (see `liaison case list`)"
             ))),
         },
         Request::AnnualFigures { year } => {
-            to_json(serde_json::to_value(node.annual_figures(year)?))
+            to_json(serde_json::to_value(node.annual_figures(year).await?))
         }
         Request::CaseTick => {
             node.case_tick().await?;

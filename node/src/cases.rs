@@ -14,6 +14,7 @@
 //! that does not verify or that its copy of the case refuses gets a signed rejection.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use liaison_protocol::action::{Action, Handling, Officer, SignedAction};
@@ -26,9 +27,12 @@ use liaison_protocol::{Envelope, MessageId, NodeId, Priority, PublicKey};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::error::NodeError;
+use crate::error::{NodeError, StoreError};
 use crate::node::{Inner, Node, SendResult, now_ms, stage_outgoing};
-use crate::store::{CaseRecord, Direction, LocalAction, OfficerRecord, Queued, TimelineEntry};
+use crate::store::{
+    CaseIndex, CaseRecord, Direction, LocalAction, OfficerRecord, Queued, Reader, TimelineEntry,
+    Txn,
+};
 
 /// Enroll an officer (operator request).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,7 +134,19 @@ pub(crate) struct CaseUpdate {
     pub(crate) case_ref: String,
     pub(crate) record: CaseRecord,
     pub(crate) state_change: Option<Vec<u8>>,
+    /// The revision of the record the step was checked against (None: no case yet).
+    pub(crate) base_rev: Option<u64>,
 }
+
+/// An active alert is looked at again this often even when its radius does not grow: a
+/// widening that failed, a unit reachable again.
+const ALERT_RECHECK_MS: u64 = 60_000;
+
+/// Most due cases one tick looks at (the rest wait for the next tick).
+const TICK_BATCH: usize = 1024;
+
+/// How often a decision on a case that moved meanwhile is taken again.
+const CONFLICT_RETRIES: usize = 4;
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -176,11 +192,12 @@ impl Node {
     }
 
     /// Every officer enrolled here.
-    pub fn officers(&self) -> Result<Vec<OfficerView>, NodeError> {
+    pub async fn officers(&self) -> Result<Vec<OfficerView>, NodeError> {
         let roster = self.inner.roster.get();
         self.inner
             .store
-            .officers()?
+            .read(|r| r.officers())
+            .await?
             .iter()
             .map(|(_, r)| OfficerView::of(r, roster.roster()))
             .collect()
@@ -192,52 +209,95 @@ impl Node {
     }
 
     /// Every case this node holds.
-    pub fn cases(&self) -> Result<Vec<Case>, NodeError> {
+    pub async fn cases(&self) -> Result<Vec<Case>, NodeError> {
         Ok(self
             .inner
             .store
-            .cases()?
+            .read(|r| r.cases())
+            .await?
             .into_iter()
             .map(|(_, r)| r.case)
             .collect())
     }
 
     /// One case with its timeline.
-    pub fn case(&self, case_ref: &str) -> Result<Option<CaseView>, NodeError> {
-        Ok(self.inner.store.case(case_ref)?.map(|r| CaseView {
-            case: r.case,
-            timeline: r.timeline,
-            alerted: r.alerted,
-        }))
+    pub async fn case(&self, case_ref: &str) -> Result<Option<CaseView>, NodeError> {
+        let cr = case_ref.to_owned();
+        Ok(self
+            .inner
+            .store
+            .read(move |r| r.case(&cr))
+            .await?
+            .map(|r| CaseView {
+                case: r.case,
+                timeline: r.timeline,
+                alerted: r.alerted,
+            }))
     }
 
     /// This node's figures for an annual report.
-    pub fn annual_figures(&self, year: i32) -> Result<Document, NodeError> {
-        let cases = self.cases()?;
+    pub async fn annual_figures(&self, year: i32) -> Result<Document, NodeError> {
+        let cases = self.cases().await?;
         workflow::annual_figures(&cases, &self.inner.id, year, now_ms())
             .map_err(|e| NodeError::Invalid(e.to_string()))
     }
 
-    /// Checks deadlines and alert radii now (the ticker does this every `tick_ms`).
+    /// Checks every case's deadlines and alert radii now (the ticker looks only at the
+    /// cases whose time has come, every `tick_ms`).
     pub async fn case_tick(&self) -> Result<(), NodeError> {
-        self.inner.case_tick(now_ms()).await
+        self.inner.case_tick(now_ms(), true).await
     }
 
     pub(crate) fn spawn_case_ticker(&self, tick_ms: u64) {
         let node = self.clone();
-        let every = std::time::Duration::from_millis(tick_ms.max(50));
+        let every = Duration::from_millis(tick_ms.max(50));
         self.inner.tasks.spawn(async move {
             loop {
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
+                let all = tokio::select! {
+                    () = tokio::time::sleep(every) => false,
+                    // New members may be within an active alert's radius.
+                    () = node.inner.roster_changed.notified() => true,
                     () = node.inner.cancel.cancelled() => break,
-                }
-                if let Err(e) = node.inner.case_tick(now_ms()).await {
+                };
+                if let Err(e) = node.inner.case_tick(now_ms(), all).await {
                     warn!(node = %node.inner.id, error = %e, "cannot check case deadlines");
                 }
             }
         });
     }
+}
+
+/// Why an action is refused, decided under the case lock and logged after it is released.
+enum Refuse {
+    /// An audit entry of this kind with the reason (and the action's digest).
+    Audit(EntryKind, String),
+    /// The roster's policy refuses sending to this recipient (logged as `refused_by_policy`).
+    Policy(liaison_protocol::PolicyError, NodeId),
+    /// Not audited.
+    Fail(NodeError),
+}
+
+impl From<StoreError> for Refuse {
+    fn from(e: StoreError) -> Self {
+        Self::Fail(e.into())
+    }
+}
+
+impl From<NodeError> for Refuse {
+    fn from(e: NodeError) -> Self {
+        Self::Fail(e)
+    }
+}
+
+/// What an accepted action writes, decided under the case lock.
+struct Decision {
+    hops: Vec<NodeId>,
+    envelopes: Vec<Envelope>,
+    record: CaseRecord,
+    case: Case,
+    base_rev: Option<u64>,
+    state_change: Option<Vec<u8>>,
+    logged: Vec<u8>,
 }
 
 impl Inner {
@@ -265,13 +325,6 @@ impl Inner {
             .map_err(|_| NodeError::Invalid("public key must be 64 hex digits".into()))?;
         let key = PublicKey::from_bytes(&key)?;
         let now = now_ms();
-        if let Some(old) = self.store.officer(&id)?
-            && old.revoked_at.is_none()
-        {
-            return Err(NodeError::Invalid(format!(
-                "officer {id} is already enrolled; revoke first to change the key or role"
-            )));
-        }
         let officer = Officer {
             federation: self.federation.clone(),
             node: self.id.clone(),
@@ -287,36 +340,47 @@ impl Inner {
             credential: officer.certify(&self.signing).bytes().to_vec(),
             revoked_at: None,
         };
-        self.store
-            .write(now, |t| {
-                t.put_officer(&id, &rec);
-                t.log(EntryKind::KeyChanged, rec.credential.clone());
-                Ok(())
+        let stored = rec.clone();
+        let enrolled = self
+            .store
+            .write(now, move |t| {
+                // Checked in the change that writes: two enrollments cannot both pass.
+                if t.officer(&id)?.is_some_and(|old| old.revoked_at.is_none()) {
+                    return Ok(Err(id));
+                }
+                t.put_officer(&id, &stored);
+                t.log(EntryKind::KeyChanged, stored.credential.clone());
+                Ok(Ok(()))
             })
             .await?;
+        if let Err(id) = enrolled {
+            return Err(NodeError::Invalid(format!(
+                "officer {id} is already enrolled; revoke first to change the key or role"
+            )));
+        }
         OfficerView::of(&rec, self.roster.get().roster())
     }
 
     async fn revoke_officer(&self, id: &str) -> Result<OfficerView, NodeError> {
         let now = now_ms();
-        let mut rec = self
-            .store
-            .officer(id)?
-            .ok_or_else(|| NodeError::Invalid(format!("no officer {id} is enrolled here")))?;
-        if rec.revoked_at.is_some() {
-            return Err(NodeError::Invalid(format!(
-                "officer {id} is already revoked"
-            )));
-        }
-        rec.revoked_at = Some(now);
+        let oid = id.to_owned();
         let entry = event_record(&format!("officer {id} revoked"), None, None, None);
-        self.store
-            .write(now, |t| {
-                t.put_officer(id, &rec);
+        let revoked = self
+            .store
+            .write(now, move |t| {
+                let Some(mut rec) = t.officer(&oid)? else {
+                    return Ok(Err(format!("no officer {oid} is enrolled here")));
+                };
+                if rec.revoked_at.is_some() {
+                    return Ok(Err(format!("officer {oid} is already revoked")));
+                }
+                rec.revoked_at = Some(now);
+                t.put_officer(&oid, &rec);
                 t.log(EntryKind::KeyChanged, entry);
-                Ok(())
+                Ok(Ok(rec))
             })
             .await?;
+        let rec = revoked.map_err(NodeError::Invalid)?;
         OfficerView::of(&rec, self.roster.get().roster())
     }
 
@@ -334,7 +398,7 @@ impl Inner {
         let rec = event_record(&reason, None, digest.as_ref().map(|d| &d.0), None);
         if let Err(e) = self
             .store
-            .write(now, |t| {
+            .write(now, move |t| {
                 t.log(kind, rec);
                 Ok(())
             })
@@ -376,7 +440,8 @@ impl Inner {
             )
             .await);
         };
-        match self.store.officer(&officer.id)? {
+        let oid = officer.id.clone();
+        match self.store.peek(move |r| r.officer(&oid)).await? {
             None => {
                 return Err(refused(format!(
                     "officer {} is not enrolled at {} (an operator enrolls officers with \
@@ -425,7 +490,9 @@ impl Inner {
     }
 
     /// Everything after the officer checks: recipients, handling, state machine, sealing,
-    /// one store batch, queueing. Also used for the node's automatic steps.
+    /// one store change, queueing. Also used for the node's automatic steps. Decided under
+    /// the case's lock; decided again when the case moved meanwhile (a receipt for one of
+    /// its steps was recorded between the read and the write).
     async fn submit(
         self: &Arc<Self>,
         signed: SignedAction,
@@ -434,12 +501,152 @@ impl Inner {
         officer: Option<String>,
         direction: &str,
     ) -> Result<ActResult, NodeError> {
+        let mut tries = 0;
+        loop {
+            match self
+                .submit_once(&signed, spec, &req, officer.clone(), direction)
+                .await
+            {
+                Err(NodeError::Store(StoreError::Conflict(_))) if tries < CONFLICT_RETRIES => {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn submit_once(
+        self: &Arc<Self>,
+        signed: &SignedAction,
+        spec: &'static KindSpec,
+        req: &ActRequest,
+        officer: Option<String>,
+        direction: &str,
+    ) -> Result<ActResult, NodeError> {
         let now = now_ms();
+        let a = signed.action().clone();
+        let guard = self.case_locks.lock(&a.case_ref).await;
+        let d = match self
+            .decide(signed, spec, req, officer, direction, now)
+            .await
+        {
+            Ok(d) => d,
+            Err(refusal) => {
+                // Refusals are logged after the lock is released: never a flush under it.
+                drop(guard);
+                return Err(match refusal {
+                    Refuse::Audit(kind, reason) => {
+                        self.refuse(now, kind, reason, Some(signed)).await
+                    }
+                    Refuse::Policy(e, to) => {
+                        let rec = event_record(&e.to_string(), Some(to.as_str()), None, None);
+                        if let Err(se) = self
+                            .store
+                            .write(now, move |t| {
+                                t.log(EntryKind::RefusedByPolicy, rec);
+                                Ok(())
+                            })
+                            .await
+                        {
+                            return Err(se.into());
+                        }
+                        NodeError::Policy(e)
+                    }
+                    Refuse::Fail(e) => e,
+                });
+            }
+        };
+        let Decision {
+            hops,
+            envelopes,
+            record,
+            case,
+            base_rev,
+            state_change,
+            logged,
+        } = d;
+        let body = signed.bytes().to_vec();
+        let digest_hex = signed.digest().to_hex();
+        let widening = direction == "widened";
+        let case_ref = a.case_ref.clone();
+        let me = self.id.clone();
+        let retention = self.body_retention_ms;
+        let to_stage: Vec<(Envelope, NodeId)> = envelopes
+            .iter()
+            .cloned()
+            .zip(hops.iter().cloned())
+            .collect();
+        let change = move |t: &mut Txn<'_>| {
+            // The record this was decided on is still the one stored, so the checks made
+            // on it (the signed action not taken yet among them) still hold.
+            let current = t.case(&case_ref)?;
+            if current.as_ref().map(|c| c.rev) != base_rev {
+                return Err(StoreError::Conflict(format!("case {case_ref}")));
+            }
+            if !widening
+                && current
+                    .as_ref()
+                    .is_some_and(|c| c.timeline.iter().any(|e| e.action == digest_hex))
+            {
+                return Err(StoreError::Conflict(format!(
+                    "the signed action was taken for case {case_ref} meanwhile"
+                )));
+            }
+            t.log(EntryKind::OfficerAction, logged);
+            if let Some(c) = state_change {
+                t.log(EntryKind::CaseStateChanged, c);
+            }
+            let queued: Vec<(NodeId, Queued)> = to_stage
+                .iter()
+                .map(|(env, hop)| (hop.clone(), stage_outgoing(t, env, hop, &body, now)))
+                .collect();
+            let index = case_index(&record, &me, now, retention);
+            t.put_case(&case_ref, record, index)?;
+            Ok(queued)
+        };
+        let staged = self.store.stage(now, change).await;
+        drop(guard);
+        let queued = staged?.durable().await?;
+        let messages = envelopes
+            .iter()
+            .zip(&hops)
+            .map(|(e, hop)| SendResult {
+                message_id: e.header().id.to_hex(),
+                digest: e.digest().to_hex(),
+                hop: hop.clone(),
+            })
+            .collect();
+        for (hop, q) in queued {
+            self.enqueue(&hop, q);
+        }
+        Ok(ActResult {
+            case_ref: a.case_ref.clone(),
+            kind: a.kind.clone(),
+            state: case.state,
+            deadline: case.deadline,
+            action: signed.digest().to_hex(),
+            messages,
+        })
+    }
+
+    /// The checks of a step against this node's copy of its case, its recipients and their
+    /// handling, the state machine, and what the step writes.
+    async fn decide(
+        &self,
+        signed: &SignedAction,
+        spec: &'static KindSpec,
+        req: &ActRequest,
+        officer: Option<String>,
+        direction: &str,
+        now: u64,
+    ) -> Result<Decision, Refuse> {
+        use EntryKind::{RefusedByPolicy, Rejected};
         let a = signed.action().clone();
         let roster = self.roster.get();
         let r = roster.roster();
-        let _guard = self.case_lock.lock().await;
-        let existing = self.store.case(&a.case_ref)?;
+        let cr = a.case_ref.clone();
+        let existing = self.store.peek(move |rd| rd.case(&cr)).await?;
+        let base_rev = existing.as_ref().map(|e| e.rev);
         let digest = signed.digest();
         let widening = direction == "widened";
         if !widening
@@ -447,41 +654,39 @@ impl Inner {
                 .as_ref()
                 .is_some_and(|e| e.timeline.iter().any(|t| t.action == digest.to_hex()))
         {
-            let reason = format!(
-                "this signed {} was already submitted for case {} (sign a new one)",
-                a.kind, a.case_ref
-            );
-            return Err(self
-                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
-                .await);
+            return Err(Refuse::Audit(
+                Rejected,
+                format!(
+                    "this signed {} was already submitted for case {} (sign a new one)",
+                    a.kind, a.case_ref
+                ),
+            ));
         }
         // The consent record lives in the case the owner opened here: a nationality request
         // cannot open a case of its own on the sending side.
         if a.kind == "repatriation.nationality_request" && existing.is_none() {
-            let reason = format!(
-                "case {} is not open here: open it first with the victim's consent \
-                 (`liaison repatriation open`)",
-                a.case_ref
-            );
-            return Err(self
-                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
-                .await);
+            return Err(Refuse::Audit(
+                Rejected,
+                format!(
+                    "case {} is not open here: open it first with the victim's consent \
+                     (`liaison repatriation open`)",
+                    a.case_ref
+                ),
+            ));
         }
         // An alert is issued once; later news goes out as alert.update.
         if a.kind == "alert.issue" && existing.is_some() && !widening {
-            let reason = format!(
-                "alert {} is already issued: send news with `liaison alert update`",
-                a.case_ref
-            );
-            return Err(self
-                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
-                .await);
+            return Err(Refuse::Audit(
+                Rejected,
+                format!(
+                    "alert {} is already issued: send news with `liaison alert update`",
+                    a.case_ref
+                ),
+            ));
         }
         // What the step is derived from must be held and readable, whoever receives it.
-        if let Err(reason) = self.check_onward(&a, None, r) {
-            return Err(self
-                .refuse(now, EntryKind::RefusedByPolicy, reason, Some(&signed))
-                .await);
+        if let Some(Err(reason)) = self.onward(&a, vec![None]).await?.pop() {
+            return Err(Refuse::Audit(RefusedByPolicy, reason));
         }
         let alerted: Vec<NodeId> = existing
             .as_ref()
@@ -492,10 +697,10 @@ impl Inner {
         // Who receives it.
         let recipients: Vec<NodeId> = if spec.local {
             if !req.to.is_empty() {
-                let reason = format!("{} is recorded here only; it has no recipients", a.kind);
-                return Err(self
-                    .refuse(now, EntryKind::Rejected, reason, Some(&signed))
-                    .await);
+                return Err(Refuse::Audit(
+                    Rejected,
+                    format!("{} is recorded here only; it has no recipients", a.kind),
+                ));
             }
             Vec::new()
         } else if !req.to.is_empty() {
@@ -506,16 +711,9 @@ impl Inner {
             to.retain(|t| !widening || !alerted.contains(t));
             to
         } else if a.kind == "alert.issue" {
-            match alert_targets(&a, r, &self.id, now, &|t| {
-                self.check_onward(&a, Some(t), r).is_ok()
-            }) {
-                Ok(t) => t,
-                Err(reason) => {
-                    return Err(self
-                        .refuse(now, EntryKind::Rejected, reason, Some(&signed))
-                        .await);
-                }
-            }
+            let candidates = alert_targets(&a, r, &self.id, now)
+                .map_err(|reason| Refuse::Audit(Rejected, reason))?;
+            self.onward_filter(&a, candidates).await?
         } else if a.kind.starts_with("alert.") {
             // Updates and cancellations go to every unit alerted so far (that is still a
             // member reachable now); when none was reached they are recorded here (and stop
@@ -540,13 +738,13 @@ impl Inner {
                 }))
         {
             // Reached already, or cancelled since the tick read the case.
-            return Err(NodeError::Invalid("nothing to widen".into()));
+            return Err(Refuse::Fail(NodeError::Invalid("nothing to widen".into())));
         }
         if recipients.contains(&self.id) {
-            let reason = "a node does not send case steps to itself".to_owned();
-            return Err(self
-                .refuse(now, EntryKind::Rejected, reason, Some(&signed))
-                .await);
+            return Err(Refuse::Audit(
+                Rejected,
+                "a node does not send case steps to itself".to_owned(),
+            ));
         }
 
         // Handling: abroad flag and onward passing, per recipient.
@@ -554,20 +752,21 @@ impl Inner {
         for to in &recipients {
             let their = r.member(to).map(|m| m.country.clone());
             if !a.abroad && their.is_some() && their != my_country {
-                let reason = format!(
-                    "{} is a foreign counterpart and this {} is not marked as releasable \
-                     abroad (--abroad)",
-                    to, a.kind
-                );
-                return Err(self
-                    .refuse(now, EntryKind::RefusedByPolicy, reason, Some(&signed))
-                    .await);
+                return Err(Refuse::Audit(
+                    RefusedByPolicy,
+                    format!(
+                        "{} is a foreign counterpart and this {} is not marked as releasable \
+                         abroad (--abroad)",
+                        to, a.kind
+                    ),
+                ));
             }
-            if let Err(reason) = self.check_onward(&a, Some(to), r) {
-                return Err(self
-                    .refuse(now, EntryKind::RefusedByPolicy, reason, Some(&signed))
-                    .await);
-            }
+        }
+        let checks = self
+            .onward(&a, recipients.iter().cloned().map(Some).collect())
+            .await?;
+        if let Some(Err(reason)) = checks.into_iter().find(Result::is_err) {
+            return Err(Refuse::Audit(RefusedByPolicy, reason));
         }
 
         // The state machine, once per recipient (fan-out steps are no-ops after the first).
@@ -591,28 +790,40 @@ impl Inner {
             };
             match workflow::apply(case.as_ref(), &step, r) {
                 Ok(next) => case = Some(next),
-                Err(e) => {
-                    return Err(self
-                        .refuse(now, EntryKind::Rejected, e.to_string(), Some(&signed))
-                        .await);
-                }
+                Err(e) => return Err(Refuse::Audit(Rejected, e.to_string())),
             }
         }
         let Some(case) = case else {
-            return Err(NodeError::Invalid("no case after the step".into()));
+            return Err(Refuse::Fail(NodeError::Invalid(
+                "no case after the step".into(),
+            )));
         };
 
-        // Policy and routes (refusals are logged by `route`).
+        // Policy and routes.
         let mut hops = Vec::new();
         for to in &recipients {
-            hops.push(self.route(to, &a.kind, signed.bytes().len(), now).await?);
+            if signed.bytes().len() as u64 > r.max_body_len {
+                return Err(Refuse::Fail(NodeError::Invalid(format!(
+                    "body is {} bytes; the roster allows at most {}",
+                    signed.bytes().len(),
+                    r.max_body_len
+                ))));
+            }
+            match r
+                .check_send(&self.id, to, &a.kind)
+                .and_then(|()| r.next_hop(&self.id, to))
+            {
+                Ok(hop) => hops.push(hop),
+                Err(e) => return Err(Refuse::Policy(e, to.clone())),
+            }
         }
         let priority = req.priority.unwrap_or(spec.priority);
         let in_reply_to = req
             .in_reply_to
             .as_deref()
             .map(MessageId::from_hex)
-            .transpose()?;
+            .transpose()
+            .map_err(NodeError::from)?;
         let envelopes: Vec<Envelope> = recipients
             .iter()
             .map(|to| {
@@ -677,13 +888,13 @@ impl Inner {
             message_ids: envelopes.iter().map(|e| e.header().id.to_hex()).collect(),
             action: digest.to_hex(),
             verified: if skipped.is_empty() {
-                verified_label(&signed)
+                verified_label(signed)
             } else {
                 // Alerted units the roster no longer lets this node reach: the officers
                 // must tell them another way.
                 format!(
                     "{}; NOT SENT to {} (no longer reachable under the roster)",
-                    verified_label(&signed),
+                    verified_label(signed),
                     skipped
                         .iter()
                         .map(NodeId::as_str)
@@ -694,155 +905,63 @@ impl Inner {
             state: case.state.name().to_owned(),
             deadline: case.deadline,
         });
-        let change = state_change(&a.case_ref, before.as_ref(), &case, &digest);
+        let state_change = state_change(&a.case_ref, before.as_ref(), &case, &digest);
         let logged = action_record(&a.case_ref, &a.kind, signed.actor(), &digest.0);
-        let queued: Vec<(NodeId, Queued)> = self
-            .store
-            .write(now, |t| {
-                t.log(EntryKind::OfficerAction, logged.clone());
-                if let Some(c) = &change {
-                    t.log(EntryKind::CaseStateChanged, c.clone());
-                }
-                let q = envelopes
-                    .iter()
-                    .zip(&hops)
-                    .map(|(env, hop)| {
-                        (
-                            hop.clone(),
-                            stage_outgoing(t, env, hop, signed.bytes(), now),
-                        )
-                    })
-                    .collect();
-                t.put_case(&a.case_ref, &record);
-                Ok(q)
-            })
-            .await?;
-        let messages = envelopes
-            .iter()
-            .zip(&hops)
-            .map(|(e, hop)| SendResult {
-                message_id: e.header().id.to_hex(),
-                digest: e.digest().to_hex(),
-                hop: hop.clone(),
-            })
-            .collect();
-        for (hop, q) in queued {
-            self.enqueue(&hop, q);
-        }
-        Ok(ActResult {
-            case_ref: a.case_ref.clone(),
-            kind: a.kind.clone(),
-            state: case.state,
-            deadline: case.deadline,
-            action: digest.to_hex(),
-            messages,
+        Ok(Decision {
+            hops,
+            envelopes,
+            record,
+            case,
+            base_rev,
+            state_change,
+            logged,
         })
     }
 
-    /// H2 material passes on only to its provider or with the provider's signed grant. The
-    /// check follows `derived_from` through this node's own messages (material derived from
-    /// H2 material is still that material) up to a depth of 8; a message this node only
-    /// relayed is not its to pass on.
-    fn check_onward(
+    /// The onward-passing check of `a` for each target (None: whoever receives it), in one
+    /// read of the store.
+    async fn onward(
         &self,
         a: &Action,
-        to: Option<&NodeId>,
-        r: &liaison_protocol::Roster,
-    ) -> Result<(), String> {
-        let mut todo: Vec<(MessageId, usize)> = a.derived_from.iter().map(|m| (*m, 0)).collect();
-        let mut seen = Vec::new();
-        while let Some((mid, depth)) = todo.pop() {
-            if seen.contains(&mid) {
-                continue;
-            }
-            seen.push(mid);
-            if depth > 8 {
-                return Err(format!(
-                    "derived-from chain through {mid} is too deep to check"
-                ));
-            }
-            let digests = self.store.digests_for_id(&mid).map_err(|e| e.to_string())?;
-            let mut held = false;
-            for d in digests {
-                let Some(rec) = self.store.message(&d).map_err(|e| e.to_string())? else {
-                    continue;
-                };
-                if rec.direction == Direction::Relay {
-                    continue;
-                }
-                held = true;
-                let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
-                    return Err(format!("stored message {mid} does not parse"));
-                };
-                if rec.direction == Direction::Outgoing && !is_case_kind(&h.kind) {
-                    continue; // our own plain message derives from nothing
-                }
-                let body = self
-                    .store
-                    .body(&d)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| {
-                        format!(
-                            "the body of message {mid} was purged; its handling cannot be checked"
-                        )
-                    })?;
-                // Verified when it was sent or received; read as stored (a key rotation since
-                // must not hide what it was derived from).
-                let src = stored_action(&body)
-                    .ok_or_else(|| format!("message {mid} carries no readable action"))?;
-                if rec.direction == Direction::Outgoing {
-                    // Our own step: what it was derived from counts.
-                    todo.extend(src.derived_from.iter().map(|m| (*m, depth + 1)));
-                    continue;
-                }
-                let Some(to) = to else { continue };
-                if src.handling == Handling::H2
-                    && h.from != *to
-                    && !self.granted(&mid, &h.from, to)?
-                {
-                    return Err(format!(
-                        "message {mid} from {} is H2 (not to be passed on without the provider's \
-                         permission); ask first: `liaison permission request --message {mid} \
-                         --recipient {to} --to {} --reason …`",
-                        h.from, h.from
-                    ));
-                }
-                let foreign =
-                    r.member(to).map(|m| &m.country) != r.member(&self.id).map(|m| &m.country);
-                if !src.abroad && foreign {
-                    return Err(format!(
-                        "message {mid} from {} was not released for abroad; {to} is foreign",
-                        h.from
-                    ));
-                }
-            }
-            if !held {
-                return Err(format!(
-                    "derived-from message {mid} is not held by this node"
-                ));
-            }
-        }
-        Ok(())
+        targets: Vec<Option<NodeId>>,
+    ) -> Result<Vec<Result<(), String>>, StoreError> {
+        let a = a.clone();
+        let me = self.id.clone();
+        let roster = self.roster.get();
+        self.store
+            .peek(move |rd| {
+                Ok(targets
+                    .iter()
+                    .map(|to| check_onward(rd, &me, &a, to.as_ref(), roster.roster()))
+                    .collect())
+            })
+            .await
     }
 
-    fn granted(&self, mid: &MessageId, provider: &NodeId, to: &NodeId) -> Result<bool, String> {
-        let cases = self.store.cases().map_err(|e| e.to_string())?;
-        let hex = mid.to_hex();
-        Ok(cases.iter().any(|(_, c)| {
-            c.case.workflow == Workflow::Permission
-                && c.case.state == State::Granted
-                && c.case.counterpart.as_ref() == Some(provider)
-                && workflow::permission_subject(&c.case)
-                    .is_some_and(|(m, rcpt)| m == hex && rcpt == to.as_str())
-        }))
+    /// The targets `a` may go to under the onward-passing rules.
+    async fn onward_filter(
+        &self,
+        a: &Action,
+        targets: Vec<NodeId>,
+    ) -> Result<Vec<NodeId>, StoreError> {
+        let checks = self
+            .onward(a, targets.iter().cloned().map(Some).collect())
+            .await?;
+        Ok(targets
+            .into_iter()
+            .zip(checks)
+            .filter_map(|(t, ok)| ok.is_ok().then_some(t))
+            .collect())
     }
 
-    /// The receiving node's checks of a case step, before any receipt. Returns the case
-    /// update to store with the message, or the reason for a signed rejection.
+    /// The receiving node's checks of a case step, before any receipt, against its copy of
+    /// the case (`existing`, read under the case lock). Returns the case update to store
+    /// with the message, or the reason for a signed rejection.
     pub(crate) fn check_case_step(
         &self,
         env: &Envelope,
         body: &[u8],
+        existing: Option<CaseRecord>,
     ) -> Result<CaseUpdate, StepRefusal> {
         use StepRefusal::Final;
         let h = env.header();
@@ -900,10 +1019,6 @@ impl Inner {
                 a.kind
             )));
         }
-        let existing = self
-            .store
-            .case(&a.case_ref)
-            .map_err(|e| Final(e.to_string()))?;
         if existing.as_ref().is_some_and(|e| {
             e.timeline
                 .iter()
@@ -920,6 +1035,7 @@ impl Inner {
                 a.case_ref
             )));
         }
+        let base_rev = existing.as_ref().map(|e| e.rev);
         let before = existing.as_ref().map(|e| e.case.clone());
         let step = Step {
             case_ref: &a.case_ref,
@@ -976,113 +1092,78 @@ impl Inner {
             case_ref: a.case_ref.clone(),
             state_change: state_change(&a.case_ref, before.as_ref(), &case, &signed.digest()),
             record,
+            base_rev,
         })
     }
 
-    /// The receipt for a case-opening step arrived: `sent` becomes `received`.
-    pub(crate) async fn case_receipted(&self, case_ref: &str, kind: &str) {
-        if workflow::spec(kind).is_none_or(|s| !s.opens_case) {
-            return;
-        }
-        let _guard = self.case_lock.lock().await;
-        let now = now_ms();
-        let Ok(Some(mut rec)) = self.store.case(case_ref) else {
-            return;
-        };
-        let Some(next) = workflow::delivered(&rec.case) else {
-            return;
-        };
-        let change = state_change(
-            case_ref,
-            Some(&rec.case),
-            &next,
-            &liaison_protocol::Digest([0; 32]),
-        );
-        rec.case = next;
-        let res = self
-            .store
-            .write(now, |t| {
-                if let Some(c) = change {
-                    t.log(EntryKind::CaseStateChanged, c);
-                }
-                t.put_case(case_ref, &rec);
-                Ok(())
-            })
-            .await;
-        if let Err(e) = res {
-            warn!(node = %self.id, error = %e, "cannot record a case's delivery");
-        }
-    }
-
-    /// The recipient refused a case step this node sent: the case here already moved, so the
-    /// refusal goes into its timeline (and the audit log, with the signed rejection receipt)
-    /// for the officers to resolve.
-    pub(crate) async fn case_rejected(
+    /// Stages a case change decided under the case's lock, releases the lock, and waits
+    /// until the change is durable.
+    async fn write_case<T, F>(
         &self,
-        case_ref: &str,
-        h: &liaison_protocol::Header,
-        reason: &str,
-    ) {
-        if !is_case_kind(&h.kind) {
-            return;
-        }
-        let _guard = self.case_lock.lock().await;
-        let now = now_ms();
-        let Ok(Some(mut rec)) = self.store.case(case_ref) else {
-            return;
-        };
-        rec.timeline.push(TimelineEntry {
-            at: now,
-            kind: format!("{} refused by {}", h.kind, h.to),
-            direction: "refused".into(),
-            from: h.to.clone(),
-            to: vec![self.id.clone()],
-            actor: h.to.to_string(),
-            officer: None,
-            message_ids: vec![h.id.to_hex()],
-            action: String::new(),
-            verified: format!("signed rejection receipt from {} ✓: {reason}", h.to),
-            state: rec.case.state.name().to_owned(),
-            deadline: rec.case.deadline,
-        });
-        let res = self
-            .store
-            .write(now, |t| {
-                t.put_case(case_ref, &rec);
-                Ok(())
-            })
-            .await;
-        if let Err(e) = res {
-            warn!(node = %self.id, error = %e, "cannot record a refused case step");
-        }
-        warn!(node = %self.id, %case_ref, %reason, "case step refused by the recipient");
+        guard: crate::locks::KeyedGuard,
+        now: u64,
+        f: F,
+    ) -> Result<T, NodeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let staged = self.store.stage(now, f).await;
+        drop(guard);
+        Ok(staged?.durable().await?)
     }
 
-    /// Deadlines (overdue, supervisor told) and alert radii.
-    async fn case_tick(self: &Arc<Self>, now: u64) -> Result<(), NodeError> {
+    /// Deadlines (overdue, supervisor told), alert radii and the retention of steps
+    /// recorded here: the cases whose time has come (the `t/` index), or every case with
+    /// `all` (an operator's request, or every active alert after a roster change).
+    async fn case_tick(self: &Arc<Self>, now: u64, all: bool) -> Result<(), NodeError> {
         // One tick at a time (the ticker and an operator's `CaseTick` could overlap).
         let _tick = self.case_tick_lock.lock().await;
-        for (case_ref, rec) in self.store.cases()? {
+        let due: Vec<String> = if all {
+            self.store
+                .peek(|r| r.cases())
+                .await?
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect()
+        } else {
+            self.store
+                .peek(move |r| r.cases_due(now, TICK_BATCH))
+                .await?
+                .into_iter()
+                .map(|(_, c)| c)
+                .collect()
+        };
+        for case_ref in due {
             // One bad case does not stop the others from being checked.
-            if let Err(e) = self.tick_case(&case_ref, rec, now).await {
+            if let Err(e) = self.tick_case(&case_ref, now).await {
                 warn!(node = %self.id, %case_ref, error = %e, "cannot check the case");
+            }
+            // Whatever happened, the case is scheduled for its next time.
+            if let Err(e) = self.reschedule(&case_ref, now).await {
+                warn!(node = %self.id, %case_ref, error = %e, "cannot schedule the case");
             }
         }
         Ok(())
     }
 
-    async fn tick_case(
-        self: &Arc<Self>,
-        case_ref: &str,
-        rec: CaseRecord,
-        now: u64,
-    ) -> Result<(), NodeError> {
+    async fn read_case(&self, case_ref: &str) -> Result<Option<CaseRecord>, NodeError> {
+        let cr = case_ref.to_owned();
+        Ok(self.store.peek(move |r| r.case(&cr)).await?)
+    }
+
+    async fn tick_case(self: &Arc<Self>, case_ref: &str, now: u64) -> Result<(), NodeError> {
+        let Some(rec) = self.read_case(case_ref).await? else {
+            return Ok(());
+        };
         if workflow::mark_overdue(&rec.case, now).is_some()
             || workflow::clear_overdue(&rec.case, now).is_some()
         {
             self.mark_overdue(case_ref, now).await?;
         }
-        let rec = self.store.case(case_ref)?.unwrap_or(rec);
+        let Some(rec) = self.read_case(case_ref).await? else {
+            return Ok(());
+        };
         let supervised_elsewhere = rec
             .case
             .supervisor
@@ -1100,63 +1181,98 @@ impl Inner {
         {
             self.widen_alert(case_ref, &rec, now).await?;
         }
+        if rec
+            .local_actions
+            .iter()
+            .any(|l| local_due(l, self.body_retention_ms) <= now)
+        {
+            self.purge_local_actions(case_ref, now).await?;
+        }
         Ok(())
     }
 
+    /// Writes the case's next wake time when it moved (nothing changed it in this tick, or
+    /// time alone moved it on).
+    async fn reschedule(&self, case_ref: &str, now: u64) -> Result<(), NodeError> {
+        let guard = self.case_locks.lock(case_ref).await;
+        let cr = case_ref.to_owned();
+        let me = self.id.clone();
+        let retention = self.body_retention_ms;
+        self.write_case(guard, now, move |t| {
+            let Some(rec) = t.case(&cr)? else {
+                return Ok(());
+            };
+            let index = case_index(&rec, &me, now, retention);
+            if index.wake != rec.wake {
+                t.put_case(&cr, rec, index)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn set_notified(&self, case_ref: &str, told: bool, now: u64) -> Result<(), NodeError> {
-        let _guard = self.case_lock.lock().await;
-        if let Some(mut latest) = self.store.case(case_ref)? {
-            latest.overdue_notified = told;
-            self.store
-                .write(now, |t| {
-                    t.put_case(case_ref, &latest);
-                    Ok(())
-                })
-                .await?;
-        }
-        Ok(())
+        let guard = self.case_locks.lock(case_ref).await;
+        let cr = case_ref.to_owned();
+        let me = self.id.clone();
+        let retention = self.body_retention_ms;
+        self.write_case(guard, now, move |t| {
+            if let Some(mut latest) = t.case(&cr)? {
+                latest.overdue_notified = told;
+                let index = case_index(&latest, &me, now, retention);
+                t.put_case(&cr, latest, index)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Sets the overdue flag when a deadline passed, or clears it when it no longer holds
     /// (a supervision's new due date, or its end).
     async fn mark_overdue(&self, case_ref: &str, now: u64) -> Result<(), NodeError> {
-        let _guard = self.case_lock.lock().await;
-        let Some(mut rec) = self.store.case(case_ref)? else {
-            return Ok(());
-        };
-        let (next, kind, label) = match (
-            workflow::mark_overdue(&rec.case, now),
-            workflow::clear_overdue(&rec.case, now),
-        ) {
-            (Some(n), _) => (n, "deadline.overdue", "(overdue)"),
-            (None, Some(n)) => (n, "deadline.no_longer_overdue", "(no longer overdue)"),
-            (None, None) => return Ok(()),
-        };
-        rec.timeline.push(TimelineEntry {
-            at: now,
-            kind: kind.into(),
-            direction: "overdue".into(),
-            from: self.id.clone(),
-            to: Vec::new(),
-            actor: self.id.to_string(),
-            officer: None,
-            message_ids: Vec::new(),
-            action: String::new(),
-            verified: String::new(),
-            state: next.state.name().to_owned(),
-            deadline: next.deadline,
-        });
-        rec.case = next;
-        let state = format!("{} {label}", rec.case.state.name());
-        let entry = state_change_record(case_ref, Some(rec.case.state.name()), &state, &[0; 32]);
-        self.store
-            .write(now, |t| {
+        let guard = self.case_locks.lock(case_ref).await;
+        let cr = case_ref.to_owned();
+        let me = self.id.clone();
+        let retention = self.body_retention_ms;
+        let label = self
+            .write_case(guard, now, move |t| {
+                let Some(mut rec) = t.case(&cr)? else {
+                    return Ok(None);
+                };
+                let (next, kind, label) = match (
+                    workflow::mark_overdue(&rec.case, now),
+                    workflow::clear_overdue(&rec.case, now),
+                ) {
+                    (Some(n), _) => (n, "deadline.overdue", "(overdue)"),
+                    (None, Some(n)) => (n, "deadline.no_longer_overdue", "(no longer overdue)"),
+                    (None, None) => return Ok(None),
+                };
+                rec.timeline.push(TimelineEntry {
+                    at: now,
+                    kind: kind.into(),
+                    direction: "overdue".into(),
+                    from: me.clone(),
+                    to: Vec::new(),
+                    actor: me.to_string(),
+                    officer: None,
+                    message_ids: Vec::new(),
+                    action: String::new(),
+                    verified: String::new(),
+                    state: next.state.name().to_owned(),
+                    deadline: next.deadline,
+                });
+                rec.case = next;
+                let state = format!("{} {label}", rec.case.state.name());
+                let entry = state_change_record(&cr, Some(rec.case.state.name()), &state, &[0; 32]);
                 t.log(EntryKind::CaseStateChanged, entry);
-                t.put_case(case_ref, &rec);
-                Ok(())
+                let index = case_index(&rec, &me, now, retention);
+                t.put_case(&cr, rec, index)?;
+                Ok(Some(label))
             })
             .await?;
-        warn!(node = %self.id, %case_ref, "case {label}");
+        if let Some(label) = label {
+            warn!(node = %self.id, %case_ref, "case {label}");
+        }
         Ok(())
     }
 
@@ -1231,18 +1347,18 @@ impl Inner {
         let r = roster.roster();
         let signed = SignedAction::open(bytes, r)?;
         // From where the child was last seen (an update may have moved it).
-        let targets = match rec.case.alert_origin() {
-            Some((origin, since)) => {
-                let a = signed.action();
-                let onward = |t: &NodeId| self.check_onward(a, Some(t), r).is_ok();
-                reachable(a, r, &self.id, &origin, since, now, &onward)
-            }
+        let candidates = match rec.case.alert_origin() {
+            Some((origin, since)) => reachable(signed.action(), r, &self.id, &origin, since, now),
             None => Vec::new(),
         };
-        let new: Vec<NodeId> = targets
+        let candidates: Vec<NodeId> = candidates
             .into_iter()
             .filter(|t| !rec.alerted.contains(t))
             .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let new = self.onward_filter(signed.action(), candidates).await?;
         if new.is_empty() {
             return Ok(());
         }
@@ -1260,19 +1376,277 @@ impl Inner {
         }
         Ok(())
     }
+
+    /// Signed actions recorded only here (no message body holds them) whose retention ended
+    /// are deleted, each with a `body_purged` entry in the same change.
+    async fn purge_local_actions(&self, case_ref: &str, now: u64) -> Result<(), NodeError> {
+        let guard = self.case_locks.lock(case_ref).await;
+        let cr = case_ref.to_owned();
+        let me = self.id.clone();
+        let retention = self.body_retention_ms;
+        self.write_case(guard, now, move |t| {
+            let Some(mut rec) = t.case(&cr)? else {
+                return Ok(());
+            };
+            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut rec.local_actions)
+                .into_iter()
+                .partition(|l| local_due(l, retention) <= now);
+            rec.local_actions = kept;
+            for l in &gone {
+                let digest = liaison_protocol::SignedObject::parse(&l.action, usize::MAX)
+                    .map(|o| o.digest().0)
+                    .unwrap_or_else(|_| liaison_protocol::Digest::of(&l.action).0);
+                t.log(
+                    EntryKind::BodyPurged,
+                    event_record(
+                        &format!("retention ended (step recorded on case {cr})"),
+                        None,
+                        Some(&digest),
+                        None,
+                    ),
+                );
+            }
+            let index = case_index(&rec, &me, now, retention);
+            t.put_case(&cr, rec, index)?;
+            Ok(())
+        })
+        .await
+    }
 }
 
-/// The units an alert reaches at `now`: every active member within the radius for the time
-/// the child has been missing, measured from where the child was last seen.
+/// When a step recorded here only must go: its own retention, or the node's if shorter.
+fn local_due(l: &LocalAction, node_retention_ms: u64) -> u64 {
+    l.at.saturating_add(l.retain_ms.min(node_retention_ms))
+}
+
+/// What the store indexes a case by: when the ticker must look at it next, and a granted
+/// onward-passing permission. The wake time is the earliest of: the deadline or due date
+/// that will make it overdue, now when an overdue flag must be cleared or the supervisor
+/// told (again at the next tick until that succeeds), the next widening of an active alert
+/// issued here (and a re-check every minute), and the end of a local action's retention.
+pub(crate) fn case_index(
+    rec: &CaseRecord,
+    me: &NodeId,
+    now: u64,
+    node_retention_ms: u64,
+) -> CaseIndex {
+    let c = &rec.case;
+    let mut wake: Option<u64> = None;
+    let mut at = |t: u64| wake = Some(wake.map_or(t, |w| w.min(t)));
+    if c.overdue {
+        let supervised_elsewhere = c.supervisor.as_ref().is_some_and(|s| &s.node != me);
+        if !c.is_overdue_at(now) || (!rec.overdue_notified && supervised_elsewhere) {
+            at(now);
+        }
+    } else {
+        if let Some(t) = c.overdue_from() {
+            at(t);
+        }
+        if rec.overdue_notified {
+            at(now);
+        }
+    }
+    if c.workflow == Workflow::Alert
+        && c.state == State::Active
+        && &c.opened_by == me
+        && rec.alert_action.is_some()
+    {
+        if let Some(t) = c
+            .alert_origin()
+            .and_then(|(_, since)| workflow::alert_next_widening(since, now))
+        {
+            at(t);
+        }
+        at(now.saturating_add(ALERT_RECHECK_MS));
+    }
+    for l in &rec.local_actions {
+        at(local_due(l, node_retention_ms));
+    }
+    let grant = (c.workflow == Workflow::Permission && c.state == State::Granted)
+        .then(|| {
+            let (m, rcpt) = workflow::permission_subject(c)?;
+            let provider = c.counterpart.clone()?;
+            let rcpt = NodeId::new(rcpt).ok()?;
+            Some((m.to_owned(), provider, rcpt))
+        })
+        .flatten();
+    CaseIndex { wake, grant }
+}
+
+/// Inside the change that stores an inbound case step: the case is still the revision the
+/// step was checked against.
+pub(crate) fn check_rev(t: &Txn<'_>, u: &CaseUpdate) -> Result<(), StoreError> {
+    let rev = t.case(&u.case_ref)?.map(|c| c.rev);
+    if rev != u.base_rev {
+        return Err(StoreError::Conflict(format!("case {}", u.case_ref)));
+    }
+    Ok(())
+}
+
+/// Receiver side of [`Inner::check_case_step`], inside the change that stores the message
+/// and its receipt: the case record and its state-change entry.
+pub(crate) fn stage_case(t: &mut Txn<'_>, u: CaseUpdate) -> Result<(), StoreError> {
+    if let Some(c) = &u.state_change {
+        t.log(EntryKind::CaseStateChanged, c.clone());
+    }
+    let index = case_index(&u.record, t.node(), t.now(), t.retention_ms());
+    t.put_case(&u.case_ref, u.record, index)?;
+    Ok(())
+}
+
+/// Sender side, inside the change that records a receipt for a case step this node sent:
+/// the receipt of a case-opening step moves `sent` to `received`; a rejection goes into the
+/// case's timeline with its signed reason (the case already moved here, so the refusal is
+/// for the officers to resolve).
+pub(crate) fn on_receipt(
+    t: &mut Txn<'_>,
+    h: &liaison_protocol::Header,
+    status: &liaison_protocol::ReceiptStatus,
+    now: u64,
+) -> Result<(), StoreError> {
+    let Some(case_ref) = &h.case_ref else {
+        return Ok(());
+    };
+    if !is_case_kind(&h.kind) {
+        return Ok(());
+    }
+    let Some(mut rec) = t.case(case_ref)? else {
+        return Ok(());
+    };
+    match status {
+        liaison_protocol::ReceiptStatus::Delivered => {
+            if workflow::spec(&h.kind).is_none_or(|s| !s.opens_case) {
+                return Ok(());
+            }
+            let Some(next) = workflow::delivered(&rec.case) else {
+                return Ok(());
+            };
+            let change = state_change(
+                case_ref,
+                Some(&rec.case),
+                &next,
+                &liaison_protocol::Digest([0; 32]),
+            );
+            rec.case = next;
+            if let Some(c) = change {
+                t.log(EntryKind::CaseStateChanged, c);
+            }
+        }
+        liaison_protocol::ReceiptStatus::Rejected(reason) => {
+            rec.timeline.push(TimelineEntry {
+                at: now,
+                kind: format!("{} refused by {}", h.kind, h.to),
+                direction: "refused".into(),
+                from: h.to.clone(),
+                to: vec![t.node().clone()],
+                actor: h.to.to_string(),
+                officer: None,
+                message_ids: vec![h.id.to_hex()],
+                action: String::new(),
+                verified: format!("signed rejection receipt from {} ✓: {reason}", h.to),
+                state: rec.case.state.name().to_owned(),
+                deadline: rec.case.deadline,
+            });
+            warn!(node = %t.node(), %case_ref, %reason, "case step refused by the recipient");
+        }
+    }
+    let index = case_index(&rec, t.node(), now, t.retention_ms());
+    t.put_case(case_ref, rec, index)?;
+    Ok(())
+}
+
+/// H2 material passes on only to its provider or with the provider's signed grant. The
+/// check follows `derived_from` through this node's own messages (material derived from
+/// H2 material is still that material) up to a depth of 8; a message this node only
+/// relayed is not its to pass on.
+fn check_onward(
+    rd: &Reader<'_>,
+    me: &NodeId,
+    a: &Action,
+    to: Option<&NodeId>,
+    r: &liaison_protocol::Roster,
+) -> Result<(), String> {
+    let mut todo: Vec<(MessageId, usize)> = a.derived_from.iter().map(|m| (*m, 0)).collect();
+    let mut seen = Vec::new();
+    while let Some((mid, depth)) = todo.pop() {
+        if seen.contains(&mid) {
+            continue;
+        }
+        seen.push(mid);
+        if depth > 8 {
+            return Err(format!(
+                "derived-from chain through {mid} is too deep to check"
+            ));
+        }
+        let digests = rd.digests_for_id(&mid).map_err(|e| e.to_string())?;
+        let mut held = false;
+        for d in digests {
+            let Some(rec) = rd.message(&d).map_err(|e| e.to_string())? else {
+                continue;
+            };
+            if rec.direction == Direction::Relay {
+                continue;
+            }
+            held = true;
+            let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
+                return Err(format!("stored message {mid} does not parse"));
+            };
+            if rec.direction == Direction::Outgoing && !is_case_kind(&h.kind) {
+                continue; // our own plain message derives from nothing
+            }
+            let body = rd.body(&d).map_err(|e| e.to_string())?.ok_or_else(|| {
+                format!("the body of message {mid} was purged; its handling cannot be checked")
+            })?;
+            // Verified when it was sent or received; read as stored (a key rotation since
+            // must not hide what it was derived from).
+            let src = stored_action(&body)
+                .ok_or_else(|| format!("message {mid} carries no readable action"))?;
+            if rec.direction == Direction::Outgoing {
+                // Our own step: what it was derived from counts.
+                todo.extend(src.derived_from.iter().map(|m| (*m, depth + 1)));
+                continue;
+            }
+            let Some(to) = to else { continue };
+            let granted = || {
+                rd.granted(&mid.to_hex(), &h.from, to)
+                    .map_err(|e| e.to_string())
+            };
+            if src.handling == Handling::H2 && h.from != *to && !granted()? {
+                return Err(format!(
+                    "message {mid} from {} is H2 (not to be passed on without the provider's \
+                     permission); ask first: `liaison permission request --message {mid} \
+                     --recipient {to} --to {} --reason …`",
+                    h.from, h.from
+                ));
+            }
+            let foreign = r.member(to).map(|m| &m.country) != r.member(me).map(|m| &m.country);
+            if !src.abroad && foreign {
+                return Err(format!(
+                    "message {mid} from {} was not released for abroad; {to} is foreign",
+                    h.from
+                ));
+            }
+        }
+        if !held {
+            return Err(format!(
+                "derived-from message {mid} is not held by this node"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The units an alert reaches at `now` before the onward-passing check: every active
+/// member within the radius for the time the child has been missing, measured from where
+/// the child was last seen.
 fn alert_targets(
     a: &Action,
     r: &liaison_protocol::Roster,
     me: &NodeId,
     now: u64,
-    onward_ok: &dyn Fn(&NodeId) -> bool,
 ) -> Result<Vec<NodeId>, String> {
     let (origin, since) = workflow::alert_origin_of(&a.document).map_err(|e| e.to_string())?;
-    Ok(reachable(a, r, me, &origin, since, now, onward_ok))
+    Ok(reachable(a, r, me, &origin, since, now))
 }
 
 /// The units within the alert's radius that the policy lets it reach: a unit the roster
@@ -1285,7 +1659,6 @@ fn reachable(
     origin: &liaison_protocol::Location,
     since: u64,
     now: u64,
-    onward_ok: &dyn Fn(&NodeId) -> bool,
 ) -> Vec<NodeId> {
     let mine = r.member(me).map(|m| &m.country);
     let radius = workflow::alert_radius_m(since, now);
@@ -1295,7 +1668,6 @@ fn reachable(
             r.check_send(me, t, &a.kind).is_ok()
                 && r.next_hop(me, t).is_ok()
                 && (a.abroad || r.member(t).map(|m| &m.country) == mine)
-                && onward_ok(t)
         })
         .collect()
 }
@@ -1319,16 +1691,6 @@ fn state_change(
     let from = before.map(|c| c.state.name());
     let changed = before.is_none_or(|b| b.state != after.state || b.overdue != after.overdue);
     changed.then(|| state_change_record(case_ref, from, after.state.name(), &action.0))
-}
-
-impl Inner {
-    /// Receiver side of [`Inner::check_case_step`], for `store_inbound`: stage the case.
-    pub(crate) fn stage_case(t: &mut crate::store::Txn<'_>, u: &CaseUpdate) {
-        if let Some(c) = &u.state_change {
-            t.log(EntryKind::CaseStateChanged, c.clone());
-        }
-        t.put_case(&u.case_ref, &u.record);
-    }
 }
 
 /// A stored body's action, read without checking signatures (they were checked when the

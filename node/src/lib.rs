@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 mod inbound;
+mod locks;
 mod node;
 mod peer;
 pub mod roster;

@@ -21,9 +21,13 @@ use tracing::{info, warn};
 use crate::config::{Config, DeliveryConfig};
 use crate::error::{NodeError, StoreError};
 use crate::identity::load_signing_key;
+use crate::locks::KeyedLocks;
 use crate::peer::{PeerHandle, PeerStatus};
 use crate::roster::RosterCell;
-use crate::store::{Direction, MessageRecord, MsgState, OutItem, Queued, Store, Txn};
+use crate::store::{
+    Direction, Fault, MessageRecord, MsgState, OutItem, Payload, Queued, Store, StoreOptions,
+    StoreStats, Txn,
+};
 use crate::transport::{self, TlsMaterial};
 
 /// Wall clock in Unix ms: the one place the node reads the time.
@@ -123,17 +127,21 @@ pub(crate) struct Inner {
     pub(crate) cfg: DeliveryConfig,
     pub(crate) dev_mode: bool,
     pub(crate) inbox_notify: Notify,
+    /// A new roster was applied (the case ticker looks at every active alert again).
+    pub(crate) roster_changed: Notify,
     pub(crate) settled: tokio::sync::broadcast::Sender<Settled>,
     /// Witness conflicts seen since start (also in the audit log).
     pub(crate) conflicts: Mutex<u64>,
     /// One witness round at a time.
     pub(crate) witness_round: tokio::sync::Mutex<()>,
-    /// Case updates are read-apply-write: one at a time.
-    pub(crate) case_lock: tokio::sync::Mutex<()>,
+    /// Case updates are read-decide-stage: one at a time per case.
+    pub(crate) case_locks: KeyedLocks,
     /// One deadline / alert tick at a time.
     pub(crate) case_tick_lock: tokio::sync::Mutex<()>,
     /// Workflow settings.
     pub(crate) wf: crate::config::WorkflowConfig,
+    /// How long bodies (and steps recorded here only) are kept at most, ms.
+    pub(crate) body_retention_ms: u64,
 }
 
 /// A message this node sent reached a final state (receipt, rejection or non-delivery).
@@ -179,9 +187,14 @@ impl Node {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let store = Store::open(
             &cfg.data_dir.join("store"),
-            cfg.store.cache_bytes,
+            StoreOptions {
+                cache_bytes: cfg.store.cache_bytes,
+                body_retention_ms: cfg.audit.body_retention_ms,
+                head: None,
+            },
             cfg.node_id.clone(),
-        )?;
+        )
+        .await?;
 
         let file_roster = std::fs::read(&cfg.roster)
             .map_err(|e| NodeError::Roster(format!("cannot read {}: {e}", cfg.roster.display())))?;
@@ -192,7 +205,7 @@ impl Node {
             ))
         })?;
         let stored =
-            match store.roster()? {
+            match store.read(|r| r.roster()).await? {
                 Some(b) => Some(SignedRoster::open(&b, &authority).map_err(|e| {
                     NodeError::Roster(format!("stored roster does not verify: {e}"))
                 })?),
@@ -205,7 +218,7 @@ impl Node {
                 let rec = roster_record(&r);
                 let bytes = r.bytes().to_vec();
                 store
-                    .write(now_ms(), |t| {
+                    .write(now_ms(), move |t| {
                         t.put_roster(&bytes);
                         t.log(EntryKind::RosterApplied, rec);
                         Ok(())
@@ -245,18 +258,20 @@ impl Node {
             cfg: cfg.delivery.clone(),
             dev_mode: cfg.dev_mode,
             inbox_notify: Notify::new(),
+            roster_changed: Notify::new(),
             settled: tokio::sync::broadcast::channel(4096).0,
             conflicts: Mutex::new(0),
             witness_round: tokio::sync::Mutex::new(()),
-            case_lock: tokio::sync::Mutex::new(()),
+            case_locks: KeyedLocks::default(),
             case_tick_lock: tokio::sync::Mutex::new(()),
             wf: cfg.workflow.clone(),
+            body_retention_ms: cfg.audit.body_retention_ms,
         });
         let node = Self { inner };
         node.spawn_refusal_logger(refusal_rx);
         crate::inbound::spawn_accept_loop(node.inner.clone());
         // Everything still queued from before a restart goes back to its peer's queue.
-        for (hop, mut q) in node.inner.store.outbox()? {
+        for (hop, mut q) in node.inner.store.read(|r| r.outbox()).await? {
             // A message queued before the restart may have reached its peer just before it
             // (the crash can come between the peer's receipt and our record of it), so it is
             // not dropped at expiry without asking the peer: the peer answers with its stored
@@ -264,10 +279,7 @@ impl Node {
             q.uncertain = matches!(q.item, OutItem::Message { .. });
             node.inner.enqueue(&hop, q);
         }
-        node.spawn_checkpointer(
-            cfg.audit.checkpoint_interval_ms,
-            cfg.audit.body_retention_ms,
-        );
+        node.spawn_checkpointer(cfg.audit.checkpoint_interval_ms);
         node.spawn_case_ticker(cfg.workflow.tick_ms);
         if opts.api_socket {
             crate::api::spawn_server(node.clone(), cfg.data_dir.join("api.sock"))?;
@@ -276,7 +288,7 @@ impl Node {
         Ok(node)
     }
 
-    fn spawn_checkpointer(&self, interval_ms: u64, retention_ms: u64) {
+    fn spawn_checkpointer(&self, interval_ms: u64) {
         let node = self.clone();
         let every = Duration::from_millis(interval_ms.max(100));
         self.inner.tasks.spawn(async move {
@@ -285,12 +297,12 @@ impl Node {
                     () = tokio::time::sleep(every) => {}
                     () = node.inner.cancel.cancelled() => break,
                 }
-                if let Err(e) = node.purge_bodies(now_ms(), retention_ms).await {
+                if let Err(e) = node.purge_bodies(now_ms()).await {
                     warn!(node = %node.inner.id, error = %e, "cannot purge bodies");
                 }
                 // Witnessing writes entries itself: a log that grew only by those is not
                 // submitted again, or the nodes would keep each other busy forever.
-                match node.grew_since_checkpoint() {
+                match node.grew_since_checkpoint().await {
                     Ok(false) => continue,
                     Ok(true) => {}
                     Err(e) => warn!(node = %node.inner.id, error = %e, "cannot read the log"),
@@ -315,7 +327,7 @@ impl Node {
                 let rec = event_record(&reason, Some(&peer), None, None);
                 let _ = inner
                     .store
-                    .write(now_ms(), |t| {
+                    .write(now_ms(), move |t| {
                         t.log(EntryKind::HandshakeRefused, rec);
                         Ok(())
                     })
@@ -340,14 +352,28 @@ impl Node {
     }
 
     /// Messages in the inbox, not yet taken by the application, oldest first.
-    pub fn inbox(&self, limit: usize, with_body: bool) -> Result<Vec<MessageView>, NodeError> {
-        let mut out = Vec::new();
-        for (_, digest) in self.inner.store.inbox(limit)? {
-            if let Some(rec) = self.inner.store.message(&digest)? {
-                out.push(self.inner.view(&digest, &rec, with_body)?);
-            }
-        }
-        Ok(out)
+    pub async fn inbox(
+        &self,
+        limit: usize,
+        with_body: bool,
+    ) -> Result<Vec<MessageView>, NodeError> {
+        let rows = self
+            .inner
+            .store
+            .read(move |r| {
+                let mut out = Vec::new();
+                for (_, digest) in r.inbox(limit)? {
+                    if let Some(rec) = r.message(&digest)? {
+                        let body = if with_body { r.body(&digest)? } else { None };
+                        out.push((digest, rec, body));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        rows.iter()
+            .map(|(d, rec, body)| view(d, rec, body.as_deref()))
+            .collect()
     }
 
     /// Marks inbox entry `seq` as taken by the application: it is never shown again.
@@ -367,33 +393,51 @@ impl Node {
     }
 
     /// Every message this node sent, received or relayed.
-    pub fn messages(&self) -> Result<Vec<MessageView>, NodeError> {
+    pub async fn messages(&self) -> Result<Vec<MessageView>, NodeError> {
         self.inner
             .store
-            .messages()?
+            .read(|r| r.messages())
+            .await?
             .iter()
-            .map(|(d, r)| self.inner.view(d, r, false))
+            .map(|(d, r)| view(d, r, None))
             .collect()
     }
 
     /// One message by id (hex) or digest (hex).
-    pub fn message(&self, id_or_digest: &str) -> Result<Option<MessageView>, NodeError> {
-        let store = &self.inner.store;
-        let digests = if let Ok(d) = Digest::from_hex(id_or_digest) {
-            vec![d]
+    pub async fn message(&self, id_or_digest: &str) -> Result<Option<MessageView>, NodeError> {
+        enum Key {
+            Digest(Digest),
+            Id(MessageId),
+        }
+        let key = if let Ok(d) = Digest::from_hex(id_or_digest) {
+            Key::Digest(d)
         } else if let Ok(id) = MessageId::from_hex(id_or_digest) {
-            store.digests_for_id(&id)?
+            Key::Id(id)
         } else {
             return Err(NodeError::Invalid(format!(
                 "{id_or_digest:?} is neither a message id (32 hex) nor a digest (64 hex)"
             )));
         };
-        for d in digests {
-            if let Some(r) = store.message(&d)? {
-                return Ok(Some(self.inner.view(&d, &r, true)?));
-            }
-        }
-        Ok(None)
+        let found = self
+            .inner
+            .store
+            .read(move |r| {
+                let digests = match key {
+                    Key::Digest(d) => vec![d],
+                    Key::Id(id) => r.digests_for_id(&id)?,
+                };
+                for d in digests {
+                    if let Some(rec) = r.message(&d)? {
+                        let body = r.body(&d)?;
+                        return Ok(Some((d, rec, body)));
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        found
+            .map(|(d, rec, body)| view(&d, &rec, body.as_deref()))
+            .transpose()
     }
 
     /// Per-peer queue state.
@@ -423,14 +467,15 @@ impl Node {
     }
 
     /// Decoded audit entries in `[from, to)`.
-    pub fn log_entries(
+    pub async fn log_entries(
         &self,
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, liaison_protocol::audit::Entry)>, NodeError> {
         self.inner
             .store
-            .log_entries(from, to)?
+            .read(move |r| r.log_entries(from, to))
+            .await?
             .into_iter()
             .map(|(i, b)| {
                 liaison_protocol::audit::Entry::decode(&b)
@@ -441,7 +486,7 @@ impl Node {
     }
 
     /// Overwrites an audit entry in the store behind the node's back (tamper tests).
-    pub fn dangerous_overwrite_log_entry(
+    pub async fn dangerous_overwrite_log_entry(
         &self,
         index: u64,
         bytes: &[u8],
@@ -450,17 +495,29 @@ impl Node {
         Ok(self
             .inner
             .store
-            .dangerous_overwrite_entry(index, bytes, with_leaf_hash)?)
+            .dangerous_overwrite_entry(index, bytes.to_vec(), with_leaf_hash)
+            .await?)
     }
 
     /// Deletes the audit log from `from` on behind the node's back (tamper tests).
-    pub fn dangerous_truncate_log(&self, from: u64) -> Result<(), NodeError> {
-        Ok(self.inner.store.dangerous_truncate_log(from)?)
+    pub async fn dangerous_truncate_log(&self, from: u64) -> Result<(), NodeError> {
+        Ok(self.inner.store.dangerous_truncate_log(from).await?)
     }
 
-    /// Makes every store write fail as a full disk would (fault tests).
-    pub fn dangerous_inject_store_fault(&self, on: bool) {
-        self.inner.store.dangerous_inject_fault(on);
+    /// Makes the store's applies or flushes fail as a full disk would (fault tests); the
+    /// first failure fails the store until the node is restarted.
+    pub fn dangerous_inject_store_fault(&self, fault: Fault) {
+        self.inner.store.dangerous_inject_fault(fault);
+    }
+
+    /// How the store grouped changes into commits since start.
+    pub fn store_stats(&self) -> StoreStats {
+        self.inner.store.stats()
+    }
+
+    /// Why the store failed, if it did (the node then refuses all work until restarted).
+    pub fn store_failure(&self) -> Option<String> {
+        self.inner.store.failure()
     }
 
     /// Stops accepting work, lets in-flight exchanges finish within the grace period, closes
@@ -579,7 +636,8 @@ pub(crate) fn stage_outgoing(
 ) -> Queued {
     let digest = env.digest();
     let h = env.header();
-    t.put_body(&digest, body);
+    let retain_ms = retention_of(body);
+    t.put_body(&digest, body, now, retain_ms);
     let q = t.push_out(
         hop,
         h.priority,
@@ -600,7 +658,8 @@ pub(crate) fn stage_outgoing(
             handed_over: false,
             attempts: 0,
             out_key: Some(q.key.clone()),
-            retain_ms: retention_of(body),
+            retain_ms,
+            log_index: Some(t.next_log_index()),
         },
     );
     t.index_id(&h.id, &digest);
@@ -609,7 +668,7 @@ pub(crate) fn stage_outgoing(
 }
 
 /// The retention an officer action in `body` sets for itself, in ms (None for other bodies).
-fn retention_of(body: &[u8]) -> Option<u64> {
+pub(crate) fn retention_of(body: &[u8]) -> Option<u64> {
     let obj = liaison_protocol::SignedObject::parse(body, liaison_protocol::action::MAX_ACTION_LEN)
         .ok()?;
     if obj.typ() != liaison_protocol::cose::TYP_ACTION {
@@ -624,6 +683,67 @@ fn error_frame(code: ErrorCode, reason: impl Into<String>) -> Frame {
         code,
         reason: reason.into(),
     }
+}
+
+/// A message record as operators and the application see it (`body` when asked for and
+/// still held).
+pub(crate) fn view(
+    digest: &Digest,
+    rec: &MessageRecord,
+    body: Option<&[u8]>,
+) -> Result<MessageView, NodeError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (_, h) = Envelope::peek_unverified(&rec.envelope).ok_or_else(|| {
+        NodeError::Store(StoreError::Corrupt {
+            key: digest.to_hex(),
+            problem: "stored envelope does not parse".into(),
+        })
+    })?;
+    Ok(MessageView {
+        message_id: h.id.to_hex(),
+        digest: digest.to_hex(),
+        from: h.from.to_string(),
+        to: h.to.to_string(),
+        kind: h.kind,
+        priority: h.priority.name().to_owned(),
+        sent_at: h.sent_at,
+        case_ref: h.case_ref,
+        direction: rec.direction,
+        state: rec.state.clone(),
+        hop: rec.hop.clone(),
+        inbox_seq: rec.inbox_seq,
+        handed_over: rec.handed_over,
+        body: body.map(|b| b64.encode(b)),
+        proof: rec.proof.as_ref().map(|p| b64.encode(p)),
+    })
+}
+
+/// What the dedupe index says about an inbound envelope.
+enum Dedupe {
+    /// Not seen before.
+    New,
+    /// Seen with this very content: the answer it got then.
+    Same(Reply),
+    /// The id was used before with other content.
+    Reused,
+}
+
+/// What taking a receipt did.
+enum Taken {
+    /// The message is not held here.
+    Unknown,
+    /// The receipt does not match the message it names.
+    Mismatch,
+    /// The message is already settled (a resent receipt).
+    Already,
+    /// Cannot route the receipt back.
+    NoRoute(String),
+    /// Recorded; forward it on `hop` (relay), or settled here (sender).
+    Recorded {
+        forward: Option<(NodeId, Queued)>,
+        settled: Option<Settled>,
+    },
 }
 
 impl Inner {
@@ -644,44 +764,6 @@ impl Inner {
                 .clone()
         };
         handle.push(q);
-    }
-
-    pub(crate) fn view(
-        &self,
-        digest: &Digest,
-        rec: &MessageRecord,
-        with_body: bool,
-    ) -> Result<MessageView, NodeError> {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let (_, h) = Envelope::peek_unverified(&rec.envelope).ok_or_else(|| {
-            NodeError::Store(StoreError::Corrupt {
-                key: digest.to_hex(),
-                problem: "stored envelope does not parse".into(),
-            })
-        })?;
-        let body = if with_body {
-            self.store.body(digest)?.map(|b| b64.encode(b))
-        } else {
-            None
-        };
-        Ok(MessageView {
-            message_id: h.id.to_hex(),
-            digest: digest.to_hex(),
-            from: h.from.to_string(),
-            to: h.to.to_string(),
-            kind: h.kind,
-            priority: h.priority.name().to_owned(),
-            sent_at: h.sent_at,
-            case_ref: h.case_ref,
-            direction: rec.direction,
-            state: rec.state.clone(),
-            hop: rec.hop.clone(),
-            inbox_seq: rec.inbox_seq,
-            handed_over: rec.handed_over,
-            body,
-            proof: rec.proof.as_ref().map(|p| b64.encode(p)),
-        })
     }
 
     async fn send(self: &Arc<Self>, req: SendRequest) -> Result<SendResult, NodeError> {
@@ -714,10 +796,16 @@ impl Inner {
             req.case_ref.clone(),
             now,
         );
-        let queued = self
+        let payload = Arc::new(Payload {
+            envelope: env.bytes().to_vec(),
+            body: req.body,
+        });
+        let (e, h, p) = (env.clone(), hop.clone(), payload.clone());
+        let mut queued = self
             .store
-            .write(now, |t| Ok(stage_outgoing(t, &env, &hop, &req.body, now)))
+            .write(now, move |t| Ok(stage_outgoing(t, &e, &h, &p.body, now)))
             .await?;
+        queued.payload = Some(payload);
         self.enqueue(&hop, queued);
         Ok(SendResult {
             message_id: env.header().id.to_hex(),
@@ -751,7 +839,7 @@ impl Inner {
             Err(e) => {
                 let rec = event_record(&e.to_string(), Some(to.as_str()), None, None);
                 self.store
-                    .write(now, |t| {
+                    .write(now, move |t| {
                         t.log(EntryKind::RefusedByPolicy, rec);
                         Ok(())
                     })
@@ -791,15 +879,16 @@ impl Inner {
         Envelope::seal(header, &self.signing)
     }
 
+    /// Hands inbox entry `seq` to the application, once: the entry is looked up and removed
+    /// in the same change, so of two concurrent takes exactly one succeeds.
     async fn ack(&self, seq: u64) -> Result<MessageView, NodeError> {
-        let digest = self
-            .store
-            .inbox_entry(seq)?
-            .ok_or_else(|| NodeError::Invalid(format!("no inbox entry {seq} (already taken?)")))?;
         let now = now_ms();
-        let rec = self
+        let taken = self
             .store
-            .write(now, |t| {
+            .write(now, move |t| {
+                let Some(digest) = t.inbox_entry(seq)? else {
+                    return Ok(None);
+                };
                 let Some(mut rec) = t.message(&digest)? else {
                     return Err(StoreError::Corrupt {
                         key: digest.to_hex(),
@@ -810,8 +899,7 @@ impl Inner {
                 rec.updated_at = now;
                 t.put_message(&digest, &rec);
                 t.remove_inbox(seq);
-                let (_, h) = Envelope::peek_unverified(&rec.envelope).unzip();
-                let id = h.map(|h| h.id.0);
+                let id = Envelope::peek_unverified(&rec.envelope).map(|(_, h)| h.id.0);
                 t.log(
                     EntryKind::HandedToApplication,
                     event_record(
@@ -821,10 +909,12 @@ impl Inner {
                         id.as_ref(),
                     ),
                 );
-                Ok(rec)
+                Ok(Some((digest, rec)))
             })
             .await?;
-        self.view(&digest, &rec, false)
+        let (digest, rec) = taken
+            .ok_or_else(|| NodeError::Invalid(format!("no inbox entry {seq} (already taken?)")))?;
+        view(&digest, &rec, None)
     }
 
     /// Logs a refused inbound message and builds the reply: a signed rejection receipt when
@@ -865,12 +955,13 @@ impl Inner {
                     &self.signing,
                 )
             });
+        let logged_receipt = receipt.as_ref().map(|r| r.bytes().to_vec());
         let logged = self
             .store
-            .write(now, |t| {
+            .write(now, move |t| {
                 t.log(EntryKind::Rejected, rec);
-                if let Some(r) = &receipt {
-                    t.log(EntryKind::ReceiptSent, r.bytes().to_vec());
+                if let Some(r) = logged_receipt {
+                    t.log(EntryKind::ReceiptSent, r);
                 }
                 Ok(())
             })
@@ -882,6 +973,25 @@ impl Inner {
             Some(r) => Frame::Receipt(r.bytes().to_vec()),
             None => error_frame(code, reason),
         }
+    }
+
+    /// Looks `env` up in the dedupe index; answers only from what is on disk.
+    async fn dedupe(&self, env: &Envelope) -> Result<Dedupe, StoreError> {
+        let h = env.header();
+        let (from, id, digest) = (h.from.clone(), h.id, env.digest());
+        self.store
+            .read(move |r| match r.seen(&from, &id)? {
+                None => Ok(Dedupe::New),
+                Some(d) if d != digest => Ok(Dedupe::Reused),
+                Some(d) => match r.message(&d)? {
+                    Some(rec) => Ok(Dedupe::Same(duplicate_answer(&d, rec))),
+                    None => Err(StoreError::Corrupt {
+                        key: d.to_hex(),
+                        problem: "dedupe entry without message".into(),
+                    }),
+                },
+            })
+            .await
     }
 
     /// A DELIVER frame from an admitted peer.
@@ -921,94 +1031,114 @@ impl Inner {
                     .await;
             }
         }
-        // 3. A resend (lost receipt, restart) gets the answer it got the first time, whatever
-        //    the time or the roster says now.
-        match self.store.seen(&h.from, &h.id) {
-            Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
-            Ok(Some(d)) if d == env.digest() => {
-                return match self.store.message(&d) {
-                    Ok(Some(rec)) => duplicate_answer(&d, rec),
-                    Ok(None) => error_frame(ErrorCode::Unavailable, "dedupe entry without message"),
+        // 3. Everything else. A message that fails these checks may still be a resend (lost
+        //    receipt, restart) of one taken earlier: it gets the answer it got the first
+        //    time, whatever the time or the roster says now. A new message that passes them
+        //    is looked up in the dedupe index inside the change that stores it.
+        let relay_hop = match self.check_inbound(peer, &env, &body) {
+            Ok(hop) => hop,
+            Err(refusal) => {
+                return match self.dedupe(&env).await {
                     Err(e) => error_frame(ErrorCode::Unavailable, e.to_string()),
+                    Ok(Dedupe::Same(answer)) => answer,
+                    Ok(Dedupe::Reused) => {
+                        let reason =
+                            "message id reused with different content (replay?)".to_owned();
+                        self.reject_inbound(peer, &envelope, Some(&env), reason, ErrorCode::Refused)
+                            .await
+                    }
+                    Ok(Dedupe::New) => {
+                        let signable = refusal.receipt.then_some(&env);
+                        self.reject_inbound(peer, &envelope, signable, refusal.reason, refusal.code)
+                            .await
+                    }
                 };
             }
-            Ok(Some(_)) => {
+        };
+        if relay_hop.is_none() && crate::cases::is_case_kind(&h.kind) {
+            return self.receive_case_step(peer, env, body).await;
+        }
+        match self
+            .store_inbound(peer, env, body, relay_hop, None, None)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => {
+                warn!(node = %self.id, error = %e, "cannot store inbound message");
+                error_frame(ErrorCode::Unavailable, e.to_string())
+            }
+        }
+    }
+
+    /// A case step addressed to this node: the officer's action must verify and this node's
+    /// copy of the case must allow it before anything is stored or receipted. Decided under
+    /// the case's lock, which is released once the change is staged.
+    async fn receive_case_step(
+        self: &Arc<Self>,
+        peer: &NodeId,
+        env: Envelope,
+        body: Vec<u8>,
+    ) -> Reply {
+        let h = env.header().clone();
+        let case_ref = h.case_ref.clone().unwrap_or_default();
+        let guard = self.case_locks.lock(&case_ref).await;
+        // A copy that arrived while we waited for the lock was answered already.
+        match self.dedupe(&env).await {
+            Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
+            Ok(Dedupe::Same(answer)) => return answer,
+            Ok(Dedupe::Reused) => {
+                drop(guard);
                 let reason = "message id reused with different content (replay?)".to_owned();
                 return self
-                    .reject_inbound(peer, &envelope, Some(&env), reason, ErrorCode::Refused)
+                    .reject_inbound(peer, env.bytes(), Some(&env), reason, ErrorCode::Refused)
                     .await;
             }
-            Ok(None) => {}
+            Ok(Dedupe::New) => {}
         }
-        // 4. Everything else.
-        match self.check_inbound(peer, &env, &body) {
-            Err(refusal) => {
-                let signable = refusal.receipt.then_some(&env);
-                self.reject_inbound(peer, &envelope, signable, refusal.reason, refusal.code)
-                    .await
-            }
-            Ok(relay_hop) => {
-                // A case step addressed to this node: the officer's action must verify and
-                // the case must allow it before anything is stored or receipted.
-                let case_guard;
-                let mut update = None;
-                if relay_hop.is_none() && crate::cases::is_case_kind(&h.kind) {
-                    case_guard = self.case_lock.lock().await;
-                    // A copy that arrived while we waited for the lock was answered already.
-                    match self.store.seen(&h.from, &h.id) {
-                        Ok(Some(d)) if d == env.digest() => {
-                            return match self.store.message(&d) {
-                                Ok(Some(rec)) => duplicate_answer(&d, rec),
-                                _ => error_frame(
-                                    ErrorCode::Unavailable,
-                                    "dedupe entry without message",
-                                ),
-                            };
-                        }
-                        Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
-                        _ => {}
-                    }
-                    match self.check_case_step(&env, &body) {
-                        Ok(u) => update = Some(u),
-                        Err(crate::cases::StepRefusal::NotYet(reason)) => {
-                            tracing::debug!(node = %self.id, %reason, "case step not applicable yet");
-                            // Steps of one case can arrive out of order (priority lanes,
-                            // retries): the sender tries again later. The answer does not
-                            // say what this node's copy of the case holds.
-                            return error_frame(
-                                ErrorCode::Unavailable,
-                                format!(
-                                    "{} does not fit case {} here yet; try later",
-                                    h.kind,
-                                    h.case_ref.as_deref().unwrap_or("-")
-                                ),
-                            );
-                        }
-                        Err(crate::cases::StepRefusal::Final(reason)) => {
-                            drop(case_guard);
-                            let reason = format!("case step refused: {reason}");
-                            return self
-                                .reject_inbound(
-                                    peer,
-                                    &envelope,
-                                    Some(&env),
-                                    reason,
-                                    ErrorCode::Refused,
-                                )
-                                .await;
-                        }
-                    }
-                }
+        let cr = case_ref.clone();
+        let existing = match self.store.peek(move |r| r.case(&cr)).await {
+            Ok(c) => c,
+            Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
+        };
+        match self.check_case_step(&env, &body, existing) {
+            Ok(update) => {
                 match self
-                    .store_inbound(peer, &env, &body, relay_hop, update)
+                    .store_inbound(peer, env, body, None, Some(update), Some(guard))
                     .await
                 {
                     Ok(reply) => reply,
+                    Err(StoreError::Conflict(reason)) => {
+                        // The case moved while this step was checked (a receipt for a step
+                        // of ours): the sender tries again.
+                        error_frame(
+                            ErrorCode::Unavailable,
+                            format!("case {case_ref} changed meanwhile ({reason}); try later"),
+                        )
+                    }
                     Err(e) => {
-                        warn!(node = %self.id, error = %e, "cannot store inbound message");
+                        warn!(node = %self.id, error = %e, "cannot store inbound case step");
                         error_frame(ErrorCode::Unavailable, e.to_string())
                     }
                 }
+            }
+            Err(crate::cases::StepRefusal::NotYet(reason)) => {
+                tracing::debug!(node = %self.id, %reason, "case step not applicable yet");
+                // Steps of one case can arrive out of order (priority lanes, retries): the
+                // sender tries again later. The answer does not say what this node's copy
+                // of the case holds.
+                error_frame(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "{} does not fit case {case_ref} here yet; try later",
+                        h.kind
+                    ),
+                )
+            }
+            Err(crate::cases::StepRefusal::Final(reason)) => {
+                drop(guard);
+                let reason = format!("case step refused: {reason}");
+                self.reject_inbound(peer, env.bytes(), Some(&env), reason, ErrorCode::Refused)
+                    .await
             }
         }
     }
@@ -1088,130 +1218,144 @@ impl Inner {
         Ok(path.get(pos + 1).cloned())
     }
 
+    /// Stores a checked inbound message in one change, the dedupe lookup first: as the
+    /// final recipient with its inbox entry and the signed receipt (and the case step's
+    /// change), as a relay in the outbox towards the next hop. Answers after the flush.
+    /// With `guard` (a case lock), the lock is released as soon as the change is staged.
     async fn store_inbound(
         self: &Arc<Self>,
         peer: &NodeId,
-        env: &Envelope,
-        body: &[u8],
+        env: Envelope,
+        body: Vec<u8>,
         relay_hop: Option<NodeId>,
         case: Option<crate::cases::CaseUpdate>,
+        guard: Option<crate::locks::KeyedGuard>,
     ) -> Result<Reply, StoreError> {
-        let h = env.header();
-        let digest = env.digest();
-        let now = now_ms();
         enum Outcome {
-            New(Option<Queued>),
+            Receipted(Vec<u8>),
+            Relayed(Queued),
             Duplicate(MessageRecord),
             IdReused,
         }
-        let origin = format!("{}/log", self.id);
-        let outcome = self
-            .store
-            .write(now, |t| {
-                if let Some(seen) = t.seen(&h.from, &h.id)? {
-                    if seen != digest {
-                        t.log(
-                            EntryKind::Rejected,
-                            event_record(
-                                "message id reused with different content",
-                                Some(peer.as_str()),
-                                Some(&digest.0),
-                                Some(&h.id.0),
-                            ),
-                        );
-                        return Ok(Outcome::IdReused);
-                    }
-                    return match t.message(&digest)? {
-                        Some(rec) => Ok(Outcome::Duplicate(rec)),
-                        None => Err(StoreError::Corrupt {
-                            key: digest.to_hex(),
-                            problem: "dedupe entry without message".into(),
-                        }),
-                    };
+        let now = now_ms();
+        let digest = env.digest();
+        let inner = self.clone();
+        let peer_s = peer.to_string();
+        let hop = relay_hop.clone();
+        let change = move |t: &mut Txn<'_>| {
+            let h = env.header();
+            if let Some(seen) = t.seen(&h.from, &h.id)? {
+                if seen != digest {
+                    t.log(
+                        EntryKind::Rejected,
+                        event_record(
+                            "message id reused with different content",
+                            Some(&peer_s),
+                            Some(&digest.0),
+                            Some(&h.id.0),
+                        ),
+                    );
+                    return Ok(Outcome::IdReused);
                 }
-                t.put_seen(&h.from, &h.id, &digest);
-                t.index_id(&h.id, &digest);
-                t.put_body(&digest, body);
-                let mut rec = MessageRecord {
-                    envelope: env.bytes().to_vec(),
-                    direction: Direction::Incoming,
-                    state: MsgState::Delivered,
-                    hop: None,
-                    stored_at: now,
-                    updated_at: now,
-                    proof: None,
-                    inbox_seq: None,
-                    handed_over: false,
-                    attempts: 0,
-                    out_key: None,
-                    retain_ms: case.as_ref().and(retention_of(body)),
+                return match t.message(&digest)? {
+                    Some(rec) => Ok(Outcome::Duplicate(rec)),
+                    None => Err(StoreError::Corrupt {
+                        key: digest.to_hex(),
+                        problem: "dedupe entry without message".into(),
+                    }),
                 };
-                let queued = match &relay_hop {
-                    None => {
-                        let index = t.log(EntryKind::MessageReceived, env.bytes().to_vec());
-                        let receipt = SignedReceipt::sign(
-                            Receipt {
-                                federation: self.federation.clone(),
-                                message_digest: digest,
-                                message_id: h.id,
-                                sender: h.from.clone(),
-                                recipient: self.id.clone(),
-                                at: now,
-                                status: ReceiptStatus::Delivered,
-                                log_ref: Some((origin.clone(), index)),
-                            },
-                            &self.signing,
-                        );
-                        t.log(EntryKind::ReceiptSent, receipt.bytes().to_vec());
-                        if let Some(u) = &case {
-                            Self::stage_case(t, u);
-                        }
-                        rec.proof = Some(receipt.bytes().to_vec());
-                        rec.inbox_seq = Some(t.push_inbox(&digest));
-                        None
+            }
+            if let Some(u) = &case {
+                crate::cases::check_rev(t, u)?;
+            }
+            let retain_ms = case.as_ref().and(retention_of(&body));
+            t.put_seen(&h.from, &h.id, &digest);
+            t.index_id(&h.id, &digest);
+            t.put_body(&digest, &body, now, retain_ms);
+            let mut rec = MessageRecord {
+                envelope: env.bytes().to_vec(),
+                direction: Direction::Incoming,
+                state: MsgState::Delivered,
+                hop: None,
+                stored_at: now,
+                updated_at: now,
+                proof: None,
+                inbox_seq: None,
+                handed_over: false,
+                attempts: 0,
+                out_key: None,
+                retain_ms,
+                log_index: None,
+            };
+            let outcome = match &hop {
+                None => {
+                    let index = t.log(EntryKind::MessageReceived, env.bytes().to_vec());
+                    let receipt = SignedReceipt::sign(
+                        Receipt {
+                            federation: inner.federation.clone(),
+                            message_digest: digest,
+                            message_id: h.id,
+                            sender: h.from.clone(),
+                            recipient: inner.id.clone(),
+                            at: now,
+                            status: ReceiptStatus::Delivered,
+                            log_ref: Some((format!("{}/log", inner.id), index)),
+                        },
+                        &inner.signing,
+                    );
+                    t.log(EntryKind::ReceiptSent, receipt.bytes().to_vec());
+                    if let Some(u) = case {
+                        crate::cases::stage_case(t, u)?;
                     }
-                    Some(hop) => {
-                        t.log(EntryKind::Relayed, env.bytes().to_vec());
-                        let q = t.push_out(
-                            hop,
-                            h.priority,
-                            OutItem::Message { digest: digest.0 },
-                            h.expires_at,
-                        );
-                        rec.direction = Direction::Relay;
-                        rec.state = MsgState::Queued;
-                        rec.hop = Some(hop.to_string());
-                        rec.out_key = Some(q.key.clone());
-                        Some(q)
-                    }
-                };
-                t.put_message(&digest, &rec);
-                Ok(Outcome::New(queued))
-            })
-            .await?;
+                    rec.proof = Some(receipt.bytes().to_vec());
+                    rec.inbox_seq = Some(t.push_inbox(&digest));
+                    rec.log_index = Some(index);
+                    Outcome::Receipted(receipt.bytes().to_vec())
+                }
+                Some(hop) => {
+                    rec.log_index = Some(t.log(EntryKind::Relayed, env.bytes().to_vec()));
+                    let q = t.push_out(
+                        hop,
+                        h.priority,
+                        OutItem::Message { digest: digest.0 },
+                        h.expires_at,
+                    );
+                    rec.direction = Direction::Relay;
+                    rec.state = MsgState::Queued;
+                    rec.hop = Some(hop.to_string());
+                    rec.out_key = Some(q.key.clone());
+                    Outcome::Relayed(q)
+                }
+            };
+            t.put_message(&digest, &rec);
+            Ok(outcome)
+        };
+        let staged = self.store.stage(now, change).await;
+        drop(guard);
+        let outcome = staged?.durable().await?;
         Ok(match outcome {
             Outcome::IdReused => error_frame(
                 ErrorCode::Refused,
                 "message id reused with different content (replay?)",
             ),
             Outcome::Duplicate(rec) => duplicate_answer(&digest, rec),
-            Outcome::New(queued) => {
-                if let (Some(q), Some(hop)) = (queued, relay_hop) {
+            Outcome::Relayed(q) => {
+                if let Some(hop) = relay_hop {
                     self.enqueue(&hop, q);
-                    Frame::Custody(digest)
-                } else {
-                    self.inbox_notify.notify_waiters();
-                    match self.store.message(&digest)?.and_then(|r| r.proof) {
-                        Some(p) => Frame::Receipt(p),
-                        None => error_frame(ErrorCode::Unavailable, "receipt missing"),
-                    }
                 }
+                Frame::Custody(digest)
+            }
+            Outcome::Receipted(receipt) => {
+                self.inbox_notify.notify_waiters();
+                Frame::Receipt(receipt)
             }
         })
     }
 
     /// A RECEIPT for a message this node sent or relayed, arriving as the answer to a
-    /// delivery or forwarded by a relay.
+    /// delivery or forwarded by a relay. The message's new state, the receipt's audit entry,
+    /// its forwarding (at a relay) and the case change it causes (at the sender: a case step
+    /// receipted or refused) are one change.
     pub(crate) async fn take_receipt(
         self: &Arc<Self>,
         bytes: &[u8],
@@ -1219,7 +1363,7 @@ impl Inner {
     ) -> Result<Frame, Failure> {
         let receipt = SignedReceipt::open(bytes, self.signer_lookup())
             .map_err(|e| format!("receipt refused: {e}"))?;
-        let r = receipt.receipt();
+        let r = receipt.receipt().clone();
         if r.federation != self.federation {
             return Err("receipt for another federation".into());
         }
@@ -1227,109 +1371,113 @@ impl Inner {
             return Err("receipt names another message".into());
         }
         let digest = r.message_digest;
+        let message_id = r.message_id;
         let now = now_ms();
-        let Some(rec) = self.store.message(&digest)? else {
-            return Err(format!("receipt for unknown message {}", r.message_id).into());
-        };
-        let (_, h) = Envelope::peek_unverified(&rec.envelope)
-            .ok_or_else(|| "stored envelope does not parse".to_owned())?;
-        if h.to != r.recipient || h.from != r.sender || h.id != r.message_id {
-            return Err("receipt does not match the message it names".into());
-        }
-        if matches!(rec.state, MsgState::Delivered | MsgState::Rejected { .. })
-            && rec.proof.is_some()
-        {
-            return Ok(Frame::Ack(receipt.digest()));
-        }
-        let forward_to = match rec.direction {
-            Direction::Relay => Some(
-                self.roster
-                    .get()
-                    .roster()
-                    .next_hop(&self.id, &h.from)
-                    .map_err(|e| Failure::from(e.to_string()))?,
-            ),
-            _ => None,
-        };
-        let state = match &r.status {
-            ReceiptStatus::Delivered => MsgState::Delivered,
-            ReceiptStatus::Rejected(reason) => MsgState::Rejected {
-                reason: reason.clone(),
-            },
-        };
         let rbytes = receipt.bytes().to_vec();
         let rdigest = receipt.digest();
-        let change = |t: &mut Txn<'_>| {
+        let roster = self.roster.get();
+        let me = self.id.clone();
+        let change = move |t: &mut Txn<'_>| {
             let Some(mut rec) = t.message(&digest)? else {
-                return Ok(None);
+                return Ok(Taken::Unknown);
+            };
+            let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
+                return Err(StoreError::Corrupt {
+                    key: digest.to_hex(),
+                    problem: "stored envelope does not parse".into(),
+                });
+            };
+            if h.to != r.recipient || h.from != r.sender || h.id != r.message_id {
+                return Ok(Taken::Mismatch);
+            }
+            if matches!(rec.state, MsgState::Delivered | MsgState::Rejected { .. })
+                && rec.proof.is_some()
+            {
+                return Ok(Taken::Already);
+            }
+            let forward_to = match rec.direction {
+                Direction::Relay => match roster.roster().next_hop(&me, &h.from) {
+                    Ok(hop) => Some(hop),
+                    Err(e) => return Ok(Taken::NoRoute(e.to_string())),
+                },
+                _ => None,
+            };
+            let state = match &r.status {
+                ReceiptStatus::Delivered => MsgState::Delivered,
+                ReceiptStatus::Rejected(reason) => MsgState::Rejected {
+                    reason: reason.clone(),
+                },
             };
             if let Some(k) = rec.out_key.take() {
                 t.remove_out(&k);
             }
-            rec.state = state;
+            rec.state = state.clone();
             rec.proof = Some(rbytes.clone());
             rec.updated_at = now;
-            let q = match &forward_to {
+            let outgoing = rec.direction == Direction::Outgoing;
+            t.put_message(&digest, &rec);
+            let forward = match forward_to {
                 Some(hop) => {
                     t.log(EntryKind::Forwarded, rbytes.clone());
-                    Some(t.push_out(
-                        hop,
+                    let q = t.push_out(
+                        &hop,
                         h.priority,
                         OutItem::Receipt {
-                            bytes: rbytes.clone(),
+                            bytes: rbytes,
                             digest: rdigest.0,
                         },
                         None,
-                    ))
+                    );
+                    Some((hop, q))
                 }
                 None => {
-                    t.log(EntryKind::ReceiptReceived, rbytes.clone());
+                    t.log(EntryKind::ReceiptReceived, rbytes);
                     None
                 }
             };
-            t.put_message(&digest, &rec);
-            Ok(q.map(|q| (q, forward_to.clone())))
+            if outgoing {
+                crate::cases::on_receipt(t, &h, &r.status, now)?;
+            }
+            Ok(Taken::Recorded {
+                forward,
+                settled: outgoing.then(|| Settled {
+                    message_id: h.id.to_hex(),
+                    state,
+                }),
+            })
         };
         // A receipt that answers our own delivery needs no flush before we go on: after a
         // crash the message is sent again and the recipient answers with the same receipt.
         // A forwarded receipt is acknowledged, so it must be durable first.
-        let queued = if expected.is_some() {
-            self.store.apply(now, change)?
+        let taken = if expected.is_some() {
+            self.store.apply(now, change).await?
         } else {
             self.store.write(now, change).await?
         };
-        if let Some((q, Some(hop))) = queued {
-            self.enqueue(&hop, q);
-        } else if rec.direction == Direction::Outgoing {
-            match (&r.status, &h.case_ref) {
-                (ReceiptStatus::Delivered, Some(case_ref)) => {
-                    self.case_receipted(case_ref, &h.kind).await;
+        match taken {
+            Taken::Unknown => Err(format!("receipt for unknown message {message_id}").into()),
+            Taken::Mismatch => Err("receipt does not match the message it names".into()),
+            Taken::NoRoute(e) => Err(e.into()),
+            Taken::Already => Ok(Frame::Ack(rdigest)),
+            Taken::Recorded { forward, settled } => {
+                if let Some((hop, q)) = forward {
+                    self.enqueue(&hop, q);
                 }
-                (ReceiptStatus::Rejected(reason), Some(case_ref)) => {
-                    self.case_rejected(case_ref, &h, reason).await;
+                if let Some(s) = settled {
+                    let _ = self.settled.send(s);
                 }
-                _ => {}
+                Ok(Frame::Ack(rdigest))
             }
-            let _ = self.settled.send(Settled {
-                message_id: h.id.to_hex(),
-                state: match &r.status {
-                    ReceiptStatus::Delivered => MsgState::Delivered,
-                    ReceiptStatus::Rejected(reason) => MsgState::Rejected {
-                        reason: reason.clone(),
-                    },
-                },
-            });
         }
-        Ok(Frame::Ack(rdigest))
     }
 
     /// A NONDELIVERY record forwarded by a relay for a message this node sent (or relays).
     pub(crate) async fn take_nondelivery(self: &Arc<Self>, bytes: &[u8]) -> Result<Frame, Failure> {
         let nd = SignedNonDelivery::open(bytes, self.signer_lookup())
             .map_err(|e| format!("non-delivery record refused: {e}"))?;
-        let r = nd.record();
+        let r = nd.record().clone();
         let digest = r.message_digest;
-        let Some(rec) = self.store.message(&digest)? else {
+        let Some(rec) = self.store.peek(move |s| s.message(&digest)).await? else {
             return Err("non-delivery record for an unknown message"
                 .to_owned()
                 .into());
@@ -1388,6 +1536,7 @@ impl Inner {
 
     /// Closes a message with a signed non-delivery record: stores it as the message's proof,
     /// logs it, and when this node relays the message queues the record back to the sender.
+    /// Nothing changes when the message was settled meanwhile (a receipt came first).
     async fn close_with_record(
         self: &Arc<Self>,
         digest: &Digest,
@@ -1398,16 +1547,21 @@ impl Inner {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let nbytes = nd.bytes().to_vec();
+        let nd_digest = nd.digest();
         let own = nd.record().dropped_by == self.id;
         let refused_here = own && matches!(state, MsgState::Rejected { .. });
+        let digest = *digest;
         let queued = self
             .store
-            .write(now, |t| {
-                let Some(mut rec) = t.message(digest)? else {
-                    return Ok(None);
-                };
+            .write(now, move |t| {
                 if let Some(k) = queue_key.as_deref() {
                     t.remove_out(k);
+                }
+                let Some(mut rec) = t.message(&digest)? else {
+                    return Ok(None);
+                };
+                if rec.proof.is_some() {
+                    return Ok(None);
                 }
                 if let Some(k) = rec.out_key.take() {
                     t.remove_out(&k);
@@ -1415,7 +1569,7 @@ impl Inner {
                 rec.state = state;
                 rec.proof = Some(nbytes.clone());
                 rec.updated_at = now;
-                t.put_message(digest, &rec);
+                t.put_message(&digest, &rec);
                 t.log(
                     if refused_here {
                         EntryKind::Rejected
@@ -1428,19 +1582,17 @@ impl Inner {
                     },
                     nbytes.clone(),
                 );
-                Ok(back.as_ref().map(|hop| {
-                    (
-                        hop.clone(),
-                        t.push_out(
-                            hop,
-                            Priority::Routine,
-                            OutItem::NonDelivery {
-                                bytes: nbytes.clone(),
-                                digest: nd.digest().0,
-                            },
-                            None,
-                        ),
-                    )
+                Ok(back.map(|hop| {
+                    let q = t.push_out(
+                        &hop,
+                        Priority::Routine,
+                        OutItem::NonDelivery {
+                            bytes: nbytes,
+                            digest: nd_digest.0,
+                        },
+                        None,
+                    );
+                    (hop, q)
                 }))
             })
             .await?;
@@ -1475,7 +1627,7 @@ impl Inner {
             return Ok(());
         };
         let digest = Digest(*digest);
-        let Some(rec) = self.store.message(&digest)? else {
+        let Some(rec) = self.store.peek(move |r| r.message(&digest)).await? else {
             return Ok(());
         };
         let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
@@ -1493,7 +1645,7 @@ impl Inner {
     pub(crate) fn mark_attempted(&self, q: &Queued) {
         if let OutItem::Message { digest } = &q.item {
             let digest = Digest(*digest);
-            let _ = self.store.apply(now_ms(), |t| {
+            self.store.write_later(now_ms(), move |t| {
                 if let Some(mut rec) = t.message(&digest)? {
                     rec.attempts = rec.attempts.saturating_add(1);
                     t.put_message(&digest, &rec);
@@ -1506,21 +1658,21 @@ impl Inner {
     /// Records that a relay took custody of a message this node sent.
     pub(crate) async fn custody(&self, digest: &Digest, relay: &NodeId) -> Result<(), StoreError> {
         let now = now_ms();
+        let digest = *digest;
+        let relay = relay.to_string();
         self.store
-            .write(now, |t| {
-                let Some(mut rec) = t.message(digest)? else {
+            .write(now, move |t| {
+                let Some(mut rec) = t.message(&digest)? else {
                     return Ok(());
                 };
                 if let Some(k) = rec.out_key.take() {
                     t.remove_out(&k);
                 }
                 if rec.state == MsgState::Queued {
-                    rec.state = MsgState::InCustody {
-                        relay: relay.to_string(),
-                    };
+                    rec.state = MsgState::InCustody { relay };
                 }
                 rec.updated_at = now;
-                t.put_message(digest, &rec);
+                t.put_message(&digest, &rec);
                 Ok(())
             })
             .await
@@ -1539,7 +1691,7 @@ impl Inner {
         warn!(node = %self.id, %reason, "delivery refused");
         if let OutItem::Message { digest } = &q.item {
             let digest = Digest(*digest);
-            if let Some(rec) = self.store.message(&digest)? {
+            if let Some(rec) = self.store.peek(move |r| r.message(&digest)).await? {
                 if let (Direction::Relay, Some((_, h))) =
                     (rec.direction, Envelope::peek_unverified(&rec.envelope))
                 {
@@ -1557,8 +1709,9 @@ impl Inner {
             _ => None,
         };
         let key = q.key.clone();
+        let hop = hop.to_string();
         self.store
-            .write(now, |t| {
+            .write(now, move |t| {
                 t.remove_out(&key);
                 if let Some(d) = &digest {
                     if let Some(mut rec) = t.message(d)? {
@@ -1572,12 +1725,7 @@ impl Inner {
                 }
                 t.log(
                     EntryKind::Rejected,
-                    event_record(
-                        &reason,
-                        Some(hop.as_str()),
-                        digest.as_ref().map(|d| &d.0),
-                        None,
-                    ),
+                    event_record(&reason, Some(&hop), digest.as_ref().map(|d| &d.0), None),
                 );
                 Ok(())
             })
@@ -1588,7 +1736,7 @@ impl Inner {
     pub(crate) async fn forwarded(&self, q: &Queued) -> Result<(), StoreError> {
         let key = q.key.clone();
         self.store
-            .write(now_ms(), |t| {
+            .write(now_ms(), move |t| {
                 t.remove_out(&key);
                 Ok(())
             })
@@ -1618,7 +1766,7 @@ impl Inner {
         let rec = roster_record(&new);
         let raw = new.bytes().to_vec();
         self.store
-            .write(now_ms(), |t| {
+            .write(now_ms(), move |t| {
                 t.put_roster(&raw);
                 t.log(EntryKind::RosterApplied, rec);
                 Ok(())
@@ -1627,6 +1775,8 @@ impl Inner {
         let serial = n.serial;
         info!(node = %self.id, serial, "roster applied");
         self.roster.set(new);
+        // Units that joined may now be within an alert's radius: the ticker looks again.
+        self.roster_changed.notify_one();
         self.drop_inactive_peers();
         let peers: Vec<PeerHandle> = match self.peers.lock() {
             Ok(p) => p.values().cloned().collect(),
@@ -1660,7 +1810,7 @@ impl Inner {
         let rec = event_record(reason, Some(peer.as_str()), None, None);
         let _ = self
             .store
-            .write(now_ms(), |t| {
+            .write(now_ms(), move |t| {
                 t.log(EntryKind::Rejected, rec);
                 Ok(())
             })

@@ -3,7 +3,7 @@
 //! and jitter while the peer is unreachable, and drops expired messages with a non-delivery
 //! record. The queue in memory mirrors the durable outbox; the store stays the truth.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +25,9 @@ use crate::store::{MsgState, OutItem, Queued};
 const MAX_ANSWER: usize = 64 * 1024;
 /// How often an idle actor with queued items wakes to drop expired messages.
 const SWEEP: Duration = Duration::from_secs(1);
+/// Queued messages beyond this many are held without their envelope and body in memory
+/// (read from the store when sent), so a long backlog costs little memory.
+const PAYLOAD_LIMIT: usize = 4096;
 /// Longest one exchange may take before its connection is taken for dead.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the roster offer on a new connection may take.
@@ -49,32 +52,70 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
 }
 
+/// The in-memory queue of one peer. Every operation is O(log n): items by (lane, seq),
+/// those that may expire by (expiry, lane, seq), and retry delays by due time.
 #[derive(Debug, Default)]
 struct Queue {
     pending: BTreeMap<(u8, u64), Queued>,
-    /// Items waiting out a retry delay, with the time they are due again.
-    delayed: Vec<(Instant, Queued)>,
+    /// Pending items that may be dropped at expiry: (expires at, lane, seq).
+    expiring: BTreeSet<(u64, u8, u64)>,
+    /// Items waiting out a retry delay, by the time they are due again.
+    delayed: BTreeMap<(Instant, u64), Queued>,
     in_flight: usize,
 }
 
 impl Queue {
-    fn insert(&mut self, q: Queued) {
-        self.pending.insert((3 - q.priority as u8, q.seq), q);
+    fn insert(&mut self, mut q: Queued) {
+        if self.pending.len() >= PAYLOAD_LIMIT {
+            q.payload = None;
+        }
+        let key = (3 - q.priority as u8, q.seq);
+        if let (Some(e), false) = (q.expires_at, q.uncertain) {
+            self.expiring.insert((e, key.0, key.1));
+        }
+        self.pending.insert(key, q);
+    }
+
+    /// The next item to send, highest lane first, then FIFO.
+    fn pop(&mut self) -> Option<Queued> {
+        let (key, q) = self.pending.pop_first()?;
+        if let Some(e) = q.expires_at {
+            self.expiring.remove(&(e, key.0, key.1));
+        }
+        Some(q)
+    }
+
+    /// Takes every pending item whose expiry passed and that is safe to drop.
+    fn take_expired(&mut self, now_ms: u64) -> Vec<Queued> {
+        let mut out = Vec::new();
+        while let Some(&(e, lane, seq)) = self.expiring.first() {
+            if e > now_ms {
+                break;
+            }
+            self.expiring.pop_first();
+            if let Some(q) = self.pending.remove(&(lane, seq)) {
+                out.push(q);
+            }
+        }
+        out
+    }
+
+    fn delay(&mut self, until: Instant, q: Queued) {
+        self.delayed.insert((until, q.seq), q);
     }
 
     /// Moves due items back to `pending`; returns how long until the next one is due.
     fn release_due(&mut self, now: Instant) -> Option<Duration> {
-        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
-            .into_iter()
-            .partition(|(t, _)| *t <= now);
-        self.delayed = wait;
-        for (_, q) in due {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let q = entry.remove();
             self.insert(q);
         }
         self.delayed
-            .iter()
-            .map(|(t, _)| t.saturating_duration_since(now))
-            .min()
+            .first_key_value()
+            .map(|((t, _), _)| t.saturating_duration_since(now))
     }
 }
 
@@ -118,7 +159,7 @@ impl PeerHandle {
     pub(crate) fn status(&self, id: &NodeId) -> PeerStatus {
         let q = lock(&self.shared.queue);
         let mut queued = [0usize; 4];
-        for item in q.pending.values().chain(q.delayed.iter().map(|(_, i)| i)) {
+        for item in q.pending.values().chain(q.delayed.values()) {
             queued[item.priority as usize] += 1;
         }
         PeerStatus {
@@ -307,7 +348,7 @@ impl Actor {
                 if q.in_flight >= window {
                     None
                 } else {
-                    let item = q.pending.pop_first().map(|(_, v)| v);
+                    let item = q.pop();
                     if item.is_some() {
                         q.in_flight += 1;
                     }
@@ -361,24 +402,14 @@ impl Actor {
                         .saturating_mul(1u32 << q.retries.min(16))
                         .min(self.inner.cfg.backoff_max());
                     let f: f64 = rand::thread_rng().gen_range(0.5..1.0);
-                    queue.delayed.push((Instant::now() + delay.mul_f64(f), q));
+                    queue.delay(Instant::now() + delay.mul_f64(f), q);
                 }
             }
         }
     }
 
     async fn sweep_expired(&self) {
-        let now = now_ms();
-        let expired: Vec<Queued> = {
-            let mut q = lock(&self.shared.queue);
-            let keys: Vec<(u8, u64)> = q
-                .pending
-                .iter()
-                .filter(|(_, v)| !v.uncertain && v.expires_at.is_some_and(|e| e <= now))
-                .map(|(k, _)| *k)
-                .collect();
-            keys.iter().filter_map(|k| q.pending.remove(k)).collect()
-        };
+        let expired = lock(&self.shared.queue).take_expired(now_ms());
         for item in expired {
             if let Err(e) = self.inner.expire(&item).await {
                 warn!(node = %self.inner.id, error = %e, "cannot record expiry; will retry");
@@ -440,27 +471,40 @@ async fn deliver(
     let (frame, expect_digest, final_hop) = match &q.item {
         OutItem::Message { digest } => {
             let digest = Digest(*digest);
-            let rec = match inner.store.message(&digest) {
-                Ok(Some(r)) => r,
-                Ok(None) => return stale(inner, q).await,
-                Err(e) => return retry(e.to_string()),
-            };
-            if rec.state != MsgState::Queued || rec.out_key.as_deref() != Some(&q.key[..]) {
-                return stale(inner, q).await;
-            }
-            let body = match inner.store.body(&digest) {
-                Ok(Some(b)) => b,
-                Ok(None) => {
-                    return settle_refusal(inner, q, hop, "body is gone (purged)".into()).await;
+            let (envelope, body) = match &q.payload {
+                // Queued just now by this node, with its envelope and body at hand.
+                Some(p) => (p.envelope.clone(), p.body.clone()),
+                None => {
+                    let key = q.key.clone();
+                    let read = inner
+                        .store
+                        .peek(move |r| {
+                            let Some(rec) = r.message(&digest)? else {
+                                return Ok(None);
+                            };
+                            if rec.state != MsgState::Queued
+                                || rec.out_key.as_deref() != Some(&key[..])
+                            {
+                                return Ok(None);
+                            }
+                            Ok(Some((rec.envelope, r.body(&digest)?)))
+                        })
+                        .await;
+                    match read {
+                        Ok(Some((env, Some(body)))) => (env, body),
+                        // Settled by another path meanwhile (a receipt through a relay).
+                        Ok(None) => return stale(inner, q).await,
+                        Ok(Some((_, None))) => {
+                            return settle_refusal(inner, q, hop, "body is gone (purged)".into())
+                                .await;
+                        }
+                        Err(e) => return retry(e.to_string()),
+                    }
                 }
-                Err(e) => return retry(e.to_string()),
             };
-            let to = Envelope::peek_unverified(&rec.envelope).map(|(_, h)| h.to);
+            let to = Envelope::peek_unverified(&envelope).map(|(_, h)| h.to);
             (
-                Frame::Deliver {
-                    envelope: rec.envelope,
-                    body,
-                },
+                Frame::Deliver { envelope, body },
                 digest,
                 to.as_ref() == Some(hop),
             )

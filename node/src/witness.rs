@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use liaison_protocol::audit::{EntryKind, conflict_record};
-use liaison_protocol::merkle::{self, Hash, SubtreeFn};
+use liaison_protocol::merkle::{self, Hash};
 use liaison_protocol::note::{MAX_NOTE_LEN, NoteSignature, SignedNote, cosign};
 use liaison_protocol::{ErrorCode, Frame, NodeId};
 use serde::Serialize;
@@ -78,10 +78,14 @@ impl Inner {
             Size(u64),
             Conflict(String),
         }
-        // Check and update under the store lock, so two submissions cannot both pass.
+        let proof = proof.to_vec();
+        let check_cp = cp.clone();
+        // Checked and updated in one change, so two submissions cannot both pass.
         let verdict = self
             .store
-            .write(now, |t| {
+            .write(now, move |t| {
+                let cp = check_cp;
+                let proof = &proof;
                 let known = t.witnessed(&origin)?;
                 let known_size = known.as_ref().map_or(0, |w| w.size);
                 // A signed checkpoint that contradicts what was cosigned is evidence whatever
@@ -218,9 +222,11 @@ impl Node {
         .await
         .map_err(|_| "handshake timed out".to_owned())?
         .map_err(|e| e.to_string())?;
+        let w = witness.clone();
         let mut known = inner
             .store
-            .cosigned_size(witness)
+            .read(move |r| r.cosigned_size(&w))
+            .await
             .map_err(|e| e.to_string())?;
         let result = async {
             for _ in 0..2 {
@@ -229,11 +235,11 @@ impl Node {
                 let proof = if known == 0 || known >= size {
                     Vec::new()
                 } else {
-                    let store = &inner.store;
-                    let source = SubtreeFn(|s: u64, e: u64| -> Result<Hash, NodeError> {
-                        Ok(merkle::root_from_leaves(&store.leaf_hashes(s, e)?))
-                    });
-                    merkle::consistency_proof_with(&source, known, size)
+                    let old = known;
+                    inner
+                        .store
+                        .read(move |r| merkle::consistency_proof_with(&r.tree(), old, size))
+                        .await
                         .map_err(|e| e.to_string())?
                 };
                 let frame = Frame::Witness {
@@ -273,13 +279,6 @@ impl Node {
         let line = std::str::from_utf8(line).map_err(|e| e.to_string())?;
         let sig =
             NoteSignature::parse_line(line.trim_end_matches('\n')).map_err(|e| e.to_string())?;
-        let stored = inner
-            .store
-            .checkpoint_at(size)
-            .map_err(|e| e.to_string())?
-            .ok_or("checkpoint vanished")?;
-        let mut note = SignedNote::parse(&stored, MAX_NOTE_LEN).map_err(|e| e.to_string())?;
-        note.add_signature(sig).map_err(|e| e.to_string())?;
         let key = inner
             .roster
             .get()
@@ -287,20 +286,36 @@ impl Node {
             .member(witness)
             .map(|m| m.witness_key)
             .ok_or("witness left the roster")?;
-        let time = note
-            .verify_cosignature(&format!("{witness}/witness"), &key)
-            .map_err(|e| format!("cosignature refused: {e}"))?;
-        let text = note.to_text();
-        inner
+        let name = format!("{witness}/witness");
+        let w = witness.clone();
+        // The stored note is read, cosigned and written back in one change, so cosignatures
+        // that arrive together all stay.
+        let time = inner
             .store
-            .write(now_ms(), |t| {
+            .write(now_ms(), move |t| {
+                let refused = |e: String| Ok(Err(e));
+                let Some(stored) = t.checkpoint_at(size)? else {
+                    return refused("checkpoint vanished".into());
+                };
+                let mut note = match SignedNote::parse(&stored, MAX_NOTE_LEN) {
+                    Ok(n) => n,
+                    Err(e) => return refused(e.to_string()),
+                };
+                if let Err(e) = note.add_signature(sig) {
+                    return refused(e.to_string());
+                }
+                let time = match note.verify_cosignature(&name, &key) {
+                    Ok(t) => t,
+                    Err(e) => return refused(format!("cosignature refused: {e}")),
+                };
+                let text = note.to_text();
                 t.put_checkpoint(size, &text);
-                t.put_cosigned(witness, size);
-                t.log(EntryKind::CheckpointCosigned, text.clone().into_bytes());
-                Ok::<(), StoreError>(())
+                t.put_cosigned(&w, size);
+                t.log(EntryKind::CheckpointCosigned, text.into_bytes());
+                Ok::<_, StoreError>(Ok(time))
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())??;
         info!(node = %self.id(), %witness, size, "checkpoint cosigned");
         Ok(time)
     }

@@ -163,7 +163,7 @@ impl Federation {
             .spawn()?;
         self.children.insert(id.to_owned(), child);
         let api = self.config(id)?.data_dir.join("api.sock");
-        wait_for(Duration::from_secs(20), || api.exists()).await?;
+        wait_for(Duration::from_secs(20), async || api.exists()).await?;
         Ok(api)
     }
 
@@ -240,9 +240,9 @@ async fn rebind(addr: SocketAddr) -> Result<UdpSocket> {
 }
 
 /// Polls `f` until it is true or `limit` passes.
-pub async fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+pub async fn wait_for(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Result<()> {
     let start = std::time::Instant::now();
-    while !f() {
+    while !f().await {
         if start.elapsed() > limit {
             bail!("condition not met within {limit:?}");
         }
@@ -265,8 +265,9 @@ pub fn msg(to: &str, kind: &str, body: &[u8]) -> SendRequest {
 }
 
 /// Counts a node's messages in a state, by direction.
-pub fn count_state(node: &Node, direction: &str, state: &str) -> usize {
+pub async fn count_state(node: &Node, direction: &str, state: &str) -> usize {
     node.messages()
+        .await
         .unwrap()
         .iter()
         .filter(|m| {
@@ -431,15 +432,17 @@ impl Officer {
 }
 
 /// The state of a case on a node (`"missing"` when the node does not hold it).
-pub fn case_state(node: &Node, case_ref: &str) -> String {
+pub async fn case_state(node: &Node, case_ref: &str) -> String {
     node.case(case_ref)
+        .await
         .unwrap()
         .map_or("missing".into(), |c| c.case.state.name().to_owned())
 }
 
 /// Audit entries of one kind on a node.
-pub fn entries_of(node: &Node, kind: liaison_protocol::audit::EntryKind) -> Vec<Vec<u8>> {
+pub async fn entries_of(node: &Node, kind: liaison_protocol::audit::EntryKind) -> Vec<Vec<u8>> {
     node.log_entries(0, node.log_len())
+        .await
         .unwrap()
         .into_iter()
         .filter(|(_, e)| e.kind == kind)

@@ -17,8 +17,11 @@ async fn traffic() -> (Federation, liaison_node::Node, liaison_node::Node, Strin
         member("sx", "public_security", "CHN", None),
     ]))
     .unwrap();
-    let fj = fed.start("fj").await.unwrap();
-    let sx = fed.start("sx").await.unwrap();
+    // Bodies are kept for a millisecond, so a test can end their retention at once (the
+    // periodic purge runs only every checkpoint interval, a minute).
+    let short = |c: &mut liaison_node::Config| c.audit.body_retention_ms = 1;
+    let fj = fed.start_with("fj", short).await.unwrap();
+    let sx = fed.start_with("sx", short).await.unwrap();
     let mut first = None;
     for i in 0..12 {
         let r = fj
@@ -27,9 +30,11 @@ async fn traffic() -> (Federation, liaison_node::Node, liaison_node::Node, Strin
             .unwrap();
         first.get_or_insert(r.message_id);
     }
-    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 12)
-        .await
-        .unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 12
+    })
+    .await
+    .unwrap();
     (fed, fj, sx, first.unwrap())
 }
 
@@ -37,14 +42,14 @@ async fn traffic() -> (Federation, liaison_node::Node, liaison_node::Node, Strin
 async fn bundles_verify_offline_and_tampering_is_detected() {
     let (mut fed, fj, sx, first) = traffic().await;
     // A clean log verifies, entry by entry and signature by signature.
-    let report = sx.audit_verify().unwrap();
+    let report = sx.audit_verify().await.unwrap();
     assert!(report.first_problem.is_none(), "{report:?}");
     assert_eq!(report.entries, sx.log_len());
     assert!(report.signatures_checked >= 24, "{report:?}");
 
     // The recipient proves it received the first message; anyone with the roster can check.
     let id = MessageId::from_hex(&first).unwrap();
-    let index = sx.entry_of_message(&id).unwrap().unwrap();
+    let index = sx.entry_of_message(&id).await.unwrap().unwrap();
     let bundle = sx.prove(index).await.unwrap();
     let bytes = bundle.encode();
     let roster = sx.roster();
@@ -96,20 +101,25 @@ async fn bundles_verify_offline_and_tampering_is_detected() {
     // Flip a byte of a stored entry: `audit verify` names it.
     let (i, mut entry) = sx
         .log_entries(index, index + 1)
+        .await
         .unwrap()
         .pop()
         .map(|(i, e)| (i, e.encode()))
         .unwrap();
     let n = entry.len();
     entry[n - 3] ^= 0x40;
-    sx.dangerous_overwrite_log_entry(i, &entry, false).unwrap();
-    let report = sx.audit_verify().unwrap();
+    sx.dangerous_overwrite_log_entry(i, &entry, false)
+        .await
+        .unwrap();
+    let report = sx.audit_verify().await.unwrap();
     let (bad, why) = report.first_problem.clone().unwrap();
     assert_eq!(bad, i, "{report:?}");
     assert!(why.contains("leaf hash"), "{why}");
     // Rewrite it together with its leaf hash: the signed checkpoint still catches it.
-    sx.dangerous_overwrite_log_entry(i, &entry, true).unwrap();
-    let report = sx.audit_verify().unwrap();
+    sx.dangerous_overwrite_log_entry(i, &entry, true)
+        .await
+        .unwrap();
+    let report = sx.audit_verify().await.unwrap();
     let why = report.first_problem.unwrap().1;
     assert!(
         why.contains("does not verify") || why.contains("history rewritten"),
@@ -130,8 +140,8 @@ async fn truncated_log_is_detected() {
         .unwrap()
         .size();
     assert_eq!(size, fj.log_len());
-    fj.dangerous_truncate_log(size - 3).unwrap();
-    let report = fj.audit_verify().unwrap();
+    fj.dangerous_truncate_log(size - 3).await.unwrap();
+    let report = fj.audit_verify().await.unwrap();
     let (at, why) = report.first_problem.unwrap();
     assert_eq!(at, size);
     assert!(why.contains("log truncated"), "{why}");
@@ -143,30 +153,25 @@ async fn truncated_log_is_detected() {
 async fn purged_bodies_leave_every_proof_valid() {
     let (mut fed, fj, sx, first) = traffic().await;
     // The recipient's application takes everything; then retention ends for all of it.
-    for m in sx.inbox(100, false).unwrap() {
+    for m in sx.inbox(100, false).await.unwrap() {
         sx.ack(m.inbox_seq.unwrap()).await.unwrap();
     }
     let before = fj.prove(0).await.unwrap();
-    let purged_fj = fj
-        .purge_bodies(liaison_node::now_ms() + 10, 0)
-        .await
-        .unwrap();
-    let purged_sx = sx
-        .purge_bodies(liaison_node::now_ms() + 10, 0)
-        .await
-        .unwrap();
+    let purged_fj = fj.purge_bodies(liaison_node::now_ms() + 10).await.unwrap();
+    let purged_sx = sx.purge_bodies(liaison_node::now_ms() + 10).await.unwrap();
     assert_eq!((purged_fj, purged_sx), (12, 12));
     // Bodies are gone; envelopes and receipts stay.
-    let view = sx.message(&first).unwrap().unwrap();
+    let view = sx.message(&first).await.unwrap().unwrap();
     assert!(view.body.is_none());
-    let sent = fj.message(&first).unwrap().unwrap();
+    let sent = fj.message(&first).await.unwrap().unwrap();
     assert!(sent.body.is_none() && sent.proof.is_some());
     // Every entry and signature still verifies, and old and new bundles still prove.
     for node in [&fj, &sx] {
-        let report = node.audit_verify().unwrap();
+        let report = node.audit_verify().await.unwrap();
         assert!(report.first_problem.is_none(), "{report:?}");
         let purges = node
             .log_entries(0, node.log_len())
+            .await
             .unwrap()
             .iter()
             .filter(|(_, e)| e.kind == liaison_protocol::audit::EntryKind::BodyPurged)
@@ -175,7 +180,7 @@ async fn purged_bodies_leave_every_proof_valid() {
     }
     assert!(before.verify(fj.roster().roster()).is_ok());
     let id = MessageId::from_hex(&first).unwrap();
-    let index = sx.entry_of_message(&id).unwrap().unwrap();
+    let index = sx.entry_of_message(&id).await.unwrap().unwrap();
     assert!(
         sx.prove(index)
             .await
@@ -185,9 +190,7 @@ async fn purged_bodies_leave_every_proof_valid() {
     );
     // Nothing is purged twice.
     assert_eq!(
-        sx.purge_bodies(liaison_node::now_ms() + 10, 0)
-            .await
-            .unwrap(),
+        sx.purge_bodies(liaison_node::now_ms() + 10).await.unwrap(),
         0
     );
     fed.stop("fj").await;
@@ -200,9 +203,11 @@ async fn case_evidence_holds_the_whole_case_and_nothing_else() {
     let mut m = msg("sx", "bus.test", b"case message");
     m.case_ref = Some("FJ-2026-0042".into());
     let sent = fj.send(m).await.unwrap();
-    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 13)
-        .await
-        .unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 13
+    })
+    .await
+    .unwrap();
     let authority = liaison_protocol::PublicKey::from_bytes(
         &hex::decode(&fed.generated.authority_key_hex)
             .unwrap()
@@ -246,9 +251,11 @@ async fn old_entries_verify_against_the_roster_in_force_when_they_were_logged() 
     fj.send(msg("sx", "bus.test", b"before the key rotation"))
         .await
         .unwrap();
-    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 1)
-        .await
-        .unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 1
+    })
+    .await
+    .unwrap();
     // The authority rotates Fujian's signing key: the envelope Shaanxi received earlier no
     // longer verifies against the roster in force, but it did against the one in force then.
     let rotated = fed
@@ -264,7 +271,7 @@ async fn old_entries_verify_against_the_roster_in_force_when_they_were_logged() 
         })
         .unwrap();
     assert_eq!(sx.apply_roster(&rotated).await.unwrap(), 2);
-    let report = sx.audit_verify().unwrap();
+    let report = sx.audit_verify().await.unwrap();
     assert!(report.first_problem.is_none(), "{:?}", report.first_problem);
     assert!(report.signatures_checked >= 2);
     for id in ["fj", "sx"] {

@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use liaison_node::StoreError;
 use liaison_node::identity::load_signing_key;
 use liaison_node::now_ms;
+use liaison_node::store::Fault;
 use liaison_protocol::audit::EntryKind;
 use liaison_protocol::{
     Digest, Envelope, ErrorCode, Frame, Header, MemberStatus, MessageId, NodeId, Priority,
@@ -72,8 +74,9 @@ fn rejected_reason(node: &liaison_node::Node, answer: &Frame) -> String {
     }
 }
 
-fn rejections(node: &liaison_node::Node) -> Vec<String> {
+async fn rejections(node: &liaison_node::Node) -> Vec<String> {
     node.log_entries(0, node.log_len())
+        .await
         .unwrap()
         .into_iter()
         .filter(|(_, e)| matches!(e.kind, EntryKind::Rejected | EntryKind::HandshakeRefused))
@@ -200,9 +203,9 @@ async fn malformed_and_forged_messages_are_refused() {
     );
 
     // Nothing stored, everything logged.
-    assert!(sx.inbox(100, false).unwrap().is_empty());
-    assert!(sx.messages().unwrap().is_empty());
-    let logged = rejections(&sx);
+    assert!(sx.inbox(100, false).await.unwrap().is_empty());
+    assert!(sx.messages().await.unwrap().is_empty());
+    let logged = rejections(&sx).await;
     assert!(logged.len() >= 12, "{logged:?}");
 
     // And a good message still gets through, once, even when sent twice (lost receipt).
@@ -222,7 +225,7 @@ async fn malformed_and_forged_messages_are_refused() {
         matches!(&a, Frame::Error { code: ErrorCode::Unauthorized, reason } if reason.contains("may not hand over")),
         "{a:?}"
     );
-    assert_eq!(sx.inbox(100, false).unwrap().len(), 1);
+    assert_eq!(sx.inbox(100, false).await.unwrap().len(), 1);
     // The same id with other content is refused.
     let mut h = env.header().clone();
     h.body_len = 3;
@@ -230,7 +233,7 @@ async fn malformed_and_forged_messages_are_refused() {
     let env2 = Envelope::seal(h, &fj_key);
     let a = deliver(&raw, env2.bytes().to_vec(), b"abc").await;
     assert!(rejected_reason(&sx, &a).contains("reused"), "{a:?}");
-    assert_eq!(sx.inbox(100, false).unwrap().len(), 1);
+    assert_eq!(sx.inbox(100, false).await.unwrap().len(), 1);
     fed.stop("sx").await;
 }
 
@@ -249,12 +252,13 @@ async fn local_send_refused_by_policy_is_logged() {
     );
     let refused = fj
         .log_entries(0, fj.log_len())
+        .await
         .unwrap()
         .into_iter()
         .filter(|(_, e)| e.kind == EntryKind::RefusedByPolicy)
         .count();
     assert_eq!(refused, 1);
-    assert!(fj.messages().unwrap().is_empty());
+    assert!(fj.messages().await.unwrap().is_empty());
     let err = fj
         .send(msg("nobody", "bus.ping", b"x"))
         .await
@@ -308,8 +312,9 @@ async fn revoked_and_unknown_peers_and_foreign_ca_are_refused_at_handshake() {
         };
         assert!(refused, "{who} was admitted");
     }
-    wait_for(LIMIT, || {
+    wait_for(LIMIT, async || {
         sx.log_entries(0, sx.log_len())
+            .await
             .unwrap()
             .iter()
             .filter(|(_, e)| e.kind == EntryKind::HandshakeRefused)
@@ -318,7 +323,7 @@ async fn revoked_and_unknown_peers_and_foreign_ca_are_refused_at_handshake() {
     })
     .await
     .unwrap();
-    let logged = rejections(&sx).join("\n");
+    let logged = rejections(&sx).await.join("\n");
     assert!(logged.contains("Revoked"), "{logged}");
     assert!(logged.contains("not pinned"), "{logged}");
     assert!(logged.contains("invalid peer certificate"), "{logged}");
@@ -337,31 +342,43 @@ async fn full_disk_sends_no_receipt_and_loses_nothing() {
     let mut fed = fed3();
     let fj = fed.start("fj").await.unwrap();
     let sx = fed.start("sx").await.unwrap();
-    sx.dangerous_inject_store_fault(true);
+    // The recipient's next flush fails as on a full disk: the message it applied is never
+    // answered from, and the store refuses everything after.
+    sx.dangerous_inject_store_fault(Fault::Flush);
     let sent = fj
         .send(msg("sx", "bus.test", b"during the outage"))
         .await
         .unwrap();
-    wait_for(LIMIT, || {
+    wait_for(LIMIT, async || {
         fj.peers().first().is_some_and(|p| p.failures >= 2)
     })
     .await
     .unwrap();
     let p = &fj.peers()[0];
+    let err = p.last_error.as_deref().unwrap_or("");
     assert!(
-        p.last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("no space left"),
+        err.contains("no space left") || err.contains("store failed"),
         "{p:?}"
     );
-    assert_eq!(count_state(&fj, "outgoing", "queued"), 1);
-    assert!(sx.inbox(10, false).unwrap().is_empty());
-    sx.dangerous_inject_store_fault(false);
-    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 1)
-        .await
-        .unwrap();
-    assert_eq!(sx.inbox(10, false).unwrap()[0].message_id, sent.message_id);
+    assert_eq!(count_state(&fj, "outgoing", "queued").await, 1);
+    assert!(sx.store_failure().is_some());
+    assert!(matches!(
+        sx.inbox(10, false).await,
+        Err(liaison_node::NodeError::Store(StoreError::Failed(_)))
+    ));
+    // Space freed and the node restarted: the message arrives, once.
+    sx.dangerous_inject_store_fault(Fault::None);
+    fed.stop("sx").await;
+    drop(sx);
+    let sx = fed.start("sx").await.unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 1
+    })
+    .await
+    .unwrap();
+    let inbox = sx.inbox(10, false).await.unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].message_id, sent.message_id);
     fed.stop("fj").await;
     fed.stop("sx").await;
 }

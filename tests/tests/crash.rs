@@ -30,13 +30,13 @@ async fn recipient_sigkilled_mid_burst_loses_nothing_and_duplicates_nothing() {
         }
     });
     // Kill the recipient once part of the burst is receipted.
-    wait_for(Duration::from_secs(60), || {
-        count_state(&fj, "outgoing", "delivered") >= 40
+    wait_for(Duration::from_secs(60), async || {
+        count_state(&fj, "outgoing", "delivered").await >= 40
     })
     .await
     .unwrap();
     fed.kill_process("sx").unwrap();
-    let at_kill = count_state(&fj, "outgoing", "delivered");
+    let at_kill = count_state(&fj, "outgoing", "delivered").await;
     assert!(at_kill < BURST, "the burst finished before the kill");
     burst.await.unwrap();
 
@@ -45,14 +45,14 @@ async fn recipient_sigkilled_mid_burst_loses_nothing_and_duplicates_nothing() {
         assert_eq!(restarted, api);
         restarted
     };
-    let done = wait_for(Duration::from_secs(90), || {
-        count_state(&fj, "outgoing", "delivered") == BURST
+    let done = wait_for(Duration::from_secs(90), async || {
+        count_state(&fj, "outgoing", "delivered").await == BURST
     })
     .await;
     assert!(
         done.is_ok(),
         "not all delivered: {} of {BURST}; peers {:?}",
-        count_state(&fj, "outgoing", "delivered"),
+        count_state(&fj, "outgoing", "delivered").await,
         fj.peers()
     );
 
@@ -75,6 +75,7 @@ async fn recipient_sigkilled_mid_burst_loses_nothing_and_duplicates_nothing() {
     // Every message the sender holds a receipt for is in the recipient's inbox.
     let receipted: HashSet<String> = fj
         .messages()
+        .await
         .unwrap()
         .into_iter()
         .filter(|m| serde_json::to_value(&m.state).unwrap()["state"] == "delivered")
@@ -97,6 +98,7 @@ async fn recipient_sigkilled_mid_burst_loses_nothing_and_duplicates_nothing() {
     let sx = fed.start("sx").await.unwrap();
     let received: HashSet<String> = sx
         .log_entries(0, sx.log_len())
+        .await
         .unwrap()
         .into_iter()
         .filter(|(_, e)| e.kind == liaison_protocol::audit::EntryKind::MessageReceived)
@@ -110,13 +112,14 @@ async fn recipient_sigkilled_mid_burst_loses_nothing_and_duplicates_nothing() {
         .collect();
     let stored: HashSet<String> = sx
         .messages()
+        .await
         .unwrap()
         .into_iter()
         .map(|m| m.message_id)
         .collect();
     assert_eq!(received, stored);
     assert_eq!(received.len(), BURST);
-    let report = sx.audit_verify().unwrap();
+    let report = sx.audit_verify().await.unwrap();
     assert!(report.first_problem.is_none(), "{report:?}");
     fed.stop("sx").await;
     fed.stop("fj").await;

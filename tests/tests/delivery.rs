@@ -26,11 +26,13 @@ async fn delivery_with_signed_receipt() {
         .send(msg("sx", "bus.test", b"check identity of subject"))
         .await
         .unwrap();
-    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 1)
-        .await
-        .unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 1
+    })
+    .await
+    .unwrap();
     // The receipt is signed by the recipient and names the exact envelope.
-    let view = fj.message(&sent.message_id).unwrap().unwrap();
+    let view = fj.message(&sent.message_id).await.unwrap().unwrap();
     use base64::Engine as _;
     let proof = base64::engine::general_purpose::STANDARD
         .decode(view.proof.unwrap())
@@ -41,16 +43,16 @@ async fn delivery_with_signed_receipt() {
     assert_eq!(receipt.receipt().message_digest.to_hex(), sent.digest);
     assert_eq!(receipt.receipt().recipient.as_str(), "sx");
     // The application sees it once, with the body.
-    let inbox = sx.inbox(10, true).unwrap();
+    let inbox = sx.inbox(10, true).await.unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].message_id, sent.message_id);
     assert_eq!(inbox[0].kind, "bus.test");
     let taken = sx.ack(inbox[0].inbox_seq.unwrap()).await.unwrap();
     assert!(taken.handed_over);
-    assert!(sx.inbox(10, false).unwrap().is_empty());
+    assert!(sx.inbox(10, false).await.unwrap().is_empty());
     assert!(sx.ack(inbox[0].inbox_seq.unwrap()).await.is_err());
     // The envelope in the inbox verifies against the sender's key.
-    let rec = sx.message(&sent.message_id).unwrap().unwrap();
+    let rec = sx.message(&sent.message_id).await.unwrap().unwrap();
     assert_eq!(rec.from, "fj");
     fed.stop("fj").await;
     fed.stop("sx").await;
@@ -66,15 +68,17 @@ async fn recipient_down_then_up() {
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count_state(&fj, "outgoing", "queued"), 20);
+    assert_eq!(count_state(&fj, "outgoing", "queued").await, 20);
     let peers = fj.peers();
     assert_eq!(peers[0].queued[Priority::Routine as usize], 20);
     assert!(!peers[0].connected, "{peers:?}");
     let sx = fed.start("sx").await.unwrap();
-    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 20)
-        .await
-        .unwrap();
-    assert_eq!(sx.inbox(100, false).unwrap().len(), 20);
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 20
+    })
+    .await
+    .unwrap();
+    assert_eq!(sx.inbox(100, false).await.unwrap().len(), 20);
     fed.stop("fj").await;
     fed.stop("sx").await;
 }
@@ -92,10 +96,12 @@ async fn sender_restarted_with_full_outbox_delivers_once() {
     drop(fj);
     let sx = fed.start("sx").await.unwrap();
     let fj = fed.start("fj").await.unwrap();
-    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 30)
-        .await
-        .unwrap();
-    let inbox = sx.inbox(1000, false).unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 30
+    })
+    .await
+    .unwrap();
+    let inbox = sx.inbox(1000, false).await.unwrap();
     assert_eq!(inbox.len(), 30);
     let mut ids: Vec<_> = inbox.iter().map(|m| m.message_id.clone()).collect();
     ids.sort();

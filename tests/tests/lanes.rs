@@ -31,15 +31,15 @@ async fn flash_overtakes_a_queue_of_routine_traffic() {
     urgent.priority = Priority::Urgent;
     let urgent = fj.send(urgent).await.unwrap();
     let sx = fed.start("sx").await.unwrap();
-    wait_for(LIMIT, || {
-        count_state(&fj, "outgoing", "delivered") == ROUTINE + 2
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == ROUTINE + 2
     })
     .await
     .unwrap();
     // The recipient's inbox is in order of arrival. Both were queued behind 2,000 routine
     // messages and both went out in the first window of concurrent exchanges (whose order
     // of arrival among themselves the network decides).
-    let inbox = sx.inbox(ROUTINE + 2, false).unwrap();
+    let inbox = sx.inbox(ROUTINE + 2, false).await.unwrap();
     assert_eq!(inbox.len(), ROUTINE + 2);
     let pos = |id: &str| inbox.iter().position(|m| m.message_id == id).unwrap();
     let window = liaison_node::config::DEFAULT_WINDOW;
@@ -73,10 +73,12 @@ async fn expired_message_gets_a_signed_non_delivery_record() {
     fed.stop("hk").await;
     drop(hk);
     let direct = fj.send(m).await.unwrap();
-    wait_for(LIMIT, || count_state(&fj, "outgoing", "expired") == 1)
-        .await
-        .unwrap();
-    let v = fj.message(&direct.message_id).unwrap().unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "expired").await == 1
+    })
+    .await
+    .unwrap();
+    let v = fj.message(&direct.message_id).await.unwrap().unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let roster = fj.roster();
     let nd = SignedNonDelivery::open(&b64.decode(v.proof.unwrap()).unwrap(), |k| {
@@ -91,13 +93,17 @@ async fn expired_message_gets_a_signed_non_delivery_record() {
     let mut m = msg("vn", "bus.test", b"10:00 at the bridge");
     m.expires_in_ms = Some(1_500);
     let relayed = fj.send(m).await.unwrap();
-    wait_for(LIMIT, || count_state(&hk, "relay", "expired") == 1)
-        .await
-        .unwrap();
-    wait_for(LIMIT, || count_state(&fj, "outgoing", "expired") == 2)
-        .await
-        .unwrap();
-    let v = fj.message(&relayed.message_id).unwrap().unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&hk, "relay", "expired").await == 1
+    })
+    .await
+    .unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "expired").await == 2
+    })
+    .await
+    .unwrap();
+    let v = fj.message(&relayed.message_id).await.unwrap().unwrap();
     let nd = SignedNonDelivery::open(&b64.decode(v.proof.unwrap()).unwrap(), |k| {
         roster.roster().signer(k)
     })
@@ -107,7 +113,7 @@ async fn expired_message_gets_a_signed_non_delivery_record() {
     // The recipient, once up, never sees it.
     let vn = fed.start("vn").await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(vn.inbox(10, false).unwrap().is_empty());
+    assert!(vn.inbox(10, false).await.unwrap().is_empty());
     for id in ["fj", "hk", "vn"] {
         fed.stop(id).await;
     }
@@ -137,9 +143,11 @@ async fn newer_roster_spreads_to_peers_on_connect() {
     fj.send(msg("sx", "training.notice", b"new kind"))
         .await
         .unwrap();
-    wait_for(LIMIT, || count_state(&fj, "outgoing", "delivered") == 1)
-        .await
-        .unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 1
+    })
+    .await
+    .unwrap();
     assert_eq!(sx.roster().roster().serial, 2);
     fed.stop("fj").await;
     fed.stop("sx").await;

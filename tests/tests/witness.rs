@@ -23,14 +23,14 @@ fn three() -> Federation {
 }
 
 async fn send_some(fj: &liaison_node::Node, n: usize) {
-    let before = count_state(fj, "outgoing", "delivered");
+    let before = count_state(fj, "outgoing", "delivered").await;
     for i in 0..n {
         fj.send(msg("sx", "bus.test", format!("m{i}").as_bytes()))
             .await
             .unwrap();
     }
-    wait_for(LIMIT, || {
-        count_state(fj, "outgoing", "delivered") == before + n
+    wait_for(LIMIT, async || {
+        count_state(fj, "outgoing", "delivered").await == before + n
     })
     .await
     .unwrap();
@@ -56,7 +56,7 @@ async fn three_nodes_cosign_across_growth_and_restart() {
     let first = fj.witness_round().await.unwrap();
     assert_eq!(ok(&first), vec!["gx", "sx"], "{first:?}");
     // The cosignature records alone do not call for another round.
-    assert!(!fj.grew_since_checkpoint().unwrap());
+    assert!(!fj.grew_since_checkpoint().await.unwrap());
     // A bundle now carries both cosignatures.
     let bundle = fj.prove(0).await.unwrap();
     let proven = bundle.verify(fj.roster().roster()).unwrap();
@@ -95,7 +95,7 @@ async fn rollback_after_cosigning_is_caught_and_kept_as_evidence() {
     assert_eq!(ok(&first).len(), 2);
     let size = first[0].size;
     // The node rolls its log back below what was cosigned and signs the shorter history.
-    fj.dangerous_truncate_log(size - 4).unwrap();
+    fj.dangerous_truncate_log(size - 4).await.unwrap();
     let outcomes = fj.witness_round().await.unwrap();
     assert!(ok(&outcomes).is_empty(), "{outcomes:?}");
     assert!(
@@ -107,6 +107,7 @@ async fn rollback_after_cosigning_is_caught_and_kept_as_evidence() {
     assert_eq!(sx.witness_conflicts(), 1);
     let evidence: Vec<_> = sx
         .log_entries(0, sx.log_len())
+        .await
         .unwrap()
         .into_iter()
         .filter(|(_, e)| e.kind == EntryKind::WitnessConflict)
@@ -131,10 +132,11 @@ async fn forked_history_is_caught() {
     assert_eq!(ok(&fj.witness_round().await.unwrap()).len(), 2);
     // Rewrite an early entry (and its leaf hash), then keep going: the new checkpoint is not
     // an extension of the cosigned one.
-    let (i, e) = fj.log_entries(2, 3).unwrap().pop().unwrap();
+    let (i, e) = fj.log_entries(2, 3).await.unwrap().pop().unwrap();
     let mut forged = e.clone();
     forged.at += 1;
     fj.dangerous_overwrite_log_entry(i, &forged.encode(), true)
+        .await
         .unwrap();
     send_some(&fj, 2).await;
     let outcomes = fj.witness_round().await.unwrap();

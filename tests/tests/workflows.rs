@@ -84,8 +84,9 @@ fn refused(r: Result<liaison_node::ActResult, NodeError>) -> String {
 async fn delivered(node: &Node, result: &liaison_node::ActResult) {
     for m in &result.messages {
         let id = m.message_id.clone();
-        wait_for(LIMIT, || {
+        wait_for(LIMIT, async || {
             node.message(&id)
+                .await
                 .unwrap()
                 .is_some_and(|v| serde_json::to_value(&v.state).unwrap()["state"] == "delivered")
         })
@@ -120,12 +121,12 @@ async fn assistance_check_is_signed_by_officers_and_tracked_on_both_sides() {
     // 7 days for an identity check, from the officer's signing time.
     let deadline = r.deadline.unwrap();
     delivered(&fj, &r).await;
-    wait_for(LIMIT, || case_state(&fj, case) == "received")
+    wait_for(LIMIT, async || case_state(&fj, case).await == "received")
         .await
         .unwrap();
-    assert_eq!(case_state(&sx, case), "received");
+    assert_eq!(case_state(&sx, case).await, "received");
     assert_eq!(
-        sx.case(case).unwrap().unwrap().case.deadline,
+        sx.case(case).await.unwrap().unwrap().case.deadline,
         Some(deadline)
     );
 
@@ -144,11 +145,11 @@ async fn assistance_check_is_signed_by_officers_and_tracked_on_both_sides() {
         .await
         .unwrap();
     delivered(&sx, &answer).await;
-    assert_eq!(case_state(&fj, case), "answered");
-    assert_eq!(case_state(&sx, case), "answered");
+    assert_eq!(case_state(&fj, case).await, "answered");
+    assert_eq!(case_state(&sx, case).await, "answered");
 
     // The receiver shows who acted, with every signature checked.
-    let view = fj.case(case).unwrap().unwrap();
+    let view = fj.case(case).await.unwrap().unwrap();
     let kinds: Vec<&str> = view.timeline.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["assist.request", "assist.accept", "assist.answer"]);
     let last = view.timeline.last().unwrap();
@@ -162,7 +163,7 @@ async fn assistance_check_is_signed_by_officers_and_tracked_on_both_sides() {
     assert!(last.officer.as_deref().unwrap().contains("investigator"));
     // The body the recipient holds is the officer's signed action, verifiable by anyone
     // with the roster.
-    let inbox = fj.inbox(10, true).unwrap();
+    let inbox = fj.inbox(10, true).await.unwrap();
     let body = inbox
         .iter()
         .find(|m| m.kind == "assist.answer")
@@ -177,12 +178,12 @@ async fn assistance_check_is_signed_by_officers_and_tracked_on_both_sides() {
     // Audit: officer actions and state changes on both sides, logs verify.
     // Officer actions are logged where the officer acted: one request here, accept and
     // answer there.
-    assert_eq!(entries_of(&fj, EntryKind::OfficerAction).len(), 1);
-    assert_eq!(entries_of(&sx, EntryKind::OfficerAction).len(), 2);
+    assert_eq!(entries_of(&fj, EntryKind::OfficerAction).await.len(), 1);
+    assert_eq!(entries_of(&sx, EntryKind::OfficerAction).await.len(), 2);
     for node in [&fj, &sx] {
-        assert!(entries_of(node, EntryKind::CaseStateChanged).len() >= 3);
-        assert!(entries_of(node, EntryKind::KeyChanged).len() == 1);
-        assert!(node.audit_verify().unwrap().first_problem.is_none());
+        assert!(entries_of(node, EntryKind::CaseStateChanged).await.len() >= 3);
+        assert!(entries_of(node, EntryKind::KeyChanged).await.len() == 1);
+        assert!(node.audit_verify().await.unwrap().first_problem.is_none());
     }
     for id in ["fj", "sx"] {
         fed.stop(id).await;
@@ -199,7 +200,7 @@ async fn bad_officers_and_illegal_steps_are_refused_and_audited() {
         .unwrap();
     let clerk = Officer::enroll(&fj, "fj/clerk", "registrar").await.unwrap();
     let case = "FJ-2026-0099";
-    let rejected_before = entries_of(&fj, EntryKind::Rejected).len();
+    let rejected_before = entries_of(&fj, EntryKind::Rejected).await.len();
 
     // An officer the node never enrolled (credential forged with another node's key is
     // caught by the signature check; here the credential is genuine but for a key the
@@ -306,7 +307,7 @@ async fn bad_officers_and_illegal_steps_are_refused_and_audited() {
         .await
         .unwrap();
     delivered(&fj, &r).await;
-    let before = fj.case(case).unwrap().unwrap();
+    let before = fj.case(case).await.unwrap().unwrap();
     let e = refused(
         lin.act(
             "assist.answer",
@@ -317,13 +318,13 @@ async fn bad_officers_and_illegal_steps_are_refused_and_audited() {
         .await,
     );
     assert!(e.contains("only the assisting bureau"), "{e}");
-    let after = fj.case(case).unwrap().unwrap();
+    let after = fj.case(case).await.unwrap().unwrap();
     assert_eq!(before.case, after.case, "a refused step changes nothing");
     assert_eq!(before.timeline.len(), after.timeline.len());
 
     // Every refusal above is an audit entry with its reason.
-    assert!(entries_of(&fj, EntryKind::Rejected).len() >= rejected_before + 6);
-    assert!(fj.audit_verify().unwrap().first_problem.is_none());
+    assert!(entries_of(&fj, EntryKind::Rejected).await.len() >= rejected_before + 6);
+    assert!(fj.audit_verify().await.unwrap().first_problem.is_none());
     for id in ["fj", "sx"] {
         fed.stop(id).await;
     }
@@ -369,6 +370,7 @@ async fn an_overdue_check_is_marked_and_the_supervisor_is_told() {
     delivered(&jmo, &r).await;
     assert_eq!(
         fj.case(case)
+            .await
             .unwrap()
             .unwrap()
             .case
@@ -378,24 +380,29 @@ async fn an_overdue_check_is_marked_and_the_supervisor_is_told() {
             .as_str(),
         "jmo"
     );
-    assert!(!fj.case(case).unwrap().unwrap().case.overdue);
+    assert!(!fj.case(case).await.unwrap().unwrap().case.overdue);
 
     // Past the deadline with no answer: overdue on both sides, the supervisor is told by a
     // node-signed notice.
-    wait_for(LIMIT, || fj.case(case).unwrap().unwrap().case.overdue)
-        .await
-        .unwrap();
-    wait_for(LIMIT, || sx.case(case).unwrap().unwrap().case.overdue)
-        .await
-        .unwrap();
-    wait_for(LIMIT, || {
+    wait_for(LIMIT, async || {
+        fj.case(case).await.unwrap().unwrap().case.overdue
+    })
+    .await
+    .unwrap();
+    wait_for(LIMIT, async || {
+        sx.case(case).await.unwrap().unwrap().case.overdue
+    })
+    .await
+    .unwrap();
+    wait_for(LIMIT, async || {
         jmo.case(case)
+            .await
             .unwrap()
             .is_some_and(|c| c.timeline.iter().any(|e| e.kind == "supervision.overdue"))
     })
     .await
     .unwrap();
-    let jview = jmo.case(case).unwrap().unwrap();
+    let jview = jmo.case(case).await.unwrap().unwrap();
     let notice = jview
         .timeline
         .iter()
@@ -407,6 +414,7 @@ async fn an_overdue_check_is_marked_and_the_supervisor_is_told() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let notices = jmo
         .case(case)
+        .await
         .unwrap()
         .unwrap()
         .timeline
@@ -488,7 +496,7 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
     )
     .await
     .unwrap();
-    assert_eq!(case_state(&fj, case), "identified");
+    assert_eq!(case_state(&fj, case).await, "identified");
     // Without the abroad flag the node refuses to send identity data to a foreign node.
     let person = Document::new()
         .with("name", "TRAN Thi B")
@@ -560,8 +568,8 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
         let r = o.submit(&abroad(o, kind, doc), &[to]).await.unwrap();
         delivered(&o.node, &r).await;
     }
-    assert_eq!(case_state(&fj, case), "handover_scheduled");
-    assert_eq!(case_state(&vn, case), "handover_scheduled");
+    assert_eq!(case_state(&fj, case).await, "handover_scheduled");
+    assert_eq!(case_state(&vn, case).await, "handover_scheduled");
 
     // One side signs: still scheduled on both sides.
     let r = chen
@@ -576,10 +584,11 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
         .await
         .unwrap();
     delivered(&fj, &r).await;
-    assert_eq!(case_state(&fj, case), "handover_scheduled");
-    assert_eq!(case_state(&vn, case), "handover_scheduled");
+    assert_eq!(case_state(&fj, case).await, "handover_scheduled");
+    assert_eq!(case_state(&vn, case).await, "handover_scheduled");
     assert_eq!(
         vn.case(case)
+            .await
             .unwrap()
             .unwrap()
             .case
@@ -601,7 +610,7 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
         .await,
     );
     assert!(e.contains("different"), "{e}");
-    assert_eq!(case_state(&vn, case), "handover_scheduled");
+    assert_eq!(case_state(&vn, case).await, "handover_scheduled");
 
     // The same record: handed over on both sides, with both signatures.
     let r = an
@@ -616,10 +625,11 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
         .await
         .unwrap();
     delivered(&vn, &r).await;
-    assert_eq!(case_state(&vn, case), "handed_over");
-    assert_eq!(case_state(&fj, case), "handed_over");
+    assert_eq!(case_state(&vn, case).await, "handed_over");
+    assert_eq!(case_state(&fj, case).await, "handed_over");
     let sigs = fj
         .case(case)
+        .await
         .unwrap()
         .unwrap()
         .case
@@ -703,7 +713,7 @@ async fn consent_refusal_and_policy_keep_data_at_home() {
     a.abroad = true;
     let e = refused(lin.submit(&a, &["vn"]).await);
     assert!(e.contains("consent"), "{e}");
-    assert_eq!(case_state(&fj, case), "identified");
+    assert_eq!(case_state(&fj, case).await, "identified");
 
     // A domestic criminal-record check never goes to a foreign counterpart.
     let mut a = lin.action(
@@ -714,8 +724,8 @@ async fn consent_refusal_and_policy_keep_data_at_home() {
     a.abroad = true;
     let e = refused(lin.submit(&a, &["vn"]).await);
     assert!(e.contains("policy forbids assist.request"), "{e}");
-    assert!(!entries_of(&fj, EntryKind::RefusedByPolicy).is_empty());
-    assert_eq!(case_state(&fj, "FJ-2026-0200"), "missing");
+    assert!(!entries_of(&fj, EntryKind::RefusedByPolicy).await.is_empty());
+    assert_eq!(case_state(&fj, "FJ-2026-0200").await, "missing");
     for id in ["fj", "hk"] {
         fed.stop(id).await;
     }
@@ -768,16 +778,16 @@ async fn marriage_check_answer_is_minimised() {
             .await,
     );
     assert!(e.contains("travel_history"), "{e}");
-    assert_eq!(case_state(&hk, case), "submitted");
+    assert_eq!(case_state(&hk, case).await, "submitted");
 
     let r = yang
         .act("marriage_check.answer", case, answer, &["xa"])
         .await
         .unwrap();
     delivered(&hk, &r).await;
-    assert_eq!(case_state(&xa, case), "answered_match");
+    assert_eq!(case_state(&xa, case).await, "answered_match");
     // What the registry holds has only the minimised fields.
-    let inbox = xa.inbox(10, true).unwrap();
+    let inbox = xa.inbox(10, true).await.unwrap();
     let body = inbox
         .iter()
         .find(|m| m.kind == "marriage_check.answer")
@@ -853,8 +863,8 @@ async fn h2_material_is_not_passed_on_without_the_providers_permission() {
     };
     let e = refused(lin.submit(&onward(&lin), &["hk"]).await);
     assert!(e.contains("H2") && e.contains("permission"), "{e}");
-    assert_eq!(case_state(&fj, "FJ-2026-0301"), "missing");
-    let policy_refusals = entries_of(&fj, EntryKind::RefusedByPolicy).len();
+    assert_eq!(case_state(&fj, "FJ-2026-0301").await, "missing");
+    let policy_refusals = entries_of(&fj, EntryKind::RefusedByPolicy).await.len();
     assert!(policy_refusals >= 1);
 
     // Passing it back to its provider needs no permission.
@@ -888,7 +898,7 @@ async fn h2_material_is_not_passed_on_without_the_providers_permission() {
         .await
         .unwrap();
     delivered(&sx, &grant).await;
-    assert_eq!(case_state(&fj, "FJ-PERM-1"), "granted");
+    assert_eq!(case_state(&fj, "FJ-PERM-1").await, "granted");
     let r = lin.submit(&onward(&lin), &["hk"]).await.unwrap();
     delivered(&fj, &r).await;
     for id in ["fj", "sx", "hk"] {
@@ -924,7 +934,7 @@ async fn alerts_reach_the_radius_and_overtake_ten_thousand_routine_messages() {
         .with("contact", "desk 1");
     let e = refused(zhao.act("alert.issue", case, no_place.clone(), &[]).await);
     assert!(e.contains("location"), "{e}");
-    assert_eq!(case_state(&sx, case), "missing");
+    assert_eq!(case_state(&sx, case).await, "missing");
 
     // Last seen at Xi'an railway station, 30 minutes ago: 100 km, the Xi'an registry only.
     no_place.set(
@@ -938,27 +948,27 @@ async fn alerts_reach_the_radius_and_overtake_ten_thousand_routine_messages() {
     let r = zhao.act("alert.issue", case, no_place, &[]).await.unwrap();
     assert_eq!(r.messages.len(), 1, "{r:?}");
     assert_eq!(
-        sx.case(case).unwrap().unwrap().alerted,
+        sx.case(case).await.unwrap().unwrap().alerted,
         ["xa".parse().unwrap()]
     );
     let alert_id = r.messages[0].message_id.clone();
-    let msg_view = sx.message(&alert_id).unwrap().unwrap();
+    let msg_view = sx.message(&alert_id).await.unwrap().unwrap();
     assert_eq!(msg_view.priority, Priority::Flash.name());
 
     let xa = fed.start("xa").await.unwrap();
-    wait_for(Duration::from_secs(300), || {
-        count_state(&sx, "outgoing", "delivered") == ROUTINE + 1
+    wait_for(Duration::from_secs(300), async || {
+        count_state(&sx, "outgoing", "delivered").await == ROUTINE + 1
     })
     .await
     .unwrap();
-    let inbox = xa.inbox(ROUTINE + 1, false).unwrap();
+    let inbox = xa.inbox(ROUTINE + 1, false).await.unwrap();
     let pos = inbox.iter().position(|m| m.message_id == alert_id).unwrap();
     assert!(
         pos < liaison_node::config::DEFAULT_WINDOW,
         "alert arrived at position {pos} of {}",
         inbox.len()
     );
-    assert_eq!(case_state(&xa, case), "active");
+    assert_eq!(case_state(&xa, case).await, "active");
     for id in ["sx", "xa"] {
         fed.stop(id).await;
     }
@@ -984,8 +994,8 @@ async fn annual_report_counts_the_year_and_refuses_a_future_one() {
         .unwrap();
     delivered(&fj, &r).await;
     let year = liaison_protocol::workflow::year_of(liaison_node::now_ms());
-    let figures = fj.annual_figures(year).unwrap();
-    assert!(fj.annual_figures(year + 5).is_err());
+    let figures = fj.annual_figures(year).await.unwrap();
+    assert!(fj.annual_figures(year + 5).await.is_err());
     let e = refused(
         lin.act(
             "report.annual",
@@ -1008,7 +1018,10 @@ async fn annual_report_counts_the_year_and_refuses_a_future_one() {
         .await
         .unwrap();
     delivered(&fj, &r).await;
-    assert_eq!(case_state(&jmo, &format!("report-fj-{year}")), "submitted");
+    assert_eq!(
+        case_state(&jmo, &format!("report-fj-{year}")).await,
+        "submitted"
+    );
     drop((sx, jmo));
     for id in ["fj", "sx", "jmo"] {
         fed.stop(id).await;
@@ -1168,10 +1181,10 @@ async fn forged_and_unauthorised_actions_over_the_wire_get_signed_rejections() {
     .await
     .unwrap_err();
     assert!(e.contains("try later"), "{e}");
-    assert_eq!(case_state(&sx, case), "missing");
-    assert_eq!(case_state(&sx, "FJ-NEVER"), "missing");
+    assert_eq!(case_state(&sx, case).await, "missing");
+    assert_eq!(case_state(&sx, "FJ-NEVER").await, "missing");
     // Each refusal is in the audit log with its reason.
-    let rejected = entries_of(&sx, EntryKind::Rejected);
+    let rejected = entries_of(&sx, EntryKind::Rejected).await;
     assert!(rejected.len() >= 5, "{}", rejected.len());
 
     // The genuine step is accepted and opens the case.
@@ -1184,7 +1197,7 @@ async fn forged_and_unauthorised_actions_over_the_wire_get_signed_rejections() {
     send("assist.request", case, a.sign(&personal).bytes().to_vec())
         .await
         .unwrap();
-    assert_eq!(case_state(&sx, case), "received");
+    assert_eq!(case_state(&sx, case).await, "received");
     fed.stop("sx").await;
 }
 
@@ -1221,20 +1234,16 @@ async fn a_body_goes_when_its_own_retention_ends_and_the_record_stays() {
     delivered(&fj, &short).await;
     delivered(&fj, &long).await;
     // Bodies still in the inbox are kept until the application took them.
-    for m in sx.inbox(10, false).unwrap() {
+    for m in sx.inbox(10, false).await.unwrap() {
         sx.ack(m.inbox_seq.unwrap()).await.unwrap();
     }
-    let year = 365 * 24 * 3600 * 1000;
-    let purged = sx
-        .purge_bodies(liaison_node::now_ms() + 1, year)
-        .await
-        .unwrap();
+    let purged = sx.purge_bodies(liaison_node::now_ms() + 1).await.unwrap();
     assert_eq!(purged, 1);
     // Only the short-lived body went; the message record stays.
     let short_id = &short.messages[0].message_id;
-    assert!(sx.message(short_id).unwrap().is_some());
-    assert_eq!(entries_of(&sx, EntryKind::BodyPurged).len(), 1);
-    assert!(sx.audit_verify().unwrap().first_problem.is_none());
+    assert!(sx.message(short_id).await.unwrap().is_some());
+    assert_eq!(entries_of(&sx, EntryKind::BodyPurged).await.len(), 1);
+    assert!(sx.audit_verify().await.unwrap().first_problem.is_none());
     for id in ["fj", "sx"] {
         fed.stop(id).await;
     }
@@ -1261,14 +1270,15 @@ async fn a_step_the_recipient_refuses_shows_in_the_senders_timeline() {
         .await
         .unwrap();
     let id = r.messages[0].message_id.clone();
-    wait_for(LIMIT, || {
+    wait_for(LIMIT, async || {
         jmo.case("FJ-NO-SUCH-CASE")
+            .await
             .unwrap()
             .is_some_and(|c| c.timeline.iter().any(|e| e.direction == "refused"))
     })
     .await
     .unwrap();
-    let view = jmo.message(&id).unwrap().unwrap();
+    let view = jmo.message(&id).await.unwrap().unwrap();
     let state = serde_json::to_value(&view.state).unwrap();
     assert_eq!(state["state"], "rejected");
     assert!(
@@ -1278,7 +1288,7 @@ async fn a_step_the_recipient_refuses_shows_in_the_senders_timeline() {
             .contains("no case FJ-NO-SUCH-CASE"),
         "{state}"
     );
-    assert_eq!(case_state(&fj, "FJ-NO-SUCH-CASE"), "missing");
+    assert_eq!(case_state(&fj, "FJ-NO-SUCH-CASE").await, "missing");
     for id in ["fj", "jmo"] {
         fed.stop(id).await;
     }
@@ -1316,14 +1326,17 @@ async fn an_alert_at_the_border_reaches_the_domestic_units_and_a_lonely_one_can_
             .with("lat_e6", "22510000")
             .with("lon_e6", "103950000"),
     );
-    let refusals = entries_of(&hh, EntryKind::RefusedByPolicy).len();
+    let refusals = entries_of(&hh, EntryKind::RefusedByPolicy).await.len();
     let r = ma.act("alert.issue", "HH-ALERT-1", doc, &[]).await.unwrap();
     assert_eq!(r.messages.len(), 1, "{r:?}");
     assert_eq!(r.messages[0].hop.as_str(), "hk");
     delivered(&hh, &r).await;
-    assert_eq!(case_state(&hk, "HH-ALERT-1"), "active");
+    assert_eq!(case_state(&hk, "HH-ALERT-1").await, "active");
     hh.case_tick().await.unwrap();
-    assert_eq!(entries_of(&hh, EntryKind::RefusedByPolicy).len(), refusals);
+    assert_eq!(
+        entries_of(&hh, EntryKind::RefusedByPolicy).await.len(),
+        refusals
+    );
 
     // Last seen far from every unit: filed here; cancelling it needs no recipient and stops
     // it from ever going out.
@@ -1337,7 +1350,7 @@ async fn an_alert_at_the_border_reaches_the_domestic_units_and_a_lonely_one_can_
     );
     let r = ma.act("alert.issue", "HH-ALERT-2", doc, &[]).await.unwrap();
     assert!(r.messages.is_empty());
-    assert_eq!(case_state(&hh, "HH-ALERT-2"), "active");
+    assert_eq!(case_state(&hh, "HH-ALERT-2").await, "active");
     let r = ma
         .act(
             "alert.cancel",
@@ -1348,8 +1361,15 @@ async fn an_alert_at_the_border_reaches_the_domestic_units_and_a_lonely_one_can_
         .await
         .unwrap();
     assert!(r.messages.is_empty());
-    assert_eq!(case_state(&hh, "HH-ALERT-2"), "cancelled");
-    assert!(hh.case("HH-ALERT-2").unwrap().unwrap().alerted.is_empty());
+    assert_eq!(case_state(&hh, "HH-ALERT-2").await, "cancelled");
+    assert!(
+        hh.case("HH-ALERT-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .alerted
+            .is_empty()
+    );
     for id in ["hh", "hk", "vn"] {
         fed.stop(id).await;
     }
@@ -1398,6 +1418,7 @@ async fn steps_that_arrive_out_of_order_are_applied_in_order() {
         .unwrap();
     assert_eq!(
         sx.message(&notice.messages[0].message_id)
+            .await
             .unwrap()
             .unwrap()
             .priority,
@@ -1406,7 +1427,7 @@ async fn steps_that_arrive_out_of_order_are_applied_in_order() {
     let fj = fed.start("fj").await.unwrap();
     delivered(&sx, &accept).await;
     delivered(&sx, &notice).await;
-    let view = fj.case(case).unwrap().unwrap();
+    let view = fj.case(case).await.unwrap().unwrap();
     let kinds: Vec<&str> = view.timeline.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -1487,7 +1508,7 @@ async fn replays_plain_messages_in_workflow_namespaces_and_consent_shortcuts_are
     alert.derived_from = vec![MessageId([7; 16])];
     let e = refused(lin.submit(&alert, &[]).await);
     assert!(e.contains("not held"), "{e}");
-    assert_eq!(case_state(&fj, "FJ-ALERT-9"), "missing");
+    assert_eq!(case_state(&fj, "FJ-ALERT-9").await, "missing");
     for id in ["fj", "sx"] {
         fed.stop(id).await;
     }
@@ -1526,11 +1547,11 @@ async fn a_widened_alert_reaches_the_next_ring_and_its_cancellation_reaches_ever
     let r = zhao.act("alert.issue", case, doc, &[]).await.unwrap();
     assert_eq!(r.messages.len(), 1);
     assert_eq!(r.messages[0].hop.as_str(), "xa");
-    wait_for(LIMIT, || case_state(&bj, case) == "active")
+    wait_for(LIMIT, async || case_state(&bj, case).await == "active")
         .await
         .unwrap();
-    assert_eq!(case_state(&xa, case), "active");
-    let view = sx.case(case).unwrap().unwrap();
+    assert_eq!(case_state(&xa, case).await, "active");
+    let view = sx.case(case).await.unwrap().unwrap();
     assert_eq!(view.alerted.len(), 2);
     assert!(view.timeline.iter().any(|e| e.direction == "widened"));
     // Cancelled: every unit reached, the widened one too, and nothing widens any more.
@@ -1545,9 +1566,17 @@ async fn a_widened_alert_reaches_the_next_ring_and_its_cancellation_reaches_ever
         .unwrap();
     assert_eq!(r.messages.len(), 2, "{r:?}");
     delivered(&sx, &r).await;
-    assert_eq!(case_state(&xa, case), "cancelled");
-    assert_eq!(case_state(&bj, case), "cancelled");
-    assert!(sx.case(case).unwrap().unwrap().case.state.is_terminal());
+    assert_eq!(case_state(&xa, case).await, "cancelled");
+    assert_eq!(case_state(&bj, case).await, "cancelled");
+    assert!(
+        sx.case(case)
+            .await
+            .unwrap()
+            .unwrap()
+            .case
+            .state
+            .is_terminal()
+    );
     for id in ["sx", "xa", "bj"] {
         fed.stop(id).await;
     }

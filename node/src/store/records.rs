@@ -1,0 +1,319 @@
+//! The records the store keeps, CBOR-encoded (serde), and their encoding helpers.
+//!
+//! Fields added after the first release carry `#[serde(default)]`, so records written by
+//! earlier code still decode (the schema version stays 1 while every change is additive).
+
+use std::sync::Arc;
+
+use liaison_protocol::{NodeId, Priority};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// Which way a message went through this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Signed and sent by this node.
+    Outgoing,
+    /// Addressed to this node.
+    Incoming,
+    /// Held by this node as a relay.
+    Relay,
+}
+
+/// Where a message stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum MsgState {
+    /// Waiting in the outbox for its next hop.
+    Queued,
+    /// A relay holds it; the end-to-end receipt is awaited.
+    InCustody { relay: String },
+    /// Delivered; the receipt is in `proof`.
+    Delivered,
+    /// Refused by the recipient (or a relay); the reason.
+    Rejected { reason: String },
+    /// Dropped at expiry; the non-delivery record is in `proof`.
+    Expired,
+}
+
+/// What the store keeps about one message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The signed envelope.
+    #[serde(with = "serde_bytes_vec")]
+    pub envelope: Vec<u8>,
+    /// Sent, received or relayed.
+    pub direction: Direction,
+    /// Current state.
+    pub state: MsgState,
+    /// Next hop, for outgoing and relayed messages.
+    pub hop: Option<String>,
+    /// When it entered this node, ms.
+    pub stored_at: u64,
+    /// Last state change, ms.
+    pub updated_at: u64,
+    /// The signed receipt (delivered/rejected) or non-delivery record.
+    #[serde(with = "serde_opt_bytes")]
+    pub proof: Option<Vec<u8>>,
+    /// Inbox sequence, for incoming messages.
+    pub inbox_seq: Option<u64>,
+    /// Whether the application has taken it.
+    pub handed_over: bool,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Key of its outbox entry while queued here.
+    #[serde(with = "serde_opt_bytes")]
+    pub out_key: Option<Vec<u8>>,
+    /// How long the body may be kept, ms, when the message says (an officer action's
+    /// retention); the node's own `body_retention_ms` applies when it is shorter.
+    #[serde(default)]
+    pub retain_ms: Option<u64>,
+    /// Index of the audit entry that recorded the message here (sent, received or relayed),
+    /// so an evidence bundle for it is found without reading the log.
+    #[serde(default)]
+    pub log_index: Option<u64>,
+}
+
+/// An item waiting in a per-hop outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "item")]
+pub enum OutItem {
+    /// A message (envelope in `m/`, body in `b/`).
+    Message { digest: [u8; 32] },
+    /// A receipt to forward towards the original sender.
+    Receipt {
+        #[serde(with = "serde_bytes_vec")]
+        bytes: Vec<u8>,
+        digest: [u8; 32],
+    },
+    /// A non-delivery record to forward towards the original sender.
+    NonDelivery {
+        #[serde(with = "serde_bytes_vec")]
+        bytes: Vec<u8>,
+        digest: [u8; 32],
+    },
+}
+
+/// The envelope and body of a queued message, held in memory while its queue is short so
+/// that sending it needs no store read (a restored or long queue reads them from the store).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Payload {
+    /// The signed envelope.
+    pub envelope: Vec<u8>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// An outbox entry as loaded into a peer's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// Store key of the outbox entry.
+    pub key: Vec<u8>,
+    /// Priority lane.
+    pub priority: Priority,
+    /// Sequence (FIFO within a lane).
+    pub seq: u64,
+    /// The item.
+    pub item: OutItem,
+    /// Expiry of the message, ms.
+    pub expires_at: Option<u64>,
+    /// Failed attempts since this node started (not stored).
+    pub retries: u32,
+    /// The message may have reached the peer (a connection failed mid-exchange): it is not
+    /// dropped at expiry without asking the peer. Not stored: every message restored from the
+    /// outbox after a restart is uncertain.
+    pub uncertain: bool,
+    /// Envelope and body in memory (not stored), when the sender had them at hand.
+    pub payload: Option<Arc<Payload>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Counters {
+    pub(crate) next_log: u64,
+    pub(crate) next_inbox: u64,
+    pub(crate) next_out: u64,
+}
+
+/// An officer enrolled at this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfficerRecord {
+    /// The node-signed credential.
+    #[serde(with = "serde_bytes_vec")]
+    pub credential: Vec<u8>,
+    /// When the officer was revoked, if so.
+    pub revoked_at: Option<u64>,
+}
+
+/// A case as this node sees it: the state machine's state, every step, and fan-out state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseRecord {
+    /// The state machine's state.
+    pub case: liaison_protocol::workflow::Case,
+    /// Every step, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+    /// Alerts issued here: the signed issue action, to widen the radius with.
+    #[serde(default, with = "serde_opt_bytes")]
+    pub alert_action: Option<Vec<u8>>,
+    /// Alerts issued here: the units already alerted.
+    #[serde(default)]
+    pub alerted: Vec<NodeId>,
+    /// Whether the supervisor was already told the case is overdue.
+    #[serde(default)]
+    pub overdue_notified: bool,
+    /// Steps recorded here only (a repatriation case opened with the victim's consent):
+    /// the signed actions, kept until their retention ends like message bodies.
+    #[serde(default)]
+    pub local_actions: Vec<LocalAction>,
+    /// Revision: how many times the record was written. A change decided on one revision
+    /// is refused if the record moved on meanwhile.
+    #[serde(default)]
+    pub rev: u64,
+    /// When the case ticker must look at the case next (a deadline, a supervision due date,
+    /// a wider alert radius, a local action's retention), kept in the `t/` index.
+    #[serde(default)]
+    pub wake: Option<u64>,
+    /// For a granted onward-passing permission: its key in the `pg/` index.
+    #[serde(default)]
+    pub grant: Option<String>,
+}
+
+impl CaseRecord {
+    /// A new record for `case`.
+    pub fn new(case: liaison_protocol::workflow::Case) -> Self {
+        Self {
+            case,
+            timeline: Vec::new(),
+            alert_action: None,
+            alerted: Vec::new(),
+            overdue_notified: false,
+            local_actions: Vec::new(),
+            rev: 0,
+            wake: None,
+            grant: None,
+        }
+    }
+}
+
+/// What the store indexes a case by, as the cases module computes it from the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaseIndex {
+    /// When the ticker must look at it next.
+    pub wake: Option<u64>,
+    /// A granted onward-passing permission: (message id hex, provider, recipient).
+    pub grant: Option<(String, NodeId, NodeId)>,
+}
+
+/// A signed action recorded on this node only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalAction {
+    /// Recorded at, Unix ms.
+    pub at: u64,
+    /// How long it may be kept, ms.
+    pub retain_ms: u64,
+    /// The signed action.
+    #[serde(with = "serde_bytes_vec")]
+    pub action: Vec<u8>,
+}
+
+/// One step of a case, for timelines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// When the step was signed, Unix ms.
+    pub at: u64,
+    /// Message kind.
+    pub kind: String,
+    /// `sent`, `received`, `local`, `automatic`, `widened`, `refused` or `overdue`.
+    pub direction: String,
+    /// Sending node.
+    pub from: NodeId,
+    /// Receiving nodes.
+    pub to: Vec<NodeId>,
+    /// Officer id (or node id for automatic steps).
+    pub actor: String,
+    /// Officer name and role, when an officer signed.
+    pub officer: Option<String>,
+    /// Message ids (hex), one per recipient.
+    pub message_ids: Vec<String>,
+    /// Digest of the signed action (hex).
+    pub action: String,
+    /// Signatures checked: the officer's against the credential, the credential against the
+    /// node key, the envelope against the node key.
+    pub verified: String,
+    /// State after the step.
+    pub state: String,
+    /// Deadline after the step.
+    pub deadline: Option<u64>,
+}
+
+/// What a witness keeps per log: the last checkpoint it cosigned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Witnessed {
+    /// Tree size.
+    pub size: u64,
+    /// Root hash.
+    pub root: [u8; 32],
+    /// The signed note as received.
+    pub note: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredOut {
+    pub(crate) item: OutItem,
+    pub(crate) expires_at: Option<u64>,
+}
+
+pub(crate) fn encode_record<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Serializing our own record types into a Vec cannot fail.
+    let _ = ciborium::into_writer(v, &mut out);
+    out
+}
+
+pub(crate) fn decode_record<T: for<'de> Deserialize<'de>>(
+    key: &[u8],
+    v: &[u8],
+) -> Result<T, StoreError> {
+    ciborium::from_reader(v).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        problem: e.to_string(),
+    })
+}
+
+mod serde_bytes_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let v = ciborium::Value::deserialize(d)?;
+        v.into_bytes()
+            .map_err(|_| serde::de::Error::custom("expected bytes"))
+    }
+}
+
+mod serde_opt_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_bytes(b),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        match ciborium::Value::deserialize(d)? {
+            ciborium::Value::Null => Ok(None),
+            v => v
+                .into_bytes()
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom("expected bytes")),
+        }
+    }
+}

@@ -1,0 +1,512 @@
+use std::sync::Arc;
+
+use liaison_protocol::audit::{Entry, EntryKind};
+use liaison_protocol::merkle::{self, SubtreeHashes as _};
+use liaison_protocol::{Digest, NodeId, Priority};
+
+use super::*;
+
+fn node() -> NodeId {
+    NodeId::new("cn-35-psb").unwrap()
+}
+
+async fn open(dir: &Path) -> Result<Store, StoreError> {
+    Store::open(&dir.join("store"), StoreOptions::default(), node()).await
+}
+
+/// An officer record used as a plain counter cell in these tests.
+fn cell(n: u64) -> OfficerRecord {
+    OfficerRecord {
+        credential: Vec::new(),
+        revoked_at: Some(n),
+    }
+}
+
+#[tokio::test]
+async fn batch_with_log_entry_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Digest([1; 32]);
+    {
+        let s = open(dir.path()).await.unwrap();
+        let q = s
+            .write(5, move |t| {
+                t.put_body(&d, b"body", 5, None);
+                let q = t.push_out(
+                    &node(),
+                    Priority::Flash,
+                    OutItem::Message { digest: d.0 },
+                    None,
+                );
+                t.log(EntryKind::MessageSent, vec![1]);
+                Ok(q)
+            })
+            .await
+            .unwrap();
+        assert_eq!(q.seq, 0);
+        s.close().await.unwrap();
+    }
+    let s = open(dir.path()).await.unwrap();
+    assert_eq!(s.log_len(), 1);
+    let (body, out, entries) = s
+        .read(move |r| Ok((r.body(&d)?, r.outbox()?, r.log_entries(0, 1)?)))
+        .await
+        .unwrap();
+    assert_eq!(body.unwrap(), b"body");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1.priority, Priority::Flash);
+    assert_eq!(
+        Entry::decode(&entries[0].1).unwrap().kind,
+        EntryKind::MessageSent
+    );
+}
+
+#[tokio::test]
+async fn outbox_orders_by_priority_then_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await.unwrap();
+    let hop = NodeId::new("cn-61-psb").unwrap();
+    s.write(1, move |t| {
+        for (i, p) in [
+            Priority::Routine,
+            Priority::Flash,
+            Priority::Routine,
+            Priority::Urgent,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            t.push_out(
+                &hop,
+                p,
+                OutItem::Message {
+                    digest: [i as u8; 32],
+                },
+                None,
+            );
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let order: Vec<u8> = s
+        .read(|r| r.outbox())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, q)| match q.item {
+            OutItem::Message { digest } => digest[0],
+            _ => 99,
+        })
+        .collect();
+    assert_eq!(order, vec![1, 3, 0, 2]);
+}
+
+/// A thousand changes at once: they share few group commits, each sees the writes of those
+/// committed with it before it (the counter ends at exactly 1000), every one gets its own
+/// audit entry, and the log's root is the root of those entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_changes_share_groups_and_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open(dir.path()).await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000u64 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            s.write(i, move |t| {
+                let n = t
+                    .officer("counter")?
+                    .and_then(|c| c.revoked_at)
+                    .unwrap_or(0);
+                t.put_officer("counter", &cell(n + 1));
+                t.put_officer(&format!("change-{i}"), &cell(i));
+                let index = t.log(EntryKind::Rejected, i.to_be_bytes().to_vec());
+                Ok((i, n, index))
+            })
+            .await
+            .unwrap()
+        });
+    }
+    let mut seen_counts = Vec::new();
+    let mut indices = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (_, n, index) = r.unwrap();
+        seen_counts.push(n);
+        indices.push(index);
+    }
+    seen_counts.sort_unstable();
+    indices.sort_unstable();
+    // Each change saw a different count: they ran one after the other on one state.
+    assert_eq!(seen_counts, (0..1000).collect::<Vec<_>>());
+    assert_eq!(indices, (0..1000).collect::<Vec<_>>());
+    assert_eq!(s.log_len(), 1000);
+    let (counter, cells, entries, leaves) = s
+        .read(|r| {
+            let cells = (0..1000)
+                .map(|i| r.officer(&format!("change-{i}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((
+                r.officer("counter")?,
+                cells,
+                r.log_entries(0, 1000)?,
+                r.leaf_hashes(0, 1000)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(counter.unwrap().revoked_at, Some(1000));
+    assert!(cells.iter().all(Option::is_some));
+    let mut logged: Vec<u64> = entries
+        .iter()
+        .map(|(_, b)| {
+            let e = Entry::decode(b).unwrap();
+            u64::from_be_bytes(e.object.try_into().unwrap())
+        })
+        .collect();
+    logged.sort_unstable();
+    assert_eq!(logged, (0..1000).collect::<Vec<_>>());
+    let root = merkle::root_from_leaves(&leaves);
+    assert_eq!(s.log_root(), (1000, root));
+    let stats = s.stats();
+    assert_eq!(stats.changes, 1000);
+    assert!(
+        stats.groups < 1000,
+        "every change had a group of its own: {stats:?}"
+    );
+}
+
+/// A change that fails inside a group leaves nothing; the others commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_change_leaves_nothing_and_the_others_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open(dir.path()).await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200u64 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let r = s
+                .write(i, move |t| {
+                    t.put_officer(&format!("c-{i}"), &cell(i));
+                    t.log(EntryKind::Rejected, i.to_be_bytes().to_vec());
+                    if i % 3 == 0 {
+                        return Err(StoreError::Corrupt {
+                            key: format!("c-{i}"),
+                            problem: "refused by the test".into(),
+                        });
+                    }
+                    Ok(())
+                })
+                .await;
+            (i, r)
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (i, r) = r.unwrap();
+        assert_eq!(r.is_err(), i % 3 == 0, "change {i}: {r:?}");
+    }
+    let kept = (0..200).filter(|i| i % 3 != 0).count() as u64;
+    assert_eq!(s.log_len(), kept);
+    let (cells, entries) = s
+        .read(|r| {
+            let cells = (0..200u64)
+                .map(|i| r.officer(&format!("c-{i}")).map(|c| (i, c.is_some())))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((cells, r.log_entries(0, 1000)?))
+        })
+        .await
+        .unwrap();
+    for (i, present) in cells {
+        assert_eq!(present, i % 3 != 0, "cell {i}");
+    }
+    // The log is contiguous and holds only the kept changes' entries.
+    assert_eq!(
+        entries.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        (0..kept).collect::<Vec<_>>()
+    );
+    for (_, b) in entries {
+        let e = Entry::decode(&b).unwrap();
+        let i = u64::from_be_bytes(e.object.try_into().unwrap());
+        assert_ne!(i % 3, 0);
+    }
+}
+
+/// Check-then-write inside the change: of two takes of one inbox entry, one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_takes_of_one_entry_succeed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open(dir.path()).await.unwrap());
+    let d = Digest([9; 32]);
+    let seq = s.write(1, move |t| Ok(t.push_inbox(&d))).await.unwrap();
+    for _round in 0..20 {
+        let seq = s.write(1, move |t| Ok(t.push_inbox(&d))).await.unwrap();
+        let take = |s: Arc<Store>| async move {
+            s.write(2, move |t| match t.inbox_entry(seq)? {
+                None => Err(StoreError::Corrupt {
+                    key: format!("i/{seq}"),
+                    problem: "already taken".into(),
+                }),
+                Some(_) => {
+                    t.remove_inbox(seq);
+                    t.log(EntryKind::HandedToApplication, vec![]);
+                    Ok(())
+                }
+            })
+            .await
+        };
+        let (a, b) = tokio::join!(take(s.clone()), take(s.clone()));
+        assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    }
+    assert_eq!(s.log_len(), 20);
+    assert!(seq == 0);
+}
+
+/// A failed flush: nothing is acknowledged, and the store refuses every later change and
+/// read (the failed batch is still readable inside sled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_answers_nothing_and_fails_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await.unwrap();
+    let d = Digest([3; 32]);
+    s.write(1, move |t| {
+        t.put_body(&d, b"before", 1, None);
+        t.log(EntryKind::Rejected, vec![1]);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    s.dangerous_inject_fault(Fault::Flush);
+    let e = Digest([4; 32]);
+    let r = s
+        .write(2, move |t| {
+            t.put_body(&e, b"lost", 2, None);
+            t.log(EntryKind::Rejected, vec![2]);
+            Ok(())
+        })
+        .await;
+    assert!(matches!(r, Err(StoreError::Db(_))), "{r:?}");
+    s.dangerous_inject_fault(Fault::None);
+    // The log did not move; nothing is read, nothing is written.
+    assert_eq!(s.log_len(), 1);
+    assert!(matches!(
+        s.read(move |r| r.body(&e)).await,
+        Err(StoreError::Failed(_))
+    ));
+    assert!(matches!(
+        s.read(move |r| r.body(&d)).await,
+        Err(StoreError::Failed(_))
+    ));
+    assert!(matches!(
+        s.write(3, |t| {
+            t.log(EntryKind::Rejected, vec![3]);
+            Ok(())
+        })
+        .await,
+        Err(StoreError::Failed(_))
+    ));
+    assert!(s.failure().is_some());
+}
+
+/// An injected apply fault: nothing reaches sled and the store fails the same way.
+#[tokio::test]
+async fn a_failed_apply_fails_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await.unwrap();
+    s.dangerous_inject_fault(Fault::Apply);
+    let r = s
+        .write(1, |t| {
+            t.log(EntryKind::Rejected, vec![]);
+            Ok(())
+        })
+        .await;
+    assert!(r.is_err());
+    assert_eq!(s.log_len(), 0);
+    s.dangerous_inject_fault(Fault::None);
+    assert!(matches!(
+        s.read(|r| Ok(r.log_len())).await,
+        Err(StoreError::Failed(_))
+    ));
+}
+
+async fn fill(s: &Store, from: u64, to: u64) {
+    s.write(1, move |t| {
+        for i in from..to {
+            t.log(EntryKind::Rejected, i.to_be_bytes().to_vec());
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// sled files replaced by an older copy: refused at open, naming what is missing.
+#[tokio::test]
+async fn an_older_copy_of_the_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path()).await.unwrap();
+        fill(&s, 0, 10).await;
+        s.close().await.unwrap();
+    }
+    copy_dir(&dir.path().join("store"), old.path());
+    {
+        let s = open(dir.path()).await.unwrap();
+        fill(&s, 10, 25).await;
+        s.close().await.unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+    copy_dir(old.path(), &dir.path().join("store"));
+    let e = open(dir.path()).await.unwrap_err();
+    match &e {
+        StoreError::RolledBack { problem, .. } => {
+            assert!(problem.contains("holds 10 entries"), "{e}");
+            assert!(problem.contains("had committed 25"), "{e}");
+        }
+        other => panic!("expected a rollback refusal, got {other}"),
+    }
+    // A wholly new store in place of the old one is refused the same way.
+    std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+    assert!(matches!(
+        open(dir.path()).await.unwrap_err(),
+        StoreError::RolledBack { .. }
+    ));
+}
+
+/// A log with the same length but other entries than the head recorded is refused.
+#[tokio::test]
+async fn a_rewritten_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path()).await.unwrap();
+        fill(&s, 0, 8).await;
+        s.close().await.unwrap();
+    }
+    {
+        let s = open(other.path()).await.unwrap();
+        fill(&s, 100, 108).await;
+        s.close().await.unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+    copy_dir(&other.path().join("store"), &dir.path().join("store"));
+    let e = open(dir.path()).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::RolledBack { problem, .. } if problem.contains("rewritten")),
+        "{e}"
+    );
+}
+
+/// Damaged sled files: an error (damaged, or behind the head), never a panic, and never a
+/// store that opens with less than it had.
+#[tokio::test]
+async fn damaged_files_give_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path()).await.unwrap();
+        for i in 0..40 {
+            fill(&s, i * 50, (i + 1) * 50).await;
+        }
+        s.close().await.unwrap();
+    }
+    let db_file = dir.path().join("store").join("db");
+    let len = std::fs::metadata(&db_file).unwrap().len();
+    let mut refused = 0;
+    for k in 1..8u64 {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let f = copy.path().join("store").join("db");
+        let mut bytes = std::fs::read(&f).unwrap();
+        let at = (len * k / 8) as usize;
+        for b in &mut bytes[at..(at + 64).min(len as usize)] {
+            *b ^= 0xff;
+        }
+        std::fs::write(&f, bytes).unwrap();
+        match open(copy.path()).await {
+            Err(StoreError::Damaged(m)) => {
+                assert!(m.contains("damaged"), "{m}");
+                refused += 1;
+            }
+            Err(StoreError::RolledBack { .. } | StoreError::Corrupt { .. }) => refused += 1,
+            Err(e) => panic!("unexpected error for damage at {at}: {e}"),
+            // The flipped bytes were not in use: everything is still there.
+            Ok(s) => assert_eq!(s.log_len(), 2000, "damage at {at} lost entries silently"),
+        }
+    }
+    assert!(refused > 0, "no damage was noticed at all");
+}
+
+#[tokio::test]
+async fn schema_mismatch_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.insert(K_SCHEMA, &99u32.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let r = open(dir.path()).await.map(|_| ());
+    assert!(matches!(r, Err(StoreError::Schema { found: 99, .. })));
+}
+
+/// The stored interior nodes answer every perfect subtree, so proofs cost O(log n) reads; a
+/// store written before they were kept gets them at open.
+#[tokio::test]
+async fn interior_nodes_give_the_same_proofs_as_the_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path()).await.unwrap();
+        for i in 0..13 {
+            fill(&s, i * 37, (i + 1) * 37).await;
+        }
+        s.close().await.unwrap();
+    }
+    let check = |s: Store| async move {
+        let n = s.log_len();
+        let root = s.log_root().1;
+        s.read(move |r| {
+            let leaves = r.leaf_hashes(0, n)?;
+            let tree = r.tree();
+            assert_eq!(merkle::root_with(&tree, n)?, root);
+            assert_eq!(merkle::root_from_leaves(&leaves), root);
+            for (i, size) in [(0u64, n), (5, 200), (480, n), (200, 201)] {
+                assert_eq!(
+                    merkle::inclusion_proof_with(&tree, size, i)?,
+                    merkle::inclusion_proof_with(&leaves[..], size, i).unwrap()
+                );
+            }
+            for (old, new) in [(1u64, n), (64, 300), (300, n)] {
+                assert_eq!(
+                    merkle::consistency_proof_with(&tree, old, new)?,
+                    merkle::consistency_proof_with(&leaves[..], old, new).unwrap()
+                );
+            }
+            assert!(tree.subtree(0, 3).is_err());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        s.close().await.unwrap();
+    };
+    check(open(dir.path()).await.unwrap()).await;
+    // As a store from before interior nodes: remove them and the marker.
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        for k in db.scan_prefix(b"n/").keys() {
+            db.remove(k.unwrap()).unwrap();
+        }
+        db.remove(K_TREE).unwrap();
+        db.flush().unwrap();
+    }
+    check(open(dir.path()).await.unwrap()).await;
+}

@@ -1,0 +1,442 @@
+//! One change, and the group of changes the writer commits together.
+//!
+//! A [`Txn`] reads through its own writes, then the writes of the changes before it in the
+//! same group, then sled (which holds only committed, durable state while a group is being
+//! built: the writer builds a group only after the previous one is flushed). Its writes stay
+//! its own until it returns `Ok`; a change that fails leaves nothing of itself behind. Audit
+//! entries get their indices from the group's counters, and their leaves (with the interior
+//! nodes they complete) join the group's frontier only when the change is kept.
+
+use std::collections::HashMap;
+
+use liaison_protocol::audit::{Entry, EntryKind};
+use liaison_protocol::merkle::{self, Frontier, Hash};
+use liaison_protocol::{Digest, MessageId, NodeId, Priority};
+
+use super::keys::{
+    K_COUNTERS, K_ROSTER, grant_key, key_digest, key_u64, node_key, out_key, prefixed,
+    retention_key, seen_key, wake_key,
+};
+use super::records::{
+    CaseIndex, CaseRecord, Counters, MessageRecord, OfficerRecord, OutItem, Queued, StoredOut,
+    Witnessed, decode_record, encode_record,
+};
+use crate::error::StoreError;
+
+type Ops = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The changes of one group commit, merged.
+pub(super) struct Group<'a> {
+    db: &'a sled::Db,
+    node: &'a NodeId,
+    retention_ms: u64,
+    overlay: Ops,
+    pub(super) counters: Counters,
+    pub(super) frontier: Frontier,
+    /// A checkpoint was stored: the log head is synced with the flush.
+    pub(super) checkpoint: bool,
+    /// Changes kept.
+    pub(super) kept: usize,
+}
+
+impl<'a> Group<'a> {
+    pub(super) fn new(
+        db: &'a sled::Db,
+        node: &'a NodeId,
+        retention_ms: u64,
+        counters: Counters,
+        frontier: Frontier,
+    ) -> Self {
+        Self {
+            db,
+            node,
+            retention_ms,
+            overlay: HashMap::new(),
+            counters,
+            frontier,
+            checkpoint: false,
+            kept: 0,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.db.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    /// A change on top of what the group holds so far.
+    pub(super) fn txn(&self, now: u64) -> Txn<'_> {
+        Txn {
+            group: self,
+            ops: HashMap::new(),
+            counters: self.counters,
+            now,
+            leaves: Vec::new(),
+            checkpoint: false,
+        }
+    }
+
+    /// Keeps a change that returned `Ok`.
+    pub(super) fn merge(&mut self, parts: TxnParts) -> Result<(), StoreError> {
+        self.overlay.extend(parts.ops);
+        self.counters = parts.counters;
+        self.checkpoint |= parts.checkpoint;
+        let overlay = &mut self.overlay;
+        for leaf in parts.leaves {
+            self.frontier
+                .push_with_nodes(leaf, |height, index, hash| {
+                    overlay.insert(node_key(height, index), Some(hash.to_vec()));
+                })
+                .map_err(|e| StoreError::Db(e.to_string()))?;
+        }
+        self.kept += 1;
+        Ok(())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.overlay.is_empty()
+    }
+
+    /// The group as one sled batch (with the counters).
+    pub(super) fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.overlay {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch.insert(K_COUNTERS, encode_record(&self.counters));
+        batch
+    }
+}
+
+/// What a finished change leaves for its group.
+pub(super) struct TxnParts {
+    ops: Ops,
+    counters: Counters,
+    leaves: Vec<Hash>,
+    checkpoint: bool,
+}
+
+/// One atomic change being assembled.
+pub struct Txn<'g> {
+    group: &'g Group<'g>,
+    ops: Ops,
+    counters: Counters,
+    now: u64,
+    leaves: Vec<Hash>,
+    checkpoint: bool,
+}
+
+impl std::fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn")
+            .field("writes", &self.ops.len())
+            .field("entries", &self.leaves.len())
+            .finish()
+    }
+}
+
+impl Txn<'_> {
+    pub(super) fn into_parts(self) -> TxnParts {
+        TxnParts {
+            ops: self.ops,
+            counters: self.counters,
+            leaves: self.leaves,
+            checkpoint: self.checkpoint,
+        }
+    }
+
+    /// Reads a key as this change sees it.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.ops.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.group.get(key),
+        }
+    }
+
+    fn get_record<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(v) => decode_record(key, &v).map(Some),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.insert(key, Some(value));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.ops.insert(key, None);
+    }
+
+    /// The time this change was made at.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// This node.
+    pub fn node(&self) -> &NodeId {
+        self.group.node
+    }
+
+    /// How long bodies are kept when nothing shorter applies, ms.
+    pub fn retention_ms(&self) -> u64 {
+        self.group.retention_ms
+    }
+
+    /// Appends an audit entry; returns its index.
+    pub fn log(&mut self, kind: EntryKind, object: Vec<u8>) -> u64 {
+        // Every object logged is a small signed object or record; should one ever be larger
+        // than an entry may be, its digest goes in instead, so the log stays readable.
+        let object = if object.len() + 128 > liaison_protocol::audit::MAX_ENTRY_LEN {
+            liaison_protocol::audit::event_record(
+                &format!("object of {} bytes too large to log", object.len()),
+                None,
+                Some(&Digest::of(&object).0),
+                None,
+            )
+        } else {
+            object
+        };
+        let index = self.counters.next_log;
+        self.counters.next_log += 1;
+        let entry = Entry {
+            kind,
+            at: self.now,
+            node: self.group.node.clone(),
+            object,
+        };
+        let bytes = entry.encode();
+        let leaf = merkle::leaf_hash(&bytes);
+        self.put(key_u64(b"l/", index), bytes);
+        self.put(key_u64(b"h/", index), leaf.to_vec());
+        self.leaves.push(leaf);
+        index
+    }
+
+    /// The index the next audit entry will get.
+    pub fn next_log_index(&self) -> u64 {
+        self.counters.next_log
+    }
+
+    /// Writes a message record.
+    pub fn put_message(&mut self, digest: &Digest, rec: &MessageRecord) {
+        self.put(key_digest(b"m/", digest), encode_record(rec));
+    }
+
+    /// A message record as this change sees it.
+    pub fn message(&self, digest: &Digest) -> Result<Option<MessageRecord>, StoreError> {
+        self.get_record(&key_digest(b"m/", digest))
+    }
+
+    /// Indexes a message record under its message id.
+    pub fn index_id(&mut self, id: &MessageId, digest: &Digest) {
+        let mut k = b"x/".to_vec();
+        k.extend_from_slice(&id.0);
+        k.extend_from_slice(&digest.0);
+        self.put(k, Vec::new());
+    }
+
+    /// Writes a body, kept until `stored_at` plus its retention (the message's own
+    /// `retain_ms` when shorter than the node's).
+    pub fn put_body(
+        &mut self,
+        digest: &Digest,
+        body: &[u8],
+        stored_at: u64,
+        retain_ms: Option<u64>,
+    ) {
+        self.put(key_digest(b"b/", digest), body.to_vec());
+        let keep = retain_ms.map_or(self.group.retention_ms, |r| r.min(self.group.retention_ms));
+        self.put(
+            retention_key(stored_at.saturating_add(keep), digest),
+            Vec::new(),
+        );
+    }
+
+    /// Deletes a body (retention ended) and its retention index entry `due`.
+    pub fn remove_body(&mut self, digest: &Digest, due: u64) {
+        self.remove(key_digest(b"b/", digest));
+        self.remove(retention_key(due, digest));
+    }
+
+    /// Moves a body's retention index entry from `due` to `later` (it cannot go yet).
+    pub fn postpone_body(&mut self, digest: &Digest, due: u64, later: u64) {
+        self.remove(retention_key(due, digest));
+        self.put(retention_key(later, digest), Vec::new());
+    }
+
+    /// Whether a body is still held.
+    pub fn has_body(&self, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self.get(&key_digest(b"b/", digest))?.is_some())
+    }
+
+    /// Adds an item to the outbox of `hop`; returns the queue entry.
+    pub fn push_out(
+        &mut self,
+        hop: &NodeId,
+        priority: Priority,
+        item: OutItem,
+        expires_at: Option<u64>,
+    ) -> Queued {
+        let seq = self.counters.next_out;
+        self.counters.next_out += 1;
+        let key = out_key(hop, priority, seq);
+        let stored = StoredOut {
+            item: item.clone(),
+            expires_at,
+        };
+        self.put(key.clone(), encode_record(&stored));
+        Queued {
+            key,
+            priority,
+            seq,
+            item,
+            expires_at,
+            retries: 0,
+            uncertain: false,
+            payload: None,
+        }
+    }
+
+    /// Removes an outbox entry.
+    pub fn remove_out(&mut self, key: &[u8]) {
+        self.remove(key.to_vec());
+    }
+
+    /// Whether an outbox entry is still there.
+    pub fn has_out(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Records (sender, id) → digest in the dedupe index.
+    pub fn put_seen(&mut self, from: &NodeId, id: &MessageId, digest: &Digest) {
+        self.put(seen_key(from, id), digest.0.to_vec());
+    }
+
+    /// Looks up the dedupe index.
+    pub fn seen(&self, from: &NodeId, id: &MessageId) -> Result<Option<Digest>, StoreError> {
+        Ok(self
+            .get(&seen_key(from, id))?
+            .and_then(|v| <[u8; 32]>::try_from(&v[..]).ok())
+            .map(Digest))
+    }
+
+    /// Puts a message in the application's inbox; returns its sequence.
+    pub fn push_inbox(&mut self, digest: &Digest) -> u64 {
+        let seq = self.counters.next_inbox;
+        self.counters.next_inbox += 1;
+        self.put(key_u64(b"i/", seq), digest.0.to_vec());
+        seq
+    }
+
+    /// The inbox entry `seq`, if the application has not taken it yet.
+    pub fn inbox_entry(&self, seq: u64) -> Result<Option<Digest>, StoreError> {
+        Ok(self
+            .get(&key_u64(b"i/", seq))?
+            .and_then(|v| <[u8; 32]>::try_from(&v[..]).ok())
+            .map(Digest))
+    }
+
+    /// Removes a message from the inbox.
+    pub fn remove_inbox(&mut self, seq: u64) {
+        self.remove(key_u64(b"i/", seq));
+    }
+
+    /// Stores a signed checkpoint of the first `size` entries.
+    pub fn put_checkpoint(&mut self, size: u64, note: &str) {
+        self.put(key_u64(b"c/", size), note.as_bytes().to_vec());
+        self.checkpoint = true;
+    }
+
+    /// The stored checkpoint of exactly `size`, as this change sees it.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(&key_u64(b"c/", size))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// As witness: records the checkpoint of `origin` just cosigned.
+    pub fn put_witnessed(&mut self, origin: &str, w: &Witnessed) {
+        self.put(prefixed(b"w/", origin.as_bytes()), encode_record(w));
+    }
+
+    /// As witness: the last checkpoint of `origin` this node cosigned.
+    pub fn witnessed(&self, origin: &str) -> Result<Option<Witnessed>, StoreError> {
+        self.get_record(&prefixed(b"w/", origin.as_bytes()))
+    }
+
+    /// As log: records that `witness` cosigned the tree of `size`.
+    pub fn put_cosigned(&mut self, witness: &NodeId, size: u64) {
+        self.put(
+            prefixed(b"ws/", witness.as_str().as_bytes()),
+            size.to_be_bytes().to_vec(),
+        );
+    }
+
+    /// Stores the roster in force, and keeps it by digest for verifying old entries.
+    pub fn put_roster(&mut self, bytes: &[u8]) {
+        self.put(K_ROSTER.to_vec(), bytes.to_vec());
+        self.put(prefixed(b"r/", &Digest::of(bytes).0), bytes.to_vec());
+    }
+
+    /// The roster in force, as this change sees it.
+    pub fn roster(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(K_ROSTER)
+    }
+
+    /// Writes an officer record.
+    pub fn put_officer(&mut self, id: &str, rec: &OfficerRecord) {
+        self.put(prefixed(b"u/", id.as_bytes()), encode_record(rec));
+    }
+
+    /// An officer record as this change sees it.
+    pub fn officer(&self, id: &str) -> Result<Option<OfficerRecord>, StoreError> {
+        self.get_record(&prefixed(b"u/", id.as_bytes()))
+    }
+
+    /// A case record as this change sees it.
+    pub fn case(&self, case_ref: &str) -> Result<Option<CaseRecord>, StoreError> {
+        self.get_record(&prefixed(b"k/", case_ref.as_bytes()))
+    }
+
+    /// Writes a case record with its indexes (the ticker's wake time, a granted
+    /// permission), replacing the old record's entries; the revision goes up by one.
+    /// Returns the revision written.
+    pub fn put_case(
+        &mut self,
+        case_ref: &str,
+        mut rec: CaseRecord,
+        index: CaseIndex,
+    ) -> Result<u64, StoreError> {
+        let old = self.case(case_ref)?;
+        if let Some(old) = &old {
+            if let Some(w) = old.wake {
+                self.remove(wake_key(w, case_ref));
+            }
+            if let Some(g) = &old.grant {
+                self.remove(prefixed(b"pg/", g.as_bytes()));
+            }
+        }
+        rec.rev = old.as_ref().map_or(0, |o| o.rev) + 1;
+        rec.wake = index.wake;
+        if let Some(w) = index.wake {
+            self.put(wake_key(w, case_ref), Vec::new());
+        }
+        rec.grant = index.grant.map(|(m, provider, to)| {
+            let key = grant_key(&m, &provider, &to);
+            self.put(key.clone(), case_ref.as_bytes().to_vec());
+            String::from_utf8_lossy(&key[3..]).into_owned()
+        });
+        let rev = rec.rev;
+        self.put(prefixed(b"k/", case_ref.as_bytes()), encode_record(&rec));
+        Ok(rev)
+    }
+}
