@@ -391,8 +391,18 @@ async fn remote(
         Command::Status => {
             let v = client.call(&Request::Status).await?;
             output::print(json, &v, |v| {
+                let store = match v["store_failure"].as_str() {
+                    Some(why) => format!(
+                        "STORE FAILED: {why}\n  nothing is stored or answered until the node is \
+                         restarted (free disk space or fix the disk first)\n"
+                    ),
+                    None => format!(
+                        "store: {} group commits, {} changes\n",
+                        v["store"]["groups"], v["store"]["changes"]
+                    ),
+                };
                 format!(
-                    "node {} in federation {}\nlistening on {}\nroster serial {}\ncases {} ({} overdue{})\naudit log entries {}\nwitness conflicts seen since start {}{}\n{}",
+                    "{store}node {} in federation {}\nlistening on {}\nroster serial {}\ncases {} ({} overdue{})\naudit log entries {}\nwitness conflicts seen since start {}{}\n{}",
                     str_of(v, "node"),
                     str_of(v, "federation"),
                     str_of(v, "listen"),

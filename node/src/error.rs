@@ -71,7 +71,8 @@ pub enum StoreError {
     /// A write failed to reach the disk (disk full, I/O error): every later change and read
     /// is refused until the node is restarted, since what failed is still readable in memory.
     #[error(
-        "the store failed ({0}); nothing more is stored or answered: free disk space or fix          the disk, then restart the node"
+        "the store failed ({0}); nothing more is stored or answered: free disk space or fix the \
+         disk, then restart the node"
     )]
     Failed(String),
     /// A change was decided on a record that moved on meanwhile (another change to the same
@@ -87,7 +88,11 @@ pub enum StoreError {
     /// The store is behind what this node committed before: replaced by an older copy, or
     /// cut short by sled's recovery from damage.
     #[error(
-        "the store at {store} went back in time: {problem}. It was replaced by an older copy          or cut short by recovery from damage, and is refused so that nothing is served from          it. Restore the data directory from its newest backup. (The log head {head} records          what was committed; removing it starts from the old state, and this node's witnesses          will then report the rollback.)"
+        "the store at {store} went back in time: {problem}. It was replaced by an older copy \
+         or cut short by recovery from damage, and is refused so that nothing is served from it. \
+         Restore the data directory from its newest backup. (The log head {head} records \
+         what was committed; removing it starts from the old state, and this node's witnesses \
+         will then report the rollback.)"
     )]
     RolledBack {
         problem: String,

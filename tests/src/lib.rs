@@ -159,12 +159,52 @@ impl Federation {
         let child = std::process::Command::new(bin)
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .spawn()?;
         self.children.insert(id.to_owned(), child);
         let api = self.config(id)?.data_dir.join("api.sock");
         wait_for(Duration::from_secs(20), async || api.exists()).await?;
         Ok(api)
+    }
+
+    /// Starts `id` as a child process like [`Self::spawn_process`], with every file it writes
+    /// limited to `max_file_bytes` (RLIMIT_FSIZE, SIGXFSZ ignored): a write beyond fails
+    /// with EFBIG as a full disk fails with ENOSPC, from the kernel, at whatever point sled
+    /// is at.
+    pub async fn spawn_process_limited(
+        &mut self,
+        id: &str,
+        bin: &str,
+        max_file_bytes: u64,
+    ) -> Result<PathBuf> {
+        drop(self.sockets.remove(id));
+        let path = self.write_config(id)?;
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; exec prlimit --fsize=\"$1\" -- \"$2\" --config \"$3\"")
+            .arg("sh")
+            .arg(max_file_bytes.to_string())
+            .arg(bin)
+            .arg(&path)
+            .env("RUST_LOG", "error")
+            .spawn()?;
+        self.children.insert(id.to_owned(), child);
+        let api = self.config(id)?.data_dir.join("api.sock");
+        wait_for(Duration::from_secs(20), async || api.exists()).await?;
+        Ok(api)
+    }
+
+    /// Bytes in the files of `id`'s sled store.
+    pub fn store_bytes(&self, id: &str) -> Result<u64> {
+        let dir = self.config(id)?.data_dir.join("store");
+        let mut total = 0;
+        for e in std::fs::read_dir(dir)? {
+            let m = e?.metadata()?;
+            if m.is_file() {
+                total += m.len();
+            }
+        }
+        Ok(total)
     }
 
     /// Kills the child process `id` with SIGKILL.

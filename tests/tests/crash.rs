@@ -6,7 +6,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use liaison_node::api::{Client, Request};
-use liaison_tests::{Federation, count_state, member, msg, spec, wait_for};
+use liaison_protocol::NodeId;
+use liaison_protocol::action::{Action, Handling};
+use liaison_tests::{
+    Federation, assist_request_doc, case_state, count_state, member, msg, spec, wait_for,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_liaison-test-node");
 const BURST: usize = 400;
@@ -123,4 +127,89 @@ async fn recipient_sigkilled_mid_burst_loses_nothing_and_duplicates_nothing() {
     assert!(report.first_problem.is_none(), "{report:?}");
     fed.stop("sx").await;
     fed.stop("fj").await;
+}
+
+/// The sender of a case step is killed with SIGKILL as the recipient's receipt comes back:
+/// the receipt and the case change it causes (`sent` → `received`) are one change, so after
+/// the restart the case has moved on (the receipt was recorded with it, or the step is sent
+/// again and the recipient answers with the receipt it kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_killed_as_its_receipt_arrives_moves_the_case_on_after_restart() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let mut api = fed.spawn_process("fj", BIN).await.unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut client = Client::connect(&api).await.unwrap();
+    let view = client
+        .call(&Request::EnrollOfficer(liaison_node::EnrollRequest {
+            id: "fj/lin.wei".into(),
+            name: "Lin Wei".into(),
+            number: "350102".into(),
+            unit: "CID".into(),
+            role: "investigator".into(),
+            public_key: hex::encode(key.verifying_key().to_bytes()),
+        }))
+        .await
+        .unwrap();
+    let credential = b64.decode(view["credential"].as_str().unwrap()).unwrap();
+    for round in 0..4 {
+        let case = format!("FJ-KILL-{round}");
+        let action = Action {
+            federation: "test-fed".into(),
+            node: NodeId::new("fj").unwrap(),
+            kind: "assist.request".into(),
+            case_ref: case.clone(),
+            at: liaison_node::now_ms(),
+            purpose: "criminal_investigation".into(),
+            handling: Handling::H0,
+            sensitivity: Vec::new(),
+            retention_days: 365,
+            abroad: false,
+            document: assist_request_doc("identity_check", None),
+            derived_from: Vec::new(),
+            credential: Some(credential.clone()),
+        };
+        let mut client = Client::connect(&api).await.unwrap();
+        client
+            .call(&Request::Act(liaison_node::ActRequest {
+                action: b64.encode(action.sign(&key).bytes()),
+                to: vec![NodeId::new("sx").unwrap()],
+                priority: None,
+                in_reply_to: None,
+            }))
+            .await
+            .unwrap();
+        // The recipient has applied the step and sent its receipt: kill the sender now.
+        wait_for(Duration::from_secs(30), async || {
+            case_state(&sx, &case).await == "received"
+        })
+        .await
+        .unwrap();
+        fed.kill_process("fj").unwrap();
+        api = fed.spawn_process("fj", BIN).await.unwrap();
+        let moved = wait_for(Duration::from_secs(30), async || {
+            let Ok(mut c) = Client::connect(&api).await else {
+                return false;
+            };
+            c.call(&Request::Case {
+                case_ref: case.clone(),
+            })
+            .await
+            .is_ok_and(|v| v["case"]["state"] == "received")
+        })
+        .await;
+        assert!(moved.is_ok(), "case {case} stayed `sent` at the sender");
+    }
+    let mut client = Client::connect(&api).await.unwrap();
+    let report = client.call(&Request::AuditVerify).await.unwrap();
+    assert!(report["first_problem"].is_null(), "{report}");
+    client.call(&Request::Shutdown).await.unwrap();
+    fed.wait_process("fj").unwrap();
+    fed.stop("sx").await;
 }
