@@ -109,6 +109,10 @@ pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 60_000;
 /// audit entries and proofs are kept for good.
 pub const DEFAULT_BODY_RETENTION_MS: u64 = 5 * 365 * 24 * 3600 * 1000;
 
+/// At start, the wait for the witnesses that cosigned this log: long enough for a handshake
+/// over a slow link, short enough that a node whose witnesses are all down starts anyway.
+pub const DEFAULT_START_CHECK_MS: u64 = 3_000;
+
 /// Audit log and retention settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -117,6 +121,9 @@ pub struct AuditConfig {
     pub checkpoint_interval_ms: u64,
     /// Bodies older than this are deleted (a `body_purged` entry records each), ms.
     pub body_retention_ms: u64,
+    /// At start, how long to wait for the witnesses that cosigned this node's log to say how
+    /// much of it they hold (a store behind them is refused), ms; 0 skips the wait.
+    pub start_check_ms: u64,
 }
 
 impl Default for AuditConfig {
@@ -124,6 +131,7 @@ impl Default for AuditConfig {
         Self {
             checkpoint_interval_ms: DEFAULT_CHECKPOINT_INTERVAL_MS,
             body_retention_ms: DEFAULT_BODY_RETENTION_MS,
+            start_check_ms: DEFAULT_START_CHECK_MS,
         }
     }
 }
@@ -232,7 +240,8 @@ impl Config {
              dev_mode = {}\n\n[delivery]\nbackoff_initial_ms = {}\nbackoff_max_ms = {}\n\
              window = {}\nreplay_window_ms = {}\nmax_skew_ms = {}\nshutdown_grace_ms = {}\n\
              idle_timeout_ms = {}\n\n\
-             [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\nbody_retention_ms = {}\n\n\
+             [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\nbody_retention_ms = {}\n\
+             start_check_ms = {}\n\n\
              [workflow]\ntick_ms = {}\nmax_action_age_ms = {}\nreorder_window_ms = {}\n",
             self.node_id.as_str(),
             self.federation,
@@ -257,6 +266,7 @@ impl Config {
             self.store.cache_bytes,
             self.audit.checkpoint_interval_ms,
             self.audit.body_retention_ms,
+            self.audit.start_check_ms,
             self.workflow.tick_ms,
             self.workflow.max_action_age_ms,
             self.workflow.reorder_window_ms,

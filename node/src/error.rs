@@ -99,4 +99,18 @@ pub enum StoreError {
         store: String,
         head: String,
     },
+    /// A witness has cosigned more of this node's log than the store holds: the whole data
+    /// directory (store and log head) was put back from an older copy, or lost.
+    #[error(
+        "witness {witness} has cosigned {cosigned} entries of this node's audit log but the store \
+         holds {held} (entries {held}..{last} are missing): the data directory was replaced by an \
+         older copy or lost, and nothing is served from it. Restore the data directory from its \
+         newest backup (with its log-head file)"
+    )]
+    BehindWitness {
+        witness: String,
+        cosigned: u64,
+        held: u64,
+        last: u64,
+    },
 }

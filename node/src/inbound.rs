@@ -48,6 +48,11 @@ async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
         return;
     };
     debug!(node = %inner.id, %peer, "peer connected");
+    // A witness that is up is asked what it cosigned of this log (once since start).
+    crate::node::Node {
+        inner: inner.clone(),
+    }
+    .on_connected(&peer, None);
     {
         let mut list = match inner.inbound.lock() {
             Ok(l) => l,
@@ -134,14 +139,14 @@ async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
             proof,
             checkpoint,
         } => inner.witness(peer, old_size, &proof, &checkpoint).await,
-        Frame::Custody(_)
-        | Frame::Ack(_)
-        | Frame::Cosignature(_)
-        | Frame::WitnessSize(_)
-        | Frame::Error { .. } => Frame::Error {
-            code: ErrorCode::MalformedFrame,
-            reason: "an answer frame cannot open an exchange".into(),
-        },
+        // A log asking, at its start, how much of it this node has cosigned.
+        Frame::WitnessSize(_) => inner.witness_size_query(peer).await,
+        Frame::Custody(_) | Frame::Ack(_) | Frame::Cosignature(_) | Frame::Error { .. } => {
+            Frame::Error {
+                code: ErrorCode::MalformedFrame,
+                reason: "an answer frame cannot open an exchange".into(),
+            }
+        }
     }
 }
 

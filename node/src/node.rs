@@ -142,6 +142,12 @@ pub(crate) struct Inner {
     pub(crate) wf: crate::config::WorkflowConfig,
     /// How long bodies (and steps recorded here only) are kept at most, ms.
     pub(crate) body_retention_ms: u64,
+    /// Witnesses not yet asked since start how much of the log they cosigned, with the log's
+    /// size at start (asked once a connection shows them up).
+    pub(crate) size_checks: Mutex<HashMap<NodeId, u64>>,
+    /// Set by a tamper test that rolls the log back on purpose: the node does not check
+    /// itself against its witnesses (so the witnesses' own checks are what is tested).
+    pub(crate) no_self_check: std::sync::atomic::AtomicBool,
 }
 
 /// A message this node sent reached a final state (receipt, rejection or non-delivery).
@@ -266,8 +272,18 @@ impl Node {
             case_tick_lock: tokio::sync::Mutex::new(()),
             wf: cfg.workflow.clone(),
             body_retention_ms: cfg.audit.body_retention_ms,
+            size_checks: Mutex::new(HashMap::new()),
+            no_self_check: std::sync::atomic::AtomicBool::new(false),
         });
         let node = Self { inner };
+        // Nothing is served from a store that its witnesses know to be behind.
+        let wait = Duration::from_millis(cfg.audit.start_check_ms);
+        if let Err(e) = node.check_witnesses(wait).await {
+            node.inner.cancel.cancel();
+            node.inner.endpoint.close(0u32.into(), b"refused to start");
+            let _ = node.inner.store.close().await;
+            return Err(e);
+        }
         node.spawn_refusal_logger(refusal_rx);
         crate::inbound::spawn_accept_loop(node.inner.clone());
         // Everything still queued from before a restart goes back to its peer's queue.
@@ -499,8 +515,12 @@ impl Node {
             .await?)
     }
 
-    /// Deletes the audit log from `from` on behind the node's back (tamper tests).
+    /// Deletes the audit log from `from` on behind the node's back, as a node that rolls its
+    /// own log back would (it does not ask its witnesses about itself either). Tamper tests.
     pub async fn dangerous_truncate_log(&self, from: u64) -> Result<(), NodeError> {
+        self.inner
+            .no_self_check
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(self.inner.store.dangerous_truncate_log(from).await?)
     }
 

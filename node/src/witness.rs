@@ -161,7 +161,204 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// As witness: a log asks (`WITNESS_SIZE` opening an exchange) how much of its log this
+    /// node has cosigned. Answered from what is on disk.
+    pub(crate) async fn witness_size_query(&self, peer: &NodeId) -> Frame {
+        let origin = format!("{peer}/log");
+        match self.store.read(move |r| r.witnessed(&origin)).await {
+            Ok(w) => Frame::WitnessSize(w.map_or(0, |w| w.size)),
+            Err(e) => Frame::Error {
+                code: ErrorCode::Unavailable,
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// The refusal for a store that a witness knows to be behind.
+fn behind(w: &NodeId, cosigned: u64, held: u64) -> NodeError {
+    NodeError::Store(StoreError::BehindWitness {
+        witness: w.to_string(),
+        cosigned,
+        held,
+        last: cosigned.saturating_sub(1),
+    })
+}
+
+/// The members that witness this node's log: its relay if it has one; otherwise every
+/// active member not behind a relay, and those it relays for.
+fn witnesses(r: &liaison_protocol::Roster, me: &NodeId) -> Vec<NodeId> {
+    let my_relay = r.member(me).and_then(|m| m.via.clone());
+    r.members
+        .iter()
+        .filter(|m| {
+            let direct = match &my_relay {
+                Some(relay) => m.id == *relay,
+                None => m.via.is_none() || m.via.as_ref() == Some(me),
+            };
+            m.id != *me && m.is_active() && direct
+        })
+        .map(|m| m.id.clone())
+        .collect()
+}
+
 impl Node {
+    /// At start, before serving: asks this node's witnesses how much of its log they have
+    /// cosigned. A witness that holds more than the store does means the store went back in
+    /// time (a restore of an older copy, a lost data directory): refused, naming the
+    /// witness and the sizes. The witnesses this store knows to have cosigned are waited for
+    /// up to `wait`; the others are asked in the background, and one that answers with more
+    /// fails the store then. A witness that cannot be reached is logged and skipped.
+    pub(crate) async fn check_witnesses(&self, wait: Duration) -> Result<(), NodeError> {
+        let n = self.log_len();
+        let roster = self.roster();
+        let all = witnesses(roster.roster(), self.id());
+        let known: Vec<NodeId> = {
+            let ids = all.clone();
+            self.inner
+                .store
+                .read(move |r| {
+                    let mut out = Vec::new();
+                    for w in ids {
+                        if r.cosigned_size(&w)? > 0 {
+                            out.push(w);
+                        }
+                    }
+                    Ok(out)
+                })
+                .await?
+        };
+        if !known.is_empty() && !wait.is_zero() {
+            let mut asks = tokio::task::JoinSet::new();
+            for w in known.clone() {
+                let node = self.clone();
+                asks.spawn(async move {
+                    let r = tokio::time::timeout(wait, node.ask_size(&w, n)).await;
+                    (w, r)
+                });
+            }
+            while let Some(done) = asks.join_next().await {
+                let Ok((w, r)) = done else { continue };
+                match r {
+                    Ok(Ok(s)) if s > n => return Err(behind(&w, s, n)),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        warn!(node = %self.id(), witness = %w, error = %e, "cannot ask the witness what it cosigned")
+                    }
+                    Err(_) => {
+                        warn!(node = %self.id(), witness = %w, "witness did not answer within the start check")
+                    }
+                }
+            }
+        }
+        // The others (all of them, for a new store) are asked without holding up the start,
+        // once a connection shows they are up; one that holds more fails the store.
+        let mut pending = self
+            .inner
+            .size_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for w in all.into_iter().filter(|w| !known.contains(w)) {
+            pending.insert(w, n);
+        }
+        Ok(())
+    }
+
+    /// A connection with `peer` is up: if it is a witness not yet asked since start, ask it
+    /// now, over `conn` when this node dialled it (a witness answers streams only on the
+    /// connections it accepted), or over a fresh connection.
+    pub(crate) fn on_connected(&self, peer: &NodeId, conn: Option<quinn::Connection>) {
+        let due = self
+            .inner
+            .size_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
+        let Some(n) = due else { return };
+        let node = self.clone();
+        let w = peer.clone();
+        self.inner.tasks.spawn(async move {
+            let ask = async {
+                match conn {
+                    Some(c) => match crate::peer::exchange_once(&c, &Frame::WitnessSize(n)).await?
+                    {
+                        Frame::WitnessSize(s) => Ok(s),
+                        Frame::Error { reason, .. } => Err(reason),
+                        other => Err(format!("unexpected answer {other:?}")),
+                    },
+                    None => node.ask_size(&w, n).await,
+                }
+            };
+            let asked = tokio::select! {
+                r = tokio::time::timeout(WITNESS_TIMEOUT, ask) => r,
+                () = node.inner.cancel.cancelled() => return,
+            };
+            // Compared with the log as it is now: a witness never holds more of it than this
+            // node committed, unless the store lost what it had.
+            let held = node.log_len().max(n);
+            if node
+                .inner
+                .no_self_check
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return;
+            }
+            match asked {
+                Ok(Ok(s)) if s > held => {
+                    let e = behind(&w, s, held).to_string();
+                    error!(node = %node.id(), %e, "STORE WENT BACK IN TIME");
+                    node.inner.store.fail(e);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    warn!(node = %node.id(), witness = %w, error = %e, "cannot ask the witness what it cosigned");
+                }
+                Err(_) => warn!(node = %node.id(), witness = %w, "witness did not answer what it cosigned"),
+            }
+        });
+    }
+
+    /// Asks one witness (`WITNESS_SIZE` query) how much of this node's log it cosigned.
+    async fn ask_size(&self, witness: &NodeId, ours: u64) -> Result<u64, String> {
+        let conn = self.connect_to(witness).await?;
+        let answer = crate::peer::exchange_once(&conn, &Frame::WitnessSize(ours)).await;
+        conn.close(0u32.into(), b"done");
+        match answer? {
+            Frame::WitnessSize(s) => Ok(s),
+            Frame::Error { reason, .. } => Err(reason),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// A fresh connection to a member (its first endpoint).
+    async fn connect_to(&self, member: &NodeId) -> Result<quinn::Connection, String> {
+        let inner = &self.inner;
+        let m = inner
+            .roster
+            .get()
+            .roster()
+            .active_member(member)
+            .map_err(|e| e.to_string())?
+            .clone();
+        let addr = m
+            .endpoints
+            .first()
+            .ok_or("no endpoint")?
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(
+            WITNESS_TIMEOUT,
+            inner
+                .endpoint
+                .connect(addr, member.as_str())
+                .map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| e.to_string())
+    }
+
     /// Submits the newest checkpoint to every active, directly reachable member and stores
     /// the cosignatures that come back.
     pub async fn witness_round(&self) -> Result<Vec<WitnessOutcome>, NodeError> {
@@ -169,26 +366,15 @@ impl Node {
         let _round = self.inner.witness_round.lock().await;
         let note = self.checkpoint().await?;
         let roster = self.roster();
-        let r = roster.roster();
         let me = self.id().clone();
-        let my_relay = r.member(&me).and_then(|m| m.via.clone());
         let mut out = Vec::new();
-        for m in &r.members {
-            // Witnesses are the members this node talks to directly: its relay if it has
-            // one; otherwise every member not behind a relay, and those it relays for.
-            let direct = match &my_relay {
-                Some(relay) => m.id == *relay,
-                None => m.via.is_none() || m.via.as_ref() == Some(&me),
-            };
-            if m.id == me || !m.is_active() || !direct {
-                continue;
-            }
-            let result = self.submit(&m.id, &note).await;
+        for w in witnesses(roster.roster(), &me) {
+            let result = self.submit(&w, &note).await;
             if let Err(e) = &result {
-                warn!(node = %me, witness = %m.id, error = %e, "checkpoint not cosigned");
+                warn!(node = %me, witness = %w, error = %e, "checkpoint not cosigned");
             }
             out.push(WitnessOutcome {
-                witness: m.id.to_string(),
+                witness: w.to_string(),
                 size: checkpoint_size(&note)?,
                 result,
             });
@@ -199,29 +385,7 @@ impl Node {
     async fn submit(&self, witness: &NodeId, note_text: &str) -> Result<u64, String> {
         let inner = &self.inner;
         let size = checkpoint_size(note_text).map_err(|e| e.to_string())?;
-        let member = inner
-            .roster
-            .get()
-            .roster()
-            .active_member(witness)
-            .map_err(|e| e.to_string())?
-            .clone();
-        let addr = member
-            .endpoints
-            .first()
-            .ok_or("no endpoint")?
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| e.to_string())?;
-        let conn = tokio::time::timeout(
-            WITNESS_TIMEOUT,
-            inner
-                .endpoint
-                .connect(addr, witness.as_str())
-                .map_err(|e| e.to_string())?,
-        )
-        .await
-        .map_err(|_| "handshake timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        let conn = self.connect_to(witness).await?;
         let w = witness.clone();
         let mut known = inner
             .store

@@ -20,10 +20,23 @@ const ROOM: u64 = 1024 * 1024;
 /// Most messages sent before the disk must have filled.
 const MAX_SENT: usize = 20_000;
 
+/// A client of a child's API (which may take a moment to listen after its socket appears).
+async fn client(api: &std::path::Path) -> Client {
+    let mut last = None;
+    for _ in 0..100 {
+        match Client::connect(api).await {
+            Ok(c) => return c,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot reach {}: {last:?}", api.display())
+}
+
 /// Starts `id` as a child once and stops it, so its store exists; returns its size.
 async fn prepared(fed: &mut Federation, id: &str) -> u64 {
     let api = fed.spawn_process(id, BIN).await.unwrap();
-    let mut c = Client::connect(&api).await.unwrap();
+    let mut c = client(&api).await;
     c.call(&Request::Shutdown).await.unwrap();
     assert!(fed.wait_process(id).unwrap().success());
     fed.store_bytes(id).unwrap()
@@ -76,7 +89,7 @@ async fn fill(from: &liaison_node::Node, to: &str, api: &std::path::Path) -> (Ve
 }
 
 async fn inbox_ids(api: &std::path::Path, n: usize) -> Vec<String> {
-    let mut c = Client::connect(api).await.unwrap();
+    let mut c = client(api).await;
     c.call(&Request::Inbox {
         limit: 10 * n,
         body: false,
@@ -133,7 +146,7 @@ async fn a_full_disk_at_the_recipient_receipts_only_what_it_keeps() {
         );
     }
     assert_eq!(ids.len(), burst);
-    let mut c = Client::connect(&api).await.unwrap();
+    let mut c = client(&api).await;
     let report = c.call(&Request::AuditVerify).await.unwrap();
     assert!(report["first_problem"].is_null(), "{report}");
     c.call(&Request::Shutdown).await.unwrap();
@@ -184,7 +197,7 @@ async fn a_full_disk_at_a_relay_takes_custody_only_of_what_it_keeps() {
         .collect();
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!((ids.len(), unique.len()), (burst, burst));
-    let mut c = Client::connect(&api).await.unwrap();
+    let mut c = client(&api).await;
     c.call(&Request::Shutdown).await.unwrap();
     fed.wait_process("hk").unwrap();
     fed.stop("fj").await;
@@ -294,4 +307,75 @@ async fn a_store_put_back_from_an_older_copy_is_refused_at_start() {
     }
     assert!(err.to_string().contains("backup"), "{err}");
     fed.stop("fj").await;
+}
+
+/// The whole data directory (store and log head) put back from an older copy, or lost: the
+/// node's own files cannot tell, but its witnesses can. A store whose witnesses are known
+/// to it is refused at start; a new, empty store is failed as soon as a witness it reaches
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witnesses_that_hold_more_of_the_log_stop_a_store_that_went_back() {
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let round = async |fj: &liaison_node::Node, n: usize| {
+        let before = count_state(fj, "outgoing", "delivered").await;
+        for i in 0..n {
+            fj.send(msg("sx", "bus.test", format!("m{i}").as_bytes()))
+                .await
+                .unwrap();
+        }
+        wait_for(LIMIT, async || {
+            count_state(fj, "outgoing", "delivered").await == before + n
+        })
+        .await
+        .unwrap();
+        let outcome = fj.witness_round().await.unwrap();
+        assert!(outcome.iter().all(|o| o.result.is_ok()), "{outcome:?}");
+    };
+    round(&fj, 3).await;
+    let data = fed.config("fj").unwrap().data_dir;
+    let old = tempfile::tempdir().unwrap();
+    fed.stop("fj").await;
+    drop(fj);
+    copy_dir(&data, old.path());
+    let fj = fed.start("fj").await.unwrap();
+    round(&fj, 3).await;
+    fed.stop("fj").await;
+    drop(fj);
+    // The older copy of everything: consistent in itself, behind its witness.
+    std::fs::remove_dir_all(&data).unwrap();
+    copy_dir(old.path(), &data);
+    let _ = std::fs::remove_file(data.join("api.sock"));
+    let err = fed.start("fj").await.unwrap_err();
+    let err = err.downcast::<NodeError>().unwrap();
+    assert!(
+        matches!(&err, NodeError::Store(StoreError::BehindWitness { witness, cosigned, held, .. })
+            if witness == "sx" && cosigned > held),
+        "{err}"
+    );
+    // The data directory lost altogether: the new store is failed once the witness answers.
+    std::fs::remove_dir_all(&data).unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    // The witness is asked as soon as a connection shows it is up (here: the first message).
+    fj.send(msg("sx", "bus.test", b"after the loss"))
+        .await
+        .unwrap();
+    wait_for(LIMIT, async || fj.store_failure().is_some())
+        .await
+        .unwrap();
+    assert!(
+        fj.store_failure()
+            .unwrap()
+            .contains("witness sx has cosigned"),
+        "{:?}",
+        fj.store_failure()
+    );
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+    drop(sx);
 }

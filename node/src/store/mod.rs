@@ -476,6 +476,12 @@ impl Store {
         }
     }
 
+    /// Fails the store from outside (a rollback found after start): every later change and
+    /// read is refused.
+    pub(crate) fn fail(&self, reason: String) {
+        self.shared.fail(reason);
+    }
+
     /// Why the store failed, if it did.
     pub fn failure(&self) -> Option<String> {
         self.shared.check().err().map(|e| e.to_string())
