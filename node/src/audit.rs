@@ -23,6 +23,37 @@ use crate::error::{NodeError, StoreError};
 use crate::node::{Node, now_ms};
 use crate::store::Reader;
 
+/// Purges one body whose retention ended, in the change `t`: returns whether it did. A body
+/// still waiting in an outbox or an inbox is put in the retention index for later.
+fn purge_one(
+    t: &mut crate::store::Txn<'_>,
+    digest: &liaison_protocol::Digest,
+    now: u64,
+) -> Result<bool, StoreError> {
+    let Some(rec) = t.message(digest)? else {
+        return Ok(false);
+    };
+    if !t.has_body(digest)? {
+        return Ok(false);
+    }
+    if rec.out_key.is_some() || (rec.inbox_seq.is_some() && !rec.handed_over) {
+        t.postpone_body(digest, None, now.saturating_add(PURGE_RETRY_MS));
+        return Ok(false);
+    }
+    let id = Envelope::peek_unverified(&rec.envelope).map(|(_, h)| h.id.0);
+    t.purge_body(digest)?;
+    t.log(
+        EntryKind::BodyPurged,
+        liaison_protocol::audit::event_record(
+            "retention ended",
+            None,
+            Some(&digest.0),
+            id.as_ref(),
+        ),
+    );
+    Ok(true)
+}
+
 /// Entries read per batch while verifying.
 const CHUNK: u64 = 4096;
 /// Bodies purged per change.
@@ -202,15 +233,17 @@ impl Node {
             .await?)
     }
 
-    /// Deletes the bodies whose retention ended before `now` (the node's
-    /// `body_retention_ms`, or a message's own shorter one), each with a `body_purged` audit
-    /// entry in the same change, found through the retention index in batches. A body still
-    /// waiting in an outbox or an inbox is looked at again an hour later. Envelopes,
-    /// receipts, entries and proofs stay: the evidence outlives the data. Returns how many
-    /// were purged.
+    /// Deletes the bodies whose retention ended before `now`, each with a `body_purged`
+    /// audit entry in the same change: those with their own retention (an officer action's)
+    /// from the retention index, the others by walking the log from where the last purge
+    /// stopped, as far as the node's `body_retention_ms` reaches. A body still waiting in an
+    /// outbox or an inbox is looked at again an hour later. Envelopes, receipts, entries and
+    /// proofs stay: the evidence outlives the data. Returns how many were purged.
     pub async fn purge_bodies(&self, now: u64) -> Result<u64, NodeError> {
         let store = &self.inner.store;
+        let retention = self.inner.body_retention_ms;
         let mut purged = 0;
+        // Bodies with a retention of their own, and those postponed earlier.
         loop {
             let due = store.peek(move |r| r.bodies_due(now, PURGE_BATCH)).await?;
             if due.is_empty() {
@@ -221,33 +254,69 @@ impl Node {
                 .write(now, move |t| {
                     let mut n = 0u64;
                     for (at, digest) in due {
-                        let rec = t.message(&digest)?;
-                        let Some(rec) = rec.filter(|_| t.has_body(&digest).unwrap_or(false)) else {
-                            // Gone already: only the index entry is left.
-                            t.remove_body(&digest, at);
-                            continue;
-                        };
-                        if rec.out_key.is_some() || (rec.inbox_seq.is_some() && !rec.handed_over) {
-                            t.postpone_body(&digest, at, now.saturating_add(PURGE_RETRY_MS));
-                            continue;
-                        }
-                        let id = Envelope::peek_unverified(&rec.envelope).map(|(_, h)| h.id.0);
-                        t.remove_body(&digest, at);
-                        t.log(
-                            EntryKind::BodyPurged,
-                            liaison_protocol::audit::event_record(
-                                "retention ended",
-                                None,
-                                Some(&digest.0),
-                                id.as_ref(),
-                            ),
-                        );
-                        n += 1;
+                        t.retention_done(&digest, at);
+                        n += u64::from(purge_one(t, &digest, now)?);
                     }
                     Ok(n)
                 })
                 .await?;
             if last {
+                break;
+            }
+        }
+        // The others, in the order they were logged.
+        let n = self.log_len();
+        loop {
+            let batch = store
+                .peek(move |r| {
+                    let from = r.purge_cursor()?;
+                    let to = (from + PURGE_BATCH as u64).min(n);
+                    let mut out = Vec::new();
+                    for (i, b) in r.log_entries(from, to)? {
+                        let Ok(e) = Entry::decode(&b) else {
+                            out.push((i, None));
+                            continue;
+                        };
+                        if e.at.saturating_add(retention) > now {
+                            break;
+                        }
+                        let message = matches!(
+                            e.kind,
+                            EntryKind::MessageSent
+                                | EntryKind::MessageReceived
+                                | EntryKind::Relayed
+                        );
+                        let digest = message
+                            .then(|| Envelope::peek_unverified(&e.object).map(|(d, _)| d))
+                            .flatten();
+                        out.push((i, digest));
+                    }
+                    Ok((from, out))
+                })
+                .await?;
+            let (from, entries) = batch;
+            if entries.is_empty() {
+                break;
+            }
+            let next = entries.last().map_or(from, |(i, _)| i + 1);
+            let full = entries.len() == PURGE_BATCH;
+            purged += store
+                .write(now, move |t| {
+                    // Another purge moved the walk on meanwhile: nothing to do.
+                    if t.purge_cursor()? != from {
+                        return Ok(0);
+                    }
+                    let mut n = 0u64;
+                    for (_, digest) in entries {
+                        if let Some(d) = digest {
+                            n += u64::from(purge_one(t, &d, now)?);
+                        }
+                    }
+                    t.set_purge_cursor(next);
+                    Ok(n)
+                })
+                .await?;
+            if !full {
                 break;
             }
         }

@@ -657,7 +657,7 @@ pub(crate) fn stage_outgoing(
     let digest = env.digest();
     let h = env.header();
     let retain_ms = retention_of(body);
-    t.put_body(&digest, body, now, retain_ms);
+    t.index_retention(&digest, now, retain_ms);
     let q = t.push_out(
         hop,
         h.priority,
@@ -680,6 +680,7 @@ pub(crate) fn stage_outgoing(
             out_key: Some(q.key.clone()),
             retain_ms,
             log_index: Some(t.next_log_index()),
+            body: Some(body.to_vec()),
         },
     );
     t.index_id(&h.id, &digest);
@@ -1291,7 +1292,7 @@ impl Inner {
             let retain_ms = case.as_ref().and(retention_of(&body));
             t.put_seen(&h.from, &h.id, &digest);
             t.index_id(&h.id, &digest);
-            t.put_body(&digest, &body, now, retain_ms);
+            t.index_retention(&digest, now, retain_ms);
             let mut rec = MessageRecord {
                 envelope: env.bytes().to_vec(),
                 direction: Direction::Incoming,
@@ -1306,6 +1307,7 @@ impl Inner {
                 out_key: None,
                 retain_ms,
                 log_index: None,
+                body: Some(body.clone()),
             };
             let outcome = match &hop {
                 None => {

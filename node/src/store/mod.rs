@@ -554,6 +554,34 @@ impl Store {
     }
 }
 
+/// A message record as stored: the envelope is left out when the log entry the record
+/// names holds it (every entry small enough to hold it does).
+pub(crate) fn encode_message(rec: &MessageRecord) -> Vec<u8> {
+    let in_log = rec.log_index.is_some()
+        && rec.envelope.len() + 128 <= liaison_protocol::audit::MAX_ENTRY_LEN;
+    if in_log {
+        let stripped = MessageRecord {
+            envelope: Vec::new(),
+            ..rec.clone()
+        };
+        encode_record(&stripped)
+    } else {
+        encode_record(rec)
+    }
+}
+
+/// The envelope held by audit entry `index` (a message's sent, received or relayed entry).
+pub(crate) fn envelope_of_entry(index: u64, entry: Option<Vec<u8>>) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |problem: String| StoreError::Corrupt {
+        key: format!("l/{index}"),
+        problem,
+    };
+    let bytes =
+        entry.ok_or_else(|| corrupt("the entry holding a message's envelope is missing".into()))?;
+    let e = liaison_protocol::audit::Entry::decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    Ok(e.object)
+}
+
 fn counters_of(db: &sled::Db) -> Result<Counters, StoreError> {
     match db.get(K_COUNTERS)? {
         None => Ok(Counters::default()),
@@ -591,8 +619,10 @@ fn build_nodes(db: &sled::Db, n: u64) -> Result<Frontier, StoreError> {
             problem: "leaf hash is not 32 bytes".into(),
         })?;
         frontier.push_with_nodes(leaf, |h, i, hash| {
-            batch.insert(node_key(h, i), &hash[..]);
-            pending += 1;
+            if reader::stored_height(h) {
+                batch.insert(node_key(h, i), &hash[..]);
+                pending += 1;
+            }
         })?;
         if pending >= 10_000 {
             db.apply_batch(std::mem::take(&mut batch))?;
@@ -794,22 +824,23 @@ fn build_retention_index(db: &sled::Db, retention_ms: u64) -> Result<(), StoreEr
     for k in db.scan_prefix(b"rb/").keys() {
         db.remove(k?)?;
     }
+    // Bodies with their own retention are indexed; the others are found by the log walk.
     let mut batch = sled::Batch::default();
-    for kv in db.scan_prefix(b"b/").keys() {
-        let k = kv?;
+    for kv in db.scan_prefix(b"m/") {
+        let (k, v) = kv?;
         let Some(d) = k.get(2..34).and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
             continue;
         };
         let digest = Digest(d);
-        let Some(v) = db.get(keys::key_digest(b"m/", &digest))? else {
-            continue;
-        };
         let rec: MessageRecord = decode_record(&k, &v)?;
-        let keep = rec.retain_ms.map_or(retention_ms, |r| r.min(retention_ms));
-        batch.insert(
-            retention_key(rec.stored_at.saturating_add(keep), &digest),
-            &[][..],
-        );
+        let Some(own) = rec.retain_ms else { continue };
+        let held = rec.body.is_some() || db.get(keys::key_digest(b"b/", &digest))?.is_some();
+        if held {
+            batch.insert(
+                retention_key(rec.stored_at.saturating_add(own.min(retention_ms)), &digest),
+                &[][..],
+            );
+        }
     }
     batch.insert(K_RETENTION, &retention_ms.to_be_bytes()[..]);
     db.apply_batch(batch)?;

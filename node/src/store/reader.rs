@@ -32,9 +32,23 @@ impl Reader<'_> {
         }
     }
 
-    /// A message record.
+    /// A message record, with its envelope.
     pub fn message(&self, digest: &Digest) -> Result<Option<MessageRecord>, StoreError> {
-        self.record(&key_digest(b"m/", digest))
+        match self.record::<MessageRecord>(&key_digest(b"m/", digest))? {
+            None => Ok(None),
+            Some(rec) => self.resolve(rec).map(Some),
+        }
+    }
+
+    /// Fills in the envelope of a record that keeps it in its log entry.
+    fn resolve(&self, mut rec: MessageRecord) -> Result<MessageRecord, StoreError> {
+        if rec.envelope.is_empty() {
+            if let Some(i) = rec.log_index {
+                let entry = self.db.get(key_u64(b"l/", i))?.map(|v| v.to_vec());
+                rec.envelope = super::envelope_of_entry(i, entry)?;
+            }
+        }
+        Ok(rec)
     }
 
     /// The digests of the messages with this id (normally one).
@@ -53,6 +67,11 @@ impl Reader<'_> {
 
     /// A body, unless purged.
     pub fn body(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(rec) = self.record::<MessageRecord>(&key_digest(b"m/", digest))? {
+            if rec.body.is_some() {
+                return Ok(rec.body);
+            }
+        }
         Ok(self.db.get(key_digest(b"b/", digest))?.map(|v| v.to_vec()))
     }
 
@@ -71,6 +90,15 @@ impl Reader<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// Where the walk of the log for bodies whose retention ended has got to.
+    pub fn purge_cursor(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .db
+            .get(super::keys::K_PURGE)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     /// The dedupe index.
@@ -133,7 +161,7 @@ impl Reader<'_> {
                 problem: "bad message key".to_owned(),
             })?;
             let rec: MessageRecord = decode_record(&k, &v)?;
-            out.push((Digest(d), rec));
+            out.push((Digest(d), self.resolve(rec)?));
         }
         out.sort_by_key(|(_, r)| r.stored_at);
         Ok(out)
@@ -286,8 +314,32 @@ impl Reader<'_> {
     }
 }
 
-/// The stored nodes of the log's Merkle tree, as a [`SubtreeHashes`] source: every perfect
-/// subtree is one lookup (`h/` for leaves, `n/` above).
+/// Interior nodes are stored at every `TILE`-th height only (as tiles do): a subtree of
+/// another height is folded from at most `2^(TILE-1)` stored nodes below it.
+pub(crate) const TILE: u32 = 4;
+
+/// Whether interior nodes of `height` are stored.
+pub(crate) fn stored_height(height: u32) -> bool {
+    height > 0 && height % TILE == 0
+}
+
+/// The hash of a perfect tree over `parts` (a power of two of them).
+fn fold_perfect(mut parts: Vec<Hash>) -> Hash {
+    while parts.len() > 1 {
+        parts = parts
+            .chunks(2)
+            .map(|p| liaison_protocol::merkle::node_hash(&p[0], &p[p.len() - 1]))
+            .collect();
+    }
+    parts
+        .first()
+        .copied()
+        .unwrap_or(liaison_protocol::merkle::EMPTY_ROOT)
+}
+
+/// The stored nodes of the log's Merkle tree, as a [`SubtreeHashes`] source: leaves under
+/// `h/`, every fourth level of interior nodes under `n/`; any perfect subtree costs one range
+/// read of at most eight hashes.
 #[derive(Debug, Clone, Copy)]
 pub struct Tree<'a> {
     pub(super) db: &'a sled::Db,
@@ -308,18 +360,31 @@ impl SubtreeHashes for Tree<'_> {
                 })
             })?;
         let height = width.trailing_zeros();
-        let key = if height == 0 {
-            key_u64(b"h/", start)
+        // The stored level at or below `height`, and how many of its nodes make the subtree.
+        let base = height - height % TILE;
+        let count = 1u64 << (height - base);
+        let first = start >> base;
+        let (from, to) = if base == 0 {
+            (key_u64(b"h/", first), key_u64(b"h/", first + count))
         } else {
-            node_key(height, start >> height)
+            (node_key(base, first), node_key(base, first + count))
         };
-        let v = self.db.get(&key)?.ok_or_else(|| StoreError::Corrupt {
-            key: hex::encode(&key),
-            problem: format!("tree node for entries {start}..{end} is missing"),
-        })?;
-        <[u8; 32]>::try_from(&v[..]).map_err(|_| StoreError::Corrupt {
-            key: hex::encode(&key),
-            problem: "tree node is not 32 bytes".into(),
-        })
+        let mut parts = Vec::with_capacity(count as usize);
+        for kv in self.db.range(from.clone()..to) {
+            let (k, v) = kv?;
+            parts.push(
+                <[u8; 32]>::try_from(&v[..]).map_err(|_| StoreError::Corrupt {
+                    key: hex::encode(&k),
+                    problem: "tree node is not 32 bytes".into(),
+                })?,
+            );
+        }
+        if parts.len() as u64 != count {
+            return Err(StoreError::Corrupt {
+                key: hex::encode(&from),
+                problem: format!("tree nodes for entries {start}..{end} are missing"),
+            });
+        }
+        Ok(fold_perfect(parts))
     }
 }

@@ -71,9 +71,14 @@ pub struct MessageRecord {
     #[serde(default)]
     pub retain_ms: Option<u64>,
     /// Index of the audit entry that recorded the message here (sent, received or relayed),
-    /// so an evidence bundle for it is found without reading the log.
+    /// so an evidence bundle for it is found without reading the log. That entry holds the
+    /// envelope, so the stored record leaves `envelope` empty and the store fills it in.
     #[serde(default)]
     pub log_index: Option<u64>,
+    /// The body, until its retention ends (records written before bodies were kept here
+    /// have theirs under `b/`).
+    #[serde(default, with = "serde_opt_bytes")]
+    pub body: Option<Vec<u8>>,
 }
 
 /// An item waiting in a per-hop outbox.

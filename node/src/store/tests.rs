@@ -25,6 +25,26 @@ async fn open(dir: &Path) -> Result<Store, StoreError> {
     Store::open(&dir.join("store"), StoreOptions::default(), node()).await
 }
 
+/// A message record holding `body` (and no log entry).
+fn with_body(body: &[u8]) -> MessageRecord {
+    MessageRecord {
+        envelope: vec![1, 2, 3],
+        direction: Direction::Incoming,
+        state: MsgState::Delivered,
+        hop: None,
+        stored_at: 1,
+        updated_at: 1,
+        proof: None,
+        inbox_seq: None,
+        handed_over: false,
+        attempts: 0,
+        out_key: None,
+        retain_ms: None,
+        log_index: None,
+        body: Some(body.to_vec()),
+    }
+}
+
 /// An officer record used as a plain counter cell in these tests.
 fn cell(n: u64) -> OfficerRecord {
     OfficerRecord {
@@ -41,7 +61,7 @@ async fn batch_with_log_entry_survives_reopen() {
         let s = open(dir.path()).await.unwrap();
         let q = s
             .write(5, move |t| {
-                t.put_body(&d, b"body", 5, None);
+                t.put_message(&d, &with_body(b"body"));
                 let q = t.push_out(
                     &node(),
                     Priority::Flash,
@@ -278,7 +298,7 @@ async fn a_failed_flush_answers_nothing_and_fails_the_store() {
     let s = open(dir.path()).await.unwrap();
     let d = Digest([3; 32]);
     s.write(1, move |t| {
-        t.put_body(&d, b"before", 1, None);
+        t.put_message(&d, &with_body(b"before"));
         t.log(EntryKind::Rejected, vec![1]);
         Ok(())
     })
@@ -288,7 +308,7 @@ async fn a_failed_flush_answers_nothing_and_fails_the_store() {
     let e = Digest([4; 32]);
     let r = s
         .write(2, move |t| {
-            t.put_body(&e, b"lost", 2, None);
+            t.put_message(&e, &with_body(b"lost"));
             t.log(EntryKind::Rejected, vec![2]);
             Ok(())
         })

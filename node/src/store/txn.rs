@@ -87,7 +87,9 @@ impl<'a> Group<'a> {
         for leaf in parts.leaves {
             self.frontier
                 .push_with_nodes(leaf, |height, index, hash| {
-                    overlay.insert(node_key(height, index), Some(hash.to_vec()));
+                    if super::reader::stored_height(height) {
+                        overlay.insert(node_key(height, index), Some(hash.to_vec()));
+                    }
                 })
                 .map_err(|e| StoreError::Db(e.to_string()))?;
         }
@@ -226,14 +228,23 @@ impl Txn<'_> {
         self.counters.next_log
     }
 
-    /// Writes a message record.
+    /// Writes a message record (its envelope is kept once, in the log entry it names).
     pub fn put_message(&mut self, digest: &Digest, rec: &MessageRecord) {
-        self.put(key_digest(b"m/", digest), encode_record(rec));
+        self.put(key_digest(b"m/", digest), super::encode_message(rec));
     }
 
-    /// A message record as this change sees it.
+    /// A message record as this change sees it, with its envelope.
     pub fn message(&self, digest: &Digest) -> Result<Option<MessageRecord>, StoreError> {
-        self.get_record(&key_digest(b"m/", digest))
+        let Some(mut rec) = self.get_record::<MessageRecord>(&key_digest(b"m/", digest))? else {
+            return Ok(None);
+        };
+        if rec.envelope.is_empty() {
+            if let Some(i) = rec.log_index {
+                let entry = self.get(&key_u64(b"l/", i))?;
+                rec.envelope = super::envelope_of_entry(i, entry)?;
+            }
+        }
+        Ok(Some(rec))
     }
 
     /// Indexes a message record under its message id.
@@ -244,38 +255,67 @@ impl Txn<'_> {
         self.put(k, Vec::new());
     }
 
-    /// Writes a body, kept until `stored_at` plus its retention (the message's own
-    /// `retain_ms` when shorter than the node's).
-    pub fn put_body(
-        &mut self,
-        digest: &Digest,
-        body: &[u8],
-        stored_at: u64,
-        retain_ms: Option<u64>,
-    ) {
-        self.put(key_digest(b"b/", digest), body.to_vec());
-        let keep = retain_ms.map_or(self.group.retention_ms, |r| r.min(self.group.retention_ms));
-        self.put(
-            retention_key(stored_at.saturating_add(keep), digest),
-            Vec::new(),
-        );
+    /// Indexes a body by the end of its own retention, when the message sets one (an
+    /// officer action's): `stored_at` plus the shorter of it and the node's. Bodies without
+    /// their own retention are found by walking the log (`purge_cursor`).
+    pub fn index_retention(&mut self, digest: &Digest, stored_at: u64, retain_ms: Option<u64>) {
+        if let Some(r) = retain_ms {
+            let keep = r.min(self.group.retention_ms);
+            self.put(
+                retention_key(stored_at.saturating_add(keep), digest),
+                Vec::new(),
+            );
+        }
     }
 
-    /// Deletes a body (retention ended) and its retention index entry `due`.
-    pub fn remove_body(&mut self, digest: &Digest, due: u64) {
-        self.remove(key_digest(b"b/", digest));
+    /// Deletes a message's body (retention ended); returns whether there was one.
+    pub fn purge_body(&mut self, digest: &Digest) -> Result<bool, StoreError> {
+        let old = self.get(&key_digest(b"b/", digest))?.is_some();
+        if old {
+            self.remove(key_digest(b"b/", digest));
+        }
+        let mut had = old;
+        if let Some(mut rec) = self.message(digest)? {
+            if rec.body.take().is_some() {
+                had = true;
+                self.put_message(digest, &rec);
+            }
+        }
+        Ok(had)
+    }
+
+    /// Drops a retention index entry.
+    pub fn retention_done(&mut self, digest: &Digest, due: u64) {
         self.remove(retention_key(due, digest));
     }
 
-    /// Moves a body's retention index entry from `due` to `later` (it cannot go yet).
-    pub fn postpone_body(&mut self, digest: &Digest, due: u64, later: u64) {
-        self.remove(retention_key(due, digest));
+    /// Moves (or puts) a body's retention index entry to `later` (it cannot go yet).
+    pub fn postpone_body(&mut self, digest: &Digest, due: Option<u64>, later: u64) {
+        if let Some(due) = due {
+            self.remove(retention_key(due, digest));
+        }
         self.put(retention_key(later, digest), Vec::new());
     }
 
     /// Whether a body is still held.
     pub fn has_body(&self, digest: &Digest) -> Result<bool, StoreError> {
-        Ok(self.get(&key_digest(b"b/", digest))?.is_some())
+        if self.get(&key_digest(b"b/", digest))?.is_some() {
+            return Ok(true);
+        }
+        Ok(self.message(digest)?.is_some_and(|r| r.body.is_some()))
+    }
+
+    /// Where the walk of the log for bodies whose retention ended has got to.
+    pub fn purge_cursor(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .get(super::keys::K_PURGE)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Moves the walk on to entry `index`.
+    pub fn set_purge_cursor(&mut self, index: u64) {
+        self.put(super::keys::K_PURGE.to_vec(), index.to_be_bytes().to_vec());
     }
 
     /// Adds an item to the outbox of `hop`; returns the queue entry.
