@@ -52,6 +52,9 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
+#[global_allocator]
+static ALLOCATOR: liaison_node::Allocator = liaison_node::Allocator;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Runtime::new()?;
@@ -150,35 +153,16 @@ async fn bus(messages: usize, outstanding: usize, size: usize) -> Result<()> {
         nodes.insert(id.to_string(), node);
     }
     let a = nodes["a"].clone();
-    let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>> = Arc::default();
+    let waiting = Arc::new(Tracker::default());
     let mut events = a.settled();
     let w2 = waiting.clone();
-    let a2 = a.clone();
     tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(ev) => {
-                    if let Some(tx) = w2.lock().unwrap().remove(&ev.message_id) {
-                        let _ = tx.send(Instant::now());
-                    }
-                }
-                // Events were missed: settle every waiter whose message is no longer queued.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let ids: Vec<String> = w2.lock().unwrap().keys().cloned().collect();
-                    let mut done = Vec::new();
-                    for id in ids {
-                        if a2.message(&id).await.ok().flatten().is_some_and(|m| {
-                            serde_json::to_value(&m.state).unwrap()["state"] != "queued"
-                        }) {
-                            done.push(id);
-                        }
-                    }
-                    let mut w = w2.lock().unwrap();
-                    for id in done {
-                        if let Some(tx) = w.remove(&id) {
-                            let _ = tx.send(Instant::now());
-                        }
-                    }
+                Ok(ev) => w2.settled(ev.message_id, Instant::now()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("bench invalid: {n} settle events were missed");
+                    std::process::exit(3);
                 }
                 Err(_) => break,
             }
@@ -237,14 +221,43 @@ async fn bus(messages: usize, outstanding: usize, size: usize) -> Result<()> {
     Ok(())
 }
 
-async fn one(
-    a: &Node,
-    waiting: &Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>,
-    body: &[u8],
-) -> Result<Duration> {
+/// Messages waiting for their receipt, and receipts that came in before their message's
+/// waiter was registered (the id is known only once `send` returns).
+#[derive(Default)]
+struct Tracker {
+    inner: Mutex<(
+        HashMap<String, oneshot::Sender<Instant>>,
+        HashMap<String, Instant>,
+    )>,
+}
+
+impl Tracker {
+    fn settled(&self, id: String, at: Instant) {
+        let mut g = self.inner.lock().unwrap();
+        match g.0.remove(&id) {
+            Some(tx) => {
+                let _ = tx.send(at);
+            }
+            None => {
+                g.1.insert(id, at);
+            }
+        }
+    }
+
+    /// Resolves with the time the receipt for `id` was recorded.
+    fn wait(&self, id: &str) -> Result<Instant, oneshot::Receiver<Instant>> {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(at) = g.1.remove(id) {
+            return Ok(at);
+        }
+        let (tx, rx) = oneshot::channel();
+        g.0.insert(id.to_owned(), tx);
+        Err(rx)
+    }
+}
+
+async fn one(a: &Node, waiting: &Tracker, body: &[u8]) -> Result<Duration> {
     let t0 = Instant::now();
-    // The id is known only after `send` returns, so register under a lock held across it.
-    let (tx, rx) = oneshot::channel();
     let r = a
         .send(SendRequest {
             to: NodeId::new("b")?,
@@ -256,18 +269,12 @@ async fn one(
             in_reply_to: None,
         })
         .await?;
-    waiting.lock().unwrap().insert(r.message_id.clone(), tx);
-    // The receipt may have come in before the waiter was registered.
-    if a.message(&r.message_id)
-        .await?
-        .is_some_and(|m| serde_json::to_value(&m.state).unwrap()["state"] != "queued")
-        && waiting.lock().unwrap().remove(&r.message_id).is_some()
-    {
-        return Ok(t0.elapsed());
-    }
-    let done = tokio::time::timeout(Duration::from_secs(120), rx)
-        .await
-        .context("no receipt within 120 s")??;
+    let done = match waiting.wait(&r.message_id) {
+        Ok(at) => at,
+        Err(rx) => tokio::time::timeout(Duration::from_secs(120), rx)
+            .await
+            .context("no receipt within 120 s")??,
+    };
     Ok(done - t0)
 }
 

@@ -260,6 +260,9 @@ struct SendArgs {
     reply_to: Option<String>,
 }
 
+#[global_allocator]
+static ALLOCATOR: liaison_node::Allocator = liaison_node::Allocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {

@@ -27,6 +27,10 @@ pub mod store;
 pub mod transport;
 mod witness;
 
+/// The allocator the node's binaries use (`#[global_allocator] static A: Allocator =
+/// Allocator;`).
+pub use mimalloc::MiMalloc as Allocator;
+
 pub use audit::AuditReport;
 pub use cases::{ActRequest, ActResult, CaseView, EnrollRequest, OfficerView};
 pub use config::Config;

@@ -22,6 +22,9 @@ struct Args {
     log_json: bool,
 }
 
+#[global_allocator]
+static ALLOCATOR: liaison_node::Allocator = liaison_node::Allocator;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

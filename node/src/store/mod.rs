@@ -559,15 +559,7 @@ impl Store {
 pub(crate) fn encode_message(rec: &MessageRecord) -> Vec<u8> {
     let in_log = rec.log_index.is_some()
         && rec.envelope.len() + 128 <= liaison_protocol::audit::MAX_ENTRY_LEN;
-    if in_log {
-        let stripped = MessageRecord {
-            envelope: Vec::new(),
-            ..rec.clone()
-        };
-        encode_record(&stripped)
-    } else {
-        encode_record(rec)
-    }
+    encode_record(&records::MessageRecordRef::new(rec, !in_log))
 }
 
 /// The envelope held by audit entry `index` (a message's sent, received or relayed entry).

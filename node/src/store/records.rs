@@ -81,6 +81,62 @@ pub struct MessageRecord {
     pub body: Option<Vec<u8>>,
 }
 
+/// A [`MessageRecord`] as written, borrowed (its envelope left out when the log holds it):
+/// the same fields, names and encoding, without copying the body to leave the envelope out.
+#[derive(Serialize)]
+pub(crate) struct MessageRecordRef<'a> {
+    #[serde(serialize_with = "ser_bytes")]
+    envelope: &'a [u8],
+    direction: Direction,
+    state: &'a MsgState,
+    hop: &'a Option<String>,
+    stored_at: u64,
+    updated_at: u64,
+    #[serde(serialize_with = "ser_opt_bytes")]
+    proof: &'a Option<Vec<u8>>,
+    inbox_seq: Option<u64>,
+    handed_over: bool,
+    attempts: u32,
+    #[serde(serialize_with = "ser_opt_bytes")]
+    out_key: &'a Option<Vec<u8>>,
+    retain_ms: Option<u64>,
+    log_index: Option<u64>,
+    #[serde(serialize_with = "ser_opt_bytes")]
+    body: &'a Option<Vec<u8>>,
+}
+
+impl<'a> MessageRecordRef<'a> {
+    pub(crate) fn new(r: &'a MessageRecord, with_envelope: bool) -> Self {
+        Self {
+            envelope: if with_envelope { &r.envelope } else { &[] },
+            direction: r.direction,
+            state: &r.state,
+            hop: &r.hop,
+            stored_at: r.stored_at,
+            updated_at: r.updated_at,
+            proof: &r.proof,
+            inbox_seq: r.inbox_seq,
+            handed_over: r.handed_over,
+            attempts: r.attempts,
+            out_key: &r.out_key,
+            retain_ms: r.retain_ms,
+            log_index: r.log_index,
+            body: &r.body,
+        }
+    }
+}
+
+fn ser_bytes<S: serde::Serializer>(v: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(v)
+}
+
+fn ser_opt_bytes<S: serde::Serializer>(v: &&Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(b) => s.serialize_bytes(b),
+        None => s.serialize_none(),
+    }
+}
+
 /// An item waiting in a per-hop outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "item")]

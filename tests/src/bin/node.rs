@@ -3,6 +3,9 @@
 
 #![forbid(unsafe_code)]
 
+#[global_allocator]
+static ALLOCATOR: liaison_node::Allocator = liaison_node::Allocator;
+
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(flag), Some(path)) = (args.next(), args.next()) else {
