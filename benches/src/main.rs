@@ -225,11 +225,14 @@ async fn bus(messages: usize, outstanding: usize, size: usize) -> Result<()> {
 /// waiter was registered (the id is known only once `send` returns).
 #[derive(Default)]
 struct Tracker {
-    inner: Mutex<(
-        HashMap<String, oneshot::Sender<Instant>>,
-        HashMap<String, Instant>,
-    )>,
+    inner: Mutex<Waiting>,
 }
+
+/// Waiters by message id, and receipts recorded before their waiter came.
+type Waiting = (
+    HashMap<String, oneshot::Sender<Instant>>,
+    HashMap<String, Instant>,
+);
 
 impl Tracker {
     fn settled(&self, id: String, at: Instant) {
