@@ -1,8 +1,11 @@
 //! The writer: one thread that owns every sled write. It takes every change waiting at the
 //! same time, runs them one after the other against one [`Group`] (each sees the writes of
-//! those before it), applies the group as one sled batch, flushes once, and only then
-//! answers them all. While it flushes, the next changes queue up: that queue is the next
-//! group, so the number of flushes falls as load rises without any timer.
+//! those before it) and applies the group as one sled batch; a second thread, the flusher,
+//! flushes and only then answers the group's changes. While one group is flushed the next
+//! is built and applied (it sees the writes of the one before, which sled holds), and while
+//! a group waits its turn the next changes queue up: the number of flushes falls as load
+//! rises without any timer. Groups are answered in the order they were applied; a flush
+//! covers every group applied before it.
 //!
 //! Failure rules: a change that returns an error (or panics) leaves nothing of itself in
 //! the group and gets its error. A failed apply or flush fails every change of the group,
@@ -13,6 +16,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc as sync_mpsc;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
@@ -49,8 +53,54 @@ pub(super) enum Msg {
     Close(oneshot::Sender<Result<(), StoreError>>),
 }
 
+/// A group applied and waiting for its flush.
+struct Applied {
+    generation: u64,
+    kept: Vec<Done>,
+    /// The group wrote something (else it needs no flush of its own).
+    wrote: bool,
+    counters: super::records::Counters,
+    frontier: liaison_protocol::merkle::Frontier,
+    checkpoint: bool,
+}
+
+/// Work for the flusher, in the order the writer applied it.
+enum Flush {
+    Group(Applied),
+    /// Answered once every group before it is durable.
+    Barrier(oneshot::Sender<Result<(), StoreError>>),
+    /// Flush, sync the log head, answer and stop.
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// Groups applied ahead of the one being flushed, at most (a bound on memory and latency).
+const PIPELINE: usize = 2;
+
 pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
+    let (ftx, frx) = sync_mpsc::sync_channel::<Flush>(PIPELINE);
+    let flusher = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("flush-{}", shared.node))
+            .spawn(move || flush_loop(&shared, &frx))
+    };
+    let Ok(flusher) = flusher else {
+        shared.fail("cannot start the store's flusher thread".into());
+        return;
+    };
+    // The state the next group builds on: applied, possibly not yet durable.
+    let (mut counters, mut frontier) = {
+        let c = shared.lock_committed();
+        (c.counters, c.frontier.clone())
+    };
     let mut generation = shared.applying.load(Ordering::SeqCst);
+    // Everything applied so far is durable (before an exclusive task, at close).
+    let quiesce = |ftx: &sync_mpsc::SyncSender<Flush>| {
+        let (tx, rx) = oneshot::channel();
+        if ftx.send(Flush::Barrier(tx)).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+    };
     while let Some(first) = rx.blocking_recv() {
         let mut msgs = vec![first];
         while msgs.len() < MAX_GROUP {
@@ -73,25 +123,36 @@ pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
         }
         if !changes.is_empty() {
             generation += 1;
-            commit(&shared, generation, changes);
-        }
-        for b in barriers {
-            let _ = b.send(shared.check());
-        }
-        for f in exclusive {
-            if catch_unwind(AssertUnwindSafe(|| f(&shared))).is_err() {
-                shared.fail("a maintenance task on the store panicked".into());
+            if let Some(a) =
+                build_and_apply(&shared, generation, changes, &mut counters, &mut frontier)
+            {
+                if ftx.send(Flush::Group(a)).is_err() {
+                    shared.fail("the store's flusher stopped".into());
+                }
             }
         }
+        for b in barriers {
+            let _ = ftx.send(Flush::Barrier(b));
+        }
+        if !exclusive.is_empty() {
+            quiesce(&ftx);
+            for f in exclusive {
+                if catch_unwind(AssertUnwindSafe(|| f(&shared))).is_err() {
+                    shared.fail("a maintenance task on the store panicked".into());
+                }
+            }
+            // A maintenance task may rewrite what the log derives from: start from it.
+            let c = shared.lock_committed();
+            counters = c.counters;
+            frontier = c.frontier.clone();
+        }
         if let Some(tx) = close {
-            let res = shared.check().and_then(|()| {
-                shared.db.flush()?;
-                shared.lock_head().sync()
-            });
-            let _ = tx.send(res);
+            let _ = ftx.send(Flush::Close(tx));
             break;
         }
     }
+    drop(ftx);
+    let _ = flusher.join();
     // Changes still queued after a close (or when every handle is gone) are refused.
     rx.close();
     while let Ok(m) = rx.try_recv() {
@@ -110,22 +171,33 @@ fn refuse(m: Msg, e: &StoreError) {
     }
 }
 
-/// Builds, applies and flushes one group, then answers its changes.
-fn commit(shared: &Shared, generation: u64, changes: Vec<(u64, Change)>) {
+fn fail_all(kept: Vec<Done>, e: &StoreError) {
+    for d in kept {
+        if let Some(s) = d.staged {
+            s(Err(e.clone()));
+        }
+        (d.finish)(Err(e.clone()));
+    }
+}
+
+/// Builds one group on the applied state and applies it; hands it to the flusher.
+fn build_and_apply(
+    shared: &Shared,
+    generation: u64,
+    changes: Vec<(u64, Change)>,
+    counters: &mut super::records::Counters,
+    frontier: &mut liaison_protocol::merkle::Frontier,
+) -> Option<Applied> {
     if shared.check().is_err() {
         // Dropping a change drops its answer channels: its caller sees the store failed.
-        return;
+        return None;
     }
-    let (counters, frontier) = {
-        let c = shared.lock_committed();
-        (c.counters, c.frontier.clone())
-    };
     let mut group = Group::new(
         &shared.db,
         &shared.node,
         shared.retention_ms,
-        counters,
-        frontier,
+        *counters,
+        frontier.clone(),
     );
     let mut kept: Vec<Done> = Vec::with_capacity(changes.len());
     for (now, run) in changes {
@@ -137,12 +209,7 @@ fn commit(shared: &Shared, generation: u64, changes: Vec<(u64, Change)>) {
         match outcome {
             (Ok(Some(done)), parts) => match group.merge(parts) {
                 Ok(()) => kept.push(done),
-                Err(e) => {
-                    if let Some(s) = done.staged {
-                        s(Err(e.clone()));
-                    }
-                    (done.finish)(Err(e));
-                }
+                Err(e) => fail_all(vec![done], &e),
             },
             // The change failed and answered itself; nothing of it stays.
             (Ok(None), _) => {}
@@ -151,86 +218,122 @@ fn commit(shared: &Shared, generation: u64, changes: Vec<(u64, Change)>) {
             }
         }
     }
-    let fail_all = |kept: Vec<Done>, e: StoreError| {
-        for d in kept {
-            if let Some(s) = d.staged {
-                s(Err(e.clone()));
-            }
-            (d.finish)(Err(e.clone()));
-        }
-    };
-    if group.is_empty() {
-        // Nothing to write: everything the changes read was durable already.
-        for d in kept {
-            if let Some(s) = d.staged {
-                s(Ok(()));
-            }
-            (d.finish)(Ok(()));
-        }
-        return;
-    }
+    let wrote = !group.is_empty();
     let next_counters = group.counters;
     let next_frontier = group.frontier.clone();
     let checkpoint = group.checkpoint;
-    let batch = group.into_batch();
-
-    // Apply: the group becomes visible to readers (not yet durable).
-    shared.applying.store(generation, Ordering::SeqCst);
-    let applied = shared.fault_before_apply().and_then(|()| {
-        catch_unwind(AssertUnwindSafe(|| shared.db.apply_batch(batch)))
-            .map_err(|_| StoreError::Db("sled panicked applying a batch".into()))?
-            .map_err(StoreError::from)
-    });
-    if let Err(e) = applied {
-        shared.fail(e.to_string());
-        fail_all(kept, e);
-        return;
+    if wrote {
+        let batch = group.into_batch();
+        // Apply: the group becomes visible to readers (not yet durable).
+        shared.applying.store(generation, Ordering::SeqCst);
+        let applied = shared.fault_before_apply().and_then(|()| {
+            catch_unwind(AssertUnwindSafe(|| shared.db.apply_batch(batch)))
+                .map_err(|_| StoreError::Db("sled panicked applying a batch".into()))?
+                .map_err(StoreError::from)
+        });
+        if let Err(e) = applied {
+            shared.fail(e.to_string());
+            fail_all(kept, &e);
+            return None;
+        }
+        *counters = next_counters;
+        *frontier = next_frontier.clone();
     }
     for d in &mut kept {
         if let Some(s) = d.staged.take() {
             s(Ok(()));
         }
     }
-
-    // Flush: one fsync for the whole group.
-    let flushed = shared.fault_before_flush().and_then(|()| {
-        catch_unwind(AssertUnwindSafe(|| shared.db.flush()))
-            .map_err(|_| StoreError::Db("sled panicked flushing".into()))?
-            .map(|_| ())
-            .map_err(StoreError::from)
-    });
-    if let Err(e) = flushed {
-        shared.fail(e.to_string());
-        fail_all(kept, e);
-        return;
-    }
-    // Durable: publish the new log, then the head (after the data, so it never claims more
-    // than the disk holds), then answer.
-    let root = next_frontier.root();
-    let size = next_frontier.size();
-    {
-        let mut c = shared.lock_committed();
-        c.counters = next_counters;
-        c.frontier = next_frontier;
-    }
-    let head = {
-        let mut h = shared.lock_head();
-        h.write(size, root)
-            .and_then(|()| if checkpoint { h.sync() } else { Ok(()) })
-    };
-    if let Err(e) = head {
-        // The data is durable; only the rollback check is weaker until the next write.
-        error!(error = %e, "cannot write the log head");
-    }
-    shared.groups.fetch_add(1, Ordering::Relaxed);
-    shared
-        .changes
-        .fetch_add(kept.len() as u64, Ordering::Relaxed);
-    shared.durable.send_replace(super::Durable {
+    // Even a group that wrote nothing is answered by the flusher: what it read may be a
+    // group applied just before, not yet durable.
+    Some(Applied {
         generation,
-        failed: false,
-    });
-    for d in kept {
+        kept,
+        wrote,
+        counters: next_counters,
+        frontier: next_frontier,
+        checkpoint,
+    })
+}
+
+/// The flusher: one flush for every group waiting, then the answers, in order.
+fn flush_loop(shared: &Shared, rx: &sync_mpsc::Receiver<Flush>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(m) = rx.try_recv() {
+            batch.push(m);
+        }
+        let needs_flush = batch
+            .iter()
+            .any(|m| matches!(m, Flush::Group(a) if a.wrote) || matches!(m, Flush::Close(_)));
+        let flushed = if shared.check().is_err() || !needs_flush {
+            shared.check()
+        } else {
+            shared.fault_before_flush().and_then(|()| {
+                catch_unwind(AssertUnwindSafe(|| shared.db.flush()))
+                    .map_err(|_| StoreError::Db("sled panicked flushing".into()))?
+                    .map(|_| ())
+                    .map_err(StoreError::from)
+            })
+        };
+        if let Err(e) = &flushed {
+            if shared.check().is_ok() {
+                shared.fail(e.to_string());
+            }
+        }
+        let mut stop = false;
+        for m in batch {
+            match m {
+                Flush::Group(a) => match &flushed {
+                    Ok(()) => publish(shared, a),
+                    Err(e) => fail_all(a.kept, e),
+                },
+                Flush::Barrier(tx) => {
+                    let _ = tx.send(shared.check());
+                }
+                Flush::Close(tx) => {
+                    let res = flushed.clone().and_then(|()| shared.lock_head().sync());
+                    let _ = tx.send(res);
+                    stop = true;
+                }
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+}
+
+/// A group is durable: publish the new log, then the head (after the data, so it never
+/// claims more than the disk holds), then answer.
+fn publish(shared: &Shared, a: Applied) {
+    if a.wrote {
+        let root = a.frontier.root();
+        let size = a.frontier.size();
+        {
+            let mut c = shared.lock_committed();
+            c.counters = a.counters;
+            c.frontier = a.frontier;
+        }
+        let head = {
+            let mut h = shared.lock_head();
+            h.write(size, root)
+                .and_then(|()| if a.checkpoint { h.sync() } else { Ok(()) })
+        };
+        if let Err(e) = head {
+            // The data is durable; only the rollback check is weaker until the next write.
+            error!(error = %e, "cannot write the log head");
+        }
+        shared.groups.fetch_add(1, Ordering::Relaxed);
+        shared
+            .changes
+            .fetch_add(a.kept.len() as u64, Ordering::Relaxed);
+        shared.durable.send_replace(super::Durable {
+            generation: a.generation,
+            failed: false,
+        });
+    }
+    for d in a.kept {
         (d.finish)(Ok(()));
     }
 }
