@@ -61,7 +61,15 @@ fn costs(a: &Node, b: &Node, messages: usize, cpu: f64, dir: &std::path::Path) -
 async fn pair(outstanding: usize) -> Result<(tempfile::TempDir, Node, Node)> {
     let dir = tempfile::tempdir()?;
     let (g, mut sockets) = federation(dir.path(), &["a", "b"])?;
-    let window = |c: &mut liaison_node::Config| c.delivery.window = outstanding.max(16);
+    let cache = std::env::var("LIAISON_BENCH_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let window = |c: &mut liaison_node::Config| {
+        c.delivery.window = outstanding.max(16);
+        if let Some(mib) = cache {
+            c.store.cache_bytes = mib << 20;
+        }
+    };
     let a = start(&g, &mut sockets, "a", window).await?;
     let b = start(&g, &mut sockets, "b", window).await?;
     Ok((dir, a, b))
@@ -79,6 +87,7 @@ pub(crate) async fn closed(messages: usize, outstanding: usize, size: usize) -> 
     tracker.wait(&r.message_id).await?;
     let permits = Arc::new(Semaphore::new(outstanding));
     let mut tasks = tokio::task::JoinSet::new();
+    let (idle, _) = rss_kib("self")?;
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     for _ in 0..messages {
@@ -98,6 +107,16 @@ pub(crate) async fn closed(messages: usize, outstanding: usize, size: usize) -> 
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    println!(
+        "  throughput  {:.0} msg/s  ({secs:.2} s)",
+        messages as f64 / secs
+    );
+    println!("  send→receipt latency  {}", latency_line(lat));
+    println!(
+        "  memory of the process (two nodes) before the run: resident {} MiB",
+        idle / 1024
+    );
+    costs(&a, &b, messages, cpu, dir.path())?;
     let inbox = b.inbox(messages + 10, false).await?.len();
     if inbox != messages + 1 {
         bail!(
@@ -105,12 +124,6 @@ pub(crate) async fn closed(messages: usize, outstanding: usize, size: usize) -> 
             messages + 1
         );
     }
-    println!(
-        "  throughput  {:.0} msg/s  ({secs:.2} s)",
-        messages as f64 / secs
-    );
-    println!("  send→receipt latency  {}", latency_line(lat));
-    costs(&a, &b, messages, cpu, dir.path())?;
     a.shutdown().await;
     b.shutdown().await;
     Ok(())

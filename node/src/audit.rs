@@ -55,7 +55,7 @@ fn purge_one(
 }
 
 /// Entries read per batch while verifying.
-const CHUNK: u64 = 4096;
+const CHUNK: u64 = 16_384;
 /// Bodies purged per change.
 const PURGE_BATCH: usize = 512;
 /// A body still waiting in an outbox or an inbox when its retention ends is looked at again
@@ -442,6 +442,24 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
+/// `f` over `items`, split over every core, in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let per = items.len().div_ceil(threads()).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|part| {
+                let f = &f;
+                s.spawn(move || part.iter().map(f).collect::<Vec<R>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
 /// Per entry (index, signatures verified), and the first problem (index, what).
 type Checked = (Vec<(u64, u64)>, Option<(u64, String)>);
 
@@ -507,10 +525,23 @@ fn verify_log(rd: &Reader<'_>, ctx: &VerifyCtx, n: u64) -> Result<AuditReport, N
         root_at_checkpoint = Some(merkle::EMPTY_ROOT);
     }
     let mut from = 0;
+    let read = |from: u64| -> Result<(Vec<(u64, Vec<u8>)>, Vec<Hash>), StoreError> {
+        let to = (from + CHUNK).min(n);
+        Ok((rd.log_entries(from, to)?, rd.leaf_hashes(from, to)?))
+    };
+    let mut next = if n > 0 { Some(read(0)?) } else { None };
     'scan: while from < n {
         let to = (from + CHUNK).min(n);
-        let entries = rd.log_entries(from, to)?;
-        let leaves = rd.leaf_hashes(from, to)?;
+        let Some((entries, leaves)) = next.take() else {
+            break;
+        };
+        // Hashing and decoding are independent per entry: on every core.
+        let decoded = par_map(&entries, |(_, bytes)| {
+            (
+                merkle::leaf_hash(bytes),
+                Entry::decode(bytes).map_err(|e| e.to_string()),
+            )
+        });
         let mut jobs = Vec::with_capacity(entries.len());
         let mut structural: Option<(u64, String)> = None;
         for (k, expected_index) in (from..to).enumerate() {
@@ -523,13 +554,18 @@ fn verify_log(rd: &Reader<'_>, ctx: &VerifyCtx, n: u64) -> Result<AuditReport, N
                 structural = problem(format!("entry is missing; next stored is {index}"));
                 break;
             }
-            let leaf = merkle::leaf_hash(bytes);
+            let _ = bytes;
+            let Some((leaf, entry)) = decoded.get(k) else {
+                structural = problem("entry is missing (deleted?)".into());
+                break;
+            };
+            let leaf = *leaf;
             if leaves.get(k) != Some(&leaf) {
                 structural = problem("entry does not match its leaf hash (altered?)".into());
                 break;
             }
-            let entry = match Entry::decode(bytes) {
-                Ok(e) => e,
+            let entry = match entry {
+                Ok(e) => e.clone(),
                 Err(e) => {
                     structural = problem(format!("entry does not decode: {e}"));
                     break;
@@ -556,7 +592,18 @@ fn verify_log(rd: &Reader<'_>, ctx: &VerifyCtx, n: u64) -> Result<AuditReport, N
                 roster: at_the_time.clone(),
             });
         }
-        let (counts, bad_signature) = check_jobs(&jobs);
+        // The next chunk is read while this one's signatures are checked.
+        let (checked, read_next) = std::thread::scope(|s| {
+            let prefetch = (to < n).then(|| s.spawn(|| read(to)));
+            let checked = check_jobs(&jobs);
+            (checked, prefetch.map(|h| h.join()))
+        });
+        next = match read_next {
+            Some(Ok(r)) => Some(r?),
+            Some(Err(_)) => return Err(StoreError::Db("log read thread panicked".into()).into()),
+            None => None,
+        };
+        let (counts, bad_signature) = checked;
         // The first problem by index, whether a signature or the structure.
         let first = match (structural, bad_signature) {
             (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
