@@ -442,6 +442,9 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
+/// A chunk of the log as read: entries (index, bytes) and their stored leaf hashes.
+type Chunk = (Vec<(u64, Vec<u8>)>, Vec<Hash>);
+
 /// `f` over `items`, split over every core, in order.
 fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let per = items.len().div_ceil(threads()).max(1);
@@ -525,7 +528,7 @@ fn verify_log(rd: &Reader<'_>, ctx: &VerifyCtx, n: u64) -> Result<AuditReport, N
         root_at_checkpoint = Some(merkle::EMPTY_ROOT);
     }
     let mut from = 0;
-    let read = |from: u64| -> Result<(Vec<(u64, Vec<u8>)>, Vec<Hash>), StoreError> {
+    let read = |from: u64| -> Result<Chunk, StoreError> {
         let to = (from + CHUNK).min(n);
         Ok((rd.log_entries(from, to)?, rd.leaf_hashes(from, to)?))
     };
