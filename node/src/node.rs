@@ -664,25 +664,24 @@ pub(crate) fn stage_outgoing(
         OutItem::Message { digest: digest.0 },
         h.expires_at,
     );
-    t.put_message(
-        &digest,
-        &MessageRecord {
-            envelope: env.bytes().to_vec(),
-            direction: Direction::Outgoing,
-            state: MsgState::Queued,
-            hop: Some(hop.to_string()),
-            stored_at: now,
-            updated_at: now,
-            proof: None,
-            inbox_seq: None,
-            handed_over: false,
-            attempts: 0,
-            out_key: Some(q.key.clone()),
-            retain_ms,
-            log_index: Some(t.next_log_index()),
-            body: Some(body.to_vec()),
-        },
-    );
+    let mut rec = MessageRecord {
+        envelope: env.bytes().to_vec(),
+        direction: Direction::Outgoing,
+        state: MsgState::Queued,
+        hop: Some(hop.to_string()),
+        stored_at: now,
+        updated_at: now,
+        proof: None,
+        inbox_seq: None,
+        handed_over: false,
+        attempts: 0,
+        out_key: Some(q.key.clone()),
+        retain_ms,
+        log_index: Some(t.next_log_index()),
+        body: None,
+    };
+    t.keep_body(&digest, body, &mut rec);
+    t.put_message(&digest, &rec);
     t.index_id(&h.id, &digest);
     t.log(EntryKind::MessageSent, env.bytes().to_vec());
     q
@@ -1307,8 +1306,9 @@ impl Inner {
                 out_key: None,
                 retain_ms,
                 log_index: None,
-                body: Some(body.clone()),
+                body: None,
             };
+            t.keep_body(&digest, &body, &mut rec);
             let outcome = match &hop {
                 None => {
                     let index = t.log(EntryKind::MessageReceived, env.bytes().to_vec());

@@ -76,6 +76,9 @@ use writer::{Done, Msg};
 /// The schema this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Bodies up to this size are kept in their message record, larger ones beside it.
+pub(crate) const INLINE_BODY_MAX: usize = 4096;
+
 /// Changes queued for the writer at most; a caller beyond waits (back-pressure).
 const QUEUE: usize = 16 * 1024;
 

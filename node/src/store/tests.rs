@@ -566,3 +566,49 @@ fn a_message_record_encodes_as_written() {
     assert_eq!(back.body, rec.body);
     assert_eq!(back.log_index, Some(3));
 }
+
+/// A small body lives in its record, a large one beside it; both read back and purge alike.
+#[tokio::test]
+async fn small_bodies_in_the_record_large_ones_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await.unwrap();
+    let (small, large) = (Digest([5; 32]), Digest([6; 32]));
+    let big = vec![7u8; INLINE_BODY_MAX + 1];
+    let b2 = big.clone();
+    s.write(1, move |t| {
+        for (d, body) in [(small, b"tiny".to_vec()), (large, b2)] {
+            let mut rec = with_body(b"");
+            t.keep_body(&d, &body, &mut rec);
+            t.put_message(&d, &rec);
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let (a, b, rec_large) = s
+        .read(move |r| Ok((r.body(&small)?, r.body(&large)?, r.message(&large)?)))
+        .await
+        .unwrap();
+    assert_eq!(a.unwrap(), b"tiny");
+    assert_eq!(b.unwrap(), big);
+    assert!(
+        rec_large.unwrap().body.is_none(),
+        "a large body went into the record"
+    );
+    let purged = s
+        .write(2, move |t| {
+            Ok((
+                t.purge_body(&small)?,
+                t.purge_body(&large)?,
+                t.purge_body(&large)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged, (true, true, false));
+    let gone = s
+        .read(move |r| Ok((r.body(&small)?, r.body(&large)?)))
+        .await
+        .unwrap();
+    assert_eq!(gone, (None, None));
+}

@@ -268,6 +268,17 @@ impl Txn<'_> {
         }
     }
 
+    /// Where a message's body goes: into its record when small (one write fewer), under
+    /// `b/` when larger, so that rewriting the record (a receipt, an ack) does not rewrite it.
+    pub fn keep_body(&mut self, digest: &Digest, body: &[u8], rec: &mut MessageRecord) {
+        if body.len() <= super::INLINE_BODY_MAX {
+            rec.body = Some(body.to_vec());
+        } else {
+            rec.body = None;
+            self.put(key_digest(b"b/", digest), body.to_vec());
+        }
+    }
+
     /// Deletes a message's body (retention ended); returns whether there was one.
     pub fn purge_body(&mut self, digest: &Digest) -> Result<bool, StoreError> {
         let old = self.get(&key_digest(b"b/", digest))?.is_some();
