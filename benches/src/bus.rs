@@ -90,6 +90,7 @@ pub(crate) async fn closed(messages: usize, outstanding: usize, size: usize) -> 
     let (idle, _) = rss_kib("self")?;
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
+    let mut lat = Vec::with_capacity(messages);
     for _ in 0..messages {
         let permit = permits.clone().acquire_owned().await?;
         let (a, tracker, body) = (a.clone(), tracker.clone(), body.clone());
@@ -100,8 +101,11 @@ pub(crate) async fn closed(messages: usize, outstanding: usize, size: usize) -> 
             drop(permit);
             Ok::<_, anyhow::Error>(done - t)
         });
+        // Finished tasks are taken as we go: a finished task keeps its memory until joined.
+        while let Some(r) = tasks.try_join_next() {
+            lat.push(r??);
+        }
     }
-    let mut lat = Vec::with_capacity(messages);
     while let Some(r) = tasks.join_next().await {
         lat.push(r??);
     }
@@ -141,6 +145,7 @@ pub(crate) async fn open(rate: f64, seconds: f64, size: usize) -> Result<()> {
     tracker.wait(&r.message_id).await?;
     let t0 = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut lat = Vec::with_capacity(n);
     for i in 0..n {
         let at = t0 + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(at).await;
@@ -150,8 +155,10 @@ pub(crate) async fn open(rate: f64, seconds: f64, size: usize) -> Result<()> {
             let done = tracker.wait(&r.message_id).await?;
             Ok::<_, anyhow::Error>(done - at.into_std())
         });
+        while let Some(r) = tasks.try_join_next() {
+            lat.push(r??);
+        }
     }
-    let mut lat = Vec::with_capacity(n);
     while let Some(r) = tasks.join_next().await {
         lat.push(r??);
     }
@@ -210,6 +217,9 @@ pub(crate) async fn backlog(messages: usize, size: usize) -> Result<()> {
             drop(permit);
             Ok::<_, anyhow::Error>(())
         });
+        while let Some(r) = tasks.try_join_next() {
+            r??;
+        }
     }
     while let Some(r) = tasks.join_next().await {
         r??;

@@ -414,10 +414,9 @@ impl Node {
             roster: self.roster(),
             authority: self.inner.authority,
         };
-        let n = self.log_len();
         self.inner
             .store
-            .read(move |r| Ok(verify_log(r, &ctx, n)))
+            .read(move |r| Ok(verify_log(r, &ctx)))
             .await?
     }
 }
@@ -509,8 +508,11 @@ fn check_jobs(jobs: &[Job]) -> Checked {
     (counts, problem)
 }
 
-fn verify_log(rd: &Reader<'_>, ctx: &VerifyCtx, n: u64) -> Result<AuditReport, NodeError> {
+fn verify_log(rd: &Reader<'_>, ctx: &VerifyCtx) -> Result<AuditReport, NodeError> {
+    // The checkpoint first, then the log's length: a checkpoint is stored only once its
+    // entries are on disk, so the length read after it covers it.
     let checkpoint = rd.latest_checkpoint()?;
+    let n = rd.log_len();
     let mut report = AuditReport {
         entries: 0,
         root: String::new(),

@@ -291,6 +291,8 @@ impl From<NodeError> for Refuse {
 
 /// What an accepted action writes, decided under the case lock.
 struct Decision {
+    /// Permissions the step relies on, checked again in its change.
+    grants: Vec<Grant>,
     hops: Vec<NodeId>,
     envelopes: Vec<Envelope>,
     record: CaseRecord,
@@ -557,6 +559,7 @@ impl Inner {
             }
         };
         let Decision {
+            grants,
             hops,
             envelopes,
             record,
@@ -576,12 +579,34 @@ impl Inner {
             .cloned()
             .zip(hops.iter().cloned())
             .collect();
+        let officer = signed
+            .officer()
+            .map(|o| (o.id.clone(), signed.action().credential.clone()));
         let change = move |t: &mut Txn<'_>| {
             // The record this was decided on is still the one stored, so the checks made
             // on it (the signed action not taken yet among them) still hold.
             let current = t.case(&case_ref)?;
             if current.as_ref().map(|c| c.rev) != base_rev {
                 return Err(StoreError::Conflict(format!("case {case_ref}")));
+            }
+            // So is the officer's enrollment, and every permission the step relies on.
+            if let Some((id, credential)) = &officer {
+                let rec = t.officer(id)?;
+                if rec.as_ref().is_none_or(|r| {
+                    r.revoked_at.is_some() || Some(&r.credential) != credential.as_ref()
+                }) {
+                    return Ok(Err(format!(
+                        "officer {id} was revoked or enrolled again while this step was checked"
+                    )));
+                }
+            }
+            for (m, provider, to) in &grants {
+                if !t.granted(m, provider, to)? {
+                    return Ok(Err(format!(
+                        "the permission to pass message {m} from {provider} on to {to} was \
+                         withdrawn while this step was checked"
+                    )));
+                }
             }
             if !widening
                 && current
@@ -602,11 +627,18 @@ impl Inner {
                 .collect();
             let index = case_index(&record, &me, now, retention);
             t.put_case(&case_ref, record, index)?;
-            Ok(queued)
+            Ok(Ok(queued))
         };
         let staged = self.store.stage(now, change).await;
         drop(guard);
-        let queued = staged?.durable().await?;
+        let queued = match staged?.durable().await? {
+            Ok(q) => q,
+            Err(reason) => {
+                return Err(self
+                    .refuse(now, EntryKind::Rejected, reason, Some(signed))
+                    .await);
+            }
+        };
         let messages = envelopes
             .iter()
             .zip(&hops)
@@ -762,11 +794,15 @@ impl Inner {
                 ));
             }
         }
-        let checks = self
+        let mut grants = Vec::new();
+        for check in self
             .onward(&a, recipients.iter().cloned().map(Some).collect())
-            .await?;
-        if let Some(Err(reason)) = checks.into_iter().find(Result::is_err) {
-            return Err(Refuse::Audit(RefusedByPolicy, reason));
+            .await?
+        {
+            match check {
+                Ok(g) => grants.extend(g),
+                Err(reason) => return Err(Refuse::Audit(RefusedByPolicy, reason)),
+            }
         }
 
         // The state machine, once per recipient (fan-out steps are no-ops after the first).
@@ -908,6 +944,7 @@ impl Inner {
         let state_change = state_change(&a.case_ref, before.as_ref(), &case, &digest);
         let logged = action_record(&a.case_ref, &a.kind, signed.actor(), &digest.0);
         Ok(Decision {
+            grants,
             hops,
             envelopes,
             record,
@@ -924,7 +961,7 @@ impl Inner {
         &self,
         a: &Action,
         targets: Vec<Option<NodeId>>,
-    ) -> Result<Vec<Result<(), String>>, StoreError> {
+    ) -> Result<Vec<Result<Vec<Grant>, String>>, StoreError> {
         let a = a.clone();
         let me = self.id.clone();
         let roster = self.roster.get();
@@ -1144,6 +1181,36 @@ impl Inner {
                 warn!(node = %self.id, %case_ref, error = %e, "cannot schedule the case");
             }
         }
+        Ok(())
+    }
+
+    /// Puts every case in the ticker's and the permissions' indexes (once, for a store
+    /// written before they existed), and marks the store indexed.
+    pub(crate) async fn index_cases(&self) -> Result<(), NodeError> {
+        let me = self.id.clone();
+        let retention = self.body_retention_ms;
+        let now = now_ms();
+        let refs: Vec<String> = self
+            .store
+            .peek(|r| r.cases())
+            .await?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        let n = refs.len();
+        self.store
+            .write(now, move |t| {
+                for case_ref in refs {
+                    if let Some(rec) = t.case(&case_ref)? {
+                        let index = case_index(&rec, &me, now, retention);
+                        t.put_case(&case_ref, rec, index)?;
+                    }
+                }
+                t.cases_indexed();
+                Ok(())
+            })
+            .await?;
+        tracing::info!(node = %self.id, cases = n, "cases indexed for the ticker");
         Ok(())
     }
 
@@ -1555,6 +1622,10 @@ pub(crate) fn on_receipt(
     Ok(())
 }
 
+/// A granted onward-passing permission a step relied on: (message id hex, provider,
+/// recipient).
+type Grant = (String, NodeId, NodeId);
+
 /// H2 material passes on only to its provider or with the provider's signed grant. The
 /// check follows `derived_from` through this node's own messages (material derived from
 /// H2 material is still that material) up to a depth of 8; a message this node only
@@ -1565,7 +1636,8 @@ fn check_onward(
     a: &Action,
     to: Option<&NodeId>,
     r: &liaison_protocol::Roster,
-) -> Result<(), String> {
+) -> Result<Vec<Grant>, String> {
+    let mut grants = Vec::new();
     let mut todo: Vec<(MessageId, usize)> = a.derived_from.iter().map(|m| (*m, 0)).collect();
     let mut seen = Vec::new();
     while let Some((mid, depth)) = todo.pop() {
@@ -1611,13 +1683,17 @@ fn check_onward(
                 rd.granted(&mid.to_hex(), &h.from, to)
                     .map_err(|e| e.to_string())
             };
-            if src.handling == Handling::H2 && h.from != *to && !granted()? {
-                return Err(format!(
-                    "message {mid} from {} is H2 (not to be passed on without the provider's \
-                     permission); ask first: `liaison permission request --message {mid} \
-                     --recipient {to} --to {} --reason …`",
-                    h.from, h.from
-                ));
+            if src.handling == Handling::H2 && h.from != *to {
+                if !granted()? {
+                    return Err(format!(
+                        "message {mid} from {} is H2 (not to be passed on without the provider's \
+                         permission); ask first: `liaison permission request --message {mid} \
+                         --recipient {to} --to {} --reason …`",
+                        h.from, h.from
+                    ));
+                }
+                // Relied on: checked again in the change that sends.
+                grants.push((mid.to_hex(), h.from.clone(), to.clone()));
             }
             let foreign = r.member(to).map(|m| &m.country) != r.member(me).map(|m| &m.country);
             if !src.abroad && foreign {
@@ -1633,7 +1709,7 @@ fn check_onward(
             ));
         }
     }
-    Ok(())
+    Ok(grants)
 }
 
 /// The units an alert reaches at `now` before the onward-passing check: every active

@@ -296,6 +296,10 @@ impl Node {
             node.inner.enqueue(&hop, q);
         }
         node.spawn_checkpointer(cfg.audit.checkpoint_interval_ms);
+        if node.inner.store.cases_unindexed() {
+            // A store written before cases were indexed: index them once, before the ticker.
+            node.inner.index_cases().await?;
+        }
         node.spawn_case_ticker(cfg.workflow.tick_ms);
         if opts.api_socket {
             crate::api::spawn_server(node.clone(), cfg.data_dir.join("api.sock"))?;
@@ -398,7 +402,9 @@ impl Node {
     }
 
     /// Final states of messages this node sends, as they happen (a lagging receiver misses
-    /// events; the store has them all).
+    /// events; the store has them all). A state is announced once recorded, which may be just
+    /// before its group reaches the disk: after a crash the message is sent again and the
+    /// recipient answers with the same receipt.
     pub fn settled(&self) -> tokio::sync::broadcast::Receiver<Settled> {
         self.inner.settled.subscribe()
     }
@@ -937,14 +943,18 @@ impl Inner {
         view(&digest, &rec, None)
     }
 
-    /// Logs a refused inbound message and builds the reply: a signed rejection receipt when
-    /// `signable` holds the verified envelope (addressed to this node), an error frame
-    /// otherwise. Nothing but the audit entry is stored.
+    /// Logs a refused inbound message and builds the reply. With `verified` (the envelope
+    /// verified), the dedupe index is looked up in the same change: a copy of a message taken
+    /// or refused before gets the answer it got then, never a contradicting one. With `sign`
+    /// too (the message is addressed to this node), the refusal is a signed rejection
+    /// receipt, kept as the message's record and dedupe entry so every later copy gets the
+    /// same receipt; otherwise an error frame, and only the audit entry is stored.
     async fn reject_inbound(
         &self,
         peer: &NodeId,
         envelope: &[u8],
-        signable: Option<&Envelope>,
+        verified: Option<&Envelope>,
+        sign: bool,
         reason: String,
         code: ErrorCode,
     ) -> Reply {
@@ -957,8 +967,8 @@ impl Inner {
             peeked.as_ref().map(|(d, _)| &d.0),
             peeked.as_ref().map(|(_, h)| &h.id.0),
         );
-        let receipt = signable
-            .filter(|env| env.header().to == self.id)
+        let receipt = verified
+            .filter(|env| sign && env.header().to == self.id)
             .map(|env| {
                 let h = env.header();
                 SignedReceipt::sign(
@@ -976,31 +986,89 @@ impl Inner {
                 )
             });
         let logged_receipt = receipt.as_ref().map(|r| r.bytes().to_vec());
-        let logged = self
+        let known = verified.map(|env| (env.header().clone(), env.digest(), env.bytes().to_vec()));
+        let recorded_reason = truncate(&reason, 1000);
+        enum Refused {
+            /// A copy of a message taken or refused before: the answer it got then.
+            Stored(Reply),
+            /// The id belongs to another message.
+            Reused,
+            /// Logged (and, signed, recorded).
+            Logged,
+        }
+        let reused = "message id reused with different content (replay?)";
+        let peer_s = peer.to_string();
+        let outcome = self
             .store
             .write(now, move |t| {
-                t.log(EntryKind::Rejected, rec);
-                if let Some(r) = logged_receipt {
-                    t.log(EntryKind::ReceiptSent, r);
+                if let Some((h, digest, _)) = &known {
+                    match t.seen(&h.from, &h.id)? {
+                        Some(d) if d == *digest => {
+                            if let Some(stored) = t.message(&d)? {
+                                return Ok(Refused::Stored(duplicate_answer(&d, stored)));
+                            }
+                        }
+                        // The id is another message's: refused, nothing recorded for it.
+                        Some(_) => {
+                            t.log(
+                                EntryKind::Rejected,
+                                event_record(reused, Some(&peer_s), Some(&digest.0), Some(&h.id.0)),
+                            );
+                            return Ok(Refused::Reused);
+                        }
+                        None => {}
+                    }
                 }
-                Ok(())
+                t.log(EntryKind::Rejected, rec);
+                if let (Some(r), Some((h, digest, env))) = (logged_receipt, known) {
+                    t.log(EntryKind::ReceiptSent, r.clone());
+                    // Kept, so every later copy gets this same receipt.
+                    t.put_seen(&h.from, &h.id, &digest);
+                    t.index_id(&h.id, &digest);
+                    t.put_message(
+                        &digest,
+                        &MessageRecord {
+                            envelope: env,
+                            direction: Direction::Incoming,
+                            state: MsgState::Rejected {
+                                reason: recorded_reason,
+                            },
+                            hop: None,
+                            stored_at: now,
+                            updated_at: now,
+                            proof: Some(r),
+                            inbox_seq: None,
+                            handed_over: false,
+                            attempts: 0,
+                            out_key: None,
+                            retain_ms: None,
+                            // No entry holds the envelope (kind 5 and 3 do not): the record does.
+                            log_index: None,
+                            body: None,
+                        },
+                    );
+                }
+                Ok(Refused::Logged)
             })
             .await;
-        if let Err(e) = logged {
-            return error_frame(ErrorCode::Unavailable, format!("cannot log rejection: {e}"));
-        }
-        match receipt {
-            Some(r) => Frame::Receipt(r.bytes().to_vec()),
-            None => error_frame(code, reason),
+        match outcome {
+            Err(e) => error_frame(ErrorCode::Unavailable, format!("cannot log rejection: {e}")),
+            Ok(Refused::Stored(stored)) => stored,
+            Ok(Refused::Reused) => error_frame(ErrorCode::Refused, reused),
+            Ok(Refused::Logged) => match receipt {
+                Some(r) => Frame::Receipt(r.bytes().to_vec()),
+                None => error_frame(code, reason),
+            },
         }
     }
 
-    /// Looks `env` up in the dedupe index; answers only from what is on disk.
+    /// Looks `env` up in the dedupe index, in the applied state: the caller waits for the
+    /// flush before it answers from it.
     async fn dedupe(&self, env: &Envelope) -> Result<Dedupe, StoreError> {
         let h = env.header();
         let (from, id, digest) = (h.from.clone(), h.id, env.digest());
         self.store
-            .read(move |r| match r.seen(&from, &id)? {
+            .peek(move |r| match r.seen(&from, &id)? {
                 None => Ok(Dedupe::New),
                 Some(d) if d != digest => Ok(Dedupe::Reused),
                 Some(d) => match r.message(&d)? {
@@ -1028,7 +1096,7 @@ impl Inner {
             Err(e) => {
                 let reason = format!("envelope refused: {e}");
                 return self
-                    .reject_inbound(peer, &envelope, None, reason, ErrorCode::Refused)
+                    .reject_inbound(peer, &envelope, None, false, reason, ErrorCode::Refused)
                     .await;
             }
         };
@@ -1047,32 +1115,35 @@ impl Inner {
                     h.from, h.to
                 );
                 return self
-                    .reject_inbound(peer, &envelope, None, reason, ErrorCode::Unauthorized)
+                    .reject_inbound(
+                        peer,
+                        &envelope,
+                        None,
+                        false,
+                        reason,
+                        ErrorCode::Unauthorized,
+                    )
                     .await;
             }
         }
         // 3. Everything else. A message that fails these checks may still be a resend (lost
-        //    receipt, restart) of one taken earlier: it gets the answer it got the first
-        //    time, whatever the time or the roster says now. A new message that passes them
-        //    is looked up in the dedupe index inside the change that stores it.
+        //    receipt, restart) of one taken or refused earlier: it gets the answer it got the
+        //    first time, whatever the time or the roster says now (looked up in the change
+        //    that logs the refusal). A new message that passes them is looked up in the dedupe
+        //    index inside the change that stores it.
         let relay_hop = match self.check_inbound(peer, &env, &body) {
             Ok(hop) => hop,
             Err(refusal) => {
-                return match self.dedupe(&env).await {
-                    Err(e) => error_frame(ErrorCode::Unavailable, e.to_string()),
-                    Ok(Dedupe::Same(answer)) => answer,
-                    Ok(Dedupe::Reused) => {
-                        let reason =
-                            "message id reused with different content (replay?)".to_owned();
-                        self.reject_inbound(peer, &envelope, Some(&env), reason, ErrorCode::Refused)
-                            .await
-                    }
-                    Ok(Dedupe::New) => {
-                        let signable = refusal.receipt.then_some(&env);
-                        self.reject_inbound(peer, &envelope, signable, refusal.reason, refusal.code)
-                            .await
-                    }
-                };
+                return self
+                    .reject_inbound(
+                        peer,
+                        &envelope,
+                        Some(&env),
+                        refusal.receipt,
+                        refusal.reason,
+                        refusal.code,
+                    )
+                    .await;
             }
         };
         if relay_hop.is_none() && crate::cases::is_case_kind(&h.kind) {
@@ -1102,15 +1173,29 @@ impl Inner {
         let h = env.header().clone();
         let case_ref = h.case_ref.clone().unwrap_or_default();
         let guard = self.case_locks.lock(&case_ref).await;
-        // A copy that arrived while we waited for the lock was answered already.
+        // A copy that arrived while we waited for the lock was answered already (read from
+        // the applied state: the lock is not held across a flush; the answer waits for it).
         match self.dedupe(&env).await {
             Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
-            Ok(Dedupe::Same(answer)) => return answer,
+            Ok(Dedupe::Same(answer)) => {
+                drop(guard);
+                return match self.store.flushed().await {
+                    Ok(()) => answer,
+                    Err(e) => error_frame(ErrorCode::Unavailable, e.to_string()),
+                };
+            }
             Ok(Dedupe::Reused) => {
                 drop(guard);
                 let reason = "message id reused with different content (replay?)".to_owned();
                 return self
-                    .reject_inbound(peer, env.bytes(), Some(&env), reason, ErrorCode::Refused)
+                    .reject_inbound(
+                        peer,
+                        env.bytes(),
+                        Some(&env),
+                        true,
+                        reason,
+                        ErrorCode::Refused,
+                    )
                     .await;
             }
             Ok(Dedupe::New) => {}
@@ -1157,8 +1242,15 @@ impl Inner {
             Err(crate::cases::StepRefusal::Final(reason)) => {
                 drop(guard);
                 let reason = format!("case step refused: {reason}");
-                self.reject_inbound(peer, env.bytes(), Some(&env), reason, ErrorCode::Refused)
-                    .await
+                self.reject_inbound(
+                    peer,
+                    env.bytes(),
+                    Some(&env),
+                    true,
+                    reason,
+                    ErrorCode::Refused,
+                )
+                .await
             }
         }
     }
@@ -1521,9 +1613,8 @@ impl Inner {
                 .to_owned()
                 .into());
         }
-        if rec.proof.is_some() {
-            return Ok(Frame::Ack(nd.digest()));
-        }
+        // Settled already (a resent record): the change below finds the proof and writes
+        // nothing, and the ACK still waits for the flush that made the proof durable.
         let state = if r.reason.starts_with(EXPIRED) {
             MsgState::Expired
         } else {

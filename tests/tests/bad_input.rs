@@ -139,6 +139,11 @@ async fn malformed_and_forged_messages_are_refused() {
     other[0] ^= 0x20;
     let a = deliver(&raw, env.bytes().to_vec(), &other).await;
     assert!(rejected_reason(&sx, &a).contains("hash"), "{a:?}");
+    // The signed rejection is final: the same envelope again, even with its right body, gets
+    // the same receipt (never a contradicting one).
+    let again = deliver(&raw, env.bytes().to_vec(), &body).await;
+    assert_eq!(again, a, "a refused envelope got another answer");
+    let env = Envelope::seal(header("fj", "sx", &body), &fj_key);
     let a = deliver(&raw, env.bytes().to_vec(), &body[1..]).await;
     assert!(
         rejected_reason(&sx, &a).contains("bytes but the envelope says"),
@@ -202,9 +207,19 @@ async fn malformed_and_forged_messages_are_refused() {
         "{a:?}"
     );
 
-    // Nothing stored, everything logged.
+    // Nothing delivered, everything logged; what was refused with a signed receipt is kept as
+    // refused (with that receipt, no body), so a copy gets the same answer.
     assert!(sx.inbox(100, false).await.unwrap().is_empty());
-    assert!(sx.messages().await.unwrap().is_empty());
+    let kept = sx.messages().await.unwrap();
+    assert!(!kept.is_empty());
+    for m in &kept {
+        assert!(
+            matches!(m.state, liaison_node::store::MsgState::Rejected { .. })
+                && m.body.is_none()
+                && m.proof.is_some(),
+            "{m:?}"
+        );
+    }
     let logged = rejections(&sx).await;
     assert!(logged.len() >= 12, "{logged:?}");
 

@@ -9,6 +9,8 @@ pub(super) const K_ROSTER: &[u8] = b"meta/roster";
 /// Set once every interior node of the log's tree is stored under `n/` (stores written
 /// before interior nodes existed get them built at open).
 pub(super) const K_TREE: &[u8] = b"meta/tree";
+/// Set once every case is in the `t/` and `pg/` indexes.
+pub(super) const K_CASES: &[u8] = b"meta/cases";
 /// The index of the next audit entry the walk for bodies whose retention ended looks at.
 pub(super) const K_PURGE: &[u8] = b"meta/purge";
 /// The body retention (ms) the `rb/` index was built with; another value rebuilds it.

@@ -154,6 +154,8 @@ pub(crate) struct Shared {
     failure: Mutex<Option<String>>,
     fault: Mutex<Fault>,
     head: Mutex<head::HeadFile>,
+    /// The store was written before cases were indexed (`t/`, `pg/`): the node indexes them.
+    cases_unindexed: std::sync::atomic::AtomicBool,
     /// Group commits that wrote something, and the changes they carried.
     pub(crate) groups: AtomicU64,
     pub(crate) changes: AtomicU64,
@@ -217,7 +219,7 @@ impl Shared {
     fn reader(&self) -> Reader<'_> {
         Reader {
             db: &self.db,
-            counters: self.lock_committed().counters,
+            shared: self,
         }
     }
 }
@@ -471,6 +473,12 @@ impl Store {
         (c.frontier.size(), c.frontier.root())
     }
 
+    /// Whether the cases of this store still need indexing (a store written before the
+    /// `t/` and `pg/` indexes existed). [`Txn::cases_indexed`] marks them done.
+    pub fn cases_unindexed(&self) -> bool {
+        self.shared.cases_unindexed.load(Ordering::SeqCst)
+    }
+
     /// How changes were grouped since open.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
@@ -705,6 +713,7 @@ fn open_db(path: &Path, opts: &StoreOptions, node: NodeId) -> Result<Shared, Sto
         db.insert(K_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
         db.insert(K_TREE, &[1u8][..])?;
         db.insert(K_RETENTION, &opts.body_retention_ms.to_be_bytes()[..])?;
+        db.insert(keys::K_CASES, &[1u8][..])?;
         db.flush()?;
     } else {
         let found = db
@@ -751,8 +760,14 @@ fn open_db(path: &Path, opts: &StoreOptions, node: NodeId) -> Result<Shared, Sto
         .clone()
         .unwrap_or_else(|| path.with_file_name("log-head"));
     let (mut head, last) = head::HeadFile::open(&head_path)?;
-    if let Some(h) = last {
-        check_head(&db, path, &head_path, counters.next_log, h)?;
+    match last {
+        Some(h) => check_head(&db, path, &head_path, counters.next_log, h)?,
+        None if !fresh => tracing::warn!(
+            head = %head_path.display(),
+            "the log head is missing: this store cannot be checked for going back in time \
+             (a new one is written now); if it was deleted, restore it with the data directory"
+        ),
+        None => {}
     }
     head.write(frontier.size(), frontier.root())?;
     head.sync()?;
@@ -764,8 +779,10 @@ fn open_db(path: &Path, opts: &StoreOptions, node: NodeId) -> Result<Shared, Sto
     if retention != Some(opts.body_retention_ms) {
         build_retention_index(&db, opts.body_retention_ms)?;
     }
+    let cases_unindexed = db.get(keys::K_CASES)?.is_none();
     let (durable, _) = watch::channel(Durable::default());
     Ok(Shared {
+        cases_unindexed: std::sync::atomic::AtomicBool::new(cases_unindexed),
         db,
         node,
         retention_ms: opts.body_retention_ms,
@@ -838,6 +855,9 @@ fn build_retention_index(db: &sled::Db, retention_ms: u64) -> Result<(), StoreEr
         }
     }
     batch.insert(K_RETENTION, &retention_ms.to_be_bytes()[..]);
+    // Bodies postponed earlier lost their index entry above: the log walk starts over and
+    // finds them (and passes quickly over what is purged already).
+    batch.remove(keys::K_PURGE);
     db.apply_batch(batch)?;
     db.flush()?;
     Ok(())

@@ -10,7 +10,7 @@ use super::keys::{
     parse_u64_suffix, parse_wake_key, prefixed, seen_key,
 };
 use super::records::{
-    CaseRecord, Counters, MessageRecord, OfficerRecord, Queued, StoredOut, Witnessed, decode_record,
+    CaseRecord, MessageRecord, OfficerRecord, Queued, StoredOut, Witnessed, decode_record,
 };
 use crate::error::StoreError;
 
@@ -18,7 +18,7 @@ use crate::error::StoreError;
 #[derive(Debug)]
 pub struct Reader<'a> {
     pub(super) db: &'a sled::Db,
-    pub(super) counters: Counters,
+    pub(super) shared: &'a super::Shared,
 }
 
 impl Reader<'_> {
@@ -239,14 +239,14 @@ impl Reader<'_> {
         Ok(self.db.get(K_ROSTER)?.map(|v| v.to_vec()))
     }
 
-    /// Number of committed audit entries.
+    /// Number of committed (durable) audit entries, now.
     pub fn log_len(&self) -> u64 {
-        self.counters.next_log
+        self.shared.lock_committed().counters.next_log
     }
 
     /// Audit entries in `[from, to)` (only committed ones: `to` is cut at the log's length).
     pub fn log_entries(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let to = to.min(self.counters.next_log);
+        let to = to.min(self.log_len());
         let mut out = Vec::new();
         if from >= to {
             return Ok(out);

@@ -1,8 +1,9 @@
 //! One change, and the group of changes the writer commits together.
 //!
 //! A [`Txn`] reads through its own writes, then the writes of the changes before it in the
-//! same group, then sled (which holds only committed, durable state while a group is being
-//! built: the writer builds a group only after the previous one is flushed). Its writes stay
+//! same group, then sled (which holds every group applied before, durable or still being
+//! flushed; the changes of this group are answered only after a flush that covers them all,
+//! so what they read from an earlier group is durable by then). Its writes stay
 //! its own until it returns `Ok`; a change that fails leaves nothing of itself behind. Audit
 //! entries get their indices from the group's counters, and their leaves (with the interior
 //! nodes they complete) join the group's frontier only when the change is kept.
@@ -451,6 +452,24 @@ impl Txn<'_> {
     /// An officer record as this change sees it.
     pub fn officer(&self, id: &str) -> Result<Option<OfficerRecord>, StoreError> {
         self.get_record(&prefixed(b"u/", id.as_bytes()))
+    }
+
+    /// Whether `provider` granted passing message `message` on to `recipient`, as this
+    /// change sees it.
+    pub fn granted(
+        &self,
+        message: &str,
+        provider: &NodeId,
+        recipient: &NodeId,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .get(&grant_key(message, provider, recipient))?
+            .is_some())
+    }
+
+    /// Marks every case indexed (after the node indexed a store written before the indexes).
+    pub fn cases_indexed(&mut self) {
+        self.put(super::keys::K_CASES.to_vec(), vec![1]);
     }
 
     /// A case record as this change sees it.

@@ -76,13 +76,26 @@ enum Flush {
 /// Groups applied ahead of the one being flushed, at most (a bound on memory and latency).
 const PIPELINE: usize = 2;
 
-pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
+pub(super) fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Msg>) {
+    let s2 = shared.clone();
+    if catch_unwind(AssertUnwindSafe(move || run_inner(s2, rx))).is_err() {
+        shared.fail("the store's writer thread panicked".into());
+    }
+}
+
+fn run_inner(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
     let (ftx, frx) = sync_mpsc::sync_channel::<Flush>(PIPELINE);
     let flusher = {
         let shared = shared.clone();
         std::thread::Builder::new()
             .name(format!("flush-{}", shared.node))
-            .spawn(move || flush_loop(&shared, &frx))
+            .spawn(move || {
+                // A panic outside the guarded calls fails the store rather than leaving its
+                // callers waiting.
+                if catch_unwind(AssertUnwindSafe(|| flush_loop(&shared, &frx))).is_err() {
+                    shared.fail("the store's flusher thread panicked".into());
+                }
+            })
     };
     let Ok(flusher) = flusher else {
         shared.fail("cannot start the store's flusher thread".into());
@@ -328,10 +341,10 @@ fn publish(shared: &Shared, a: Applied) {
         shared
             .changes
             .fetch_add(a.kept.len() as u64, Ordering::Relaxed);
-        shared.durable.send_replace(super::Durable {
-            generation: a.generation,
-            failed: false,
-        });
+        // Only the generation moves: a failure marked meanwhile must stay marked.
+        shared
+            .durable
+            .send_modify(|d| d.generation = d.generation.max(a.generation));
     }
     for d in a.kept {
         (d.finish)(Ok(()));
