@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::node::{Inner, now_ms};
-use crate::store::{MsgState, OutItem, Queued};
+use crate::store::{MsgState, OutItem, Payload, Queued};
 
 /// Largest answer frame accepted from a peer (receipts, acks, errors).
 const MAX_ANSWER: usize = 64 * 1024;
@@ -28,6 +28,8 @@ const SWEEP: Duration = Duration::from_secs(1);
 /// Queued messages beyond this many are held without their envelope and body in memory
 /// (read from the store when sent), so a long backlog costs little memory.
 const PAYLOAD_LIMIT: usize = 4096;
+/// Messages read ahead, with their envelope and body, when the next ones to send have none.
+const PREFETCH: usize = 256;
 /// Longest one exchange may take before its connection is taken for dead.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the roster offer on a new connection may take.
@@ -232,7 +234,7 @@ impl Actor {
                 }
             }
             if let Some(conn) = self.conn.clone() {
-                self.launch(&conn, &mut flights);
+                self.launch(&conn, &mut flights).await;
             }
             let next_due = lock(&self.shared.queue).release_due(Instant::now());
             let nap = next_due.map_or(SWEEP, |d| d.min(SWEEP));
@@ -344,22 +346,98 @@ impl Actor {
         Err(last)
     }
 
-    fn launch(&self, conn: &quinn::Connection, flights: &mut JoinSet<(Queued, Outcome)>) {
+    async fn launch(&self, conn: &quinn::Connection, flights: &mut JoinSet<(Queued, Outcome)>) {
         let window = self.inner.cfg.window.max(1);
-        loop {
-            let next = {
-                let mut q = lock(&self.shared.queue);
-                if q.in_flight >= window {
-                    None
-                } else {
-                    let item = q.pop();
-                    if item.is_some() {
-                        q.in_flight += 1;
+        let mut batch = Vec::new();
+        {
+            let mut q = lock(&self.shared.queue);
+            while q.in_flight < window {
+                let Some(item) = q.pop() else { break };
+                q.in_flight += 1;
+                batch.push(item);
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        // Messages without their envelope and body at hand (restored after a restart, or
+        // queued behind a long queue) are read in one go with those queued right behind
+        // them, not one read each.
+        let needs = |q: &Queued| matches!(q.item, OutItem::Message { .. }) && q.payload.is_none();
+        if batch.iter().any(needs) {
+            let mut wanted: Vec<(Option<usize>, (u8, u64), Digest, Vec<u8>)> = batch
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| needs(q))
+                .filter_map(|(i, q)| match &q.item {
+                    OutItem::Message { digest } => Some((
+                        Some(i),
+                        (3 - q.priority as u8, q.seq),
+                        Digest(*digest),
+                        q.key.clone(),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            {
+                let q = lock(&self.shared.queue);
+                for (k, item) in q.pending.iter().take(PREFETCH) {
+                    if let (true, OutItem::Message { digest }) = (needs(item), &item.item) {
+                        wanted.push((None, *k, Digest(*digest), item.key.clone()));
                     }
-                    item
                 }
-            };
-            let Some(item) = next else { break };
+            }
+            let ask: Vec<(Digest, Vec<u8>)> =
+                wanted.iter().map(|(_, _, d, k)| (*d, k.clone())).collect();
+            let read = self
+                .inner
+                .store
+                .peek(move |r| {
+                    let mut out = Vec::with_capacity(ask.len());
+                    for (digest, key) in ask {
+                        let rec = r.message(&digest)?;
+                        // Only what is still queued under this entry; the rest is settled by
+                        // the exchange itself (stale, purged).
+                        let found = match rec {
+                            Some(rec)
+                                if rec.state == MsgState::Queued
+                                    && rec.out_key.as_deref() == Some(&key[..]) =>
+                            {
+                                r.body(&digest)?.map(|body| {
+                                    Arc::new(Payload {
+                                        envelope: rec.envelope,
+                                        body,
+                                    })
+                                })
+                            }
+                            _ => None,
+                        };
+                        out.push(found);
+                    }
+                    Ok(out)
+                })
+                .await;
+            // A failed read leaves the items to read themselves (and report the failure).
+            if let Ok(found) = read {
+                let mut q = lock(&self.shared.queue);
+                for ((slot, key, _, _), p) in wanted.into_iter().zip(found) {
+                    let Some(p) = p else { continue };
+                    match slot {
+                        Some(i) => {
+                            if let Some(item) = batch.get_mut(i) {
+                                item.payload = Some(p);
+                            }
+                        }
+                        None => {
+                            if let Some(item) = q.pending.get_mut(&key) {
+                                item.payload = Some(p);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for item in batch {
             let inner = self.inner.clone();
             let conn = conn.clone();
             let hop = self.hop.clone();
