@@ -28,6 +28,10 @@ const SWEEP: Duration = Duration::from_secs(1);
 /// Queued messages beyond this many are held without their envelope and body in memory
 /// (read from the store when sent), so a long backlog costs little memory.
 const PAYLOAD_LIMIT: usize = 4096;
+/// A message to read ahead: its place in the batch being launched (None: still in the
+/// queue, under its key), its queue key, digest and outbox key.
+type Wanted = (Option<usize>, (u8, u64), Digest, Vec<u8>);
+
 /// Messages read ahead, with their envelope and body, when the next ones to send have none.
 const PREFETCH: usize = 256;
 /// Longest one exchange may take before its connection is taken for dead.
@@ -365,7 +369,7 @@ impl Actor {
         // them, not one read each.
         let needs = |q: &Queued| matches!(q.item, OutItem::Message { .. }) && q.payload.is_none();
         if batch.iter().any(needs) {
-            let mut wanted: Vec<(Option<usize>, (u8, u64), Digest, Vec<u8>)> = batch
+            let mut wanted: Vec<Wanted> = batch
                 .iter()
                 .enumerate()
                 .filter(|(_, q)| needs(q))
