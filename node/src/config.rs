@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use liaison_protocol::NodeId;
 use serde::Deserialize;
@@ -171,11 +170,12 @@ impl Default for DeliveryConfig {
 }
 
 impl DeliveryConfig {
-    pub(crate) fn backoff_initial(&self) -> Duration {
-        Duration::from_millis(self.backoff_initial_ms.max(1))
-    }
-    pub(crate) fn backoff_max(&self) -> Duration {
-        Duration::from_millis(self.backoff_max_ms.max(self.backoff_initial_ms).max(1))
+    /// The retry schedule of the delivery machine.
+    pub(crate) fn backoff(&self) -> liaison_protocol::delivery::Backoff {
+        liaison_protocol::delivery::Backoff {
+            initial_ms: self.backoff_initial_ms.max(1),
+            max_ms: self.backoff_max_ms.max(self.backoff_initial_ms).max(1),
+        }
     }
 }
 

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use liaison_protocol::delivery::Refusal;
 use liaison_protocol::envelope::MAX_ENVELOPE_LEN;
 use liaison_protocol::frame::HEAD_LEN;
 use liaison_protocol::{ErrorCode, Frame, NodeId};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::node::{Failure, Inner};
 use crate::transport::peer_node_id;
@@ -93,13 +94,13 @@ async fn serve_stream(
         }
         Ok(buf) => match Frame::decode_exact(&buf, cap) {
             Err(e) => {
-                warn!(node = %inner.id, %peer, error = %e, "malformed frame");
+                let reason = e.to_string();
                 inner
-                    .log_rejection(&peer, &format!("malformed frame: {e}"))
+                    .log_rejection(&peer, &Refusal::MalformedFrame(e))
                     .await;
                 Frame::Error {
                     code: ErrorCode::MalformedFrame,
-                    reason: e.to_string(),
+                    reason,
                 }
             }
             Ok(frame) => handle(&inner, &peer, frame).await,
@@ -116,10 +117,6 @@ async fn serve_stream(
 }
 
 async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
-    let refused = |reason: String| Frame::Error {
-        code: ErrorCode::Refused,
-        reason,
-    };
     match frame {
         Frame::Deliver { envelope, body } => inner.receive_message(peer, envelope, body).await,
         Frame::Receipt(bytes) => answer(inner, peer, inner.take_receipt(&bytes, None).await).await,
@@ -129,9 +126,9 @@ async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
         Frame::Roster(bytes) => match inner.apply_roster(&bytes).await {
             Ok(_) => Frame::Ack(liaison_protocol::Digest::of(&bytes)),
             Err(e) => {
-                let reason = e.to_string();
-                inner.log_rejection(peer, &reason).await;
-                refused(reason)
+                let refusal = Refusal::Roster(e.to_string());
+                inner.log_rejection(peer, &refusal).await;
+                refusal_frame(&refusal)
             }
         },
         Frame::Witness {
@@ -142,10 +139,7 @@ async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
         // A log asking, at its start, how much of it this node has cosigned.
         Frame::WitnessSize(_) => inner.witness_size_query(peer).await,
         Frame::Custody(_) | Frame::Ack(_) | Frame::Cosignature(_) | Frame::Error { .. } => {
-            Frame::Error {
-                code: ErrorCode::MalformedFrame,
-                reason: "an answer frame cannot open an exchange".into(),
-            }
+            refusal_frame(&Refusal::AnswerFrame)
         }
     }
 }
@@ -157,12 +151,16 @@ async fn answer(inner: &Arc<Inner>, peer: &NodeId, r: Result<Frame, Failure>) ->
             code: ErrorCode::Unavailable,
             reason: e.to_string(),
         },
-        Err(Failure::Refused(reason)) => {
-            inner.log_rejection(peer, &reason).await;
-            Frame::Error {
-                code: ErrorCode::Refused,
-                reason,
-            }
+        Err(Failure::Refused(refusal)) => {
+            inner.log_rejection(peer, &refusal).await;
+            refusal_frame(&refusal)
         }
+    }
+}
+
+fn refusal_frame(r: &Refusal) -> Frame {
+    Frame::Error {
+        code: r.code(),
+        reason: r.to_string(),
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use liaison_protocol::audit::{EntryKind, event_record};
+use liaison_protocol::delivery::{Inbound, Refusal, Route};
 use liaison_protocol::{
     Digest, Envelope, ErrorCode, Frame, Header, MessageId, NodeId, NonDelivery, PolicyError,
     Priority, PublicKey, Receipt, ReceiptStatus, SignedNonDelivery, SignedReceipt, SignedRoster,
@@ -287,13 +288,10 @@ impl Node {
         node.spawn_refusal_logger(refusal_rx);
         crate::inbound::spawn_accept_loop(node.inner.clone());
         // Everything still queued from before a restart goes back to its peer's queue.
-        for (hop, mut q) in node.inner.store.read(|r| r.outbox()).await? {
-            // A message queued before the restart may have reached its peer just before it
-            // (the crash can come between the peer's receipt and our record of it), so it is
-            // not dropped at expiry without asking the peer: the peer answers with its stored
-            // receipt or refuses it as expired.
-            q.uncertain = matches!(q.item, OutItem::Message { .. });
-            node.inner.enqueue(&hop, q);
+        // A message among them is not dropped at expiry without asking the peer: the peer
+        // answers with its stored receipt or refuses it as expired.
+        for (hop, q) in node.inner.store.read(|r| r.outbox()).await? {
+            node.inner.enqueue_as(&hop, q, true);
         }
         node.spawn_checkpointer(cfg.audit.checkpoint_interval_ms);
         if node.inner.store.cases_unindexed() {
@@ -764,7 +762,7 @@ enum Taken {
     /// The message is already settled (a resent receipt).
     Already,
     /// Cannot route the receipt back.
-    NoRoute(String),
+    NoRoute(PolicyError),
     /// Recorded; forward it on `hop` (relay), or settled here (sender).
     Recorded {
         forward: Option<(NodeId, Queued)>,
@@ -779,6 +777,11 @@ impl Inner {
     }
 
     pub(crate) fn enqueue(self: &Arc<Self>, hop: &NodeId, q: Queued) {
+        self.enqueue_as(hop, q, false);
+    }
+
+    /// Queues `q` for `hop`; `restored`: loaded from the store at start.
+    fn enqueue_as(self: &Arc<Self>, hop: &NodeId, q: Queued, restored: bool) {
         let handle = {
             let mut peers = match self.peers.lock() {
                 Ok(p) => p,
@@ -789,7 +792,7 @@ impl Inner {
                 .or_insert_with(|| crate::peer::spawn(self.clone(), hop.clone()))
                 .clone()
         };
-        handle.push(q);
+        handle.push(q, restored);
     }
 
     async fn send(self: &Arc<Self>, req: SendRequest) -> Result<SendResult, NodeError> {
@@ -945,20 +948,22 @@ impl Inner {
 
     /// Logs a refused inbound message and builds the reply. With `verified` (the envelope
     /// verified), the dedupe index is looked up in the same change: a copy of a message taken
-    /// or refused before gets the answer it got then, never a contradicting one. With `sign`
-    /// too (the message is addressed to this node), the refusal is a signed rejection
-    /// receipt, kept as the message's record and dedupe entry so every later copy gets the
-    /// same receipt; otherwise an error frame, and only the audit entry is stored.
+    /// or refused before gets the answer it got then, never a contradicting one. When the
+    /// refusal deserves a receipt and the message is addressed to this node, the refusal is a
+    /// signed rejection receipt, kept as the message's record and dedupe entry so every later
+    /// copy gets the same receipt; otherwise an error frame, and only the audit entry is
+    /// stored.
     async fn reject_inbound(
         &self,
         peer: &NodeId,
         envelope: &[u8],
         verified: Option<&Envelope>,
-        sign: bool,
-        reason: String,
-        code: ErrorCode,
+        refusal: Refusal,
     ) -> Reply {
-        warn!(node = %self.id, %peer, %reason, "message rejected");
+        let reason = refusal.to_string();
+        let code = refusal.code();
+        let sign = verified.is_some_and(|env| refusal.deserves_receipt(env.header().from == *peer));
+        warn!(node = %self.id, %peer, refusal = refusal.name(), %reason, "message rejected");
         let now = now_ms();
         let peeked = Envelope::peek_unverified(envelope);
         let rec = event_record(
@@ -996,7 +1001,7 @@ impl Inner {
             /// Logged (and, signed, recorded).
             Logged,
         }
-        let reused = "message id reused with different content (replay?)";
+        let reused = Refusal::IdReused.to_string();
         let peer_s = peer.to_string();
         let outcome = self
             .store
@@ -1012,7 +1017,12 @@ impl Inner {
                         Some(_) => {
                             t.log(
                                 EntryKind::Rejected,
-                                event_record(reused, Some(&peer_s), Some(&digest.0), Some(&h.id.0)),
+                                event_record(
+                                    &reused,
+                                    Some(&peer_s),
+                                    Some(&digest.0),
+                                    Some(&h.id.0),
+                                ),
                             );
                             return Ok(Refused::Reused);
                         }
@@ -1054,7 +1064,7 @@ impl Inner {
         match outcome {
             Err(e) => error_frame(ErrorCode::Unavailable, format!("cannot log rejection: {e}")),
             Ok(Refused::Stored(stored)) => stored,
-            Ok(Refused::Reused) => error_frame(ErrorCode::Refused, reused),
+            Ok(Refused::Reused) => error_frame(ErrorCode::Refused, Refusal::IdReused.to_string()),
             Ok(Refused::Logged) => match receipt {
                 Some(r) => Frame::Receipt(r.bytes().to_vec()),
                 None => error_frame(code, reason),
@@ -1094,55 +1104,29 @@ impl Inner {
         let env = match Envelope::open(&envelope, |kid| roster.roster().signer(kid)) {
             Ok(env) => env,
             Err(e) => {
-                let reason = format!("envelope refused: {e}");
                 return self
-                    .reject_inbound(peer, &envelope, None, false, reason, ErrorCode::Refused)
+                    .reject_inbound(peer, &envelope, None, Refusal::Envelope(e))
                     .await;
             }
         };
         // 2. Only the node before this one on the message's route may hand it over: checked
         //    before anything stored is answered, so no other member can fish for receipts.
         let h = env.header();
-        if let Ok(path) = roster.roster().path(&h.from, &h.to) {
-            let before_me = path
-                .iter()
-                .position(|n| *n == self.id)
-                .and_then(|p| p.checked_sub(1))
-                .and_then(|p| path.get(p));
-            if before_me != Some(peer) {
-                let reason = format!(
-                    "{peer} may not hand over a message from {} to {}",
-                    h.from, h.to
-                );
-                return self
-                    .reject_inbound(
-                        peer,
-                        &envelope,
-                        None,
-                        false,
-                        reason,
-                        ErrorCode::Unauthorized,
-                    )
-                    .await;
-            }
+        let checks = self.inbound_checks(&roster);
+        if let Err(refusal) = checks.check_hand_over(peer, h) {
+            return self.reject_inbound(peer, &envelope, None, refusal).await;
         }
         // 3. Everything else. A message that fails these checks may still be a resend (lost
         //    receipt, restart) of one taken or refused earlier: it gets the answer it got the
         //    first time, whatever the time or the roster says now (looked up in the change
         //    that logs the refusal). A new message that passes them is looked up in the dedupe
         //    index inside the change that stores it.
-        let relay_hop = match self.check_inbound(peer, &env, &body) {
-            Ok(hop) => hop,
+        let relay_hop = match checks.check(peer, &env, &body, now_ms()) {
+            Ok(Route::Deliver) => None,
+            Ok(Route::Relay(hop)) => Some(hop),
             Err(refusal) => {
                 return self
-                    .reject_inbound(
-                        peer,
-                        &envelope,
-                        Some(&env),
-                        refusal.receipt,
-                        refusal.reason,
-                        refusal.code,
-                    )
+                    .reject_inbound(peer, &envelope, Some(&env), refusal)
                     .await;
             }
         };
@@ -1186,16 +1170,8 @@ impl Inner {
             }
             Ok(Dedupe::Reused) => {
                 drop(guard);
-                let reason = "message id reused with different content (replay?)".to_owned();
                 return self
-                    .reject_inbound(
-                        peer,
-                        env.bytes(),
-                        Some(&env),
-                        true,
-                        reason,
-                        ErrorCode::Refused,
-                    )
+                    .reject_inbound(peer, env.bytes(), Some(&env), Refusal::IdReused)
                     .await;
             }
             Ok(Dedupe::New) => {}
@@ -1241,93 +1217,21 @@ impl Inner {
             }
             Err(crate::cases::StepRefusal::Final(reason)) => {
                 drop(guard);
-                let reason = format!("case step refused: {reason}");
-                self.reject_inbound(
-                    peer,
-                    env.bytes(),
-                    Some(&env),
-                    true,
-                    reason,
-                    ErrorCode::Refused,
-                )
-                .await
+                self.reject_inbound(peer, env.bytes(), Some(&env), Refusal::CaseStep(reason))
+                    .await
             }
         }
     }
 
-    /// The checks on a verified envelope before anything is stored. Returns, when this node
-    /// is only a relay for the message, the next hop.
-    fn check_inbound(
-        &self,
-        peer: &NodeId,
-        env: &Envelope,
-        body: &[u8],
-    ) -> Result<Option<NodeId>, Refusal> {
-        let roster = self.roster.get();
-        let r = roster.roster();
-        let h = env.header();
-        if h.federation != self.federation {
-            return Err(Refusal::signed(format!(
-                "message for federation {}, this is {}",
-                h.federation, self.federation
-            )));
+    /// The inbound checks of this node, with the roster it holds now.
+    fn inbound_checks<'a>(&'a self, roster: &'a SignedRoster) -> Inbound<'a> {
+        Inbound {
+            me: &self.id,
+            federation: &self.federation,
+            roster: roster.roster(),
+            max_skew_ms: self.cfg.max_skew_ms,
+            replay_window_ms: self.cfg.replay_window_ms,
         }
-        // Who may hand us this message: the node before us on its route.
-        let path = r
-            .path(&h.from, &h.to)
-            .map_err(|e| Refusal::signed(e.to_string()))?;
-        let Some(pos) = path.iter().position(|n| *n == self.id).filter(|p| *p > 0) else {
-            return Err(Refusal::unsigned(
-                format!(
-                    "{} is not on the route from {} to {}",
-                    self.id, h.from, h.to
-                ),
-                ErrorCode::Unauthorized,
-            ));
-        };
-        if path[pos - 1] != *peer {
-            return Err(Refusal::unsigned(
-                format!(
-                    "{peer} may not hand over a message from {} to {}",
-                    h.from, h.to
-                ),
-                ErrorCode::Unauthorized,
-            ));
-        }
-        let direct = *peer == h.from;
-        // A body that does not match the envelope is the fault of whoever handed it over:
-        // a receipt goes back only to the sender itself, never through a relay.
-        let body_refusal = |reason: String| Refusal {
-            reason,
-            code: ErrorCode::Refused,
-            receipt: direct,
-        };
-        if body.len() as u64 > r.max_body_len {
-            return Err(body_refusal(format!(
-                "body of {} bytes is over the roster's limit of {}",
-                body.len(),
-                r.max_body_len
-            )));
-        }
-        env.check_body(body)
-            .map_err(|e| body_refusal(e.to_string()))?;
-        r.check_send(&h.from, &h.to, &h.kind)
-            .map_err(|e| Refusal::signed(e.to_string()))?;
-        let now = now_ms();
-        if h.sent_at > now.saturating_add(self.cfg.max_skew_ms) {
-            return Err(Refusal::signed(
-                "sent-at is in the future (clock skew?)".into(),
-            ));
-        }
-        if h.sent_at.saturating_add(self.cfg.replay_window_ms) < now {
-            return Err(Refusal::signed(
-                "sent-at is older than the replay window (replay of an old message?)".into(),
-            ));
-        }
-        if h.expires_at.is_some_and(|e| e <= now) {
-            return Err(Refusal::signed("message expired in transit".into()));
-        }
-        Ok(path.get(pos + 1).cloned())
     }
 
     /// Stores a checked inbound message in one change, the dedupe lookup first: as the
@@ -1475,14 +1379,17 @@ impl Inner {
         bytes: &[u8],
         expected: Option<&Digest>,
     ) -> Result<Frame, Failure> {
-        let receipt = SignedReceipt::open(bytes, self.signer_lookup())
-            .map_err(|e| format!("receipt refused: {e}"))?;
+        let receipt =
+            SignedReceipt::open(bytes, self.signer_lookup()).map_err(|error| Refusal::Proof {
+                what: "receipt",
+                error,
+            })?;
         let r = receipt.receipt().clone();
         if r.federation != self.federation {
-            return Err("receipt for another federation".into());
+            return Err(Refusal::ProofMismatch { what: "receipt" }.into());
         }
         if expected.is_some_and(|d| *d != r.message_digest) {
-            return Err("receipt names another message".into());
+            return Err(Refusal::ProofMismatch { what: "receipt" }.into());
         }
         let digest = r.message_digest;
         let message_id = r.message_id;
@@ -1512,7 +1419,7 @@ impl Inner {
             let forward_to = match rec.direction {
                 Direction::Relay => match roster.roster().next_hop(&me, &h.from) {
                     Ok(hop) => Some(hop),
-                    Err(e) => return Ok(Taken::NoRoute(e.to_string())),
+                    Err(e) => return Ok(Taken::NoRoute(e)),
                 },
                 _ => None,
             };
@@ -1569,9 +1476,13 @@ impl Inner {
             self.store.write(now, change).await?
         };
         match taken {
-            Taken::Unknown => Err(format!("receipt for unknown message {message_id}").into()),
-            Taken::Mismatch => Err("receipt does not match the message it names".into()),
-            Taken::NoRoute(e) => Err(e.into()),
+            Taken::Unknown => Err(Refusal::ProofUnknown {
+                what: "receipt",
+                id: message_id,
+            }
+            .into()),
+            Taken::Mismatch => Err(Refusal::ProofMismatch { what: "receipt" }.into()),
+            Taken::NoRoute(e) => Err(Refusal::NoRoute(e).into()),
             Taken::Already => Ok(Frame::Ack(rdigest)),
             Taken::Recorded { forward, settled } => {
                 if let Some((hop, q)) = forward {
@@ -1588,16 +1499,21 @@ impl Inner {
     /// A NONDELIVERY record forwarded by a relay for a message this node sent (or relays).
     pub(crate) async fn take_nondelivery(self: &Arc<Self>, bytes: &[u8]) -> Result<Frame, Failure> {
         let nd = SignedNonDelivery::open(bytes, self.signer_lookup())
-            .map_err(|e| format!("non-delivery record refused: {e}"))?;
+            .map_err(|error| Refusal::Proof { what: ND, error })?;
         let r = nd.record().clone();
         let digest = r.message_digest;
         let Some(rec) = self.store.peek(move |s| s.message(&digest)).await? else {
-            return Err("non-delivery record for an unknown message"
-                .to_owned()
-                .into());
+            return Err(Refusal::ProofUnknown {
+                what: ND,
+                id: r.message_id,
+            }
+            .into());
         };
-        let (_, h) = Envelope::peek_unverified(&rec.envelope)
-            .ok_or_else(|| "stored envelope does not parse".to_owned())?;
+        let (_, h) =
+            Envelope::peek_unverified(&rec.envelope).ok_or_else(|| StoreError::Corrupt {
+                key: digest.to_hex(),
+                problem: "stored envelope does not parse".into(),
+            })?;
         let roster = self.roster.get();
         let on_route = roster
             .roster()
@@ -1609,9 +1525,7 @@ impl Inner {
             || h.to != r.recipient
             || !on_route
         {
-            return Err("non-delivery record does not match the message it names"
-                .to_owned()
-                .into());
+            return Err(Refusal::ProofMismatch { what: ND }.into());
         }
         // Settled already (a resent record): the change below finds the proof and writes
         // nothing, and the ACK still waits for the flush that made the proof durable.
@@ -1622,9 +1536,7 @@ impl Inner {
                 reason: r.reason.clone(),
             }
         };
-        let hop = self
-            .forward_hop(&rec, &h.from)
-            .map_err(|e| Failure::from(e.to_string()))?;
+        let hop = self.forward_hop(&rec, &h.from).map_err(Refusal::NoRoute)?;
         self.close_with_record(&digest, &nd, state, hop, None)
             .await?;
         Ok(Frame::Ack(nd.digest()))
@@ -1919,8 +1831,9 @@ impl Inner {
     }
 
     /// Logs refused input that names no message of ours.
-    pub(crate) async fn log_rejection(&self, peer: &NodeId, reason: &str) {
-        let rec = event_record(reason, Some(peer.as_str()), None, None);
+    pub(crate) async fn log_rejection(&self, peer: &NodeId, refusal: &Refusal) {
+        warn!(node = %self.id, %peer, refusal = refusal.name(), %refusal, "input refused");
+        let rec = event_record(&refusal.to_string(), Some(peer.as_str()), None, None);
         let _ = self
             .store
             .write(now_ms(), move |t| {
@@ -1931,6 +1844,9 @@ impl Inner {
     }
 }
 
+/// What a non-delivery record is called in refusals.
+const ND: &str = "non-delivery record";
+
 /// The reason text of a non-delivery record for an expired message.
 const EXPIRED: &str = "expired before delivery";
 
@@ -1938,20 +1854,14 @@ const EXPIRED: &str = "expired before delivery";
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// The object is refused for good.
-    Refused(String),
+    Refused(Refusal),
     /// The store failed: the peer should try again.
     Store(StoreError),
 }
 
-impl From<String> for Failure {
-    fn from(s: String) -> Self {
-        Self::Refused(s)
-    }
-}
-
-impl From<&str> for Failure {
-    fn from(s: &str) -> Self {
-        Self::Refused(s.to_owned())
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Self::Refused(r)
     }
 }
 
@@ -1964,33 +1874,8 @@ impl From<StoreError> for Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Refused(r) => f.write_str(r),
+            Self::Refused(r) => write!(f, "{r}"),
             Self::Store(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// Why an inbound message is refused, and whether the refusal deserves a signed receipt.
-struct Refusal {
-    reason: String,
-    code: ErrorCode,
-    receipt: bool,
-}
-
-impl Refusal {
-    fn signed(reason: String) -> Self {
-        Self {
-            reason,
-            code: ErrorCode::Refused,
-            receipt: true,
-        }
-    }
-
-    fn unsigned(reason: String, code: ErrorCode) -> Self {
-        Self {
-            reason,
-            code,
-            receipt: false,
         }
     }
 }

@@ -3,13 +3,14 @@
 //! and jitter while the peer is unreachable, and drops expired messages with a non-delivery
 //! record. The queue in memory mirrors the durable outbox; the store stays the truth.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use liaison_protocol::delivery::{
+    Answer, Backoff, Carried, Decision, Flight, Outbox, Outcome, Settle, decide,
+};
 use liaison_protocol::frame::HEAD_LEN;
 use liaison_protocol::{Digest, Envelope, Frame, NodeId};
 use rand::Rng as _;
@@ -28,9 +29,8 @@ const SWEEP: Duration = Duration::from_secs(1);
 /// Queued messages beyond this many are held without their envelope and body in memory
 /// (read from the store when sent), so a long backlog costs little memory.
 const PAYLOAD_LIMIT: usize = 4096;
-/// A message to read ahead: its place in the batch being launched (None: still in the
-/// queue, under its key), its queue key, digest and outbox key.
-type Wanted = (Option<usize>, (u8, u64), Digest, Vec<u8>);
+/// A message to read ahead: its outbox seq, digest and outbox key.
+type Wanted = (u64, Digest, Vec<u8>);
 
 /// Messages read ahead, with their envelope and body, when the next ones to send have none.
 const PREFETCH: usize = 256;
@@ -58,76 +58,9 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
 }
 
-/// The in-memory queue of one peer. Every operation is O(log n): items by (lane, seq),
-/// those that may expire by (expiry, lane, seq), and retry delays by due time.
-#[derive(Debug, Default)]
-struct Queue {
-    pending: BTreeMap<(u8, u64), Queued>,
-    /// Pending items that may be dropped at expiry: (expires at, lane, seq).
-    expiring: BTreeSet<(u64, u8, u64)>,
-    /// Items waiting out a retry delay, by the time they are due again.
-    delayed: BTreeMap<(Instant, u64), Queued>,
-    in_flight: usize,
-}
-
-impl Queue {
-    fn insert(&mut self, mut q: Queued) {
-        if self.pending.len() >= PAYLOAD_LIMIT {
-            q.payload = None;
-        }
-        let key = (3 - q.priority as u8, q.seq);
-        if let (Some(e), false) = (q.expires_at, q.uncertain) {
-            self.expiring.insert((e, key.0, key.1));
-        }
-        self.pending.insert(key, q);
-    }
-
-    /// The next item to send, highest lane first, then FIFO.
-    fn pop(&mut self) -> Option<Queued> {
-        let (key, q) = self.pending.pop_first()?;
-        if let Some(e) = q.expires_at {
-            self.expiring.remove(&(e, key.0, key.1));
-        }
-        Some(q)
-    }
-
-    /// Takes every pending item whose expiry passed and that is safe to drop.
-    fn take_expired(&mut self, now_ms: u64) -> Vec<Queued> {
-        let mut out = Vec::new();
-        while let Some(&(e, lane, seq)) = self.expiring.first() {
-            if e > now_ms {
-                break;
-            }
-            self.expiring.pop_first();
-            if let Some(q) = self.pending.remove(&(lane, seq)) {
-                out.push(q);
-            }
-        }
-        out
-    }
-
-    fn delay(&mut self, until: Instant, q: Queued) {
-        self.delayed.insert((until, q.seq), q);
-    }
-
-    /// Moves due items back to `pending`; returns how long until the next one is due.
-    fn release_due(&mut self, now: Instant) -> Option<Duration> {
-        while let Some(entry) = self.delayed.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let q = entry.remove();
-            self.insert(q);
-        }
-        self.delayed
-            .first_key_value()
-            .map(|((t, _), _)| t.saturating_duration_since(now))
-    }
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
-    queue: Mutex<Queue>,
+    queue: Mutex<Outbox<Queued>>,
     notify: Notify,
     connected: AtomicBool,
     roster_changed: AtomicBool,
@@ -150,9 +83,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PeerHandle {
-    /// Adds an item to the queue and wakes the actor.
-    pub(crate) fn push(&self, q: Queued) {
-        lock(&self.shared.queue).insert(q);
+    /// Adds an item to the queue and wakes the actor; `restored`: loaded from the store at
+    /// start.
+    pub(crate) fn push(&self, mut q: Queued, restored: bool) {
+        let mut queue = lock(&self.shared.queue);
+        if queue.pending_len() >= PAYLOAD_LIMIT {
+            q.payload = None;
+        }
+        queue.push(q.meta(restored), q);
+        drop(queue);
         self.shared.notify.notify_one();
     }
 
@@ -165,14 +104,14 @@ impl PeerHandle {
     pub(crate) fn status(&self, id: &NodeId) -> PeerStatus {
         let q = lock(&self.shared.queue);
         let mut queued = [0usize; 4];
-        for item in q.pending.values().chain(q.delayed.values()) {
-            queued[item.priority as usize] += 1;
+        for f in q.waiting() {
+            queued[f.meta.priority as usize] += 1;
         }
         PeerStatus {
             peer: id.to_string(),
             connected: self.shared.connected.load(Ordering::SeqCst),
             queued,
-            in_flight: q.in_flight,
+            in_flight: q.in_flight(),
             delivered: self.shared.delivered.load(Ordering::SeqCst),
             failures: self.shared.failures.load(Ordering::SeqCst),
             last_error: lock(&self.shared.last_error).clone(),
@@ -182,15 +121,26 @@ impl PeerHandle {
 
 /// Starts the actor for `hop`.
 pub(crate) fn spawn(inner: Arc<Inner>, hop: NodeId) -> PeerHandle {
+    let backoff = inner.cfg.backoff();
     let handle = PeerHandle {
-        shared: Arc::new(Shared::default()),
+        shared: Arc::new(Shared {
+            queue: Mutex::new(Outbox::new(backoff)),
+            notify: Notify::new(),
+            connected: AtomicBool::new(false),
+            roster_changed: AtomicBool::new(false),
+            delivered: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }),
     };
     let actor = Actor {
         inner: inner.clone(),
         hop,
         shared: handle.shared.clone(),
         conn: None,
-        backoff: inner.cfg.backoff_initial(),
+        backoff,
+        conn_failures: 0,
+        flying: HashMap::new(),
     };
     inner.tasks.spawn(actor.run());
     handle
@@ -201,56 +151,60 @@ struct Actor {
     hop: NodeId,
     shared: Arc<Shared>,
     conn: Option<quinn::Connection>,
-    backoff: Duration,
+    backoff: Backoff,
+    /// Failed connection attempts in a row.
+    conn_failures: u32,
+    /// The outbox seq of each exchange task, to forget the flight of a task that died.
+    flying: HashMap<tokio::task::Id, u64>,
 }
 
-/// What became of one exchange.
-enum Outcome {
-    /// Finished (delivered, refused for good, or stale).
-    Done,
-    /// Keep the item and try again; `broken` names the connection that failed.
-    Retry {
-        broken: Option<usize>,
-        reason: String,
-    },
-}
+/// One finished exchange: the flight, what became of it, and the connection it ran on.
+type Landed = (Flight<Queued>, Outcome, usize);
 
 impl Actor {
     async fn run(mut self) {
-        let mut flights: JoinSet<(Queued, Outcome)> = JoinSet::new();
+        let mut flights: JoinSet<Landed> = JoinSet::new();
         loop {
             if self.inner.cancel.is_cancelled() {
                 break;
             }
             self.sweep_expired().await;
-            let has_work = !lock(&self.shared.queue).pending.is_empty();
+            let has_work = lock(&self.shared.queue).pending_len() > 0;
             if has_work && self.conn_broken() {
                 if let Err(reason) = self.connect().await {
                     self.fail(&reason);
-                    let wait = self.jittered_backoff();
+                    self.conn_failures = self.conn_failures.saturating_add(1);
+                    let wait =
+                        Duration::from_millis(self.backoff.delay(self.conn_failures, jitter()));
                     debug!(node = %self.inner.id, peer = %self.hop, ?wait, %reason, "peer unreachable");
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = self.inner.cancel.cancelled() => break,
                     }
-                    self.backoff = (self.backoff * 2).min(self.inner.cfg.backoff_max());
                     continue;
                 }
             }
             if let Some(conn) = self.conn.clone() {
                 self.launch(&conn, &mut flights).await;
             }
-            let next_due = lock(&self.shared.queue).release_due(Instant::now());
-            let nap = next_due.map_or(SWEEP, |d| d.min(SWEEP));
+            let next_due = lock(&self.shared.queue).next_due();
+            let nap = next_due.map_or(SWEEP, |t| {
+                Duration::from_millis(t.saturating_sub(now_ms())).min(SWEEP)
+            });
             tokio::select! {
-                Some(done) = flights.join_next() => {
+                Some(done) = flights.join_next_with_id() => {
                     match done {
-                        Ok((q, outcome)) => self.settle(q, outcome),
+                        Ok((id, (f, outcome, conn))) => {
+                            self.flying.remove(&id);
+                            self.settle(f, outcome, conn);
+                        }
                         Err(e) => {
                             // A panicked exchange: its item stays in the durable outbox and is
                             // sent again after restart.
                             warn!(node = %self.inner.id, peer = %self.hop, error = %e, "exchange task failed");
-                            lock(&self.shared.queue).in_flight -= 1;
+                            if let Some(seq) = self.flying.remove(&e.id()) {
+                                lock(&self.shared.queue).abandon(seq);
+                            }
                         }
                     }
                 }
@@ -289,11 +243,6 @@ impl Actor {
                 true
             }
         }
-    }
-
-    fn jittered_backoff(&self) -> Duration {
-        let f: f64 = rand::thread_rng().gen_range(0.5..1.0);
-        self.backoff.mul_f64(f)
     }
 
     fn fail(&self, reason: &str) {
@@ -339,7 +288,7 @@ impl Actor {
                         .on_connected(&self.hop, Some(conn.clone()));
                         self.conn = Some(conn);
                         self.shared.connected.store(true, Ordering::SeqCst);
-                        self.backoff = self.inner.cfg.backoff_initial();
+                        self.conn_failures = 0;
                         return Ok(());
                     }
                     Ok(Err(e)) => last = format!("handshake with {addr}: {e}"),
@@ -350,15 +299,14 @@ impl Actor {
         Err(last)
     }
 
-    async fn launch(&self, conn: &quinn::Connection, flights: &mut JoinSet<(Queued, Outcome)>) {
+    async fn launch(&mut self, conn: &quinn::Connection, flights: &mut JoinSet<Landed>) {
         let window = self.inner.cfg.window.max(1);
+        let now = now_ms();
         let mut batch = Vec::new();
         {
             let mut q = lock(&self.shared.queue);
-            while q.in_flight < window {
-                let Some(item) = q.pop() else { break };
-                q.in_flight += 1;
-                batch.push(item);
+            while let Some(f) = q.pop(window, now) {
+                batch.push(f);
             }
         }
         if batch.is_empty() {
@@ -368,31 +316,22 @@ impl Actor {
         // queued behind a long queue) are read in one go with those queued right behind
         // them, not one read each.
         let needs = |q: &Queued| matches!(q.item, OutItem::Message { .. }) && q.payload.is_none();
-        if batch.iter().any(needs) {
+        if batch.iter().any(|f| needs(&f.item)) {
             let mut wanted: Vec<Wanted> = batch
                 .iter()
-                .enumerate()
-                .filter(|(_, q)| needs(q))
-                .filter_map(|(i, q)| match &q.item {
-                    OutItem::Message { digest } => Some((
-                        Some(i),
-                        (3 - q.priority as u8, q.seq),
-                        Digest(*digest),
-                        q.key.clone(),
-                    )),
-                    _ => None,
-                })
+                .filter(|f| needs(&f.item))
+                .filter_map(|f| read_ahead(&f.item))
                 .collect();
             {
-                let q = lock(&self.shared.queue);
-                for (k, item) in q.pending.iter().take(PREFETCH) {
-                    if let (true, OutItem::Message { digest }) = (needs(item), &item.item) {
-                        wanted.push((None, *k, Digest(*digest), item.key.clone()));
-                    }
-                }
+                let mut q = lock(&self.shared.queue);
+                wanted.extend(
+                    q.next_pending_mut(PREFETCH)
+                        .filter(|f| needs(&f.item))
+                        .filter_map(|f| read_ahead(&f.item)),
+                );
             }
             let ask: Vec<(Digest, Vec<u8>)> =
-                wanted.iter().map(|(_, _, d, k)| (*d, k.clone())).collect();
+                wanted.iter().map(|(_, d, k)| (*d, k.clone())).collect();
             let read = self
                 .inner
                 .store
@@ -423,86 +362,97 @@ impl Actor {
                 .await;
             // A failed read leaves the items to read themselves (and report the failure).
             if let Ok(found) = read {
+                let mut got: HashMap<u64, Arc<Payload>> = wanted
+                    .into_iter()
+                    .zip(found)
+                    .filter_map(|((seq, _, _), p)| Some((seq, p?)))
+                    .collect();
+                for f in &mut batch {
+                    if let Some(p) = got.remove(&f.meta.seq) {
+                        f.item.payload = Some(p);
+                    }
+                }
                 let mut q = lock(&self.shared.queue);
-                for ((slot, key, _, _), p) in wanted.into_iter().zip(found) {
-                    let Some(p) = p else { continue };
-                    match slot {
-                        Some(i) => {
-                            if let Some(item) = batch.get_mut(i) {
-                                item.payload = Some(p);
-                            }
-                        }
-                        None => {
-                            if let Some(item) = q.pending.get_mut(&key) {
-                                item.payload = Some(p);
-                            }
-                        }
+                for f in q.next_pending_mut(PREFETCH) {
+                    if let Some(p) = got.remove(&f.meta.seq) {
+                        f.item.payload = Some(p);
                     }
                 }
             }
         }
-        for item in batch {
+        for f in batch {
             let inner = self.inner.clone();
             let conn = conn.clone();
             let hop = self.hop.clone();
-            flights.spawn(async move {
-                let outcome = deliver(&inner, &conn, &hop, &item).await;
-                (item, outcome)
+            let seq = f.meta.seq;
+            let task = flights.spawn(async move {
+                let outcome = deliver(&inner, &conn, &hop, &f.item).await;
+                (f, outcome, conn.stable_id())
             });
+            self.flying.insert(task.id(), seq);
         }
     }
 
-    fn settle(&mut self, mut q: Queued, outcome: Outcome) {
-        lock(&self.shared.queue).in_flight -= 1;
-        match outcome {
-            Outcome::Done => {
+    fn settle(&mut self, f: Flight<Queued>, outcome: Outcome, conn_id: usize) {
+        let item = f.item.clone();
+        match &outcome {
+            Outcome::Settled => {
                 self.shared.delivered.fetch_add(1, Ordering::SeqCst);
             }
-            Outcome::Retry { broken, reason } => {
-                self.fail(&reason);
+            Outcome::Busy(reason) => self.fail(&format!("{}: {reason}", self.hop)),
+            Outcome::Unknown { reason, broken } => {
+                self.fail(reason);
                 // Only the connection the exchange ran on is dropped, not a newer one.
-                let on_current = broken.is_some()
-                    && broken == self.conn.as_ref().map(quinn::Connection::stable_id);
-                if on_current {
+                if *broken && self.conn.as_ref().map(quinn::Connection::stable_id) == Some(conn_id)
+                {
                     if let Some(c) = self.conn.take() {
                         c.close(0u32.into(), b"exchange failed");
                     }
                     self.shared.connected.store(false, Ordering::SeqCst);
                 }
-                if broken.is_some() && !q.uncertain {
-                    // The frame may have arrived: never drop this one at expiry unasked.
-                    q.uncertain = true;
-                    self.inner.mark_attempted(&q);
+            }
+        }
+        let settled = lock(&self.shared.queue).settle(f, outcome, now_ms(), jitter());
+        match settled {
+            Settle::Done => {}
+            Settle::Requeued { newly_uncertain }
+            | Settle::Delayed {
+                newly_uncertain, ..
+            } => {
+                // The frame may have arrived: never drop this one at expiry unasked, not
+                // even after a restart.
+                if newly_uncertain {
+                    self.inner.mark_attempted(&item);
                 }
-                let mut queue = lock(&self.shared.queue);
-                if broken.is_some() {
-                    // The connection is retried with its own backoff.
-                    queue.insert(q);
-                } else {
-                    // The peer answered but could not take it (busy, store error): wait.
-                    q.retries = q.retries.saturating_add(1);
-                    let delay = self
-                        .inner
-                        .cfg
-                        .backoff_initial()
-                        .saturating_mul(1u32 << q.retries.min(16))
-                        .min(self.inner.cfg.backoff_max());
-                    let f: f64 = rand::thread_rng().gen_range(0.5..1.0);
-                    queue.delay(Instant::now() + delay.mul_f64(f), q);
-                }
+            }
+            Settle::Stray(q) => {
+                warn!(node = %self.inner.id, peer = %self.hop, seq = q.seq, "exchange for an item not in flight");
             }
         }
     }
 
     async fn sweep_expired(&self) {
         let expired = lock(&self.shared.queue).take_expired(now_ms());
-        for item in expired {
-            if let Err(e) = self.inner.expire(&item).await {
+        for f in expired {
+            if let Err(e) = self.inner.expire(&f.item).await {
                 warn!(node = %self.inner.id, error = %e, "cannot record expiry; will retry");
-                lock(&self.shared.queue).insert(item);
+                lock(&self.shared.queue).push(f.meta, f.item);
             }
         }
     }
+}
+
+/// What to read ahead for an item: (outbox seq, digest, outbox key).
+fn read_ahead(q: &Queued) -> Option<Wanted> {
+    match &q.item {
+        OutItem::Message { digest } => Some((q.seq, Digest(*digest), q.key.clone())),
+        _ => None,
+    }
+}
+
+/// A jitter factor in [0.5, 1) for a retry delay.
+fn jitter() -> f64 {
+    rand::thread_rng().gen_range(0.5..1.0)
 }
 
 /// Failure of one stream exchange.
@@ -543,18 +493,15 @@ pub(crate) async fn exchange_once(
     })
 }
 
-/// Sends one queued item to `hop` and records what came back.
+/// Sends one queued item to `hop`, decides on the answer and takes the store step the
+/// decision asks for.
 async fn deliver(
     inner: &Arc<Inner>,
     conn: &quinn::Connection,
     hop: &NodeId,
     q: &Queued,
 ) -> Outcome {
-    let retry = |reason: String| Outcome::Retry {
-        broken: None,
-        reason,
-    };
-    let (frame, expect_digest, final_hop) = match &q.item {
+    let (frame, expected, carried) = match &q.item {
         OutItem::Message { digest } => {
             let digest = Digest(*digest);
             let (envelope, body) = match &q.payload {
@@ -579,98 +526,69 @@ async fn deliver(
                     match read {
                         Ok(Some((env, Some(body)))) => (env, body),
                         // Settled by another path meanwhile (a receipt through a relay).
-                        Ok(None) => return stale(inner, q).await,
+                        Ok(None) => return store_step(inner.forwarded(q).await, false),
                         Ok(Some((_, None))) => {
-                            return settle_refusal(inner, q, hop, "body is gone (purged)".into())
-                                .await;
+                            let reason = "body is gone (purged)".to_owned();
+                            return store_step(inner.refused(q, hop, reason).await, false);
                         }
-                        Err(e) => return retry(e.to_string()),
+                        Err(e) => return Outcome::Busy(e.to_string()),
                     }
                 }
             };
             let to = Envelope::peek_unverified(&envelope).map(|(_, h)| h.to);
-            (
-                Frame::Deliver { envelope, body },
-                digest,
-                to.as_ref() == Some(hop),
-            )
+            let carried = Carried::Message {
+                to_recipient: to.as_ref() == Some(hop),
+            };
+            (Frame::Deliver { envelope, body }, digest, carried)
         }
-        OutItem::Receipt { bytes, digest } => {
-            (Frame::Receipt(bytes.clone()), Digest(*digest), false)
-        }
-        OutItem::NonDelivery { bytes, digest } => {
-            (Frame::NonDelivery(bytes.clone()), Digest(*digest), false)
-        }
+        OutItem::Receipt { bytes, digest } => (
+            Frame::Receipt(bytes.clone()),
+            Digest(*digest),
+            Carried::Receipt,
+        ),
+        OutItem::NonDelivery { bytes, digest } => (
+            Frame::NonDelivery(bytes.clone()),
+            Digest(*digest),
+            Carried::NonDelivery,
+        ),
     };
     let priority = q.priority as i32;
-    let answer = match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(conn, &frame, priority))
-        .await
-    {
-        Err(_) => {
-            return Outcome::Retry {
-                broken: Some(conn.stable_id()),
-                reason: format!("no answer from {hop} within {EXCHANGE_TIMEOUT:?}"),
-            };
-        }
-        Ok(Ok(a)) => a,
-        Ok(Err(ExchangeError::Connection(reason))) => {
-            return Outcome::Retry {
-                broken: Some(conn.stable_id()),
-                reason,
-            };
-        }
-        Ok(Err(ExchangeError::Answer(reason))) => return retry(format!("bad answer: {reason}")),
-    };
-    match (&q.item, answer) {
-        (OutItem::Message { .. }, Frame::Receipt(bytes)) if final_hop => {
-            match inner.take_receipt(&bytes, Some(&expect_digest)).await {
-                Ok(_) => Outcome::Done,
-                Err(reason) => retry(reason.to_string()),
-            }
-        }
-        (OutItem::Message { .. }, Frame::Custody(d)) if !final_hop && d == expect_digest => {
-            match inner.custody(&expect_digest, hop).await {
-                Ok(()) => Outcome::Done,
-                Err(e) => retry(e.to_string()),
-            }
-        }
-        (OutItem::Receipt { .. } | OutItem::NonDelivery { .. }, Frame::Ack(d))
-            if d == expect_digest =>
-        {
-            match inner.forwarded(q).await {
-                Ok(()) => Outcome::Done,
-                Err(e) => retry(e.to_string()),
-            }
-        }
-        (_, Frame::Error { code, reason }) if code.is_temporary() => {
-            retry(format!("{hop} busy: {reason}"))
-        }
-        (_, Frame::Error { code, reason }) => {
-            let reason = format!("{reason} ({code:?})");
-            settle_refusal(inner, q, hop, reason).await
-        }
-        (_, other) => retry(format!("unexpected answer {:?}", frame_name(&other))),
+    let answer =
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(conn, &frame, priority)).await {
+            Err(_) => Answer::Lost(format!("no answer from {hop} within {EXCHANGE_TIMEOUT:?}")),
+            Ok(Err(ExchangeError::Connection(reason))) => Answer::Lost(reason),
+            Ok(Err(ExchangeError::Answer(reason))) => Answer::Malformed(reason),
+            Ok(Ok(Frame::Receipt(bytes))) => Answer::Receipt(bytes),
+            Ok(Ok(Frame::Custody(d))) => Answer::Custody(d),
+            Ok(Ok(Frame::Ack(d))) => Answer::Ack(d),
+            Ok(Ok(Frame::Error { code, reason })) => Answer::Error { code, reason },
+            Ok(Ok(other)) => Answer::Unexpected(frame_name(&other)),
+        };
+    // Once the item reached the peer, a store step that fails leaves it uncertain.
+    match decide(carried, &expected, answer) {
+        Decision::TakeReceipt(bytes) => match inner.take_receipt(&bytes, Some(&expected)).await {
+            Ok(_) => Outcome::Settled,
+            Err(reason) => Outcome::Unknown {
+                reason: reason.to_string(),
+                broken: false,
+            },
+        },
+        Decision::TakeCustody => store_step(inner.custody(&expected, hop).await, true),
+        Decision::Forwarded => store_step(inner.forwarded(q).await, true),
+        Decision::Refused(reason) => store_step(inner.refused(q, hop, reason).await, false),
+        Decision::Retry(outcome) => outcome,
     }
 }
 
-async fn settle_refusal(inner: &Arc<Inner>, q: &Queued, hop: &NodeId, reason: String) -> Outcome {
-    match inner.refused(q, hop, reason).await {
-        Ok(()) => Outcome::Done,
-        Err(e) => Outcome::Retry {
-            broken: None,
+/// The outcome of the store step a decision asked for; `reached`: the peer holds the item.
+fn store_step(r: Result<(), crate::error::StoreError>, reached: bool) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Settled,
+        Err(e) if reached => Outcome::Unknown {
             reason: e.to_string(),
+            broken: false,
         },
-    }
-}
-
-/// The item was settled by another path (say, a receipt that came through a relay).
-async fn stale(inner: &Arc<Inner>, q: &Queued) -> Outcome {
-    match inner.forwarded(q).await {
-        Ok(()) => Outcome::Done,
-        Err(e) => Outcome::Retry {
-            broken: None,
-            reason: e.to_string(),
-        },
+        Err(e) => Outcome::Busy(e.to_string()),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod action;
 pub mod audit;
 pub(crate) mod cbor;
 pub mod cose;
+pub mod delivery;
 pub mod document;
 pub mod envelope;
 pub mod error;

@@ -128,8 +128,6 @@ impl Reader<'_> {
                     seq,
                     item: stored.item,
                     expires_at: stored.expires_at,
-                    retries: 0,
-                    uncertain: false,
                     payload: None,
                 },
             ));

@@ -180,14 +180,23 @@ pub struct Queued {
     pub item: OutItem,
     /// Expiry of the message, ms.
     pub expires_at: Option<u64>,
-    /// Failed attempts since this node started (not stored).
-    pub retries: u32,
-    /// The message may have reached the peer (a connection failed mid-exchange): it is not
-    /// dropped at expiry without asking the peer. Not stored: every message restored from the
-    /// outbox after a restart is uncertain.
-    pub uncertain: bool,
     /// Envelope and body in memory (not stored), when the sender had them at hand.
     pub payload: Option<Arc<Payload>>,
+}
+
+impl Queued {
+    /// Its place in a peer's outbox schedule. `restored`: loaded from the store at start,
+    /// when nobody knows whether a message reached its peer just before the restart (the
+    /// crash can come between the peer's receipt and our record of it), so it is not dropped
+    /// at expiry without asking the peer.
+    pub fn meta(&self, restored: bool) -> liaison_protocol::delivery::Meta {
+        liaison_protocol::delivery::Meta::new(
+            self.priority,
+            self.seq,
+            self.expires_at,
+            restored && matches!(self.item, OutItem::Message { .. }),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -352,8 +352,6 @@ impl Txn<'_> {
             seq,
             item,
             expires_at,
-            retries: 0,
-            uncertain: false,
             payload: None,
         }
     }
