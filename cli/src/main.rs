@@ -790,6 +790,7 @@ fn init(args: &InitArgs, json: bool) -> Result<()> {
         store: Default::default(),
         audit: Default::default(),
         workflow: Default::default(),
+        limits: Default::default(),
     };
     std::fs::write(args.dir.join("node.toml"), cfg.to_toml())?;
     let hexkey = |k: &ed25519_dalek::VerifyingKey| hex::encode(k.to_bytes());

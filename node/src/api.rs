@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::warn;
 
@@ -132,17 +132,28 @@ pub(crate) fn spawn_server(node: Node, path: PathBuf) -> Result<(), NodeError> {
 
 async fn serve(node: Node, stream: UnixStream) {
     let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
     loop {
-        let line = tokio::select! {
-            l = lines.next_line() => l,
+        buf.clear();
+        // The cap applies while reading: a request line longer than it is never held whole.
+        let mut limited = (&mut reader).take(MAX_REQUEST as u64 + 1);
+        let read = tokio::select! {
+            n = limited.read_until(b'\n', &mut buf) => n,
             () = node.cancelled() => break,
         };
-        let Ok(Some(line)) = line else { break };
-        let response = if line.len() > MAX_REQUEST {
-            json!({"ok": false, "error": "request too large"})
-        } else {
-            match serde_json::from_str::<Request>(&line) {
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if buf.len() > MAX_REQUEST {
+            let out = json!({"ok": false, "error": format!("request over {MAX_REQUEST} bytes")});
+            let _ = w.write_all(format!("{out}\n").as_bytes()).await;
+            break;
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let response = {
+            match serde_json::from_slice::<Request>(line) {
                 Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
                 Ok(req) => match handle(&node, req).await {
                     Ok(v) => json!({"ok": true, "result": v}),
@@ -181,6 +192,8 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 "witness_conflicts": node.witness_conflicts(),
                 "listen": node.local_addr()?.to_string(),
                 "peers": node.peers(),
+                "inbound_connections": node.inbound_connections(),
+                "handshakes_in_progress": node.handshakes_in_progress(),
             }))
         }
         Request::Send(s) => to_json(serde_json::to_value(node.send(s).await?)),

@@ -73,6 +73,51 @@ pub struct Config {
     /// Case workflows.
     #[serde(default)]
     pub workflow: WorkflowConfig,
+    /// Bounds on what peers and strangers can make this node do.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Bounds on what peers and strangers can make this node do (docs/architecture.md,
+/// "Bounded under abuse").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Refusals not logged one by one (failed handshakes, a member's input beyond its rate)
+    /// are counted and logged as one summary entry per interval, ms.
+    pub summary_interval_ms: u64,
+    /// Refusal entries logged one by one per member and minute (a burst of as many); the rest
+    /// go into the summary.
+    pub entries_per_minute: u32,
+    /// Malformed input (frames, envelopes) a member may send per minute before all its
+    /// connections are closed and refused for `ban_ms`.
+    pub junk_per_minute: u32,
+    /// How long a member that sent too much malformed input is refused, ms.
+    pub ban_ms: u64,
+    /// Inbound connections kept per member; a newer one closes the oldest.
+    pub connections_per_member: usize,
+    /// Handshakes in progress at once; more are refused.
+    pub handshakes: usize,
+    /// Handshakes in progress at once from one address; more are refused.
+    pub handshakes_per_address: usize,
+    /// Beyond this many handshakes in progress, a new one from an address not yet validated
+    /// must first prove it receives at that address (QUIC retry).
+    pub retry_above: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            summary_interval_ms: 60_000,
+            entries_per_minute: 20,
+            junk_per_minute: 100,
+            ban_ms: 60_000,
+            connections_per_member: 8,
+            handshakes: 64,
+            handshakes_per_address: 8,
+            retry_above: 16,
+        }
+    }
 }
 
 /// Case workflow settings.
@@ -242,7 +287,10 @@ impl Config {
              idle_timeout_ms = {}\n\n\
              [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\nbody_retention_ms = {}\n\
              start_check_ms = {}\n\n\
-             [workflow]\ntick_ms = {}\nmax_action_age_ms = {}\nreorder_window_ms = {}\n",
+             [workflow]\ntick_ms = {}\nmax_action_age_ms = {}\nreorder_window_ms = {}\n\n\
+             [limits]\nsummary_interval_ms = {}\nentries_per_minute = {}\njunk_per_minute = {}\n\
+             ban_ms = {}\nconnections_per_member = {}\nhandshakes = {}\nhandshakes_per_address = {}\n\
+             retry_above = {}\n",
             self.node_id.as_str(),
             self.federation,
             self.listen,
@@ -270,6 +318,14 @@ impl Config {
             self.workflow.tick_ms,
             self.workflow.max_action_age_ms,
             self.workflow.reorder_window_ms,
+            self.limits.summary_interval_ms,
+            self.limits.entries_per_minute,
+            self.limits.junk_per_minute,
+            self.limits.ban_ms,
+            self.limits.connections_per_member,
+            self.limits.handshakes,
+            self.limits.handshakes_per_address,
+            self.limits.retry_above,
         )
     }
 }

@@ -7,10 +7,11 @@ use liaison_protocol::delivery::Refusal;
 use liaison_protocol::envelope::MAX_ENVELOPE_LEN;
 use liaison_protocol::frame::HEAD_LEN;
 use liaison_protocol::{ErrorCode, Frame, NodeId};
-use tracing::debug;
+use tracing::{debug, warn};
 
-use crate::node::{Failure, Inner};
-use crate::transport::peer_node_id;
+use crate::guard::{Admission, source_prefix};
+use crate::node::{Failure, Inner, now_ms};
+use crate::transport::{handshake_refusal_name, recheck};
 
 /// Largest roster frame accepted.
 const MAX_ROSTER_FRAME: usize = liaison_protocol::roster::MAX_ROSTER_LEN;
@@ -23,6 +24,11 @@ fn frame_cap(inner: &Inner) -> usize {
         .max(MAX_ROSTER_FRAME)
 }
 
+/// Application close code: the member sent too much malformed input and is refused a while.
+const CLOSE_BANNED: u32 = 3;
+/// Application close code: the member holds too many connections; this, its oldest, goes.
+const CLOSE_TOO_MANY: u32 = 4;
+
 pub(crate) fn spawn_accept_loop(inner: Arc<Inner>) {
     let tasks = inner.tasks.clone();
     tasks.spawn(async move {
@@ -32,11 +38,42 @@ pub(crate) fn spawn_accept_loop(inner: Arc<Inner>) {
                 () = inner.cancel.cancelled() => break,
             };
             let Some(incoming) = incoming else { break };
+            let addr = incoming.remote_address().ip();
+            let permit = match inner.guard.admit(addr, incoming.remote_address_validated()) {
+                Admission::Accept(p) => p,
+                Admission::Retry => {
+                    // Proving the address costs the client one round trip and us nothing.
+                    if incoming.retry().is_err() {
+                        debug!(node = %inner.id, %addr, "retry not possible");
+                    }
+                    continue;
+                }
+                Admission::Refuse => {
+                    incoming.refuse();
+                    inner.guard.handshake_refused(
+                        "handshake-limit",
+                        source_prefix(addr),
+                        "too many handshakes in progress",
+                        now_ms(),
+                    );
+                    continue;
+                }
+            };
             let inner2 = inner.clone();
             inner.tasks.spawn(async move {
-                match incoming.await {
+                let connected = incoming.await;
+                drop(permit);
+                match connected {
                     Ok(conn) => serve_connection(inner2, conn).await,
-                    Err(e) => debug!(node = %inner2.id, error = %e, "inbound handshake failed"),
+                    Err(e) => {
+                        debug!(node = %inner2.id, error = %e, "inbound handshake failed");
+                        inner2.guard.handshake_refused(
+                            handshake_refusal_name(&e),
+                            source_prefix(addr),
+                            &e.to_string(),
+                            now_ms(),
+                        );
+                    }
                 }
             });
         }
@@ -44,10 +81,22 @@ pub(crate) fn spawn_accept_loop(inner: Arc<Inner>) {
 }
 
 async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
-    let Some(peer) = peer_node_id(&conn, &inner.roster) else {
-        conn.close(2u32.into(), b"not an active member");
-        return;
+    // The roster in force now, whatever the handshake saw.
+    let peer = match recheck(&conn, &inner.roster, None) {
+        Ok(p) => p,
+        Err(e) => {
+            conn.close(2u32.into(), b"not an active member");
+            let addr = conn.remote_address().ip();
+            inner
+                .guard
+                .handshake_refused(e.name(), source_prefix(addr), &e.to_string(), now_ms());
+            return;
+        }
     };
+    if inner.guard.banned(&peer, now_ms()) {
+        conn.close(CLOSE_BANNED.into(), b"too much malformed input; try later");
+        return;
+    }
     debug!(node = %inner.id, %peer, "peer connected");
     // A witness that is up is asked what it cosigned of this log (once since start).
     crate::node::Node {
@@ -60,6 +109,18 @@ async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
             Err(p) => p.into_inner(),
         };
         list.retain(|(_, c)| c.close_reason().is_none());
+        // A member's oldest connections go when it holds too many (a restarted peer's stale
+        // ones, or a flood).
+        let cap = inner.guard.limits().connections_per_member.max(1);
+        let mut held = list.iter().filter(|(id, _)| *id == peer).count();
+        list.retain(|(id, c)| {
+            if held >= cap && *id == peer {
+                held -= 1;
+                c.close(CLOSE_TOO_MANY.into(), b"too many connections");
+                return false;
+            }
+            true
+        });
         list.push((peer.clone(), conn.clone()));
     }
     loop {
@@ -95,6 +156,7 @@ async fn serve_stream(
         Ok(buf) => match Frame::decode_exact(&buf, cap) {
             Err(e) => {
                 let reason = e.to_string();
+                note_junk(&inner, &peer);
                 inner
                     .log_rejection(&peer, &Refusal::MalformedFrame(e))
                     .await;
@@ -139,6 +201,8 @@ async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
         // A log asking, at its start, how much of it this node has cosigned.
         Frame::WitnessSize(_) => inner.witness_size_query(peer).await,
         Frame::Custody(_) | Frame::Ack(_) | Frame::Cosignature(_) | Frame::Error { .. } => {
+            note_junk(inner, peer);
+            inner.log_rejection(peer, &Refusal::AnswerFrame).await;
             refusal_frame(&Refusal::AnswerFrame)
         }
     }
@@ -154,6 +218,28 @@ async fn answer(inner: &Arc<Inner>, peer: &NodeId, r: Result<Frame, Failure>) ->
         Err(Failure::Refused(refusal)) => {
             inner.log_rejection(peer, &refusal).await;
             refusal_frame(&refusal)
+        }
+    }
+}
+
+/// Counts malformed input from a member; past its limit, closes all its connections (and the
+/// member is refused until the ban ends).
+pub(crate) fn note_junk(inner: &Inner, peer: &NodeId) {
+    if inner.guard.junk(peer, now_ms()) {
+        ban(inner, peer);
+    }
+}
+
+/// Closes every connection of a member that sent too much malformed input.
+fn ban(inner: &Inner, peer: &NodeId) {
+    warn!(node = %inner.id, %peer, "too much malformed input: connections closed for a while");
+    let list = match inner.inbound.lock() {
+        Ok(l) => l,
+        Err(p) => p.into_inner(),
+    };
+    for (id, c) in list.iter() {
+        if id == peer {
+            c.close(CLOSE_BANNED.into(), b"too much malformed input; try later");
         }
     }
 }

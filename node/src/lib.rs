@@ -17,6 +17,7 @@ mod audit;
 mod cases;
 pub mod config;
 pub mod error;
+mod guard;
 pub mod identity;
 mod inbound;
 mod locks;

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, DeliveryConfig};
 use crate::error::{NodeError, StoreError};
+use crate::guard::Guard;
 use crate::identity::load_signing_key;
 use crate::locks::KeyedLocks;
 use crate::peer::{PeerHandle, PeerStatus};
@@ -149,6 +150,8 @@ pub(crate) struct Inner {
     /// Set by a tamper test that rolls the log back on purpose: the node does not check
     /// itself against its witnesses (so the witnesses' own checks are what is tested).
     pub(crate) no_self_check: std::sync::atomic::AtomicBool,
+    /// Bounds on what peers and strangers can make this node do.
+    pub(crate) guard: Arc<Guard>,
 }
 
 /// A message this node sent reached a final state (receipt, rejection or non-delivery).
@@ -242,11 +245,7 @@ impl Node {
             Some(s) => s,
             None => transport::bind(cfg.listen)?,
         };
-        let (refusal_tx, refusal_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-        let sink: transport::RefusalSink = Arc::new(move |peer, reason| {
-            let _ = refusal_tx.send((peer, reason));
-        });
-        let endpoint = transport::endpoint(socket, &tls, roster.clone(), sink, &cfg.delivery)?;
+        let endpoint = transport::endpoint(socket, &tls, roster.clone(), &cfg.delivery)?;
 
         let inner = Arc::new(Inner {
             id: cfg.node_id.clone(),
@@ -273,6 +272,7 @@ impl Node {
             case_tick_lock: tokio::sync::Mutex::new(()),
             wf: cfg.workflow.clone(),
             body_retention_ms: cfg.audit.body_retention_ms,
+            guard: Guard::new(cfg.limits.clone()),
             size_checks: Mutex::new(HashMap::new()),
             no_self_check: std::sync::atomic::AtomicBool::new(false),
         });
@@ -285,7 +285,7 @@ impl Node {
             let _ = node.inner.store.close().await;
             return Err(e);
         }
-        node.spawn_refusal_logger(refusal_rx);
+        node.spawn_summaries();
         crate::inbound::spawn_accept_loop(node.inner.clone());
         // Everything still queued from before a restart goes back to its peer's queue.
         // A message among them is not dropped at expiry without asking the peer: the peer
@@ -332,24 +332,18 @@ impl Node {
         });
     }
 
-    fn spawn_refusal_logger(&self, mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    /// Logs what was counted instead of logged one by one (failed handshakes, members' input
+    /// beyond their rate) as at most one summary entry of each kind per interval.
+    fn spawn_summaries(&self) {
         let inner = self.inner.clone();
+        let every = Duration::from_millis(inner.guard.limits().summary_interval_ms.max(100));
         self.inner.tasks.spawn(async move {
             loop {
-                let next = tokio::select! {
-                    n = rx.recv() => n,
-                    () = inner.cancel.cancelled() => None,
-                };
-                let Some((peer, reason)) = next else { break };
-                warn!(%peer, %reason, "handshake refused");
-                let rec = event_record(&reason, Some(&peer), None, None);
-                let _ = inner
-                    .store
-                    .write(now_ms(), move |t| {
-                        t.log(EntryKind::HandshakeRefused, rec);
-                        Ok(())
-                    })
-                    .await;
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = inner.cancel.cancelled() => break,
+                }
+                inner.log_summaries().await;
             }
         });
     }
@@ -471,6 +465,26 @@ impl Node {
         out
     }
 
+    /// Live inbound connections per member.
+    pub fn inbound_connections(&self) -> std::collections::BTreeMap<String, usize> {
+        let list = match self.inner.inbound.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for (id, c) in list.iter() {
+            if c.close_reason().is_none() {
+                *out.entry(id.to_string()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// Inbound handshakes in progress.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.inner.guard.handshakes()
+    }
+
     /// The roster in force.
     pub fn roster(&self) -> Arc<SignedRoster> {
         self.inner.roster.get()
@@ -559,6 +573,7 @@ impl Node {
         }
         inner.endpoint.close(0u32.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(2), inner.endpoint.wait_idle()).await;
+        inner.log_summaries().await;
         if let Err(e) = inner.store.close().await {
             warn!(error = %e, "final flush failed");
         }
@@ -962,7 +977,30 @@ impl Inner {
     ) -> Reply {
         let reason = refusal.to_string();
         let code = refusal.code();
-        let sign = verified.is_some_and(|env| refusal.deserves_receipt(env.header().from == *peer));
+        let sign = verified.is_some_and(|env| {
+            refusal.deserves_receipt(env.header().from == *peer) && env.header().to == self.id
+        });
+        // A refusal that signs nothing is logged one by one only at the member's rate; beyond
+        // it, counted for the summary, and a copy of a known message still gets the answer it
+        // got the first time.
+        if !sign && !self.guard.log_one(peer, refusal.name(), &reason, now_ms()) {
+            if let Some(env) = verified {
+                match self.dedupe(env).await {
+                    Ok(Dedupe::Same(answer)) => {
+                        return match self.store.flushed().await {
+                            Ok(()) => answer,
+                            Err(e) => error_frame(ErrorCode::Unavailable, e.to_string()),
+                        };
+                    }
+                    Ok(Dedupe::Reused) => {
+                        return error_frame(ErrorCode::Refused, Refusal::IdReused.to_string());
+                    }
+                    Ok(Dedupe::New) => {}
+                    Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
+                }
+            }
+            return error_frame(code, reason);
+        }
         warn!(node = %self.id, %peer, refusal = refusal.name(), %reason, "message rejected");
         let now = now_ms();
         let peeked = Envelope::peek_unverified(envelope);
@@ -1104,6 +1142,7 @@ impl Inner {
         let env = match Envelope::open(&envelope, |kid| roster.roster().signer(kid)) {
             Ok(env) => env,
             Err(e) => {
+                crate::inbound::note_junk(self, peer);
                 return self
                     .reject_inbound(peer, &envelope, None, Refusal::Envelope(e))
                     .await;
@@ -1830,8 +1869,38 @@ impl Inner {
         });
     }
 
-    /// Logs refused input that names no message of ours.
+    /// Logs the summaries of refusals not logged one by one, if any were counted.
+    pub(crate) async fn log_summaries(&self) {
+        let (handshakes, members) = self.guard.take_summaries(now_ms());
+        if handshakes.is_none() && members.is_none() {
+            return;
+        }
+        if let Some(text) = &handshakes {
+            warn!(node = %self.id, summary = %text, "handshakes refused");
+        }
+        let hs = handshakes.map(|t| event_record(&t, Some("summary"), None, None));
+        let ms = members.map(|t| event_record(&t, Some("summary"), None, None));
+        let _ = self
+            .store
+            .write(now_ms(), move |t| {
+                if let Some(r) = hs {
+                    t.log(EntryKind::HandshakeRefused, r);
+                }
+                if let Some(r) = ms {
+                    t.log(EntryKind::Rejected, r);
+                }
+                Ok(())
+            })
+            .await;
+    }
+
+    /// Logs refused input that names no message of ours (one by one at the member's rate,
+    /// counted for the summary beyond it).
     pub(crate) async fn log_rejection(&self, peer: &NodeId, refusal: &Refusal) {
+        let text = refusal.to_string();
+        if !self.guard.log_one(peer, refusal.name(), &text, now_ms()) {
+            return;
+        }
         warn!(node = %self.id, %peer, refusal = refusal.name(), %refusal, "input refused");
         let rec = event_record(&refusal.to_string(), Some(peer.as_str()), None, None);
         let _ = self

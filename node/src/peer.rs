@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::node::{Inner, now_ms};
 use crate::store::{MsgState, OutItem, Payload, Queued};
+use crate::transport::{handshake_refusal_name, recheck};
 
 /// Largest answer frame accepted from a peer (receipts, acks, errors).
 const MAX_ANSWER: usize = 64 * 1024;
@@ -276,6 +277,19 @@ impl Actor {
                 };
                 match tokio::time::timeout(Duration::from_secs(10), connecting).await {
                     Ok(Ok(conn)) => {
+                        // The roster in force now, whatever the handshake saw.
+                        if let Err(e) = recheck(&conn, &self.inner.roster, Some(self.hop.as_str()))
+                        {
+                            conn.close(2u32.into(), b"not the member dialled");
+                            self.inner.guard.handshake_refused(
+                                e.name(),
+                                self.hop.to_string(),
+                                &e.to_string(),
+                                now_ms(),
+                            );
+                            last = format!("{addr}: {e}");
+                            continue;
+                        }
                         info!(node = %self.inner.id, peer = %self.hop, %addr, "connected");
                         // Offer our roster before any message, so a peer with an older one
                         // judges our messages by the newer policy.
@@ -291,7 +305,19 @@ impl Actor {
                         self.conn_failures = 0;
                         return Ok(());
                     }
-                    Ok(Err(e)) => last = format!("handshake with {addr}: {e}"),
+                    Ok(Err(e)) => {
+                        let name = handshake_refusal_name(&e);
+                        if !matches!(name, "timeout" | "tls" | "handshake") {
+                            // This node refused the certificate the peer showed.
+                            self.inner.guard.handshake_refused(
+                                name,
+                                self.hop.to_string(),
+                                &e.to_string(),
+                                now_ms(),
+                            );
+                        }
+                        last = format!("handshake with {addr}: {e}");
+                    }
                     Err(_) => last = format!("handshake with {addr} timed out"),
                 }
             }

@@ -28,8 +28,81 @@ use crate::roster::RosterCell;
 /// ALPN of this protocol version.
 pub const ALPN: &[u8] = b"liaison/1";
 
-/// Called when a handshake is refused: (peer description, reason).
-pub type RefusalSink = Arc<dyn Fn(String, String) + Send + Sync>;
+/// Why a certificate that chains to the federation CA is still refused: the roster's pin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinError {
+    /// No member's `tls_spki_sha256` is this key.
+    #[error("TLS key is not pinned in the roster for any member")]
+    NotPinned,
+    /// The key is another member's than the one dialled.
+    #[error("TLS key belongs to {owner}, not to {dialled}")]
+    OtherMember {
+        /// Whose key it is.
+        owner: NodeId,
+        /// Who was dialled.
+        dialled: String,
+    },
+    /// The member is suspended or revoked.
+    #[error("{0} is {1:?} in the roster")]
+    NotActive(NodeId, liaison_protocol::MemberStatus),
+    /// The certificate does not name the member whose key it holds.
+    #[error("certificate does not name {0}")]
+    WrongName(NodeId),
+    /// The certificate does not parse.
+    #[error("certificate does not parse: {0}")]
+    Unparsable(String),
+}
+
+impl PinError {
+    /// A stable name, for counters and summaries.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::NotPinned => "not-pinned",
+            Self::OtherMember { .. } => "other-member",
+            Self::NotActive(..) => "member-not-active",
+            Self::WrongName(_) => "wrong-name",
+            Self::Unparsable(_) => "bad-certificate",
+        }
+    }
+}
+
+impl From<PinError> for rustls::Error {
+    fn from(e: PinError) -> Self {
+        Self::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+            Arc::new(e),
+        )))
+    }
+}
+
+const PINS: [(&str, &str); 4] = [
+    ("OtherError(NotPinned", "not-pinned"),
+    ("OtherError(OtherMember", "other-member"),
+    ("OtherError(NotActive", "member-not-active"),
+    ("OtherError(WrongName", "wrong-name"),
+];
+
+/// A stable name for why a handshake failed, from the error quinn reports for it.
+///
+/// quinn turns the verifier's typed error into a TLS alert and a reason text; rustls writes a
+/// `CertificateError::Other` with the `Debug` form of the [`PinError`] inside, so its variant
+/// name is what is looked for.
+pub fn handshake_refusal_name(e: &quinn::ConnectionError) -> &'static str {
+    match e {
+        quinn::ConnectionError::TimedOut => "timeout",
+        quinn::ConnectionError::TransportError(_) => tls_refusal_name(&e.to_string()),
+        _ => "handshake",
+    }
+}
+
+/// The name of a TLS failure from its reason text (see [`handshake_refusal_name`]).
+fn tls_refusal_name(text: &str) -> &'static str {
+    match PINS.iter().find(|(probe, _)| text.contains(probe)) {
+        Some((_, name)) => name,
+        None if text.contains("UnknownIssuer") => "unknown-ca",
+        None if text.contains("certificate") => "bad-certificate",
+        None => "tls",
+    }
+}
 
 /// TLS material of this node.
 #[derive(Debug)]
@@ -76,20 +149,6 @@ pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<[u8; 32], rustls::Error>
     Ok(Sha256::digest(parsed.subject_public_key_info().as_ref()).into())
 }
 
-/// The node id of an admitted peer, from its certificate and the roster.
-pub fn peer_node_id(conn: &quinn::Connection, roster: &RosterCell) -> Option<NodeId> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<CertificateDer<'static>>>()
-        .ok()?;
-    let spki = spki_sha256(certs.first()?).ok()?;
-    let r = roster.get();
-    r.roster()
-        .by_tls_key(&spki)
-        .filter(|m| m.is_active())
-        .map(|m| m.id.clone())
-}
-
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -99,39 +158,54 @@ fn tls_err(e: impl fmt::Display) -> NodeError {
 }
 
 /// Checks a certificate's pin and name against the roster.
-fn check_pin(
+pub fn check_pin(
     roster: &RosterCell,
     end_entity: &CertificateDer<'_>,
     expected: Option<&str>,
-) -> Result<NodeId, String> {
-    let parsed = ParsedCertificate::try_from(end_entity).map_err(|e| e.to_string())?;
+) -> Result<NodeId, PinError> {
+    let parsed =
+        ParsedCertificate::try_from(end_entity).map_err(|e| PinError::Unparsable(e.to_string()))?;
     let spki: [u8; 32] = Sha256::digest(parsed.subject_public_key_info().as_ref()).into();
     let r = roster.get();
-    let member = r
-        .roster()
-        .by_tls_key(&spki)
-        .ok_or_else(|| "TLS key is not pinned in the roster for any member".to_owned())?;
+    let member = r.roster().by_tls_key(&spki).ok_or(PinError::NotPinned)?;
     if let Some(exp) = expected {
         if member.id.as_str() != exp {
-            return Err(format!("TLS key belongs to {}, not to {exp}", member.id));
+            return Err(PinError::OtherMember {
+                owner: member.id.clone(),
+                dialled: exp.to_owned(),
+            });
         }
     }
     if !member.is_active() {
-        return Err(format!(
-            "{} is {:?} in the roster",
-            member.id, member.status
-        ));
+        return Err(PinError::NotActive(member.id.clone(), member.status));
     }
-    let name = ServerName::try_from(member.id.as_str().to_owned()).map_err(|e| e.to_string())?;
-    verify_server_name(&parsed, &name)
-        .map_err(|_| format!("certificate does not name {}", member.id))?;
+    let name = ServerName::try_from(member.id.as_str().to_owned())
+        .map_err(|_| PinError::WrongName(member.id.clone()))?;
+    verify_server_name(&parsed, &name).map_err(|_| PinError::WrongName(member.id.clone()))?;
     Ok(member.id.clone())
+}
+
+/// Re-checks an established connection's peer against the roster in force now: the member
+/// whose pinned key it holds, active, named `expected` when given. Every new connection is
+/// checked so, whatever its handshake was (session resumption is off besides).
+pub fn recheck(
+    conn: &quinn::Connection,
+    roster: &RosterCell,
+    expected: Option<&str>,
+) -> Result<NodeId, PinError> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|i| i.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or_else(|| PinError::Unparsable("no peer certificate".into()))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| PinError::Unparsable("no peer certificate".into()))?;
+    check_pin(roster, first, expected)
 }
 
 struct RosterClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     roster: RosterCell,
-    refused: RefusalSink,
 }
 
 impl fmt::Debug for RosterClientVerifier {
@@ -151,20 +225,10 @@ impl ClientCertVerifier for RosterClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        if let Err(e) = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)
-        {
-            (self.refused)("inbound client".to_owned(), format!("certificate: {e}"));
-            return Err(e);
-        }
-        match check_pin(&self.roster, end_entity, None) {
-            Ok(_) => Ok(ClientCertVerified::assertion()),
-            Err(reason) => {
-                (self.refused)("inbound client".to_owned(), reason.clone());
-                Err(rustls::Error::General(reason))
-            }
-        }
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        check_pin(&self.roster, end_entity, None)?;
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -193,7 +257,6 @@ impl ClientCertVerifier for RosterClientVerifier {
 struct RosterServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
     roster: RosterCell,
-    refused: RefusalSink,
 }
 
 impl fmt::Debug for RosterServerVerifier {
@@ -212,23 +275,15 @@ impl ServerCertVerifier for RosterServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let who = server_name.to_str().into_owned();
-        if let Err(e) = self.inner.verify_server_cert(
+        self.inner.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
-        ) {
-            (self.refused)(who, format!("certificate: {e}"));
-            return Err(e);
-        }
-        match check_pin(&self.roster, end_entity, Some(&who)) {
-            Ok(_) => Ok(ServerCertVerified::assertion()),
-            Err(reason) => {
-                (self.refused)(who, reason.clone());
-                Err(rustls::Error::General(reason))
-            }
-        }
+        )?;
+        check_pin(&self.roster, end_entity, Some(&who))?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -271,7 +326,6 @@ pub fn endpoint(
     socket: UdpSocket,
     tls: &TlsMaterial,
     roster: RosterCell,
-    refused: RefusalSink,
     delivery: &crate::config::DeliveryConfig,
 ) -> Result<quinn::Endpoint, NodeError> {
     let window = delivery.window;
@@ -290,11 +344,14 @@ pub fn endpoint(
         .with_client_cert_verifier(Arc::new(RosterClientVerifier {
             inner: inner_client,
             roster: roster.clone(),
-            refused: refused.clone(),
         }))
         .with_single_cert(vec![tls.cert.clone()], tls.key.clone_key())
         .map_err(tls_err)?;
     server.alpn_protocols = vec![ALPN.to_vec()];
+    // No session resumption: a resumed session would skip the roster pin check, and a key
+    // that left the roster could come back on an old ticket.
+    server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    server.send_tls13_tickets = 0;
     let server = QuicServerConfig::try_from(server).map_err(tls_err)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
     server.transport_config(transport_config(window, idle));
@@ -309,11 +366,11 @@ pub fn endpoint(
         .with_custom_certificate_verifier(Arc::new(RosterServerVerifier {
             inner: inner_server,
             roster,
-            refused,
         }))
         .with_client_auth_cert(vec![tls.cert.clone()], tls.key.clone_key())
         .map_err(tls_err)?;
     client.alpn_protocols = vec![ALPN.to_vec()];
+    client.resumption = rustls::client::Resumption::disabled();
     let client = QuicClientConfig::try_from(client).map_err(tls_err)?;
     let mut client = quinn::ClientConfig::new(Arc::new(client));
     client.transport_config(transport_config(window, idle));
@@ -338,4 +395,39 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, NodeError> {
             format!("cannot bind {addr}: {e}"),
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reason text quinn reports when the verifier refused (the form seen in real runs).
+    fn refused(e: rustls::Error) -> String {
+        format!("the cryptographic handshake failed: error 42: {e}")
+    }
+
+    #[test]
+    fn every_pin_error_gets_its_own_name() {
+        let member = NodeId::new("gx").unwrap();
+        for e in [
+            PinError::NotPinned,
+            PinError::OtherMember {
+                owner: member.clone(),
+                dialled: "sx".into(),
+            },
+            PinError::NotActive(member.clone(), liaison_protocol::MemberStatus::Revoked),
+            PinError::WrongName(member.clone()),
+        ] {
+            let name = e.name();
+            assert_eq!(tls_refusal_name(&refused(e.into())), name);
+        }
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert_eq!(tls_refusal_name(&refused(unknown)), "unknown-ca");
+        let bad = rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature);
+        assert_eq!(tls_refusal_name(&refused(bad)), "bad-certificate");
+        assert_eq!(
+            handshake_refusal_name(&quinn::ConnectionError::TimedOut),
+            "timeout"
+        );
+    }
 }

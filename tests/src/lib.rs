@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -89,6 +88,8 @@ impl Federation {
         cfg.delivery.backoff_max_ms = 300;
         cfg.delivery.shutdown_grace_ms = 2_000;
         cfg.delivery.idle_timeout_ms = 3_000;
+        // Summaries of refusals not logged one by one come soon enough to wait for.
+        cfg.limits.summary_interval_ms = 200;
         Ok(cfg)
     }
 
@@ -355,7 +356,6 @@ impl RawPeer {
             socket,
             &tls,
             RosterCell::new(roster),
-            Arc::new(|_, _| {}),
             &liaison_node::config::DeliveryConfig::default(),
         )?;
         let conn = endpoint.connect(addr, name)?.await?;
