@@ -1852,16 +1852,15 @@ impl Inner {
         Ok(serial)
     }
 
-    /// Closes connections to members that are no longer active.
+    /// Closes inbound connections whose peer the roster in force no longer admits: a member
+    /// suspended, revoked or gone, or a TLS key no longer pinned (rotated).
     fn drop_inactive_peers(&self) {
-        let roster = self.roster.get();
-        let r = roster.roster();
         let mut inbound = match self.inbound.lock() {
             Ok(v) => v,
             Err(p) => p.into_inner(),
         };
         inbound.retain(|(id, conn)| {
-            let ok = r.active_member(id).is_ok();
+            let ok = transport::recheck(conn, &self.roster, Some(id.as_str())).is_ok();
             if !ok {
                 conn.close(1u32.into(), b"no longer an active member");
             }

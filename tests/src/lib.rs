@@ -321,7 +321,9 @@ pub async fn count_state(node: &Node, direction: &str, state: &str) -> usize {
 /// A QUIC client with a member's credentials that sends raw frames.
 pub struct RawPeer {
     pub conn: quinn::Connection,
-    _endpoint: quinn::Endpoint,
+    /// The client endpoint, for further connections with the same credentials and TLS
+    /// configuration (and so the same session cache, were resumption on).
+    pub endpoint: quinn::Endpoint,
 }
 
 impl RawPeer {
@@ -347,22 +349,31 @@ impl RawPeer {
         addr: SocketAddr,
         name: &str,
     ) -> Result<Self> {
+        let endpoint = Self::client(ca, cert, key, roster, authority_hex)?;
+        let conn = endpoint.connect(addr, name)?.await?;
+        Ok(Self { conn, endpoint })
+    }
+
+    /// A client endpoint with these credentials, the node's own TLS configuration, bound to
+    /// loopback; it may open any number of connections.
+    pub fn client(
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        roster: &Path,
+        authority_hex: &str,
+    ) -> Result<quinn::Endpoint> {
         let tls = TlsMaterial::load(ca, cert, key)?;
         let auth: [u8; 32] = hex::decode(authority_hex)?.try_into().unwrap();
         let auth = liaison_protocol::PublicKey::from_bytes(&auth)?;
         let roster = SignedRoster::open(&std::fs::read(roster)?, &auth)?;
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let endpoint = liaison_node::transport::endpoint(
+        Ok(liaison_node::transport::endpoint(
             socket,
             &tls,
             RosterCell::new(roster),
             &liaison_node::config::DeliveryConfig::default(),
-        )?;
-        let conn = endpoint.connect(addr, name)?.await?;
-        Ok(Self {
-            conn,
-            _endpoint: endpoint,
-        })
+        )?)
     }
 
     /// Sends raw bytes on a new stream and returns the answer frame. A receiver that stops
