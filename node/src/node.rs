@@ -27,8 +27,8 @@ use crate::locks::KeyedLocks;
 use crate::peer::{PeerHandle, PeerStatus};
 use crate::roster::RosterCell;
 use crate::store::{
-    Direction, Fault, MessageRecord, MsgState, OutItem, Payload, Queued, Store, StoreOptions,
-    StoreStats, Txn,
+    Direction, MessageRecord, MsgState, OutItem, Payload, Queued, Store, StoreOptions, StoreStats,
+    Txn,
 };
 use crate::transport::{self, TlsMaterial};
 
@@ -519,7 +519,9 @@ impl Node {
             .collect()
     }
 
-    /// Overwrites an audit entry in the store behind the node's back (tamper tests).
+    /// Overwrites an audit entry in the store behind the node's back (tamper tests; only
+    /// with the `test-hooks` feature, as every `dangerous_*` hook).
+    #[cfg(feature = "test-hooks")]
     pub async fn dangerous_overwrite_log_entry(
         &self,
         index: u64,
@@ -535,6 +537,7 @@ impl Node {
 
     /// Deletes the audit log from `from` on behind the node's back, as a node that rolls its
     /// own log back would (it does not ask its witnesses about itself either). Tamper tests.
+    #[cfg(feature = "test-hooks")]
     pub async fn dangerous_truncate_log(&self, from: u64) -> Result<(), NodeError> {
         self.inner
             .no_self_check
@@ -544,7 +547,8 @@ impl Node {
 
     /// Makes the store's applies or flushes fail as a full disk would (fault tests); the
     /// first failure fails the store until the node is restarted.
-    pub fn dangerous_inject_store_fault(&self, fault: Fault) {
+    #[cfg(feature = "test-hooks")]
+    pub fn dangerous_inject_store_fault(&self, fault: crate::store::Fault) {
         self.inner.store.dangerous_inject_fault(fault);
     }
 

@@ -116,7 +116,9 @@ impl Default for StoreOptions {
     }
 }
 
-/// A fault to inject, as a full or failing disk would cause (fault tests).
+/// A fault to inject, as a full or failing disk would cause (fault tests; only with the
+/// `test-hooks` feature).
+#[cfg(any(test, feature = "test-hooks"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fault {
     /// None.
@@ -152,6 +154,7 @@ pub(crate) struct Shared {
     pub(crate) applying: AtomicU64,
     pub(crate) durable: watch::Sender<Durable>,
     failure: Mutex<Option<String>>,
+    #[cfg(any(test, feature = "test-hooks"))]
     fault: Mutex<Fault>,
     head: Mutex<head::HeadFile>,
     /// The store was written before cases were indexed (`t/`, `pg/`): the node indexes them.
@@ -198,22 +201,26 @@ impl Shared {
         self.durable.send_modify(|d| d.failed = true);
     }
 
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
     fn fault_before_apply(&self) -> Result<(), StoreError> {
-        match *lock(&self.fault) {
-            Fault::Apply => Err(StoreError::Db(
+        #[cfg(any(test, feature = "test-hooks"))]
+        if *lock(&self.fault) == Fault::Apply {
+            return Err(StoreError::Db(
                 "injected fault: no space left on device (apply)".into(),
-            )),
-            _ => Ok(()),
+            ));
         }
+        Ok(())
     }
 
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
     fn fault_before_flush(&self) -> Result<(), StoreError> {
-        match *lock(&self.fault) {
-            Fault::Flush => Err(StoreError::Db(
+        #[cfg(any(test, feature = "test-hooks"))]
+        if *lock(&self.fault) == Fault::Flush {
+            return Err(StoreError::Db(
                 "injected fault: no space left on device (flush)".into(),
-            )),
-            _ => Ok(()),
+            ));
         }
+        Ok(())
     }
 
     fn reader(&self) -> Reader<'_> {
@@ -500,6 +507,7 @@ impl Store {
 
     /// Makes later applies or flushes fail as a full disk would, until turned off. A failure
     /// marks the store failed, as a real one does. For fault tests.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn dangerous_inject_fault(&self, fault: Fault) {
         *lock(&self.shared.fault) = fault;
     }
@@ -507,6 +515,7 @@ impl Store {
     /// Runs `f` alone on the writer thread with the raw database, then rebuilds what the
     /// store derives from the log (interior nodes, counters, frontier, head): what an
     /// attacker with the raw files could do. For tamper tests only.
+    #[cfg(any(test, feature = "test-hooks"))]
     async fn dangerous_edit(
         &self,
         f: impl FnOnce(&sled::Db) -> Result<(), StoreError> + Send + 'static,
@@ -522,6 +531,7 @@ impl Store {
 
     /// Overwrites a stored audit entry (and, with `leaf`, its leaf hash and the interior
     /// nodes above it too), bypassing every check. For tamper tests only.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub async fn dangerous_overwrite_entry(
         &self,
         index: u64,
@@ -540,6 +550,7 @@ impl Store {
 
     /// Deletes audit entries from `from` on, as a node rolling its log back would (its
     /// signed checkpoints stay). For tamper tests only.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub async fn dangerous_truncate_log(&self, from: u64) -> Result<(), StoreError> {
         self.dangerous_edit(move |db| {
             let n = counters_of(db)?.next_log;
@@ -594,6 +605,7 @@ fn counters_of(db: &sled::Db) -> Result<Counters, StoreError> {
 
 /// After a raw edit: interior nodes from the leaves, counters and frontier, and a head that
 /// matches (an attacker rewrites it too).
+#[cfg(any(test, feature = "test-hooks"))]
 fn rederive(shared: &Shared) -> Result<(), StoreError> {
     let db = &shared.db;
     let counters = counters_of(db)?;
@@ -790,6 +802,7 @@ fn open_db(path: &Path, opts: &StoreOptions, node: NodeId) -> Result<Shared, Sto
         applying: AtomicU64::new(0),
         durable,
         failure: Mutex::new(None),
+        #[cfg(any(test, feature = "test-hooks"))]
         fault: Mutex::new(Fault::None),
         head: Mutex::new(head),
         groups: AtomicU64::new(0),

@@ -48,6 +48,7 @@ pub(super) enum Msg {
     /// Answered once everything applied before it is durable.
     Barrier(oneshot::Sender<Result<(), StoreError>>),
     /// Runs alone between groups, with the database (tamper tests, maintenance).
+    #[cfg_attr(not(any(test, feature = "test-hooks")), allow(dead_code))]
     Exclusive(Box<dyn FnOnce(&Shared) + Send>),
     /// Flush, sync the log head, answer and stop.
     Close(oneshot::Sender<Result<(), StoreError>>),
