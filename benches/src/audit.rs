@@ -90,6 +90,7 @@ pub(crate) async fn run(entries: usize) -> Result<()> {
             StartOptions {
                 socket: sockets.remove(id),
                 api_socket: false,
+                clock: None,
             },
         )
         .await?;

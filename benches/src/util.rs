@@ -92,6 +92,7 @@ pub(crate) async fn start(
         StartOptions {
             socket: Some(socket),
             api_socket: false,
+            clock: None,
         },
     )
     .await?)

@@ -505,6 +505,7 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
             StartOptions {
                 socket: Some(socket),
                 api_socket: false,
+                clock: None,
             },
         )
         .await

@@ -20,7 +20,7 @@ use liaison_protocol::{
 use serde::Serialize;
 
 use crate::error::{NodeError, StoreError};
-use crate::node::{Node, now_ms};
+use crate::node::Node;
 use crate::store::Reader;
 
 /// Purges one body whose retention ended, in the change `t`: returns whether it did. A body
@@ -106,7 +106,7 @@ impl Node {
             .to_text();
         let text = note.clone();
         store
-            .write(now_ms(), move |t| {
+            .write(self.now(), move |t| {
                 // A note of this size already stored may carry cosignatures: keep it.
                 if t.checkpoint_at(size)?.is_none() {
                     t.put_checkpoint(size, &text);

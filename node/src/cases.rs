@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::error::{NodeError, StoreError};
-use crate::node::{Inner, Node, SendResult, now_ms, stage_outgoing};
+use crate::node::{Inner, Node, SendResult, stage_outgoing};
 use crate::store::{
     CaseIndex, CaseRecord, Direction, LocalAction, OfficerRecord, Queued, Reader, TimelineEntry,
     Txn,
@@ -238,14 +238,14 @@ impl Node {
     /// This node's figures for an annual report.
     pub async fn annual_figures(&self, year: i32) -> Result<Document, NodeError> {
         let cases = self.cases().await?;
-        workflow::annual_figures(&cases, &self.inner.id, year, now_ms())
+        workflow::annual_figures(&cases, &self.inner.id, year, self.now())
             .map_err(|e| NodeError::Invalid(e.to_string()))
     }
 
     /// Checks every case's deadlines and alert radii now (the ticker looks only at the
     /// cases whose time has come, every `tick_ms`).
     pub async fn case_tick(&self) -> Result<(), NodeError> {
-        self.inner.case_tick(now_ms(), true).await
+        self.inner.case_tick(self.now(), true).await
     }
 
     pub(crate) fn spawn_case_ticker(&self, tick_ms: u64) {
@@ -254,12 +254,12 @@ impl Node {
         self.inner.tasks.spawn(async move {
             loop {
                 let all = tokio::select! {
-                    () = tokio::time::sleep(every) => false,
+                    () = node.inner.clock.sleep(every) => false,
                     // New members may be within an active alert's radius.
                     () = node.inner.roster_changed.notified() => true,
                     () = node.inner.cancel.cancelled() => break,
                 };
-                if let Err(e) = node.inner.case_tick(now_ms(), all).await {
+                if let Err(e) = node.inner.case_tick(node.now(), all).await {
                     warn!(node = %node.inner.id, error = %e, "cannot check case deadlines");
                 }
             }
@@ -326,7 +326,7 @@ impl Inner {
         let key = <[u8; 32]>::try_from(hex::decode(req.public_key.trim()).unwrap_or_default())
             .map_err(|_| NodeError::Invalid("public key must be 64 hex digits".into()))?;
         let key = PublicKey::from_bytes(&key)?;
-        let now = now_ms();
+        let now = self.now();
         let officer = Officer {
             federation: self.federation.clone(),
             node: self.id.clone(),
@@ -364,7 +364,7 @@ impl Inner {
     }
 
     async fn revoke_officer(&self, id: &str) -> Result<OfficerView, NodeError> {
-        let now = now_ms();
+        let now = self.now();
         let oid = id.to_owned();
         let entry = event_record(&format!("officer {id} revoked"), None, None, None);
         let revoked = self
@@ -415,7 +415,7 @@ impl Inner {
         if self.cancel.is_cancelled() {
             return Err(NodeError::ShuttingDown);
         }
-        let now = now_ms();
+        let now = self.now();
         let bytes = b64()
             .decode(req.action.as_bytes())
             .map_err(|_| NodeError::Invalid("action is not base64".into()))?;
@@ -525,7 +525,7 @@ impl Inner {
         officer: Option<String>,
         direction: &str,
     ) -> Result<ActResult, NodeError> {
-        let now = now_ms();
+        let now = self.now();
         let a = signed.action().clone();
         let guard = self.case_locks.lock(&a.case_ref).await;
         let d = match self
@@ -1090,7 +1090,7 @@ impl Inner {
             // for a while the sender is asked to try again, then the refusal is final.
             Err(
                 e @ (WorkflowError::IllegalTransition { .. } | WorkflowError::UnknownCase { .. }),
-            ) if now_ms().saturating_sub(h.sent_at) < self.wf.reorder_window_ms => {
+            ) if self.now().saturating_sub(h.sent_at) < self.wf.reorder_window_ms => {
                 return Err(StepRefusal::NotYet(e.to_string()));
             }
             Err(e) => return Err(Final(e.to_string())),
@@ -1189,7 +1189,7 @@ impl Inner {
     pub(crate) async fn index_cases(&self) -> Result<(), NodeError> {
         let me = self.id.clone();
         let retention = self.body_retention_ms;
-        let now = now_ms();
+        let now = self.now();
         let refs: Vec<String> = self
             .store
             .peek(|r| r.cases())
@@ -1357,7 +1357,7 @@ impl Inner {
                 "catalog has no supervision.overdue".into(),
             ));
         };
-        let now = now_ms();
+        let now = self.now();
         // The deadline that passed: the awaited answer's, or the supervision's due date.
         let waiting = rec.case.workflow.awaiting().contains(&rec.case.state);
         let missed = match (rec.case.deadline, sup.due) {

@@ -10,7 +10,7 @@ use liaison_protocol::{ErrorCode, Frame, NodeId};
 use tracing::{debug, warn};
 
 use crate::guard::{Admission, source_prefix};
-use crate::node::{Failure, Inner, now_ms};
+use crate::node::{Failure, Inner};
 use crate::transport::{handshake_refusal_name, recheck};
 
 /// Largest roster frame accepted.
@@ -54,7 +54,7 @@ pub(crate) fn spawn_accept_loop(inner: Arc<Inner>) {
                         "handshake-limit",
                         source_prefix(addr),
                         "too many handshakes in progress",
-                        now_ms(),
+                        inner.now(),
                     );
                     continue;
                 }
@@ -71,7 +71,7 @@ pub(crate) fn spawn_accept_loop(inner: Arc<Inner>) {
                             handshake_refusal_name(&e),
                             source_prefix(addr),
                             &e.to_string(),
-                            now_ms(),
+                            inner2.now(),
                         );
                     }
                 }
@@ -87,13 +87,16 @@ async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
         Err(e) => {
             conn.close(2u32.into(), b"not an active member");
             let addr = conn.remote_address().ip();
-            inner
-                .guard
-                .handshake_refused(e.name(), source_prefix(addr), &e.to_string(), now_ms());
+            inner.guard.handshake_refused(
+                e.name(),
+                source_prefix(addr),
+                &e.to_string(),
+                inner.now(),
+            );
             return;
         }
     };
-    if inner.guard.banned(&peer, now_ms()) {
+    if inner.guard.banned(&peer, inner.now()) {
         conn.close(CLOSE_BANNED.into(), b"too much malformed input; try later");
         return;
     }
@@ -225,7 +228,7 @@ async fn answer(inner: &Arc<Inner>, peer: &NodeId, r: Result<Frame, Failure>) ->
 /// Counts malformed input from a member; past its limit, closes all its connections (and the
 /// member is refused until the ban ends).
 pub(crate) fn note_junk(inner: &Inner, peer: &NodeId) {
-    if inner.guard.junk(peer, now_ms()) {
+    if inner.guard.junk(peer, inner.now()) {
         ban(inner, peer);
     }
 }

@@ -15,6 +15,7 @@
 pub mod api;
 mod audit;
 mod cases;
+pub mod clock;
 pub mod config;
 pub mod error;
 mod guard;
@@ -34,9 +35,10 @@ pub use mimalloc::MiMalloc as Allocator;
 
 pub use audit::AuditReport;
 pub use cases::{ActRequest, ActResult, CaseView, EnrollRequest, OfficerView};
+pub use clock::{Clock, now_ms};
 pub use config::Config;
 pub use error::{NodeError, StoreError};
-pub use node::{MessageView, Node, SendRequest, SendResult, Settled, StartOptions, now_ms};
+pub use node::{MessageView, Node, SendRequest, SendResult, Settled, StartOptions};
 pub use peer::PeerStatus;
 pub use witness::WitnessOutcome;
 
@@ -49,6 +51,7 @@ pub async fn run(mut cfg: Config, dev: bool) -> Result<(), NodeError> {
         StartOptions {
             socket: None,
             api_socket: true,
+            clock: None,
         },
     )
     .await?;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use liaison_protocol::audit::{EntryKind, event_record};
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::{Config, DeliveryConfig};
 use crate::error::{NodeError, StoreError};
 use crate::guard::Guard;
@@ -31,14 +32,6 @@ use crate::store::{
     Txn,
 };
 use crate::transport::{self, TlsMaterial};
-
-/// Wall clock in Unix ms: the one place the node reads the time.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// What the application asks the node to send.
 #[derive(Debug, Clone, serde::Deserialize, Serialize)]
@@ -152,6 +145,8 @@ pub(crate) struct Inner {
     pub(crate) no_self_check: std::sync::atomic::AtomicBool,
     /// Bounds on what peers and strangers can make this node do.
     pub(crate) guard: Arc<Guard>,
+    /// The one clock (crate::clock).
+    pub(crate) clock: Clock,
 }
 
 /// A message this node sent reached a final state (receipt, rejection or non-delivery).
@@ -182,6 +177,9 @@ pub struct StartOptions {
     pub socket: Option<UdpSocket>,
     /// Serve the local API on `<data_dir>/api.sock`.
     pub api_socket: bool,
+    /// The clock the node reads and waits on (the system clock when absent; tests pass a
+    /// manual one, shared by the nodes of a federation).
+    pub clock: Option<Clock>,
 }
 
 impl Node {
@@ -193,6 +191,7 @@ impl Node {
         let witness_key = load_signing_key(&cfg.witness_key)?;
         let tls = TlsMaterial::load(&cfg.ca_cert, &cfg.tls_cert, &cfg.tls_key)?;
         let authority = parse_key_hex(&cfg.authority_key)?;
+        let clock = opts.clock.unwrap_or_default();
 
         std::fs::create_dir_all(&cfg.data_dir)?;
         let store = Store::open(
@@ -228,7 +227,7 @@ impl Node {
                 let rec = roster_record(&r);
                 let bytes = r.bytes().to_vec();
                 store
-                    .write(now_ms(), move |t| {
+                    .write(clock.now_ms(), move |t| {
                         t.put_roster(&bytes);
                         t.log(EntryKind::RosterApplied, rec);
                         Ok(())
@@ -275,6 +274,7 @@ impl Node {
             guard: Guard::new(cfg.limits.clone()),
             size_checks: Mutex::new(HashMap::new()),
             no_self_check: std::sync::atomic::AtomicBool::new(false),
+            clock,
         });
         let node = Self { inner };
         // Nothing is served from a store that its witnesses know to be behind.
@@ -312,10 +312,10 @@ impl Node {
         self.inner.tasks.spawn(async move {
             loop {
                 tokio::select! {
-                    () = tokio::time::sleep(every) => {}
+                    () = node.inner.clock.sleep(every) => {}
                     () = node.inner.cancel.cancelled() => break,
                 }
-                if let Err(e) = node.purge_bodies(now_ms()).await {
+                if let Err(e) = node.purge_bodies(node.now()).await {
                     warn!(node = %node.inner.id, error = %e, "cannot purge bodies");
                 }
                 // Witnessing writes entries itself: a log that grew only by those is not
@@ -340,12 +340,26 @@ impl Node {
         self.inner.tasks.spawn(async move {
             loop {
                 tokio::select! {
-                    () = tokio::time::sleep(every) => {}
+                    () = inner.clock.sleep(every) => {}
                     () = inner.cancel.cancelled() => break,
                 }
                 inner.log_summaries().await;
             }
         });
+    }
+
+    /// The node's clock: what it reads and waits on.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Now, by the node's clock (Unix ms).
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.inner.clock.now_ms()
     }
 
     /// This node's id.
@@ -790,6 +804,11 @@ enum Taken {
 }
 
 impl Inner {
+    /// Now, by the node's clock (Unix ms).
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     fn signer_lookup(&self) -> impl Fn(&[u8; 8]) -> Option<(NodeId, PublicKey)> + '_ {
         let r = self.roster.get();
         move |kid| r.roster().signer(kid)
@@ -819,7 +838,7 @@ impl Inner {
             return Err(NodeError::ShuttingDown);
         }
         liaison_protocol::envelope::check_kind(&req.kind)?;
-        let now = now_ms();
+        let now = self.now();
         let hop = self.route(&req.to, &req.kind, req.body.len(), now).await?;
         if liaison_protocol::workflow::reserved(&req.kind) {
             return Err(NodeError::Invalid(format!(
@@ -930,7 +949,7 @@ impl Inner {
     /// Hands inbox entry `seq` to the application, once: the entry is looked up and removed
     /// in the same change, so of two concurrent takes exactly one succeeds.
     async fn ack(&self, seq: u64) -> Result<MessageView, NodeError> {
-        let now = now_ms();
+        let now = self.now();
         let taken = self
             .store
             .write(now, move |t| {
@@ -987,7 +1006,11 @@ impl Inner {
         // A refusal that signs nothing is logged one by one only at the member's rate; beyond
         // it, counted for the summary, and a copy of a known message still gets the answer it
         // got the first time.
-        if !sign && !self.guard.log_one(peer, refusal.name(), &reason, now_ms()) {
+        if !sign
+            && !self
+                .guard
+                .log_one(peer, refusal.name(), &reason, self.now())
+        {
             if let Some(env) = verified {
                 match self.dedupe(env).await {
                     Ok(Dedupe::Same(answer)) => {
@@ -1006,7 +1029,7 @@ impl Inner {
             return error_frame(code, reason);
         }
         warn!(node = %self.id, %peer, refusal = refusal.name(), %reason, "message rejected");
-        let now = now_ms();
+        let now = self.now();
         let peeked = Envelope::peek_unverified(envelope);
         let rec = event_record(
             &truncate(&reason, 1000),
@@ -1164,7 +1187,7 @@ impl Inner {
         //    first time, whatever the time or the roster says now (looked up in the change
         //    that logs the refusal). A new message that passes them is looked up in the dedupe
         //    index inside the change that stores it.
-        let relay_hop = match checks.check(peer, &env, &body, now_ms()) {
+        let relay_hop = match checks.check(peer, &env, &body, self.now()) {
             Ok(Route::Deliver) => None,
             Ok(Route::Relay(hop)) => Some(hop),
             Err(refusal) => {
@@ -1296,7 +1319,7 @@ impl Inner {
             Duplicate(MessageRecord),
             IdReused,
         }
-        let now = now_ms();
+        let now = self.now();
         let digest = env.digest();
         let inner = self.clone();
         let peer_s = peer.to_string();
@@ -1436,7 +1459,7 @@ impl Inner {
         }
         let digest = r.message_digest;
         let message_id = r.message_id;
-        let now = now_ms();
+        let now = self.now();
         let rbytes = receipt.bytes().to_vec();
         let rdigest = receipt.digest();
         let roster = self.roster.get();
@@ -1613,7 +1636,7 @@ impl Inner {
         back: Option<NodeId>,
         queue_key: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now();
         let nbytes = nd.bytes().to_vec();
         let nd_digest = nd.digest();
         let own = nd.record().dropped_by == self.id;
@@ -1679,7 +1702,7 @@ impl Inner {
                 message_id: h.id,
                 sender: h.from.clone(),
                 recipient: h.to.clone(),
-                at: now_ms(),
+                at: self.now(),
                 dropped_by: self.id.clone(),
                 reason,
             },
@@ -1713,7 +1736,7 @@ impl Inner {
     pub(crate) fn mark_attempted(&self, q: &Queued) {
         if let OutItem::Message { digest } = &q.item {
             let digest = Digest(*digest);
-            self.store.write_later(now_ms(), move |t| {
+            self.store.write_later(self.now(), move |t| {
                 if let Some(mut rec) = t.message(&digest)? {
                     rec.attempts = rec.attempts.saturating_add(1);
                     t.put_message(&digest, &rec);
@@ -1725,7 +1748,7 @@ impl Inner {
 
     /// Records that a relay took custody of a message this node sent.
     pub(crate) async fn custody(&self, digest: &Digest, relay: &NodeId) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now();
         let digest = *digest;
         let relay = relay.to_string();
         self.store
@@ -1754,7 +1777,7 @@ impl Inner {
         hop: &NodeId,
         reason: String,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now();
         let reason = format!("refused by {hop}: {reason}");
         warn!(node = %self.id, %reason, "delivery refused");
         if let OutItem::Message { digest } = &q.item {
@@ -1804,7 +1827,7 @@ impl Inner {
     pub(crate) async fn forwarded(&self, q: &Queued) -> Result<(), StoreError> {
         let key = q.key.clone();
         self.store
-            .write(now_ms(), move |t| {
+            .write(self.now(), move |t| {
                 t.remove_out(&key);
                 Ok(())
             })
@@ -1834,7 +1857,7 @@ impl Inner {
         let rec = roster_record(&new);
         let raw = new.bytes().to_vec();
         self.store
-            .write(now_ms(), move |t| {
+            .write(self.now(), move |t| {
                 t.put_roster(&raw);
                 t.log(EntryKind::RosterApplied, rec);
                 Ok(())
@@ -1874,7 +1897,7 @@ impl Inner {
 
     /// Logs the summaries of refusals not logged one by one, if any were counted.
     pub(crate) async fn log_summaries(&self) {
-        let (handshakes, members) = self.guard.take_summaries(now_ms());
+        let (handshakes, members) = self.guard.take_summaries(self.now());
         if handshakes.is_none() && members.is_none() {
             return;
         }
@@ -1885,7 +1908,7 @@ impl Inner {
         let ms = members.map(|t| event_record(&t, Some("summary"), None, None));
         let _ = self
             .store
-            .write(now_ms(), move |t| {
+            .write(self.now(), move |t| {
                 if let Some(r) = hs {
                     t.log(EntryKind::HandshakeRefused, r);
                 }
@@ -1901,14 +1924,14 @@ impl Inner {
     /// counted for the summary beyond it).
     pub(crate) async fn log_rejection(&self, peer: &NodeId, refusal: &Refusal) {
         let text = refusal.to_string();
-        if !self.guard.log_one(peer, refusal.name(), &text, now_ms()) {
+        if !self.guard.log_one(peer, refusal.name(), &text, self.now()) {
             return;
         }
         warn!(node = %self.id, %peer, refusal = refusal.name(), %refusal, "input refused");
         let rec = event_record(&refusal.to_string(), Some(peer.as_str()), None, None);
         let _ = self
             .store
-            .write(now_ms(), move |t| {
+            .write(self.now(), move |t| {
                 t.log(EntryKind::Rejected, rec);
                 Ok(())
             })

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::node::{Inner, now_ms};
+use crate::node::Inner;
 use crate::store::{MsgState, OutItem, Payload, Queued};
 use crate::transport::{handshake_refusal_name, recheck};
 
@@ -179,7 +179,7 @@ impl Actor {
                         Duration::from_millis(self.backoff.delay(self.conn_failures, jitter()));
                     debug!(node = %self.inner.id, peer = %self.hop, ?wait, %reason, "peer unreachable");
                     tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
+                        () = self.inner.clock.sleep(wait) => {}
                         () = self.inner.cancel.cancelled() => break,
                     }
                     continue;
@@ -189,9 +189,11 @@ impl Actor {
                 self.launch(&conn, &mut flights).await;
             }
             let next_due = lock(&self.shared.queue).next_due();
-            let nap = next_due.map_or(SWEEP, |t| {
-                Duration::from_millis(t.saturating_sub(now_ms())).min(SWEEP)
-            });
+            let sweep = self
+                .inner
+                .now()
+                .saturating_add(u64::try_from(SWEEP.as_millis()).unwrap_or(u64::MAX));
+            let wake = next_due.map_or(sweep, |t| t.min(sweep));
             tokio::select! {
                 Some(done) = flights.join_next_with_id() => {
                     match done {
@@ -210,7 +212,7 @@ impl Actor {
                     }
                 }
                 () = self.shared.notify.notified() => {}
-                () = tokio::time::sleep(nap) => {}
+                () = self.inner.clock.sleep_until(wake) => {}
                 () = self.inner.cancel.cancelled() => break,
             }
         }
@@ -285,7 +287,7 @@ impl Actor {
                                 e.name(),
                                 self.hop.to_string(),
                                 &e.to_string(),
-                                now_ms(),
+                                self.inner.now(),
                             );
                             last = format!("{addr}: {e}");
                             continue;
@@ -313,7 +315,7 @@ impl Actor {
                                 name,
                                 self.hop.to_string(),
                                 &e.to_string(),
-                                now_ms(),
+                                self.inner.now(),
                             );
                         }
                         last = format!("handshake with {addr}: {e}");
@@ -327,7 +329,7 @@ impl Actor {
 
     async fn launch(&mut self, conn: &quinn::Connection, flights: &mut JoinSet<Landed>) {
         let window = self.inner.cfg.window.max(1);
-        let now = now_ms();
+        let now = self.inner.now();
         let mut batch = Vec::new();
         {
             let mut q = lock(&self.shared.queue);
@@ -438,7 +440,7 @@ impl Actor {
                 }
             }
         }
-        let settled = lock(&self.shared.queue).settle(f, outcome, now_ms(), jitter());
+        let settled = lock(&self.shared.queue).settle(f, outcome, self.inner.now(), jitter());
         match settled {
             Settle::Done => {}
             Settle::Requeued { newly_uncertain }
@@ -458,7 +460,7 @@ impl Actor {
     }
 
     async fn sweep_expired(&self) {
-        let expired = lock(&self.shared.queue).take_expired(now_ms());
+        let expired = lock(&self.shared.queue).take_expired(self.inner.now());
         for f in expired {
             if let Err(e) = self.inner.expire(&f.item).await {
                 warn!(node = %self.inner.id, error = %e, "cannot record expiry; will retry");

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::error::{NodeError, StoreError};
-use crate::node::{Inner, Node, now_ms};
+use crate::node::{Inner, Node};
 use crate::store::Witnessed;
 
 /// Longest a witness exchange may take.
@@ -72,7 +72,7 @@ impl Inner {
             return refused(format!("checkpoint signed by the wrong key: {e}"));
         }
         let text = note.to_text();
-        let now = now_ms();
+        let now = self.now();
         enum Verdict {
             Cosign,
             Size(u64),
@@ -456,7 +456,7 @@ impl Node {
         // that arrive together all stay.
         let time = inner
             .store
-            .write(now_ms(), move |t| {
+            .write(self.now(), move |t| {
                 let refused = |e: String| Ok(Err(e));
                 let Some(stored) = t.checkpoint_at(size)? else {
                     return refused("checkpoint vanished".into());

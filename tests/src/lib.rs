@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use liaison_certs_dev::{FederationSpec, Generated, MemberSpec};
 use liaison_node::roster::RosterCell;
 use liaison_node::transport::TlsMaterial;
-use liaison_node::{Config, Node, SendRequest, StartOptions};
+use liaison_node::{Clock, Config, Node, SendRequest, StartOptions};
 use liaison_protocol::action::{Action, Handling};
 use liaison_protocol::document::{Document, Field};
 use liaison_protocol::{Frame, NodeId, Priority, SignedRoster};
@@ -32,6 +32,8 @@ pub struct Federation {
     sockets: HashMap<String, UdpSocket>,
     nodes: HashMap<String, Node>,
     children: HashMap<String, std::process::Child>,
+    /// The clock of the nodes started in this process (child processes run on real time).
+    pub clock: Clock,
 }
 
 /// A member spec with defaults.
@@ -77,7 +79,22 @@ impl Federation {
             sockets,
             nodes: HashMap::new(),
             children: HashMap::new(),
+            clock: Clock::system(),
         })
+    }
+
+    /// The same federation on a manual clock that starts now: its in-process nodes read and
+    /// wait on it, and time moves only by [`Federation::advance`].
+    pub fn in_virtual_time(mut self) -> Self {
+        self.clock = Clock::manual(liaison_node::now_ms());
+        self
+    }
+
+    /// Moves the federation's manual clock forward; every node's waits that are due wake.
+    pub fn advance(&self, by: Duration) -> u64 {
+        self.clock
+            .advance(by)
+            .expect("advance needs a federation in virtual time")
     }
 
     /// The config of `id`, with fast retries for tests.
@@ -124,6 +141,7 @@ impl Federation {
             StartOptions {
                 socket: Some(socket),
                 api_socket: false,
+                clock: Some(self.clock.clone()),
             },
         )
         .await
@@ -440,7 +458,7 @@ impl Officer {
             node,
             kind: kind.into(),
             case_ref: case_ref.into(),
-            at: liaison_node::now_ms(),
+            at: self.node.now_ms(),
             purpose: purpose.into(),
             handling: Handling::H0,
             sensitivity: Vec::new(),
