@@ -171,6 +171,10 @@ pub(crate) fn peers(v: &Value) -> String {
     );
     for p in &items {
         let q = &p["queued"];
+        let mut error = p["last_error"].as_str().unwrap_or("-").to_owned();
+        if let Some(at) = p["retry_at"].as_u64() {
+            error.push_str(&format!(" (dialled again at {})", time(at)));
+        }
         out.push_str(&format!(
             "{:<16}  {:<9}  {:>7} {:>7} {:>7} {:>7}  {:>9}  {:>9}  {:>8}  {}\n",
             s(p, "peer"),
@@ -182,7 +186,7 @@ pub(crate) fn peers(v: &Value) -> String {
             p["in_flight"],
             p["delivered"],
             p["failures"],
-            p["last_error"].as_str().unwrap_or("-"),
+            error,
         ));
     }
     out.trim_end().to_owned()

@@ -250,11 +250,14 @@ impl Node {
 
     pub(crate) fn spawn_case_ticker(&self, tick_ms: u64) {
         let node = self.clone();
-        let every = Duration::from_millis(tick_ms.max(50));
+        let mut ticker = node
+            .inner
+            .clock
+            .ticker(Duration::from_millis(tick_ms.max(50)));
         self.inner.tasks.spawn(async move {
             loop {
                 let all = tokio::select! {
-                    () = node.inner.clock.sleep(every) => false,
+                    _ = ticker.tick() => false,
                     // New members may be within an active alert's radius.
                     () = node.inner.roster_changed.notified() => true,
                     () = node.inner.cancel.cancelled() => break,

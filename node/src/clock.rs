@@ -93,8 +93,48 @@ impl Clock {
 
     /// Waits for `d` on this clock.
     pub async fn sleep(&self, d: Duration) {
-        let d = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        self.sleep_until(self.now_ms().saturating_add(d)).await;
+        self.sleep_until(self.now_ms().saturating_add(millis(d)))
+            .await;
+    }
+
+    /// A ticker that fires every `period` from now on this clock.
+    pub fn ticker(&self, period: Duration) -> Ticker {
+        let period = millis(period).max(1);
+        Ticker {
+            clock: self.clone(),
+            period,
+            next: self.now_ms().saturating_add(period),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Fires at a fixed rate on its clock. The next time is set when a tick fires, before the
+/// work of the tick is done, so time that passes during the work is not lost; ticks missed
+/// altogether (the clock jumped) are skipped, not bunched.
+#[derive(Debug)]
+pub struct Ticker {
+    clock: Clock,
+    period: u64,
+    next: u64,
+}
+
+impl Ticker {
+    /// Waits for the next tick; returns the time it fired at. Cancel-safe: a tick whose wait
+    /// is dropped is still due.
+    pub async fn tick(&mut self) -> u64 {
+        self.clock.sleep_until(self.next).await;
+        let now = self.clock.now_ms();
+        let after = self.next.saturating_add(self.period);
+        self.next = if now >= after {
+            now.saturating_add(self.period)
+        } else {
+            after
+        };
+        now
     }
 }
 
@@ -122,6 +162,22 @@ mod tests {
         // A wait already due returns at once.
         c.sleep_until(10).await;
         c.sleep(Duration::ZERO).await;
+    }
+
+    #[tokio::test]
+    async fn a_ticker_keeps_its_rate_and_skips_what_a_jump_missed() {
+        let c = Clock::manual(0);
+        let mut t = c.ticker(Duration::from_millis(100));
+        c.advance(Duration::from_millis(100));
+        assert_eq!(t.tick().await, 100);
+        // Work during the tick took 150 ms: the next tick is already due, at its rate.
+        c.advance(Duration::from_millis(150));
+        assert_eq!(t.tick().await, 250);
+        assert_eq!(t.next, 300);
+        // A jump of an hour fires once, then the rate goes on from there.
+        c.advance(Duration::from_secs(3600));
+        assert_eq!(t.tick().await, 3_600_250);
+        assert_eq!(t.next, 3_600_350);
     }
 
     #[tokio::test]

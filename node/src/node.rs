@@ -308,11 +308,14 @@ impl Node {
 
     fn spawn_checkpointer(&self, interval_ms: u64) {
         let node = self.clone();
-        let every = Duration::from_millis(interval_ms.max(100));
+        let mut ticker = node
+            .inner
+            .clock
+            .ticker(Duration::from_millis(interval_ms.max(100)));
         self.inner.tasks.spawn(async move {
             loop {
                 tokio::select! {
-                    () = node.inner.clock.sleep(every) => {}
+                    _ = ticker.tick() => {}
                     () = node.inner.cancel.cancelled() => break,
                 }
                 if let Err(e) = node.purge_bodies(node.now()).await {
@@ -325,7 +328,12 @@ impl Node {
                     Ok(true) => {}
                     Err(e) => warn!(node = %node.inner.id, error = %e, "cannot read the log"),
                 }
-                if let Err(e) = node.witness_round().await {
+                // A round waits on witnesses (a dial, an answer): shutdown does not.
+                let round = tokio::select! {
+                    r = node.witness_round() => r,
+                    () = node.inner.cancel.cancelled() => break,
+                };
+                if let Err(e) = round {
                     warn!(node = %node.inner.id, error = %e, "cannot sign or witness a checkpoint");
                 }
             }
@@ -336,11 +344,12 @@ impl Node {
     /// beyond their rate) as at most one summary entry of each kind per interval.
     fn spawn_summaries(&self) {
         let inner = self.inner.clone();
-        let every = Duration::from_millis(inner.guard.limits().summary_interval_ms.max(100));
+        let period = Duration::from_millis(inner.guard.limits().summary_interval_ms.max(100));
+        let mut ticker = inner.clock.ticker(period);
         self.inner.tasks.spawn(async move {
             loop {
                 tokio::select! {
-                    () = inner.clock.sleep(every) => {}
+                    _ = ticker.tick() => {}
                     () = inner.cancel.cancelled() => break,
                 }
                 inner.log_summaries().await;

@@ -57,6 +57,10 @@ pub struct PeerStatus {
     pub failures: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// When the link is dialled again (Unix ms, by the node's clock), while it waits out its
+    /// backoff after failed connection attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -68,6 +72,8 @@ struct Shared {
     delivered: AtomicU64,
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// 0, or when the link is dialled again.
+    retry_at: AtomicU64,
 }
 
 /// A handle to a peer actor.
@@ -116,6 +122,7 @@ impl PeerHandle {
             delivered: self.shared.delivered.load(Ordering::SeqCst),
             failures: self.shared.failures.load(Ordering::SeqCst),
             last_error: lock(&self.shared.last_error).clone(),
+            retry_at: Some(self.shared.retry_at.load(Ordering::SeqCst)).filter(|t| *t > 0),
         }
     }
 }
@@ -132,6 +139,7 @@ pub(crate) fn spawn(inner: Arc<Inner>, hop: NodeId) -> PeerHandle {
             delivered: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            retry_at: AtomicU64::new(0),
         }),
     };
     let actor = Actor {
@@ -175,13 +183,22 @@ impl Actor {
                 if let Err(reason) = self.connect().await {
                     self.fail(&reason);
                     self.conn_failures = self.conn_failures.saturating_add(1);
-                    let wait =
-                        Duration::from_millis(self.backoff.delay(self.conn_failures, jitter()));
-                    debug!(node = %self.inner.id, peer = %self.hop, ?wait, %reason, "peer unreachable");
-                    tokio::select! {
-                        () = self.inner.clock.sleep(wait) => {}
-                        () = self.inner.cancel.cancelled() => break,
+                    let wait = self.backoff.delay(self.conn_failures, jitter());
+                    let at = self.inner.now().saturating_add(wait);
+                    self.shared.retry_at.store(at, Ordering::SeqCst);
+                    debug!(node = %self.inner.id, peer = %self.hop, wait_ms = wait, %reason, "peer unreachable");
+                    // Items still expire on time while the link waits.
+                    while self.inner.now() < at {
+                        let due = lock(&self.shared.queue)
+                            .next_due()
+                            .map_or(at, |t| t.min(at));
+                        tokio::select! {
+                            () = self.inner.clock.sleep_until(due) => {}
+                            () = self.inner.cancel.cancelled() => break,
+                        }
+                        self.sweep_expired().await;
                     }
+                    self.shared.retry_at.store(0, Ordering::SeqCst);
                     continue;
                 }
             }

@@ -271,6 +271,42 @@ impl Federation {
         .await
     }
 
+    /// Binds `id`'s address (the node not running) with an endpoint that refuses every
+    /// connection at once, so a dial to it fails without waiting for a timeout.
+    pub async fn closed_door(&mut self, id: &str) -> Result<ClosedDoor> {
+        let socket = match self.sockets.remove(id) {
+            Some(s) => s,
+            None => rebind(self.addrs[id]).await?,
+        };
+        let dir = self.member_dir(id);
+        let tls = TlsMaterial::load(
+            &self.generated.dir.join("ca.pem"),
+            &dir.join("tls.cert.pem"),
+            &dir.join("tls.key.pem"),
+        )?;
+        let auth: [u8; 32] = hex::decode(&self.generated.authority_key_hex)?
+            .try_into()
+            .unwrap();
+        let auth = liaison_protocol::PublicKey::from_bytes(&auth)?;
+        let roster = SignedRoster::open(
+            &std::fs::read(self.generated.dir.join("roster.cbor"))?,
+            &auth,
+        )?;
+        let endpoint = liaison_node::transport::endpoint(
+            socket,
+            &tls,
+            RosterCell::new(roster),
+            &liaison_node::config::DeliveryConfig::default(),
+        )?;
+        let ep = endpoint.clone();
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                incoming.refuse();
+            }
+        });
+        Ok(ClosedDoor { endpoint, task })
+    }
+
     /// The loopback address of a member.
     pub fn addr(&self, id: &str) -> SocketAddr {
         self.addrs[id]
@@ -334,6 +370,22 @@ pub async fn count_state(node: &Node, direction: &str, state: &str) -> usize {
                 && serde_json::to_value(&m.state).unwrap()["state"] == state
         })
         .count()
+}
+
+/// An address where every connection is refused (see [`Federation::closed_door`]).
+pub struct ClosedDoor {
+    endpoint: quinn::Endpoint,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClosedDoor {
+    /// Frees the address (the member can then be started there).
+    pub async fn remove(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.endpoint.close(0u32.into(), b"");
+        self.endpoint.wait_idle().await;
+    }
 }
 
 /// A QUIC client with a member's credentials that sends raw frames.

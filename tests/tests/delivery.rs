@@ -67,7 +67,12 @@ async fn recipient_down_then_up() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Barrier: the link has tried and failed at least once.
+    wait_for(LIMIT, async || {
+        fj.peers().first().is_some_and(|p| p.failures >= 1)
+    })
+    .await
+    .unwrap();
     assert_eq!(count_state(&fj, "outgoing", "queued").await, 20);
     let peers = fj.peers();
     assert_eq!(peers[0].queued[Priority::Routine as usize], 20);

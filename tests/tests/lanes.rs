@@ -59,20 +59,27 @@ async fn flash_overtakes_a_queue_of_routine_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_message_gets_a_signed_non_delivery_record() {
+    // In virtual time: a message expires when the clock passes its expiry, not before.
     let mut fed = Federation::new(&spec(vec![
         member("fj", "public_security", "CHN", None),
         member("hk", "border_station", "CHN", None),
         member("vn", "foreign_counterpart", "VNM", Some("hk")),
     ]))
-    .unwrap();
+    .unwrap()
+    .in_virtual_time();
+    let ten_minutes = Duration::from_secs(600);
     let fj = fed.start("fj").await.unwrap();
-    let hk = fed.start("hk").await.unwrap();
-    // Direct, recipient down: the sender itself drops it.
+    // Direct, recipient down (every dial refused at once): the sender itself drops it.
+    let door = fed.closed_door("hk").await.unwrap();
     let mut m = msg("hk", "bus.test", b"10:00 at the bridge");
-    m.expires_in_ms = Some(300);
-    fed.stop("hk").await;
-    drop(hk);
+    m.expires_in_ms = Some(10 * 60 * 1000);
     let direct = fj.send(m).await.unwrap();
+    wait_for(LIMIT, async || fj.peers()[0].failures > 0)
+        .await
+        .unwrap();
+    fed.advance(ten_minutes - Duration::from_millis(1));
+    assert_eq!(count_state(&fj, "outgoing", "queued").await, 1);
+    fed.advance(Duration::from_millis(1));
     wait_for(LIMIT, async || {
         count_state(&fj, "outgoing", "expired").await == 1
     })
@@ -89,10 +96,20 @@ async fn expired_message_gets_a_signed_non_delivery_record() {
     assert_eq!(nd.record().message_id.to_hex(), direct.message_id);
 
     // Through the relay, recipient down: the relay drops it and the record comes back.
+    door.remove().await;
     let hk = fed.start("hk").await.unwrap();
+    let door = fed.closed_door("vn").await.unwrap();
     let mut m = msg("vn", "bus.test", b"10:00 at the bridge");
-    m.expires_in_ms = Some(1_500);
+    m.expires_in_ms = Some(10 * 60 * 1000);
     let relayed = fj.send(m).await.unwrap();
+    // fj's link to hk may be waiting out a backoff from the outage.
+    fed.advance(Duration::from_secs(1));
+    wait_for(LIMIT, async || {
+        count_state(&hk, "relay", "queued").await == 1
+    })
+    .await
+    .unwrap();
+    fed.advance(ten_minutes);
     wait_for(LIMIT, async || {
         count_state(&hk, "relay", "expired").await == 1
     })
@@ -110,10 +127,20 @@ async fn expired_message_gets_a_signed_non_delivery_record() {
     .unwrap();
     assert_eq!(nd.record().dropped_by.as_str(), "hk");
     assert_eq!(nd.record().recipient.as_str(), "vn");
-    // The recipient, once up, never sees it.
+    // The recipient, once up, never sees it: a later message through the same relay arrives
+    // alone.
+    door.remove().await;
     let vn = fed.start("vn").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(vn.inbox(10, false).await.unwrap().is_empty());
+    let later = fj.send(msg("vn", "bus.test", b"11:00")).await.unwrap();
+    fed.advance(Duration::from_secs(1));
+    wait_for(LIMIT, async || {
+        !vn.inbox(10, false).await.unwrap().is_empty()
+    })
+    .await
+    .unwrap();
+    let inbox = vn.inbox(10, false).await.unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].message_id, later.message_id);
     for id in ["fj", "hk", "vn"] {
         fed.stop(id).await;
     }

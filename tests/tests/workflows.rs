@@ -332,11 +332,11 @@ async fn bad_officers_and_illegal_steps_are_refused_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overdue_check_is_marked_and_the_supervisor_is_told() {
-    let mut fed = federation();
-    let fast = |c: &mut liaison_node::Config| c.workflow.tick_ms = 100;
-    let fj = fed.start_with("fj", fast).await.unwrap();
-    let sx = fed.start_with("sx", fast).await.unwrap();
-    let jmo = fed.start_with("jmo", fast).await.unwrap();
+    // In virtual time: three days pass when the test says so, and not a moment earlier.
+    let mut fed = federation().in_virtual_time();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let jmo = fed.start("jmo").await.unwrap();
     let lin = Officer::enroll(&fj, "fj/lin.wei", "investigator")
         .await
         .unwrap();
@@ -344,8 +344,9 @@ async fn an_overdue_check_is_marked_and_the_supervisor_is_told() {
         .await
         .unwrap();
     let case = "FJ-2026-0100";
-    // "locate" has a per-request deadline: 2 s from now.
-    let due = liaison_node::now_ms() + 2_000;
+    // "locate" has a per-request deadline: three days from now.
+    let three_days = Duration::from_secs(3 * 24 * 3600);
+    let due = fj.now_ms() + 3 * 24 * 3600 * 1000;
     let r = lin
         .act(
             "assist.request",
@@ -382,8 +383,13 @@ async fn an_overdue_check_is_marked_and_the_supervisor_is_told() {
     );
     assert!(!fj.case(case).await.unwrap().unwrap().case.overdue);
 
+    // One ms before the deadline (and a tick later): not overdue.
+    fed.advance(three_days - Duration::from_millis(1));
+    fj.case_tick().await.unwrap();
+    assert!(!fj.case(case).await.unwrap().unwrap().case.overdue);
     // Past the deadline with no answer: overdue on both sides, the supervisor is told by a
     // node-signed notice.
+    fed.advance(Duration::from_secs(1));
     wait_for(LIMIT, async || {
         fj.case(case).await.unwrap().unwrap().case.overdue
     })
@@ -410,20 +416,27 @@ async fn an_overdue_check_is_marked_and_the_supervisor_is_told() {
         .unwrap();
     assert_eq!(notice.actor, "fj");
     assert!(notice.verified.contains("automatic"), "{}", notice.verified);
-    // Told once, not every tick.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let notices = jmo
-        .case(case)
-        .await
-        .unwrap()
-        .unwrap()
-        .timeline
-        .iter()
-        .filter(|e| e.kind == "supervision.overdue")
-        .count();
-    assert_eq!(notices, 1);
+    // Told once, not every tick: a day of ticks later the sender has sent no other notice.
+    for _ in 0..24 {
+        fed.advance(Duration::from_secs(3600));
+        fj.case_tick().await.unwrap();
+    }
+    for node in [&fj, &jmo] {
+        let notices = node
+            .case(case)
+            .await
+            .unwrap()
+            .unwrap()
+            .timeline
+            .iter()
+            .filter(|e| e.kind == "supervision.overdue")
+            .count();
+        assert_eq!(notices, 1, "at {}", node.id());
+    }
     for id in ["fj", "sx", "jmo"] {
+        let t = std::time::Instant::now();
         fed.stop(id).await;
+        eprintln!("STOP {id} {:?}", t.elapsed());
     }
 }
 
@@ -1516,16 +1529,16 @@ async fn replays_plain_messages_in_workflow_namespaces_and_consent_shortcuts_are
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_widened_alert_reaches_the_next_ring_and_its_cancellation_reaches_every_unit() {
-    let mut fed = federation();
-    let fast = |c: &mut liaison_node::Config| c.workflow.tick_ms = 100;
-    let sx = fed.start_with("sx", fast).await.unwrap();
+    // In virtual time: the hour after which the alert widens passes when the test says so.
+    let mut fed = federation().in_virtual_time();
+    let sx = fed.start("sx").await.unwrap();
     let xa = fed.start("xa").await.unwrap();
     let bj = fed.start("bj").await.unwrap();
     let zhao = Officer::enroll(&sx, "sx/zhao.lei", "investigator")
         .await
         .unwrap();
     let case = "SX-ALERT-WIDE";
-    // Missing for just under an hour: 100 km now (the Xi'an registry), 200 km in a moment
+    // Missing since now: 100 km for the first hour (the Xi'an registry), then 200 km
     // (Baoji).
     let doc = Document::new()
         .with(
@@ -1542,11 +1555,20 @@ async fn a_widened_alert_reaches_the_next_ring_and_its_cancellation_reaches_ever
                 .with("lat_e6", "34278500")
                 .with("lon_e6", "108961700"),
         )
-        .with("missing_since", liaison_node::now_ms() - 3_600_000 + 1_500)
+        .with("missing_since", sx.now_ms())
         .with("contact", "desk 1");
     let r = zhao.act("alert.issue", case, doc, &[]).await.unwrap();
     assert_eq!(r.messages.len(), 1);
     assert_eq!(r.messages[0].hop.as_str(), "xa");
+    wait_for(LIMIT, async || case_state(&xa, case).await == "active")
+        .await
+        .unwrap();
+    // A moment short of the hour, a tick widens nothing.
+    fed.advance(Duration::from_millis(3_600_000 - 1));
+    sx.case_tick().await.unwrap();
+    assert_eq!(sx.case(case).await.unwrap().unwrap().alerted.len(), 1);
+    // The ticker's next tick (every second) after the hour widens it.
+    fed.advance(Duration::from_secs(1));
     wait_for(LIMIT, async || case_state(&bj, case).await == "active")
         .await
         .unwrap();
