@@ -14,33 +14,31 @@
 
 pub mod api;
 mod audit;
+mod bus;
 mod cases;
 pub mod clock;
 pub mod config;
 pub mod error;
-mod guard;
 pub mod identity;
-mod inbound;
 mod locks;
+mod net;
 mod node;
-mod peer;
 pub mod roster;
 pub mod store;
-pub mod transport;
-mod witness;
 
 /// The allocator the node's binaries use (`#[global_allocator] static A: Allocator =
 /// Allocator;`).
 pub use mimalloc::MiMalloc as Allocator;
 
 pub use audit::AuditReport;
+pub use audit::witness::WitnessOutcome;
 pub use cases::{ActRequest, ActResult, CaseView, EnrollRequest, OfficerView};
 pub use clock::{Clock, now_ms};
 pub use config::Config;
 pub use error::{NodeError, StoreError};
+pub use net::peer::PeerStatus;
+pub use net::transport;
 pub use node::{MessageView, Node, SendRequest, SendResult, Settled, StartOptions};
-pub use peer::PeerStatus;
-pub use witness::WitnessOutcome;
 
 /// Runs a node from a config file until SIGINT/SIGTERM or an API shutdown: the body of the
 /// `liaison-node` binary.

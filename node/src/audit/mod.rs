@@ -6,6 +6,8 @@
 //! blocking thread, never on the async workers; `audit verify` checks the signatures of a
 //! chunk of entries on every core, each with `verify_strict`.
 
+pub(crate) mod witness;
+
 use std::sync::Arc;
 
 use liaison_protocol::action::{MAX_CREDENTIAL_LEN, Officer, TYP_OFFICER};

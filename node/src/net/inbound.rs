@@ -9,9 +9,10 @@ use liaison_protocol::frame::HEAD_LEN;
 use liaison_protocol::{ErrorCode, Frame, NodeId};
 use tracing::{debug, warn};
 
-use crate::guard::{Admission, source_prefix};
-use crate::node::{Failure, Inner};
-use crate::transport::{handshake_refusal_name, recheck};
+use crate::bus::Failure;
+use crate::net::guard::{Admission, source_prefix};
+use crate::net::transport::{handshake_refusal_name, recheck};
+use crate::node::Inner;
 
 /// Largest roster frame accepted.
 const MAX_ROSTER_FRAME: usize = liaison_protocol::roster::MAX_ROSTER_LEN;

@@ -19,9 +19,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::net::transport::{handshake_refusal_name, recheck};
 use crate::node::Inner;
 use crate::store::{MsgState, OutItem, Payload, Queued};
-use crate::transport::{handshake_refusal_name, recheck};
 
 /// Largest answer frame accepted from a peer (receipts, acks, errors).
 const MAX_ANSWER: usize = 64 * 1024;

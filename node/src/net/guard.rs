@@ -36,7 +36,7 @@ impl Tally {
             *n += 1;
         } else if self.counts.len() < MAX_KEYS {
             self.counts
-                .insert(key, (1, crate::node::truncate(sample, 120)));
+                .insert(key, (1, crate::bus::truncate(sample, 120)));
         } else {
             self.other += 1;
         }
@@ -56,7 +56,7 @@ impl Tally {
             text.push_str(&format!(" others x{};", self.other));
         }
         self.other = 0;
-        Some(crate::node::truncate(&text, MAX_SUMMARY))
+        Some(crate::bus::truncate(&text, MAX_SUMMARY))
     }
 }
 

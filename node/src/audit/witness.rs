@@ -281,7 +281,7 @@ impl Node {
         self.inner.tasks.spawn(async move {
             let ask = async {
                 match conn {
-                    Some(c) => match crate::peer::exchange_once(&c, &Frame::WitnessSize(n)).await?
+                    Some(c) => match crate::net::peer::exchange_once(&c, &Frame::WitnessSize(n)).await?
                     {
                         Frame::WitnessSize(s) => Ok(s),
                         Frame::Error { reason, .. } => Err(reason),
@@ -322,7 +322,7 @@ impl Node {
     /// Asks one witness (`WITNESS_SIZE` query) how much of this node's log it cosigned.
     async fn ask_size(&self, witness: &NodeId, ours: u64) -> Result<u64, String> {
         let conn = self.connect_to(witness).await?;
-        let answer = crate::peer::exchange_once(&conn, &Frame::WitnessSize(ours)).await;
+        let answer = crate::net::peer::exchange_once(&conn, &Frame::WitnessSize(ours)).await;
         conn.close(0u32.into(), b"done");
         match answer? {
             Frame::WitnessSize(s) => Ok(s),
@@ -413,7 +413,7 @@ impl Node {
                 };
                 let answer = tokio::time::timeout(
                     WITNESS_TIMEOUT,
-                    crate::peer::exchange_once(&conn, &frame),
+                    crate::net::peer::exchange_once(&conn, &frame),
                 )
                 .await
                 .map_err(|_| "no answer".to_owned())??;

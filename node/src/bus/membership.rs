@@ -1,0 +1,77 @@
+//! Applying a newer roster: stored and logged, spread to peers, connections of members
+//! no longer admitted closed.
+
+use std::sync::Arc;
+
+use liaison_protocol::SignedRoster;
+use liaison_protocol::audit::EntryKind;
+use tracing::info;
+
+use crate::error::NodeError;
+use crate::net::peer::PeerHandle;
+use crate::net::transport::{self};
+use crate::node::Inner;
+use crate::node::roster_record;
+
+impl Inner {
+    /// A ROSTER frame from a peer, or a roster applied by the operator.
+    pub(crate) async fn apply_roster(self: &Arc<Self>, bytes: &[u8]) -> Result<u64, NodeError> {
+        let new = SignedRoster::open(bytes, &self.authority)
+            .map_err(|e| NodeError::Roster(format!("refused: {e}")))?;
+        let cur = self.roster.get();
+        let (n, c) = (new.roster(), cur.roster());
+        if n.federation != self.federation {
+            return Err(NodeError::Roster(format!(
+                "roster for federation {}",
+                n.federation
+            )));
+        }
+        if n.serial <= c.serial {
+            return Ok(c.serial);
+        }
+        if n.dev && !self.dev_mode {
+            return Err(NodeError::DevMaterial(
+                "a development roster is refused outside dev mode".into(),
+            ));
+        }
+        let rec = roster_record(&new);
+        let raw = new.bytes().to_vec();
+        self.store
+            .write(self.now(), move |t| {
+                t.put_roster(&raw);
+                t.log(EntryKind::RosterApplied, rec);
+                Ok(())
+            })
+            .await?;
+        let serial = n.serial;
+        info!(node = %self.id, serial, "roster applied");
+        self.roster.set(new);
+        // Units that joined may now be within an alert's radius: the ticker looks again.
+        self.roster_changed.notify_one();
+        self.drop_inactive_peers();
+        let peers: Vec<PeerHandle> = match self.peers.lock() {
+            Ok(p) => p.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        };
+        for p in peers {
+            p.roster_changed();
+        }
+        Ok(serial)
+    }
+
+    /// Closes inbound connections whose peer the roster in force no longer admits: a member
+    /// suspended, revoked or gone, or a TLS key no longer pinned (rotated).
+    pub(crate) fn drop_inactive_peers(&self) {
+        let mut inbound = match self.inbound.lock() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        };
+        inbound.retain(|(id, conn)| {
+            let ok = transport::recheck(conn, &self.roster, Some(id.as_str())).is_ok();
+            if !ok {
+                conn.close(1u32.into(), b"no longer an active member");
+            }
+            ok && conn.close_reason().is_none()
+        });
+    }
+}

@@ -1,0 +1,426 @@
+//! The bus: every state change a message goes through, each one a `protocol` check
+//! followed by one atomic store change. `send` here (sending, acknowledging, routing and
+//! sealing); `receive` (inbound checks, dedupe, storage, rejections); `settle` (receipts,
+//! non-delivery records, custody, expiry, relay forwarding); `membership` (applying a
+//! roster).
+
+mod membership;
+mod receive;
+mod settle;
+
+use std::sync::Arc;
+
+use liaison_protocol::audit::{EntryKind, event_record};
+use liaison_protocol::delivery::Refusal;
+use liaison_protocol::{
+    Digest, Envelope, ErrorCode, Frame, Header, MessageId, NodeId, PolicyError, Priority, PublicKey,
+};
+use tracing::warn;
+
+use crate::error::{NodeError, StoreError};
+use crate::node::{Inner, MessageView, SendRequest, SendResult, Settled};
+use crate::store::{Direction, MessageRecord, MsgState, OutItem, Payload, Queued, Txn};
+
+/// What an inbound exchange answers.
+pub(crate) type Reply = Frame;
+
+/// Stages a signed outgoing message in `t`: body, outbox entry, record, id index and the
+/// "sent" audit entry. Returns the queue entry to hand to the peer actor after the write.
+pub(crate) fn stage_outgoing(
+    t: &mut Txn<'_>,
+    env: &Envelope,
+    hop: &NodeId,
+    body: &[u8],
+    now: u64,
+) -> Queued {
+    let digest = env.digest();
+    let h = env.header();
+    let retain_ms = retention_of(body);
+    t.index_retention(&digest, now, retain_ms);
+    let q = t.push_out(
+        hop,
+        h.priority,
+        OutItem::Message { digest: digest.0 },
+        h.expires_at,
+    );
+    let mut rec = MessageRecord {
+        envelope: env.bytes().to_vec(),
+        direction: Direction::Outgoing,
+        state: MsgState::Queued,
+        hop: Some(hop.to_string()),
+        stored_at: now,
+        updated_at: now,
+        proof: None,
+        inbox_seq: None,
+        handed_over: false,
+        attempts: 0,
+        out_key: Some(q.key.clone()),
+        retain_ms,
+        log_index: Some(t.next_log_index()),
+        body: None,
+    };
+    t.keep_body(&digest, body, &mut rec);
+    t.put_message(&digest, &rec);
+    t.index_id(&h.id, &digest);
+    t.log(EntryKind::MessageSent, env.bytes().to_vec());
+    q
+}
+
+/// The retention an officer action in `body` sets for itself, in ms (None for other bodies).
+pub(crate) fn retention_of(body: &[u8]) -> Option<u64> {
+    let obj = liaison_protocol::SignedObject::parse(body, liaison_protocol::action::MAX_ACTION_LEN)
+        .ok()?;
+    if obj.typ() != liaison_protocol::cose::TYP_ACTION {
+        return None;
+    }
+    let a = liaison_protocol::action::Action::decode(obj.payload()).ok()?;
+    Some(a.retention_days.saturating_mul(24 * 3600 * 1000))
+}
+
+pub(crate) fn error_frame(code: ErrorCode, reason: impl Into<String>) -> Frame {
+    Frame::Error {
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// A message record as operators and the application see it (`body` when asked for and
+/// still held).
+pub(crate) fn view(
+    digest: &Digest,
+    rec: &MessageRecord,
+    body: Option<&[u8]>,
+) -> Result<MessageView, NodeError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (_, h) = Envelope::peek_unverified(&rec.envelope).ok_or_else(|| {
+        NodeError::Store(StoreError::Corrupt {
+            key: digest.to_hex(),
+            problem: "stored envelope does not parse".into(),
+        })
+    })?;
+    Ok(MessageView {
+        message_id: h.id.to_hex(),
+        digest: digest.to_hex(),
+        from: h.from.to_string(),
+        to: h.to.to_string(),
+        kind: h.kind,
+        priority: h.priority.name().to_owned(),
+        sent_at: h.sent_at,
+        case_ref: h.case_ref,
+        direction: rec.direction,
+        state: rec.state.clone(),
+        hop: rec.hop.clone(),
+        inbox_seq: rec.inbox_seq,
+        handed_over: rec.handed_over,
+        body: body.map(|b| b64.encode(b)),
+        proof: rec.proof.as_ref().map(|p| b64.encode(p)),
+    })
+}
+
+/// What the dedupe index says about an inbound envelope.
+pub(crate) enum Dedupe {
+    /// Not seen before.
+    New,
+    /// Seen with this very content: the answer it got then.
+    Same(Reply),
+    /// The id was used before with other content.
+    Reused,
+}
+
+/// What taking a receipt did.
+pub(crate) enum Taken {
+    /// The message is not held here.
+    Unknown,
+    /// The receipt does not match the message it names.
+    Mismatch,
+    /// The message is already settled (a resent receipt).
+    Already,
+    /// Cannot route the receipt back.
+    NoRoute(PolicyError),
+    /// Recorded; forward it on `hop` (relay), or settled here (sender).
+    Recorded {
+        forward: Option<(NodeId, Queued)>,
+        settled: Option<Settled>,
+    },
+}
+
+impl Inner {
+    /// Now, by the node's clock (Unix ms).
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub(crate) fn signer_lookup(&self) -> impl Fn(&[u8; 8]) -> Option<(NodeId, PublicKey)> + '_ {
+        let r = self.roster.get();
+        move |kid| r.roster().signer(kid)
+    }
+
+    pub(crate) fn enqueue(self: &Arc<Self>, hop: &NodeId, q: Queued) {
+        self.enqueue_as(hop, q, false);
+    }
+
+    /// Queues `q` for `hop`; `restored`: loaded from the store at start.
+    pub(crate) fn enqueue_as(self: &Arc<Self>, hop: &NodeId, q: Queued, restored: bool) {
+        let handle = {
+            let mut peers = match self.peers.lock() {
+                Ok(p) => p,
+                Err(p) => p.into_inner(),
+            };
+            peers
+                .entry(hop.clone())
+                .or_insert_with(|| crate::net::peer::spawn(self.clone(), hop.clone()))
+                .clone()
+        };
+        handle.push(q, restored);
+    }
+
+    pub(crate) async fn send(self: &Arc<Self>, req: SendRequest) -> Result<SendResult, NodeError> {
+        if self.cancel.is_cancelled() {
+            return Err(NodeError::ShuttingDown);
+        }
+        liaison_protocol::envelope::check_kind(&req.kind)?;
+        let now = self.now();
+        let hop = self.route(&req.to, &req.kind, req.body.len(), now).await?;
+        if liaison_protocol::workflow::reserved(&req.kind) {
+            return Err(NodeError::Invalid(format!(
+                "{} is in a workflow's namespace: case steps are officer-signed actions (use \
+                 the workflow commands, e.g. `liaison assist …`); plain messages use other \
+                 kinds (e.g. bus.note)",
+                req.kind
+            )));
+        }
+        let in_reply_to = req
+            .in_reply_to
+            .as_deref()
+            .map(MessageId::from_hex)
+            .transpose()?;
+        let env = self.seal(
+            &req.to,
+            &req.kind,
+            &req.body,
+            req.priority,
+            in_reply_to,
+            req.expires_in_ms.map(|ms| now.saturating_add(ms)),
+            req.case_ref.clone(),
+            now,
+        );
+        let payload = Arc::new(Payload {
+            envelope: env.bytes().to_vec(),
+            body: req.body,
+        });
+        let (e, h, p) = (env.clone(), hop.clone(), payload.clone());
+        let mut queued = self
+            .store
+            .write(now, move |t| Ok(stage_outgoing(t, &e, &h, &p.body, now)))
+            .await?;
+        queued.payload = Some(payload);
+        self.enqueue(&hop, queued);
+        Ok(SendResult {
+            message_id: env.header().id.to_hex(),
+            digest: env.digest().to_hex(),
+            hop,
+        })
+    }
+
+    /// Checks the body size and the roster's policy for a message to `to` and returns the
+    /// first hop; a policy refusal is logged.
+    pub(crate) async fn route(
+        &self,
+        to: &NodeId,
+        kind: &str,
+        body_len: usize,
+        now: u64,
+    ) -> Result<NodeId, NodeError> {
+        let roster = self.roster.get();
+        let r = roster.roster();
+        if body_len as u64 > r.max_body_len {
+            return Err(NodeError::Invalid(format!(
+                "body is {body_len} bytes; the roster allows at most {}",
+                r.max_body_len
+            )));
+        }
+        let checked = r
+            .check_send(&self.id, to, kind)
+            .and_then(|()| r.next_hop(&self.id, to));
+        match checked {
+            Ok(hop) => Ok(hop),
+            Err(e) => {
+                let rec = event_record(&e.to_string(), Some(to.as_str()), None, None);
+                self.store
+                    .write(now, move |t| {
+                        t.log(EntryKind::RefusedByPolicy, rec);
+                        Ok(())
+                    })
+                    .await?;
+                Err(NodeError::Policy(e))
+            }
+        }
+    }
+
+    /// Signs an envelope for `body`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn seal(
+        &self,
+        to: &NodeId,
+        kind: &str,
+        body: &[u8],
+        priority: Priority,
+        in_reply_to: Option<MessageId>,
+        expires_at: Option<u64>,
+        case_ref: Option<String>,
+        now: u64,
+    ) -> Envelope {
+        let header = Header {
+            federation: self.federation.clone(),
+            id: MessageId(*uuid::Uuid::now_v7().as_bytes()),
+            from: self.id.clone(),
+            to: to.clone(),
+            sent_at: now,
+            kind: kind.to_owned(),
+            body_len: body.len() as u64,
+            body_hash: Digest::of(body).0,
+            priority,
+            in_reply_to,
+            expires_at,
+            case_ref,
+        };
+        Envelope::seal(header, &self.signing)
+    }
+
+    /// Hands inbox entry `seq` to the application, once: the entry is looked up and removed
+    /// in the same change, so of two concurrent takes exactly one succeeds.
+    pub(crate) async fn ack(&self, seq: u64) -> Result<MessageView, NodeError> {
+        let now = self.now();
+        let taken = self
+            .store
+            .write(now, move |t| {
+                let Some(digest) = t.inbox_entry(seq)? else {
+                    return Ok(None);
+                };
+                let Some(mut rec) = t.message(&digest)? else {
+                    return Err(StoreError::Corrupt {
+                        key: digest.to_hex(),
+                        problem: "inbox entry without message".into(),
+                    });
+                };
+                rec.handed_over = true;
+                rec.updated_at = now;
+                t.put_message(&digest, &rec);
+                t.remove_inbox(seq);
+                let id = Envelope::peek_unverified(&rec.envelope).map(|(_, h)| h.id.0);
+                t.log(
+                    EntryKind::HandedToApplication,
+                    event_record(
+                        "taken by the application",
+                        None,
+                        Some(&digest.0),
+                        id.as_ref(),
+                    ),
+                );
+                Ok(Some((digest, rec)))
+            })
+            .await?;
+        let (digest, rec) = taken
+            .ok_or_else(|| NodeError::Invalid(format!("no inbox entry {seq} (already taken?)")))?;
+        view(&digest, &rec, None)
+    }
+
+    /// Logs the summaries of refusals not logged one by one, if any were counted.
+    pub(crate) async fn log_summaries(&self) {
+        let (handshakes, members) = self.guard.take_summaries(self.now());
+        if handshakes.is_none() && members.is_none() {
+            return;
+        }
+        if let Some(text) = &handshakes {
+            warn!(node = %self.id, summary = %text, "handshakes refused");
+        }
+        let hs = handshakes.map(|t| event_record(&t, Some("summary"), None, None));
+        let ms = members.map(|t| event_record(&t, Some("summary"), None, None));
+        let _ = self
+            .store
+            .write(self.now(), move |t| {
+                if let Some(r) = hs {
+                    t.log(EntryKind::HandshakeRefused, r);
+                }
+                if let Some(r) = ms {
+                    t.log(EntryKind::Rejected, r);
+                }
+                Ok(())
+            })
+            .await;
+    }
+
+    /// Logs refused input that names no message of ours (one by one at the member's rate,
+    /// counted for the summary beyond it).
+    pub(crate) async fn log_rejection(&self, peer: &NodeId, refusal: &Refusal) {
+        let text = refusal.to_string();
+        if !self.guard.log_one(peer, refusal.name(), &text, self.now()) {
+            return;
+        }
+        warn!(node = %self.id, %peer, refusal = refusal.name(), %refusal, "input refused");
+        let rec = event_record(&refusal.to_string(), Some(peer.as_str()), None, None);
+        let _ = self
+            .store
+            .write(self.now(), move |t| {
+                t.log(EntryKind::Rejected, rec);
+                Ok(())
+            })
+            .await;
+    }
+}
+
+/// What a non-delivery record is called in refusals.
+pub(crate) const ND: &str = "non-delivery record";
+
+/// The reason text of a non-delivery record for an expired message.
+pub(crate) const EXPIRED: &str = "expired before delivery";
+
+/// Why a receipt or record from a peer could not be taken.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The object is refused for good.
+    Refused(Refusal),
+    /// The store failed: the peer should try again.
+    Store(StoreError),
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Self::Refused(r)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(r) => write!(f, "{r}"),
+            Self::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What a resend of an already stored message gets: the same receipt, or custody again.
+pub(crate) fn duplicate_answer(digest: &Digest, rec: MessageRecord) -> Reply {
+    match (rec.direction, rec.proof) {
+        (Direction::Incoming, Some(p)) => Frame::Receipt(p),
+        _ => Frame::Custody(*digest),
+    }
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
