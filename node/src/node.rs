@@ -15,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::bus::hook::CaseHook;
 use crate::bus::view;
+use crate::cases::Cases;
 use crate::clock::Clock;
 use crate::config::{Config, DeliveryConfig};
 use crate::error::NodeError;
 use crate::identity::load_signing_key;
-use crate::locks::KeyedLocks;
 use crate::net::guard::Guard;
 use crate::net::peer::{PeerHandle, PeerStatus};
 use crate::net::transport::{self, TlsMaterial};
@@ -123,12 +124,9 @@ pub(crate) struct Inner {
     pub(crate) conflicts: Mutex<u64>,
     /// One witness round at a time.
     pub(crate) witness_round: tokio::sync::Mutex<()>,
-    /// Case updates are read-decide-stage: one at a time per case.
-    pub(crate) case_locks: KeyedLocks,
-    /// One deadline / alert tick at a time.
-    pub(crate) case_tick_lock: tokio::sync::Mutex<()>,
-    /// Workflow settings.
-    pub(crate) wf: crate::config::WorkflowConfig,
+    /// The case workflows, installed at start: the bus reaches them only through this hook
+    /// (weak: the cases hold the bus).
+    pub(crate) cases: std::sync::OnceLock<std::sync::Weak<dyn CaseHook>>,
     /// How long bodies (and steps recorded here only) are kept at most, ms.
     pub(crate) body_retention_ms: u64,
     /// Witnesses not yet asked since start how much of the log they cosigned, with the log's
@@ -161,7 +159,10 @@ impl std::fmt::Debug for Inner {
 /// A running node. Cloning gives another handle to the same node.
 #[derive(Debug, Clone)]
 pub struct Node {
+    /// The bus: signing, roster, store, peers, endpoint, audit.
     pub(crate) inner: Arc<Inner>,
+    /// The case workflows.
+    pub(crate) cases: Arc<Cases>,
 }
 
 /// Start-up options beyond the config file.
@@ -261,16 +262,17 @@ impl Node {
             settled: tokio::sync::broadcast::channel(4096).0,
             conflicts: Mutex::new(0),
             witness_round: tokio::sync::Mutex::new(()),
-            case_locks: KeyedLocks::default(),
-            case_tick_lock: tokio::sync::Mutex::new(()),
-            wf: cfg.workflow.clone(),
+            cases: std::sync::OnceLock::new(),
             body_retention_ms: cfg.audit.body_retention_ms,
             guard: Guard::new(cfg.limits.clone()),
             size_checks: Mutex::new(HashMap::new()),
             no_self_check: std::sync::atomic::AtomicBool::new(false),
             clock,
         });
-        let node = Self { inner };
+        let cases = Arc::new(Cases::new(inner.clone(), cfg.workflow.clone()));
+        let hook: Arc<dyn CaseHook> = cases.clone();
+        let _ = inner.cases.set(Arc::downgrade(&hook));
+        let node = Self { inner, cases };
         // Nothing is served from a store that its witnesses know to be behind.
         let wait = Duration::from_millis(cfg.audit.start_check_ms);
         if let Err(e) = node.check_witnesses(wait).await {
@@ -290,7 +292,7 @@ impl Node {
         node.spawn_checkpointer(cfg.audit.checkpoint_interval_ms);
         if node.inner.store.cases_unindexed() {
             // A store written before cases were indexed: index them once, before the ticker.
-            node.inner.index_cases().await?;
+            node.cases.index_cases().await?;
         }
         node.spawn_case_ticker(cfg.workflow.tick_ms);
         if opts.api_socket {

@@ -234,7 +234,7 @@ impl Node {
             for w in known.clone() {
                 let node = self.clone();
                 asks.spawn(async move {
-                    let r = tokio::time::timeout(wait, node.ask_size(&w, n)).await;
+                    let r = tokio::time::timeout(wait, node.inner.ask_size(&w, n)).await;
                     (w, r)
                 });
             }
@@ -265,100 +265,6 @@ impl Node {
         Ok(())
     }
 
-    /// A connection with `peer` is up: if it is a witness not yet asked since start, ask it
-    /// now, over `conn` when this node dialled it (a witness answers streams only on the
-    /// connections it accepted), or over a fresh connection.
-    pub(crate) fn on_connected(&self, peer: &NodeId, conn: Option<quinn::Connection>) {
-        let due = self
-            .inner
-            .size_checks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(peer);
-        let Some(n) = due else { return };
-        let node = self.clone();
-        let w = peer.clone();
-        self.inner.tasks.spawn(async move {
-            let ask = async {
-                match conn {
-                    Some(c) => match crate::net::peer::exchange_once(&c, &Frame::WitnessSize(n)).await?
-                    {
-                        Frame::WitnessSize(s) => Ok(s),
-                        Frame::Error { reason, .. } => Err(reason),
-                        other => Err(format!("unexpected answer {other:?}")),
-                    },
-                    None => node.ask_size(&w, n).await,
-                }
-            };
-            let asked = tokio::select! {
-                r = tokio::time::timeout(WITNESS_TIMEOUT, ask) => r,
-                () = node.inner.cancel.cancelled() => return,
-            };
-            // Compared with the log as it is now: a witness never holds more of it than this
-            // node committed, unless the store lost what it had.
-            let held = node.log_len().max(n);
-            if node
-                .inner
-                .no_self_check
-                .load(std::sync::atomic::Ordering::SeqCst)
-            {
-                return;
-            }
-            match asked {
-                Ok(Ok(s)) if s > held => {
-                    let e = behind(&w, s, held).to_string();
-                    error!(node = %node.id(), %e, "STORE WENT BACK IN TIME");
-                    node.inner.store.fail(e);
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    warn!(node = %node.id(), witness = %w, error = %e, "cannot ask the witness what it cosigned");
-                }
-                Err(_) => warn!(node = %node.id(), witness = %w, "witness did not answer what it cosigned"),
-            }
-        });
-    }
-
-    /// Asks one witness (`WITNESS_SIZE` query) how much of this node's log it cosigned.
-    async fn ask_size(&self, witness: &NodeId, ours: u64) -> Result<u64, String> {
-        let conn = self.connect_to(witness).await?;
-        let answer = crate::net::peer::exchange_once(&conn, &Frame::WitnessSize(ours)).await;
-        conn.close(0u32.into(), b"done");
-        match answer? {
-            Frame::WitnessSize(s) => Ok(s),
-            Frame::Error { reason, .. } => Err(reason),
-            other => Err(format!("unexpected answer {other:?}")),
-        }
-    }
-
-    /// A fresh connection to a member (its first endpoint).
-    async fn connect_to(&self, member: &NodeId) -> Result<quinn::Connection, String> {
-        let inner = &self.inner;
-        let m = inner
-            .roster
-            .get()
-            .roster()
-            .active_member(member)
-            .map_err(|e| e.to_string())?
-            .clone();
-        let addr = m
-            .endpoints
-            .first()
-            .ok_or("no endpoint")?
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| e.to_string())?;
-        tokio::time::timeout(
-            WITNESS_TIMEOUT,
-            inner
-                .endpoint
-                .connect(addr, member.as_str())
-                .map_err(|e| e.to_string())?,
-        )
-        .await
-        .map_err(|_| "handshake timed out".to_owned())?
-        .map_err(|e| e.to_string())
-    }
-
     /// Submits the newest checkpoint to every active, directly reachable member and stores
     /// the cosignatures that come back.
     pub async fn witness_round(&self) -> Result<Vec<WitnessOutcome>, NodeError> {
@@ -385,7 +291,7 @@ impl Node {
     async fn submit(&self, witness: &NodeId, note_text: &str) -> Result<u64, String> {
         let inner = &self.inner;
         let size = checkpoint_size(note_text).map_err(|e| e.to_string())?;
-        let conn = self.connect_to(witness).await?;
+        let conn = self.inner.connect_to(witness).await?;
         let w = witness.clone();
         let mut known = inner
             .store
@@ -499,4 +405,98 @@ fn checkpoint_size(note: &str) -> Result<u64, NodeError> {
         .and_then(|n| n.checkpoint())
         .map(|c| c.size())
         .map_err(|e| NodeError::Invalid(e.to_string()))
+}
+
+impl Inner {
+    /// A connection with `peer` is up: if it is a witness not yet asked since start, ask it
+    /// now, over `conn` when this node dialled it (a witness answers streams only on the
+    /// connections it accepted), or over a fresh connection.
+    pub(crate) fn on_connected(self: &Arc<Self>, peer: &NodeId, conn: Option<quinn::Connection>) {
+        let due = self
+            .size_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
+        let Some(n) = due else { return };
+        let node = self.clone();
+        let w = peer.clone();
+        self.tasks.spawn(async move {
+            let ask = async {
+                match conn {
+                    Some(c) => match crate::net::peer::exchange_once(&c, &Frame::WitnessSize(n)).await?
+                    {
+                        Frame::WitnessSize(s) => Ok(s),
+                        Frame::Error { reason, .. } => Err(reason),
+                        other => Err(format!("unexpected answer {other:?}")),
+                    },
+                    None => node.ask_size(&w, n).await,
+                }
+            };
+            let asked = tokio::select! {
+                r = tokio::time::timeout(WITNESS_TIMEOUT, ask) => r,
+                () = node.cancel.cancelled() => return,
+            };
+            // Compared with the log as it is now: a witness never holds more of it than this
+            // node committed, unless the store lost what it had.
+            let held = node.store.log_len().max(n);
+            if node
+                .no_self_check
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return;
+            }
+            match asked {
+                Ok(Ok(s)) if s > held => {
+                    let e = behind(&w, s, held).to_string();
+                    error!(node = %node.id, %e, "STORE WENT BACK IN TIME");
+                    node.store.fail(e);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    warn!(node = %node.id, witness = %w, error = %e, "cannot ask the witness what it cosigned");
+                }
+                Err(_) => warn!(node = %node.id, witness = %w, "witness did not answer what it cosigned"),
+            }
+        });
+    }
+
+    /// Asks one witness (`WITNESS_SIZE` query) how much of this node's log it cosigned.
+    async fn ask_size(&self, witness: &NodeId, ours: u64) -> Result<u64, String> {
+        let conn = self.connect_to(witness).await?;
+        let answer = crate::net::peer::exchange_once(&conn, &Frame::WitnessSize(ours)).await;
+        conn.close(0u32.into(), b"done");
+        match answer? {
+            Frame::WitnessSize(s) => Ok(s),
+            Frame::Error { reason, .. } => Err(reason),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// A fresh connection to a member (its first endpoint).
+    async fn connect_to(&self, member: &NodeId) -> Result<quinn::Connection, String> {
+        let inner = self;
+        let m = inner
+            .roster
+            .get()
+            .roster()
+            .active_member(member)
+            .map_err(|e| e.to_string())?
+            .clone();
+        let addr = m
+            .endpoints
+            .first()
+            .ok_or("no endpoint")?
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(
+            WITNESS_TIMEOUT,
+            inner
+                .endpoint
+                .connect(addr, member.as_str())
+                .map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| e.to_string())
+    }
 }

@@ -4,6 +4,7 @@
 //! non-delivery records, custody, expiry, relay forwarding); `membership` (applying a
 //! roster).
 
+pub(crate) mod hook;
 mod membership;
 mod receive;
 mod settle;

@@ -10,6 +10,7 @@ use liaison_protocol::{
 };
 use tracing::warn;
 
+use super::hook::{StagedStep, StepRefusal};
 use super::{Dedupe, Reply, duplicate_answer, error_frame, retention_of, truncate};
 use crate::error::StoreError;
 use crate::node::Inner;
@@ -228,7 +229,7 @@ impl Inner {
                     .await;
             }
         };
-        if relay_hop.is_none() && crate::cases::is_case_kind(&h.kind) {
+        if relay_hop.is_none() && liaison_protocol::workflow::reserved(&h.kind) {
             return self.receive_case_step(peer, env, body).await;
         }
         match self
@@ -254,7 +255,10 @@ impl Inner {
     ) -> Reply {
         let h = env.header().clone();
         let case_ref = h.case_ref.clone().unwrap_or_default();
-        let guard = self.case_locks.lock(&case_ref).await;
+        let Some(cases) = self.cases.get().and_then(std::sync::Weak::upgrade) else {
+            return error_frame(ErrorCode::Unavailable, "cases not running; try later");
+        };
+        let guard = cases.lock(&case_ref).await;
         // A copy that arrived while we waited for the lock was answered already (read from
         // the applied state: the lock is not held across a flush; the answer waits for it).
         match self.dedupe(&env).await {
@@ -274,12 +278,7 @@ impl Inner {
             }
             Ok(Dedupe::New) => {}
         }
-        let cr = case_ref.clone();
-        let existing = match self.store.peek(move |r| r.case(&cr)).await {
-            Ok(c) => c,
-            Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
-        };
-        match self.check_case_step(&env, &body, existing) {
+        match cases.check_step(&env, &body).await {
             Ok(update) => {
                 match self
                     .store_inbound(peer, env, body, None, Some(update), Some(guard))
@@ -300,7 +299,8 @@ impl Inner {
                     }
                 }
             }
-            Err(crate::cases::StepRefusal::NotYet(reason)) => {
+            Err(StepRefusal::Unavailable(e)) => error_frame(ErrorCode::Unavailable, e.to_string()),
+            Err(StepRefusal::NotYet(reason)) => {
                 tracing::debug!(node = %self.id, %reason, "case step not applicable yet");
                 // Steps of one case can arrive out of order (priority lanes, retries): the
                 // sender tries again later. The answer does not say what this node's copy
@@ -313,7 +313,7 @@ impl Inner {
                     ),
                 )
             }
-            Err(crate::cases::StepRefusal::Final(reason)) => {
+            Err(StepRefusal::Final(reason)) => {
                 drop(guard);
                 self.reject_inbound(peer, env.bytes(), Some(&env), Refusal::CaseStep(reason))
                     .await
@@ -342,7 +342,7 @@ impl Inner {
         env: Envelope,
         body: Vec<u8>,
         relay_hop: Option<NodeId>,
-        case: Option<crate::cases::CaseUpdate>,
+        case: Option<Box<dyn StagedStep>>,
         guard: Option<crate::locks::KeyedGuard>,
     ) -> Result<Reply, StoreError> {
         enum Outcome {
@@ -380,7 +380,7 @@ impl Inner {
                 };
             }
             if let Some(u) = &case {
-                crate::cases::check_rev(t, u)?;
+                u.check(t)?;
             }
             let retain_ms = case.as_ref().and(retention_of(&body));
             t.put_seen(&h.from, &h.id, &digest);
@@ -421,7 +421,7 @@ impl Inner {
                     );
                     t.log(EntryKind::ReceiptSent, receipt.bytes().to_vec());
                     if let Some(u) = case {
-                        crate::cases::stage_case(t, u)?;
+                        u.stage(t)?;
                     }
                     rec.proof = Some(receipt.bytes().to_vec());
                     rec.inbox_seq = Some(t.push_inbox(&digest));

@@ -45,6 +45,7 @@ impl Inner {
         let rdigest = receipt.digest();
         let roster = self.roster.get();
         let me = self.id.clone();
+        let cases = self.cases.get().and_then(std::sync::Weak::upgrade);
         let change = move |t: &mut Txn<'_>| {
             let Some(mut rec) = t.message(&digest)? else {
                 return Ok(Taken::Unknown);
@@ -103,8 +104,14 @@ impl Inner {
                     None
                 }
             };
-            if outgoing {
-                crate::cases::on_receipt(t, &h, &r.status, now)?;
+            if outgoing && liaison_protocol::workflow::reserved(&h.kind) {
+                // The receipt and the case change it causes are one change, or neither.
+                let Some(cases) = &cases else {
+                    return Err(StoreError::Conflict(
+                        "the case workflows are not running".into(),
+                    ));
+                };
+                cases.on_receipt(t, &h, &r.status, now)?;
             }
             Ok(Taken::Recorded {
                 forward,

@@ -11,17 +11,17 @@ use liaison_protocol::{Envelope, MessageId, NodeId};
 use tracing::warn;
 
 use super::{
-    ActRequest, ActResult, CONFLICT_RETRIES, Decision, Grant, Refuse, b64, case_index,
-    is_case_kind, officer_label, state_change, stored_action, verified_label,
+    ActRequest, ActResult, CONFLICT_RETRIES, Cases, Decision, Grant, Refuse, b64, case_index,
+    officer_label, state_change, stored_action, verified_label,
 };
 use crate::bus::stage_outgoing;
 use crate::error::{NodeError, StoreError};
-use crate::node::{Inner, SendResult};
+use crate::node::SendResult;
 use crate::store::{
     CaseRecord, Direction, LocalAction, OfficerRecord, Queued, Reader, TimelineEntry, Txn,
 };
 
-impl Inner {
+impl Cases {
     /// Logs a refused action and returns the error for the caller.
     pub(crate) async fn refuse(
         &self,
@@ -31,10 +31,11 @@ impl Inner {
         action: Option<&SignedAction>,
     ) -> NodeError {
         let reason = crate::bus::truncate(&reason, 1000);
-        warn!(node = %self.id, %reason, "action refused");
+        warn!(node = %self.bus.id, %reason, "action refused");
         let digest = action.map(SignedAction::digest);
         let rec = event_record(&reason, None, digest.as_ref().map(|d| &d.0), None);
         if let Err(e) = self
+            .bus
             .store
             .write(now, move |t| {
                 t.log(kind, rec);
@@ -48,14 +49,14 @@ impl Inner {
     }
 
     pub(crate) async fn act(self: &Arc<Self>, req: ActRequest) -> Result<ActResult, NodeError> {
-        if self.cancel.is_cancelled() {
+        if self.bus.cancel.is_cancelled() {
             return Err(NodeError::ShuttingDown);
         }
         let now = self.now();
         let bytes = b64()
             .decode(req.action.as_bytes())
             .map_err(|_| NodeError::Invalid("action is not base64".into()))?;
-        let roster = self.roster.get();
+        let roster = self.bus.roster.get();
         let signed = match SignedAction::open(&bytes, roster.roster()) {
             Ok(s) => s,
             Err(e) => {
@@ -65,10 +66,10 @@ impl Inner {
         };
         let refused = |reason: String| self.refuse(now, EntryKind::Rejected, reason, Some(&signed));
         let a = signed.action();
-        if a.node != self.id {
+        if a.node != self.bus.id {
             return Err(refused(format!(
                 "the action is for node {}, this is {}",
-                a.node, self.id
+                a.node, self.bus.id
             ))
             .await);
         }
@@ -79,12 +80,12 @@ impl Inner {
             .await);
         };
         let oid = officer.id.clone();
-        match self.store.peek(move |r| r.officer(&oid)).await? {
+        match self.bus.store.peek(move |r| r.officer(&oid)).await? {
             None => {
                 return Err(refused(format!(
                     "officer {} is not enrolled at {} (an operator enrolls officers with \
                      `liaison officer enroll`)",
-                    officer.id, self.id
+                    officer.id, self.bus.id
                 ))
                 .await);
             }
@@ -107,7 +108,7 @@ impl Inner {
             Ok(s) => s,
             Err(e) => return Err(refused(e.to_string()).await),
         };
-        let skew = self.cfg.max_skew_ms;
+        let skew = self.bus.cfg.max_skew_ms;
         if a.at > now.saturating_add(skew) || now.saturating_sub(a.at) > self.wf.max_action_age_ms {
             return Err(refused(format!(
                 "the action was signed at {} but the node's clock says {now}: sign it again",
@@ -163,7 +164,7 @@ impl Inner {
     ) -> Result<ActResult, NodeError> {
         let now = self.now();
         let a = signed.action().clone();
-        let guard = self.case_locks.lock(&a.case_ref).await;
+        let guard = self.locks.lock(&a.case_ref).await;
         let d = match self
             .decide(signed, spec, req, officer, direction, now)
             .await
@@ -179,6 +180,7 @@ impl Inner {
                     Refuse::Policy(e, to) => {
                         let rec = event_record(&e.to_string(), Some(to.as_str()), None, None);
                         if let Err(se) = self
+                            .bus
                             .store
                             .write(now, move |t| {
                                 t.log(EntryKind::RefusedByPolicy, rec);
@@ -208,8 +210,8 @@ impl Inner {
         let digest_hex = signed.digest().to_hex();
         let widening = direction == "widened";
         let case_ref = a.case_ref.clone();
-        let me = self.id.clone();
-        let retention = self.body_retention_ms;
+        let me = self.bus.id.clone();
+        let retention = self.bus.body_retention_ms;
         let to_stage: Vec<(Envelope, NodeId)> = envelopes
             .iter()
             .cloned()
@@ -265,7 +267,7 @@ impl Inner {
             t.put_case(&case_ref, record, index)?;
             Ok(Ok(queued))
         };
-        let staged = self.store.stage(now, change).await;
+        let staged = self.bus.store.stage(now, change).await;
         drop(guard);
         let queued = match staged?.durable().await? {
             Ok(q) => q,
@@ -285,7 +287,7 @@ impl Inner {
             })
             .collect();
         for (hop, q) in queued {
-            self.enqueue(&hop, q);
+            self.bus.enqueue(&hop, q);
         }
         Ok(ActResult {
             case_ref: a.case_ref.clone(),
@@ -310,10 +312,10 @@ impl Inner {
     ) -> Result<Decision, Refuse> {
         use EntryKind::{RefusedByPolicy, Rejected};
         let a = signed.action().clone();
-        let roster = self.roster.get();
+        let roster = self.bus.roster.get();
         let r = roster.roster();
         let cr = a.case_ref.clone();
-        let existing = self.store.peek(move |rd| rd.case(&cr)).await?;
+        let existing = self.bus.store.peek(move |rd| rd.case(&cr)).await?;
         let base_rev = existing.as_ref().map(|e| e.rev);
         let digest = signed.digest();
         let widening = direction == "widened";
@@ -379,7 +381,7 @@ impl Inner {
             to.retain(|t| !widening || !alerted.contains(t));
             to
         } else if a.kind == "alert.issue" {
-            let candidates = alert_targets(&a, r, &self.id, now)
+            let candidates = alert_targets(&a, r, &self.bus.id, now)
                 .map_err(|reason| Refuse::Audit(Rejected, reason))?;
             self.onward_filter(&a, candidates).await?
         } else if a.kind.starts_with("alert.") {
@@ -388,7 +390,8 @@ impl Inner {
             // the widening).
             let (reach, gone): (Vec<NodeId>, Vec<NodeId>) =
                 alerted.iter().cloned().partition(|t| {
-                    r.check_send(&self.id, t, &a.kind).is_ok() && r.next_hop(&self.id, t).is_ok()
+                    r.check_send(&self.bus.id, t, &a.kind).is_ok()
+                        && r.next_hop(&self.bus.id, t).is_ok()
                 });
             skipped = gone;
             reach
@@ -408,7 +411,7 @@ impl Inner {
             // Reached already, or cancelled since the tick read the case.
             return Err(Refuse::Fail(NodeError::Invalid("nothing to widen".into())));
         }
-        if recipients.contains(&self.id) {
+        if recipients.contains(&self.bus.id) {
             return Err(Refuse::Audit(
                 Rejected,
                 "a node does not send case steps to itself".to_owned(),
@@ -416,7 +419,7 @@ impl Inner {
         }
 
         // Handling: abroad flag and onward passing, per recipient.
-        let my_country = r.member(&self.id).map(|m| m.country.clone());
+        let my_country = r.member(&self.bus.id).map(|m| m.country.clone());
         for to in &recipients {
             let their = r.member(to).map(|m| m.country.clone());
             if !a.abroad && their.is_some() && their != my_country {
@@ -445,7 +448,7 @@ impl Inner {
         let before = existing.as_ref().map(|e| e.case.clone());
         let mut case = before.clone();
         let targets: Vec<NodeId> = if recipients.is_empty() {
-            vec![self.id.clone()]
+            vec![self.bus.id.clone()]
         } else {
             recipients.clone()
         };
@@ -453,7 +456,7 @@ impl Inner {
             let step = Step {
                 case_ref: &a.case_ref,
                 kind: &a.kind,
-                from: &self.id,
+                from: &self.bus.id,
                 to,
                 at: a.at,
                 doc: &a.document,
@@ -482,8 +485,8 @@ impl Inner {
                 ))));
             }
             match r
-                .check_send(&self.id, to, &a.kind)
-                .and_then(|()| r.next_hop(&self.id, to))
+                .check_send(&self.bus.id, to, &a.kind)
+                .and_then(|()| r.next_hop(&self.bus.id, to))
             {
                 Ok(hop) => hops.push(hop),
                 Err(e) => return Err(Refuse::Policy(e, to.clone())),
@@ -499,7 +502,7 @@ impl Inner {
         let envelopes: Vec<Envelope> = recipients
             .iter()
             .map(|to| {
-                self.seal(
+                self.bus.seal(
                     to,
                     &a.kind,
                     signed.bytes(),
@@ -553,7 +556,7 @@ impl Inner {
                 direction
             }
             .to_owned(),
-            from: self.id.clone(),
+            from: self.bus.id.clone(),
             to: recipients.clone(),
             actor: signed.actor().to_owned(),
             officer,
@@ -599,9 +602,10 @@ impl Inner {
         targets: Vec<Option<NodeId>>,
     ) -> Result<Vec<Result<Vec<Grant>, String>>, StoreError> {
         let a = a.clone();
-        let me = self.id.clone();
-        let roster = self.roster.get();
-        self.store
+        let me = self.bus.id.clone();
+        let roster = self.bus.roster.get();
+        self.bus
+            .store
             .peek(move |rd| {
                 Ok(targets
                     .iter()
@@ -665,7 +669,7 @@ pub(crate) fn check_onward(
             let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
                 return Err(format!("stored message {mid} does not parse"));
             };
-            if rec.direction == Direction::Outgoing && !is_case_kind(&h.kind) {
+            if rec.direction == Direction::Outgoing && !workflow::reserved(&h.kind) {
                 continue; // our own plain message derives from nothing
             }
             let body = rd.body(&d).map_err(|e| e.to_string())?.ok_or_else(|| {

@@ -22,6 +22,7 @@ use act::reachable;
 pub(crate) use step::{case_index, check_rev, on_receipt, stage_case};
 use tick::local_due;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -29,13 +30,17 @@ use liaison_protocol::action::{Action, Officer, SignedAction};
 use liaison_protocol::audit::{EntryKind, state_change_record};
 use liaison_protocol::document::Document;
 use liaison_protocol::workflow::{self, Case, State};
-use liaison_protocol::{Envelope, NodeId, Priority};
+use liaison_protocol::{Envelope, Header, NodeId, Priority, ReceiptStatus};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+pub(crate) use crate::bus::hook::StepRefusal;
+use crate::bus::hook::{CaseHook, HookFuture, StagedStep};
+use crate::config::WorkflowConfig;
 use crate::error::{NodeError, StoreError};
-use crate::node::{Node, SendResult};
-use crate::store::{CaseRecord, OfficerRecord, TimelineEntry};
+use crate::locks::{KeyedGuard, KeyedLocks};
+use crate::node::{Inner, Node, SendResult};
+use crate::store::{CaseRecord, OfficerRecord, TimelineEntry, Txn};
 
 /// Enroll an officer (operator request).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,15 +127,6 @@ pub struct CaseView {
     pub alerted: Vec<NodeId>,
 }
 
-/// Why a receiving node does not take a case step now.
-#[derive(Debug)]
-pub(crate) enum StepRefusal {
-    /// For good: a signed rejection receipt goes back.
-    Final(String),
-    /// The step it follows has not arrived yet: the sender retries.
-    NotYet(String),
-}
-
 /// A case step that passed the receiving node's checks, to be stored with the message.
 #[derive(Debug)]
 pub(crate) struct CaseUpdate {
@@ -186,15 +182,91 @@ impl OfficerView {
     }
 }
 
+/// The case workflows at this node: officers, the case locks, the ticker. They reach the bus
+/// through its handle; the bus reaches them only through [`CaseHook`], installed at start.
+#[derive(Debug)]
+pub(crate) struct Cases {
+    /// The bus: signing, roster, store, peers.
+    pub(crate) bus: Arc<Inner>,
+    /// Case updates are read-decide-stage: one at a time per case.
+    pub(crate) locks: KeyedLocks,
+    /// One deadline / alert tick at a time.
+    pub(crate) tick_lock: tokio::sync::Mutex<()>,
+    /// Workflow settings.
+    pub(crate) wf: WorkflowConfig,
+}
+
+impl Cases {
+    pub(crate) fn new(bus: Arc<Inner>, wf: WorkflowConfig) -> Self {
+        Self {
+            bus,
+            locks: KeyedLocks::default(),
+            tick_lock: tokio::sync::Mutex::new(()),
+            wf,
+        }
+    }
+
+    /// Now, by the node's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.bus.now()
+    }
+}
+
+impl CaseHook for Cases {
+    fn lock<'a>(&'a self, case_ref: &'a str) -> HookFuture<'a, KeyedGuard> {
+        Box::pin(self.locks.lock(case_ref))
+    }
+
+    fn check_step<'a>(
+        &'a self,
+        env: &'a Envelope,
+        body: &'a [u8],
+    ) -> HookFuture<'a, Result<Box<dyn StagedStep>, StepRefusal>> {
+        Box::pin(async move {
+            let cr = env.header().case_ref.clone().unwrap_or_default();
+            // Read from the applied state: the case lock is not held across a flush, and the
+            // change that stores the step checks the revision again.
+            let existing = self
+                .bus
+                .store
+                .peek(move |r| r.case(&cr))
+                .await
+                .map_err(StepRefusal::Unavailable)?;
+            let update = self.check_case_step(env, body, existing)?;
+            Ok(Box::new(update) as Box<dyn StagedStep>)
+        })
+    }
+
+    fn on_receipt(
+        &self,
+        t: &mut Txn<'_>,
+        h: &Header,
+        status: &ReceiptStatus,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        on_receipt(t, h, status, now)
+    }
+}
+
+impl StagedStep for CaseUpdate {
+    fn check(&self, t: &Txn<'_>) -> Result<(), StoreError> {
+        check_rev(t, self)
+    }
+
+    fn stage(self: Box<Self>, t: &mut Txn<'_>) -> Result<(), StoreError> {
+        stage_case(t, *self)
+    }
+}
+
 impl Node {
     /// Enrolls an officer: the node signs a credential for the officer's key.
     pub async fn enroll_officer(&self, req: EnrollRequest) -> Result<OfficerView, NodeError> {
-        self.inner.enroll_officer(req).await
+        self.cases.enroll_officer(req).await
     }
 
     /// Revokes an officer: their actions are refused from now on.
     pub async fn revoke_officer(&self, id: &str) -> Result<OfficerView, NodeError> {
-        self.inner.revoke_officer(id).await
+        self.cases.revoke_officer(id).await
     }
 
     /// Every officer enrolled here.
@@ -211,7 +283,7 @@ impl Node {
 
     /// Checks and carries out an officer-signed action.
     pub async fn act(&self, req: ActRequest) -> Result<ActResult, NodeError> {
-        self.inner.act(req).await
+        self.cases.act(req).await
     }
 
     /// Every case this node holds.
@@ -251,7 +323,7 @@ impl Node {
     /// Checks every case's deadlines and alert radii now (the ticker looks only at the
     /// cases whose time has come, every `tick_ms`).
     pub async fn case_tick(&self) -> Result<(), NodeError> {
-        self.inner.case_tick(self.now(), true).await
+        self.cases.case_tick(self.now(), true).await
     }
 
     pub(crate) fn spawn_case_ticker(&self, tick_ms: u64) {
@@ -268,7 +340,7 @@ impl Node {
                     () = node.inner.roster_changed.notified() => true,
                     () = node.inner.cancel.cancelled() => break,
                 };
-                if let Err(e) = node.inner.case_tick(node.now(), all).await {
+                if let Err(e) = node.cases.case_tick(node.now(), all).await {
                     warn!(node = %node.inner.id, error = %e, "cannot check case deadlines");
                 }
             }
@@ -340,12 +412,6 @@ pub(crate) fn stored_action(body: &[u8]) -> Option<Action> {
     (obj.typ() == liaison_protocol::cose::TYP_ACTION)
         .then(|| Action::decode(obj.payload()).ok())
         .flatten()
-}
-
-/// Whether a kind is a case step (carried as an officer-signed action): every kind in a
-/// workflow's namespace, listed in the catalog or not (unlisted ones are refused).
-pub(crate) fn is_case_kind(kind: &str) -> bool {
-    workflow::reserved(kind)
 }
 
 /// A granted onward-passing permission a step relied on: (message id hex, provider,

@@ -5,12 +5,11 @@ use liaison_protocol::action::Officer;
 use liaison_protocol::audit::{EntryKind, event_record};
 use liaison_protocol::workflow::Role;
 
-use super::{EnrollRequest, OfficerView};
+use super::{Cases, EnrollRequest, OfficerView};
 use crate::error::NodeError;
-use crate::node::Inner;
 use crate::store::OfficerRecord;
 
-impl Inner {
+impl Cases {
     pub(crate) async fn enroll_officer(
         &self,
         req: EnrollRequest,
@@ -39,8 +38,8 @@ impl Inner {
         let key = PublicKey::from_bytes(&key)?;
         let now = self.now();
         let officer = Officer {
-            federation: self.federation.clone(),
-            node: self.id.clone(),
+            federation: self.bus.federation.clone(),
+            node: self.bus.id.clone(),
             id: id.clone(),
             name: req.name,
             number: req.number,
@@ -50,11 +49,12 @@ impl Inner {
             enrolled_at: now,
         };
         let rec = OfficerRecord {
-            credential: officer.certify(&self.signing).bytes().to_vec(),
+            credential: officer.certify(&self.bus.signing).bytes().to_vec(),
             revoked_at: None,
         };
         let stored = rec.clone();
         let enrolled = self
+            .bus
             .store
             .write(now, move |t| {
                 // Checked in the change that writes: two enrollments cannot both pass.
@@ -71,7 +71,7 @@ impl Inner {
                 "officer {id} is already enrolled; revoke first to change the key or role"
             )));
         }
-        OfficerView::of(&rec, self.roster.get().roster())
+        OfficerView::of(&rec, self.bus.roster.get().roster())
     }
 
     pub(crate) async fn revoke_officer(&self, id: &str) -> Result<OfficerView, NodeError> {
@@ -79,6 +79,7 @@ impl Inner {
         let oid = id.to_owned();
         let entry = event_record(&format!("officer {id} revoked"), None, None, None);
         let revoked = self
+            .bus
             .store
             .write(now, move |t| {
                 let Some(mut rec) = t.officer(&oid)? else {
@@ -94,6 +95,6 @@ impl Inner {
             })
             .await?;
         let rec = revoked.map_err(NodeError::Invalid)?;
-        OfficerView::of(&rec, self.roster.get().roster())
+        OfficerView::of(&rec, self.bus.roster.get().roster())
     }
 }

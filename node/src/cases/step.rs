@@ -8,14 +8,13 @@ use liaison_protocol::{Envelope, NodeId};
 use tracing::warn;
 
 use super::{
-    ALERT_RECHECK_MS, CaseUpdate, StepRefusal, is_case_kind, local_due, officer_label,
-    state_change, verified_label,
+    ALERT_RECHECK_MS, CaseUpdate, Cases, StepRefusal, local_due, officer_label, state_change,
+    verified_label,
 };
 use crate::error::{NodeError, StoreError};
-use crate::node::Inner;
 use crate::store::{CaseIndex, CaseRecord, TimelineEntry, Txn};
 
-impl Inner {
+impl Cases {
     /// The receiving node's checks of a case step, before any receipt, against its copy of
     /// the case (`existing`, read under the case lock). Returns the case update to store
     /// with the message, or the reason for a signed rejection.
@@ -27,7 +26,7 @@ impl Inner {
     ) -> Result<CaseUpdate, StepRefusal> {
         use StepRefusal::Final;
         let h = env.header();
-        let roster = self.roster.get();
+        let roster = self.bus.roster.get();
         let r = roster.roster();
         let signed = SignedAction::open(body, r)
             .map_err(|e| Final(format!("the action in the body does not verify: {e}")))?;
@@ -66,7 +65,7 @@ impl Inner {
         let window = self
             .wf
             .max_action_age_ms
-            .saturating_add(self.cfg.max_skew_ms);
+            .saturating_add(self.bus.cfg.max_skew_ms);
         if a.kind != "alert.issue" && h.sent_at.abs_diff(a.at) > window {
             return Err(Final(format!(
                 "the action was signed at {} but sent at {}: too far apart",
@@ -74,7 +73,7 @@ impl Inner {
             )));
         }
         let theirs = r.member(&h.from).map(|m| &m.country);
-        let mine = r.member(&self.id).map(|m| &m.country);
+        let mine = r.member(&self.bus.id).map(|m| &m.country);
         if !a.abroad && theirs != mine {
             return Err(Final(format!(
                 "{} is not marked as releasable abroad",
@@ -103,7 +102,7 @@ impl Inner {
             case_ref: &a.case_ref,
             kind: &a.kind,
             from: &h.from,
-            to: &self.id,
+            to: &self.bus.id,
             at: a.at,
             doc: &a.document,
             action: signed.digest(),
@@ -141,7 +140,7 @@ impl Inner {
             }
             .to_owned(),
             from: h.from.clone(),
-            to: vec![self.id.clone()],
+            to: vec![self.bus.id.clone()],
             actor: signed.actor().to_owned(),
             officer: signed.officer().map(officer_label),
             message_ids: vec![h.id.to_hex()],
@@ -170,7 +169,7 @@ impl Inner {
         T: Send + 'static,
         F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let staged = self.store.stage(now, f).await;
+        let staged = self.bus.store.stage(now, f).await;
         drop(guard);
         Ok(staged?.durable().await?)
     }
@@ -264,7 +263,7 @@ pub(crate) fn on_receipt(
     let Some(case_ref) = &h.case_ref else {
         return Ok(());
     };
-    if !is_case_kind(&h.kind) {
+    if !workflow::reserved(&h.kind) {
         return Ok(());
     }
     let Some(mut rec) = t.case(case_ref)? else {

@@ -10,27 +10,28 @@ use liaison_protocol::document::Document;
 use liaison_protocol::workflow::{self, State, Workflow};
 use tracing::warn;
 
-use super::{ActRequest, TICK_BATCH, case_index, reachable};
+use super::{ActRequest, Cases, TICK_BATCH, case_index, reachable};
 use crate::error::NodeError;
-use crate::node::Inner;
 use crate::store::{CaseRecord, LocalAction, TimelineEntry};
 
-impl Inner {
+impl Cases {
     /// Deadlines (overdue, supervisor told), alert radii and the retention of steps
     /// recorded here: the cases whose time has come (the `t/` index), or every case with
     /// `all` (an operator's request, or every active alert after a roster change).
     pub(crate) async fn case_tick(self: &Arc<Self>, now: u64, all: bool) -> Result<(), NodeError> {
         // One tick at a time (the ticker and an operator's `CaseTick` could overlap).
-        let _tick = self.case_tick_lock.lock().await;
+        let _tick = self.tick_lock.lock().await;
         let due: Vec<String> = if all {
-            self.store
+            self.bus
+                .store
                 .peek(|r| r.cases())
                 .await?
                 .into_iter()
                 .map(|(c, _)| c)
                 .collect()
         } else {
-            self.store
+            self.bus
+                .store
                 .peek(move |r| r.cases_due(now, TICK_BATCH))
                 .await?
                 .into_iter()
@@ -40,11 +41,11 @@ impl Inner {
         for case_ref in due {
             // One bad case does not stop the others from being checked.
             if let Err(e) = self.tick_case(&case_ref, now).await {
-                warn!(node = %self.id, %case_ref, error = %e, "cannot check the case");
+                warn!(node = %self.bus.id, %case_ref, error = %e, "cannot check the case");
             }
             // Whatever happened, the case is scheduled for its next time.
             if let Err(e) = self.reschedule(&case_ref, now).await {
-                warn!(node = %self.id, %case_ref, error = %e, "cannot schedule the case");
+                warn!(node = %self.bus.id, %case_ref, error = %e, "cannot schedule the case");
             }
         }
         Ok(())
@@ -53,10 +54,11 @@ impl Inner {
     /// Puts every case in the ticker's and the permissions' indexes (once, for a store
     /// written before they existed), and marks the store indexed.
     pub(crate) async fn index_cases(&self) -> Result<(), NodeError> {
-        let me = self.id.clone();
-        let retention = self.body_retention_ms;
+        let me = self.bus.id.clone();
+        let retention = self.bus.body_retention_ms;
         let now = self.now();
         let refs: Vec<String> = self
+            .bus
             .store
             .peek(|r| r.cases())
             .await?
@@ -64,7 +66,8 @@ impl Inner {
             .map(|(c, _)| c)
             .collect();
         let n = refs.len();
-        self.store
+        self.bus
+            .store
             .write(now, move |t| {
                 for case_ref in refs {
                     if let Some(rec) = t.case(&case_ref)? {
@@ -76,13 +79,13 @@ impl Inner {
                 Ok(())
             })
             .await?;
-        tracing::info!(node = %self.id, cases = n, "cases indexed for the ticker");
+        tracing::info!(node = %self.bus.id, cases = n, "cases indexed for the ticker");
         Ok(())
     }
 
     pub(crate) async fn read_case(&self, case_ref: &str) -> Result<Option<CaseRecord>, NodeError> {
         let cr = case_ref.to_owned();
-        Ok(self.store.peek(move |r| r.case(&cr)).await?)
+        Ok(self.bus.store.peek(move |r| r.case(&cr)).await?)
     }
 
     pub(crate) async fn tick_case(
@@ -105,7 +108,7 @@ impl Inner {
             .case
             .supervisor
             .as_ref()
-            .is_some_and(|s| s.node != self.id);
+            .is_some_and(|s| s.node != self.bus.id);
         if rec.case.overdue && !rec.overdue_notified && supervised_elsewhere {
             self.notify_supervisor(case_ref, &rec).await?;
         } else if !rec.case.overdue && rec.overdue_notified {
@@ -114,14 +117,14 @@ impl Inner {
         }
         if rec.case.workflow == Workflow::Alert
             && rec.case.state == State::Active
-            && rec.case.opened_by == self.id
+            && rec.case.opened_by == self.bus.id
         {
             self.widen_alert(case_ref, &rec, now).await?;
         }
         if rec
             .local_actions
             .iter()
-            .any(|l| local_due(l, self.body_retention_ms) <= now)
+            .any(|l| local_due(l, self.bus.body_retention_ms) <= now)
         {
             self.purge_local_actions(case_ref, now).await?;
         }
@@ -131,10 +134,10 @@ impl Inner {
     /// Writes the case's next wake time when it moved (nothing changed it in this tick, or
     /// time alone moved it on).
     pub(crate) async fn reschedule(&self, case_ref: &str, now: u64) -> Result<(), NodeError> {
-        let guard = self.case_locks.lock(case_ref).await;
+        let guard = self.locks.lock(case_ref).await;
         let cr = case_ref.to_owned();
-        let me = self.id.clone();
-        let retention = self.body_retention_ms;
+        let me = self.bus.id.clone();
+        let retention = self.bus.body_retention_ms;
         self.write_case(guard, now, move |t| {
             let Some(rec) = t.case(&cr)? else {
                 return Ok(());
@@ -154,10 +157,10 @@ impl Inner {
         told: bool,
         now: u64,
     ) -> Result<(), NodeError> {
-        let guard = self.case_locks.lock(case_ref).await;
+        let guard = self.locks.lock(case_ref).await;
         let cr = case_ref.to_owned();
-        let me = self.id.clone();
-        let retention = self.body_retention_ms;
+        let me = self.bus.id.clone();
+        let retention = self.bus.body_retention_ms;
         self.write_case(guard, now, move |t| {
             if let Some(mut latest) = t.case(&cr)? {
                 latest.overdue_notified = told;
@@ -172,10 +175,10 @@ impl Inner {
     /// Sets the overdue flag when a deadline passed, or clears it when it no longer holds
     /// (a supervision's new due date, or its end).
     pub(crate) async fn mark_overdue(&self, case_ref: &str, now: u64) -> Result<(), NodeError> {
-        let guard = self.case_locks.lock(case_ref).await;
+        let guard = self.locks.lock(case_ref).await;
         let cr = case_ref.to_owned();
-        let me = self.id.clone();
-        let retention = self.body_retention_ms;
+        let me = self.bus.id.clone();
+        let retention = self.bus.body_retention_ms;
         let label = self
             .write_case(guard, now, move |t| {
                 let Some(mut rec) = t.case(&cr)? else {
@@ -213,7 +216,7 @@ impl Inner {
             })
             .await?;
         if let Some(label) = label {
-            warn!(node = %self.id, %case_ref, "case {label}");
+            warn!(node = %self.bus.id, %case_ref, "case {label}");
         }
         Ok(())
     }
@@ -245,8 +248,8 @@ impl Inner {
             .with("deadline", missed)
             .with("state", rec.case.state.name());
         let action = Action {
-            federation: self.federation.clone(),
-            node: self.id.clone(),
+            federation: self.bus.federation.clone(),
+            node: self.bus.id.clone(),
             kind: spec.kind.to_owned(),
             case_ref: case_ref.to_owned(),
             at: now,
@@ -259,7 +262,7 @@ impl Inner {
             derived_from: Vec::new(),
             credential: None,
         };
-        let signed = action.sign(&self.signing);
+        let signed = action.sign(&self.bus.signing);
         let req = ActRequest {
             action: String::new(),
             to: vec![sup.node.clone()],
@@ -285,12 +288,14 @@ impl Inner {
         let Some(bytes) = &rec.alert_action else {
             return Ok(());
         };
-        let roster = self.roster.get();
+        let roster = self.bus.roster.get();
         let r = roster.roster();
         let signed = SignedAction::open(bytes, r)?;
         // From where the child was last seen (an update may have moved it).
         let candidates = match rec.case.alert_origin() {
-            Some((origin, since)) => reachable(signed.action(), r, &self.id, &origin, since, now),
+            Some((origin, since)) => {
+                reachable(signed.action(), r, &self.bus.id, &origin, since, now)
+            }
             None => Vec::new(),
         };
         let candidates: Vec<NodeId> = candidates
@@ -314,7 +319,7 @@ impl Inner {
             in_reply_to: None,
         };
         if let Err(e) = self.submit(signed, spec, req, None, "widened").await {
-            warn!(node = %self.id, %case_ref, error = %e, "cannot widen the alert");
+            warn!(node = %self.bus.id, %case_ref, error = %e, "cannot widen the alert");
         }
         Ok(())
     }
@@ -326,10 +331,10 @@ impl Inner {
         case_ref: &str,
         now: u64,
     ) -> Result<(), NodeError> {
-        let guard = self.case_locks.lock(case_ref).await;
+        let guard = self.locks.lock(case_ref).await;
         let cr = case_ref.to_owned();
-        let me = self.id.clone();
-        let retention = self.body_retention_ms;
+        let me = self.bus.id.clone();
+        let retention = self.bus.body_retention_ms;
         self.write_case(guard, now, move |t| {
             let Some(mut rec) = t.case(&cr)? else {
                 return Ok(());

@@ -103,10 +103,7 @@ async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
     }
     debug!(node = %inner.id, %peer, "peer connected");
     // A witness that is up is asked what it cosigned of this log (once since start).
-    crate::node::Node {
-        inner: inner.clone(),
-    }
-    .on_connected(&peer, None);
+    inner.on_connected(&peer, None);
     {
         let mut list = match inner.inbound.lock() {
             Ok(l) => l,

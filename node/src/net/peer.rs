@@ -315,10 +315,7 @@ impl Actor {
                         let roster = Frame::Roster(self.inner.roster.get().bytes().to_vec());
                         let _ =
                             tokio::time::timeout(ROSTER_TIMEOUT, exchange(&conn, &roster, 0)).await;
-                        crate::node::Node {
-                            inner: self.inner.clone(),
-                        }
-                        .on_connected(&self.hop, Some(conn.clone()));
+                        self.inner.on_connected(&self.hop, Some(conn.clone()));
                         self.conn = Some(conn);
                         self.shared.connected.store(true, Ordering::SeqCst);
                         self.conn_failures = 0;
