@@ -15,6 +15,7 @@ use liaison_protocol::audit::{Entry, EntryKind};
 use liaison_protocol::evidence::Evidence;
 use liaison_protocol::merkle::{self, Frontier, Hash, MerkleError};
 use liaison_protocol::note::{Checkpoint, MAX_NOTE_LEN, SignedNote};
+use liaison_protocol::workflow;
 use liaison_protocol::{
     Envelope, MessageId, NodeId, PublicKey, SignedNonDelivery, SignedObject, SignedReceipt,
     SignedRoster,
@@ -178,7 +179,7 @@ impl Node {
                         continue;
                     };
                     if h.case_ref.as_deref() == Some(cr.as_str())
-                        && h.kind == "repatriation.handover_record"
+                        && workflow::spec(&h.kind).is_some_and(|s| s.in_evidence)
                     {
                         if let Some(body) = rd.body(&d)? {
                             records.push(body);

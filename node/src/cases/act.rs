@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use liaison_protocol::action::{Action, Handling, SignedAction};
 use liaison_protocol::audit::{EntryKind, action_record, event_record};
-use liaison_protocol::workflow::{self, KindSpec, State, Step};
+use liaison_protocol::workflow::{self, KindSpec, NeedsCase, Recipients, State, Step};
 use liaison_protocol::{Envelope, MessageId, NodeId};
 use tracing::warn;
 
@@ -334,7 +334,7 @@ impl Cases {
         }
         // The consent record lives in the case the owner opened here: a nationality request
         // cannot open a case of its own on the sending side.
-        if a.kind == "repatriation.nationality_request" && existing.is_none() {
+        if spec.needs_case == NeedsCase::AtSender && existing.is_none() {
             return Err(Refuse::Audit(
                 Rejected,
                 format!(
@@ -345,7 +345,7 @@ impl Cases {
             ));
         }
         // An alert is issued once; later news goes out as alert.update.
-        if a.kind == "alert.issue" && existing.is_some() && !widening {
+        if spec.reissued && existing.is_some() && !widening {
             return Err(Refuse::Audit(
                 Rejected,
                 format!(
@@ -380,11 +380,11 @@ impl Cases {
             // Widening sends only to units not reached yet.
             to.retain(|t| !widening || !alerted.contains(t));
             to
-        } else if a.kind == "alert.issue" {
+        } else if spec.recipients == Recipients::AlertRadius {
             let candidates = alert_targets(&a, r, &self.bus.id, now)
                 .map_err(|reason| Refuse::Audit(Rejected, reason))?;
             self.onward_filter(&a, candidates).await?
-        } else if a.kind.starts_with("alert.") {
+        } else if spec.recipients == Recipients::Alerted {
             // Updates and cancellations go to every unit alerted so far (that is still a
             // member reachable now); when none was reached they are recorded here (and stop
             // the widening).
@@ -517,7 +517,7 @@ impl Cases {
 
         let mut record = existing.unwrap_or_else(|| CaseRecord::new(case.clone()));
         record.case = case.clone();
-        if a.kind == "alert.issue" && record.alert_action.is_none() {
+        if spec.reissued && record.alert_action.is_none() {
             record.alert_action = Some(signed.bytes().to_vec());
         }
         if case.state.is_terminal() {
@@ -533,7 +533,7 @@ impl Cases {
                 });
             }
         }
-        if (spec.local || recipients.is_empty()) && a.kind != "alert.issue" {
+        if (spec.local || recipients.is_empty()) && !spec.reissued {
             // Not sent, so no message body holds it: kept with the case until its
             // retention ends (a repatriation case's consent record).
             record.local_actions.push(LocalAction {
@@ -543,7 +543,7 @@ impl Cases {
             });
         }
         for to in &recipients {
-            if a.kind.starts_with("alert.") && !record.alerted.contains(to) {
+            if spec.recipients != Recipients::Named && !record.alerted.contains(to) {
                 record.alerted.push(to.clone());
             }
         }

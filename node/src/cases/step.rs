@@ -3,7 +3,7 @@
 
 use liaison_protocol::action::SignedAction;
 use liaison_protocol::audit::EntryKind;
-use liaison_protocol::workflow::{self, State, Step, Workflow, WorkflowError};
+use liaison_protocol::workflow::{self, NeedsCase, State, Step, Workflow, WorkflowError};
 use liaison_protocol::{Envelope, NodeId};
 use tracing::warn;
 
@@ -66,7 +66,7 @@ impl Cases {
             .wf
             .max_action_age_ms
             .saturating_add(self.bus.cfg.max_skew_ms);
-        if a.kind != "alert.issue" && h.sent_at.abs_diff(a.at) > window {
+        if !spec.reissued && h.sent_at.abs_diff(a.at) > window {
             return Err(Final(format!(
                 "the action was signed at {} but sent at {}: too far apart",
                 a.at, h.sent_at
@@ -90,7 +90,7 @@ impl Cases {
                 a.kind, a.case_ref
             )));
         }
-        if existing.is_none() && a.kind == "supervision.attach" {
+        if existing.is_none() && spec.needs_case == NeedsCase::AtReceiver {
             return Err(Final(format!(
                 "there is no case {} here to supervise",
                 a.case_ref
@@ -126,7 +126,7 @@ impl Cases {
         }
         let mut record = existing.unwrap_or_else(|| CaseRecord::new(case.clone()));
         record.case = case.clone();
-        if a.kind == "supervision.attach" {
+        if spec.attaches_supervisor {
             // A (new) supervisor is told of an overdue case even if an earlier one was.
             record.overdue_notified = false;
         }

@@ -237,6 +237,20 @@ pub struct KindSpec {
     pub local: bool,
     /// May start a new case (apply with no case).
     pub opens_case: bool,
+    /// Who receives a step the officer names no recipients for.
+    pub recipients: Recipients,
+    /// Which copies of the case must exist before the step (beyond what the state machine
+    /// asks).
+    pub needs_case: NeedsCase,
+    /// Issued once per case, and sent again, unchanged, to units a widening radius reaches
+    /// later (`alert.issue`): a second issue is refused, the signed action is kept with the
+    /// case while it is active, and its signing time is not bound to the envelope's.
+    pub reissued: bool,
+    /// Puts a (new) supervisor on the case: an overdue case is notified to it afresh.
+    pub attaches_supervisor: bool,
+    /// Its signed body goes into the case's evidence files while the body is held (the
+    /// handover record both countries sign).
+    pub in_evidence: bool,
     /// Document schema; unknown fields are refused.
     pub fields: &'static [FieldSpec],
     /// One line for CLI help and docs.
@@ -245,6 +259,33 @@ pub struct KindSpec {
 
 use FieldType::{Bool, Country, Date, List, Map, Text, Uint};
 use Priority::{Flash, Routine, Urgent};
+
+/// Who receives a step when the officer names no recipients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipients {
+    /// The officer names them (none: the step goes to the other parties the state machine
+    /// knows, or is recorded here only where the workflow allows it).
+    Named,
+    /// The units within the alert's radius around the last-seen place, as policy allows
+    /// (`alert.issue`).
+    AlertRadius,
+    /// Every unit the alert reached so far that is still a member reachable now; none: the
+    /// step is recorded here only (`alert.update`, `alert.cancel`).
+    Alerted,
+}
+
+/// Which copies of a case must exist before a step of a kind, beyond the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeedsCase {
+    /// No more than the state machine asks.
+    No,
+    /// The sending node's copy (it holds the consent record: `repatriation.nationality_request`,
+    /// after the local `repatriation.open`).
+    AtSender,
+    /// The receiving node's copy (a supervisor attaches to a case the bureau holds:
+    /// `supervision.attach`).
+    AtReceiver,
+}
 
 /// Requested actions of an assistance request.
 pub const ASSIST_ACTIONS: &[&str] = &[
@@ -452,6 +493,11 @@ const fn kind(
         purpose,
         local: false,
         opens_case: false,
+        recipients: Recipients::Named,
+        needs_case: NeedsCase::No,
+        reissued: false,
+        attaches_supervisor: false,
+        in_evidence: false,
         fields,
         help,
     }
@@ -460,6 +506,42 @@ const fn kind(
 const fn opens(k: KindSpec) -> KindSpec {
     KindSpec {
         opens_case: true,
+        ..k
+    }
+}
+
+/// Sent, when the officer names no one, to the units within the alert's radius; issued once
+/// and sent again as the radius widens.
+const fn alert_issue(k: KindSpec) -> KindSpec {
+    KindSpec {
+        recipients: Recipients::AlertRadius,
+        reissued: true,
+        ..k
+    }
+}
+
+/// Sent, when the officer names no one, to every unit the alert reached so far.
+const fn to_alerted(k: KindSpec) -> KindSpec {
+    KindSpec {
+        recipients: Recipients::Alerted,
+        ..k
+    }
+}
+
+const fn needs(k: KindSpec, needs_case: NeedsCase) -> KindSpec {
+    KindSpec { needs_case, ..k }
+}
+
+const fn in_evidence(k: KindSpec) -> KindSpec {
+    KindSpec {
+        in_evidence: true,
+        ..k
+    }
+}
+
+const fn attaches_supervisor(k: KindSpec) -> KindSpec {
+    KindSpec {
+        attaches_supervisor: true,
         ..k
     }
 }
@@ -730,7 +812,8 @@ static CATALOG: &[KindSpec] = &[
             "open a repatriation case for an identified victim (local)",
         ))
     },
-    opens(kind(
+    needs(
+        opens(kind(
         "repatriation.nationality_request",
         Workflow::Repatriation,
         REPATRIATION,
@@ -750,6 +833,8 @@ static CATALOG: &[KindSpec] = &[
         ],
         "ask the origin country to verify nationality",
     )),
+        NeedsCase::AtSender,
+    ),
     kind(
         "repatriation.nationality_answer",
         Workflow::Repatriation,
@@ -835,7 +920,7 @@ static CATALOG: &[KindSpec] = &[
         ],
         "the escort has left for the port (local or sent)",
     ),
-    kind(
+    in_evidence(kind(
         "repatriation.handover_record",
         Workflow::Repatriation,
         REPATRIATION,
@@ -844,7 +929,7 @@ static CATALOG: &[KindSpec] = &[
         &[FieldSpec::req("record", Map, "the handover record both sides sign")
             .of(HANDOVER_RECORD)],
         "sign the handover record (both sides sign the same record)",
-    ),
+    )),
     kind(
         "repatriation.receipt_confirmation",
         Workflow::Repatriation,
@@ -898,7 +983,7 @@ static CATALOG: &[KindSpec] = &[
         "case owner closes the repatriation case",
     ),
     // D. Missing-child alert.
-    opens(kind(
+    alert_issue(opens(kind(
         "alert.issue",
         Workflow::Alert,
         INVESTIGATOR,
@@ -916,8 +1001,8 @@ static CATALOG: &[KindSpec] = &[
             FieldSpec::req("contact", Text, "issuing officer's contact"),
         ],
         "push a missing-child alert to nearby units",
-    )),
-    kind(
+    ))),
+    to_alerted(kind(
         "alert.update",
         Workflow::Alert,
         INVESTIGATOR,
@@ -928,8 +1013,8 @@ static CATALOG: &[KindSpec] = &[
             FieldSpec::opt("last_seen", Map, "new last-seen place").of(LAST_SEEN),
         ],
         "update a missing-child alert",
-    ),
-    kind(
+    )),
+    to_alerted(kind(
         "alert.cancel",
         Workflow::Alert,
         INVESTIGATOR,
@@ -941,9 +1026,10 @@ static CATALOG: &[KindSpec] = &[
             FieldSpec::opt("note", Text, "note"),
         ],
         "cancel a missing-child alert",
-    ),
+    )),
     // E. Supervision and annual report.
-    opens(kind(
+    attaches_supervisor(needs(
+        opens(kind(
         "supervision.attach",
         Workflow::Supervision,
         SUPERVISOR,
@@ -955,6 +1041,8 @@ static CATALOG: &[KindSpec] = &[
             FieldSpec::req("instruction", Text, "supervision instruction"),
         ],
         "joint-meeting office puts a case under listed supervision",
+        )),
+        NeedsCase::AtReceiver,
     )),
     kind(
         "supervision.report",
@@ -1463,6 +1551,36 @@ pub fn reserved(kind: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_case_rules_of_the_few_kinds_that_have_them() {
+        for k in catalog() {
+            let expected = match k.kind {
+                "alert.issue" => (Recipients::AlertRadius, NeedsCase::No, true, false, false),
+                "alert.update" | "alert.cancel" => {
+                    (Recipients::Alerted, NeedsCase::No, false, false, false)
+                }
+                "repatriation.nationality_request" => {
+                    (Recipients::Named, NeedsCase::AtSender, false, false, false)
+                }
+                "supervision.attach" => {
+                    (Recipients::Named, NeedsCase::AtReceiver, false, true, false)
+                }
+                "repatriation.handover_record" => {
+                    (Recipients::Named, NeedsCase::No, false, false, true)
+                }
+                _ => (Recipients::Named, NeedsCase::No, false, false, false),
+            };
+            let rules = (
+                k.recipients,
+                k.needs_case,
+                k.reissued,
+                k.attaches_supervisor,
+                k.in_evidence,
+            );
+            assert_eq!(rules, expected, "{}", k.kind);
+        }
+    }
 
     #[test]
     fn every_kind_is_unique_and_parses() {

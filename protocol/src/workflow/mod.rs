@@ -38,7 +38,8 @@ pub use case::{
     SupervisionDetail,
 };
 pub use catalog::{
-    FieldSpec, FieldType, KindSpec, Role, Workflow, catalog, example, reserved, spec, validate,
+    FieldSpec, FieldType, KindSpec, NeedsCase, Recipients, Role, Workflow, catalog, example,
+    reserved, spec, validate,
 };
 pub use error::WorkflowError;
 pub use permission::permission_subject;
