@@ -32,13 +32,14 @@ pub use mimalloc::MiMalloc as Allocator;
 
 pub use audit::AuditReport;
 pub use audit::witness::WitnessOutcome;
+pub use bus::peer::PeerStatus;
+pub use bus::{MessageView, SendRequest, SendResult, Settled};
 pub use cases::{ActRequest, ActResult, CaseView, EnrollRequest, OfficerView};
 pub use clock::{Clock, now_ms};
 pub use config::Config;
 pub use error::{NodeError, StoreError};
-pub use net::peer::PeerStatus;
 pub use net::transport;
-pub use node::{MessageView, Node, SendRequest, SendResult, Settled, StartOptions};
+pub use node::{Node, StartOptions};
 
 /// Runs a node from a config file until SIGINT/SIGTERM or an API shutdown: the body of the
 /// `liaison-node` binary.

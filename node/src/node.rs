@@ -7,162 +7,37 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use liaison_protocol::audit::{EntryKind, event_record};
-use liaison_protocol::{Digest, MessageId, NodeId, Priority, PublicKey, SignedRoster};
-use serde::Serialize;
+use liaison_protocol::audit::EntryKind;
+use liaison_protocol::{Digest, MessageId, NodeId, PublicKey, SignedRoster};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::bus::hook::CaseHook;
+use crate::audit::Audit;
+use crate::bus::hook::{AuditHook, CaseHook};
+use crate::bus::peer::PeerStatus;
 use crate::bus::view;
-use crate::cases::Cases;
+use crate::bus::{Bus, MessageView, SendRequest, SendResult, Settled, roster_record};
+use crate::cases::{ActRequest, ActResult, CaseView, Cases, EnrollRequest, OfficerView};
 use crate::clock::Clock;
-use crate::config::{Config, DeliveryConfig};
+use crate::config::Config;
 use crate::error::NodeError;
 use crate::identity::load_signing_key;
 use crate::net::guard::Guard;
-use crate::net::peer::{PeerHandle, PeerStatus};
 use crate::net::transport::{self, TlsMaterial};
 use crate::roster::RosterCell;
-use crate::store::{Direction, MsgState, Store, StoreOptions, StoreStats};
-
-/// What the application asks the node to send.
-#[derive(Debug, Clone, serde::Deserialize, Serialize)]
-pub struct SendRequest {
-    /// Final recipient.
-    pub to: NodeId,
-    /// Message kind.
-    pub kind: String,
-    /// Body bytes.
-    #[serde(with = "b64")]
-    pub body: Vec<u8>,
-    /// Priority lane.
-    pub priority: Priority,
-    /// Expiry, ms from now.
-    #[serde(default)]
-    pub expires_in_ms: Option<u64>,
-    /// Case reference.
-    #[serde(default)]
-    pub case_ref: Option<String>,
-    /// The message this one answers.
-    #[serde(default)]
-    pub in_reply_to: Option<String>,
-}
-
-/// The result of a send: the message is durably queued.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct SendResult {
-    /// Message id (hex).
-    pub message_id: String,
-    /// Envelope digest (hex).
-    pub digest: String,
-    /// First hop.
-    pub hop: NodeId,
-}
-
-/// A message as shown to operators and the application.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct MessageView {
-    /// Message id (hex).
-    pub message_id: String,
-    /// Envelope digest (hex).
-    pub digest: String,
-    /// Sender.
-    pub from: String,
-    /// Final recipient.
-    pub to: String,
-    /// Kind.
-    pub kind: String,
-    /// Priority name.
-    pub priority: String,
-    /// Sent at, ms.
-    pub sent_at: u64,
-    /// Case reference.
-    pub case_ref: Option<String>,
-    /// Sent, received or relayed.
-    pub direction: Direction,
-    /// Where it stands.
-    pub state: MsgState,
-    /// Next hop.
-    pub hop: Option<String>,
-    /// Inbox sequence.
-    pub inbox_seq: Option<u64>,
-    /// Taken by the application.
-    pub handed_over: bool,
-    /// Body (base64), when asked for and not purged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    /// The signed receipt or non-delivery record (base64).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proof: Option<String>,
-}
-
-/// The node's state, shared by its tasks.
-pub(crate) struct Inner {
-    pub(crate) id: NodeId,
-    pub(crate) federation: String,
-    pub(crate) signing: SigningKey,
-    pub(crate) log_key: SigningKey,
-    pub(crate) witness_key: SigningKey,
-    pub(crate) authority: PublicKey,
-    pub(crate) roster: RosterCell,
-    pub(crate) store: Store,
-    pub(crate) endpoint: quinn::Endpoint,
-    pub(crate) peers: Mutex<HashMap<NodeId, PeerHandle>>,
-    pub(crate) inbound: Mutex<Vec<(NodeId, quinn::Connection)>>,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) tasks: TaskTracker,
-    pub(crate) cfg: DeliveryConfig,
-    pub(crate) dev_mode: bool,
-    pub(crate) inbox_notify: Notify,
-    /// A new roster was applied (the case ticker looks at every active alert again).
-    pub(crate) roster_changed: Notify,
-    pub(crate) settled: tokio::sync::broadcast::Sender<Settled>,
-    /// Witness conflicts seen since start (also in the audit log).
-    pub(crate) conflicts: Mutex<u64>,
-    /// One witness round at a time.
-    pub(crate) witness_round: tokio::sync::Mutex<()>,
-    /// The case workflows, installed at start: the bus reaches them only through this hook
-    /// (weak: the cases hold the bus).
-    pub(crate) cases: std::sync::OnceLock<std::sync::Weak<dyn CaseHook>>,
-    /// How long bodies (and steps recorded here only) are kept at most, ms.
-    pub(crate) body_retention_ms: u64,
-    /// Witnesses not yet asked since start how much of the log they cosigned, with the log's
-    /// size at start (asked once a connection shows them up).
-    pub(crate) size_checks: Mutex<HashMap<NodeId, u64>>,
-    /// Set by a tamper test that rolls the log back on purpose: the node does not check
-    /// itself against its witnesses (so the witnesses' own checks are what is tested).
-    pub(crate) no_self_check: std::sync::atomic::AtomicBool,
-    /// Bounds on what peers and strangers can make this node do.
-    pub(crate) guard: Arc<Guard>,
-    /// The one clock (crate::clock).
-    pub(crate) clock: Clock,
-}
-
-/// A message this node sent reached a final state (receipt, rejection or non-delivery).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Settled {
-    /// Message id (hex).
-    pub message_id: String,
-    /// Final state.
-    pub state: MsgState,
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("id", &self.id).finish()
-    }
-}
+use crate::store::{Store, StoreOptions, StoreStats};
 
 /// A running node. Cloning gives another handle to the same node.
 #[derive(Debug, Clone)]
 pub struct Node {
     /// The bus: signing, roster, store, peers, endpoint, audit.
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<Bus>,
     /// The case workflows.
     pub(crate) cases: Arc<Cases>,
+    /// The log as evidence, and witnessing.
+    pub(crate) audit: Arc<Audit>,
 }
 
 /// Start-up options beyond the config file.
@@ -241,12 +116,10 @@ impl Node {
         };
         let endpoint = transport::endpoint(socket, &tls, roster.clone(), &cfg.delivery)?;
 
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Bus {
             id: cfg.node_id.clone(),
             federation: cfg.federation.clone(),
             signing,
-            log_key,
-            witness_key,
             authority,
             roster,
             store,
@@ -260,29 +133,33 @@ impl Node {
             inbox_notify: Notify::new(),
             roster_changed: Notify::new(),
             settled: tokio::sync::broadcast::channel(4096).0,
-            conflicts: Mutex::new(0),
-            witness_round: tokio::sync::Mutex::new(()),
             cases: std::sync::OnceLock::new(),
+            audit: std::sync::OnceLock::new(),
             body_retention_ms: cfg.audit.body_retention_ms,
             guard: Guard::new(cfg.limits.clone()),
-            size_checks: Mutex::new(HashMap::new()),
-            no_self_check: std::sync::atomic::AtomicBool::new(false),
             clock,
         });
         let cases = Arc::new(Cases::new(inner.clone(), cfg.workflow.clone()));
         let hook: Arc<dyn CaseHook> = cases.clone();
         let _ = inner.cases.set(Arc::downgrade(&hook));
-        let node = Self { inner, cases };
+        let audit = Arc::new(Audit::new(inner.clone(), log_key, witness_key));
+        let hook: Arc<dyn AuditHook> = audit.clone();
+        let _ = inner.audit.set(Arc::downgrade(&hook));
+        let node = Self {
+            inner,
+            cases,
+            audit,
+        };
         // Nothing is served from a store that its witnesses know to be behind.
         let wait = Duration::from_millis(cfg.audit.start_check_ms);
-        if let Err(e) = node.check_witnesses(wait).await {
+        if let Err(e) = node.audit.check_witnesses(wait).await {
             node.inner.cancel.cancel();
             node.inner.endpoint.close(0u32.into(), b"refused to start");
             let _ = node.inner.store.close().await;
             return Err(e);
         }
         node.spawn_summaries();
-        crate::net::inbound::spawn_accept_loop(node.inner.clone());
+        crate::bus::inbound::spawn_accept_loop(node.inner.clone());
         // Everything still queued from before a restart goes back to its peer's queue.
         // A message among them is not dropped at expiry without asking the peer: the peer
         // answers with its stored receipt or refuses it as expired.
@@ -294,7 +171,7 @@ impl Node {
             // A store written before cases were indexed: index them once, before the ticker.
             node.cases.index_cases().await?;
         }
-        node.spawn_case_ticker(cfg.workflow.tick_ms);
+        node.cases.spawn_case_ticker(cfg.workflow.tick_ms);
         if opts.api_socket {
             crate::api::spawn_server(node.clone(), cfg.data_dir.join("api.sock"))?;
         }
@@ -558,7 +435,7 @@ impl Node {
     /// own log back would (it does not ask its witnesses about itself either). Tamper tests.
     #[cfg(feature = "test-hooks")]
     pub async fn dangerous_truncate_log(&self, from: u64) -> Result<(), NodeError> {
-        self.inner
+        self.audit
             .no_self_check
             .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(self.inner.store.dangerous_truncate_log(from).await?)
@@ -606,6 +483,106 @@ impl Node {
     /// Resolves when shutdown has begun.
     pub async fn cancelled(&self) {
         self.inner.cancel.cancelled().await;
+    }
+
+    /// Signs a checkpoint of the log as committed now (unless the newest one already covers
+    /// it) and returns it as a signed note.
+    pub async fn checkpoint(&self) -> Result<String, NodeError> {
+        self.audit.checkpoint().await
+    }
+
+    /// Every entry of this node's log about case `case_ref` (its messages, and the receipts
+    /// and non-delivery records for them), each with an inclusion proof, and the roster.
+    pub async fn case_evidence(
+        &self,
+        case_ref: &str,
+    ) -> Result<liaison_protocol::evidence::CaseEvidence, NodeError> {
+        self.audit.case_evidence(case_ref).await
+    }
+
+    /// Whether the log has entries other than witnessing records since its newest checkpoint.
+    pub async fn grew_since_checkpoint(&self) -> Result<bool, NodeError> {
+        self.audit.grew_since_checkpoint().await
+    }
+
+    /// Deletes the bodies whose retention ended before `now` (protocol.md §13.1); returns how
+    /// many were purged.
+    pub async fn purge_bodies(&self, now: u64) -> Result<u64, NodeError> {
+        self.audit.purge_bodies(now).await
+    }
+
+    /// The audit index of the entry that recorded message `id` (sent, received or relayed).
+    pub async fn entry_of_message(&self, id: &MessageId) -> Result<Option<u64>, NodeError> {
+        self.audit.entry_of_message(id).await
+    }
+
+    /// An evidence bundle for entry `index`, against the newest checkpoint (made now if none
+    /// covers the entry yet).
+    pub async fn prove(
+        &self,
+        index: u64,
+    ) -> Result<liaison_protocol::evidence::Evidence, NodeError> {
+        self.audit.prove(index).await
+    }
+
+    /// Recomputes and re-verifies the whole log (protocol.md §13.4); stops at the first
+    /// problem.
+    pub async fn audit_verify(&self) -> Result<crate::AuditReport, NodeError> {
+        self.audit.audit_verify().await
+    }
+
+    /// Submits the newest checkpoint to the witnesses this node talks to directly.
+    pub async fn witness_round(&self) -> Result<Vec<crate::WitnessOutcome>, NodeError> {
+        self.audit.witness_round().await
+    }
+
+    /// Witness conflicts seen since start (also in the audit log).
+    pub fn witness_conflicts(&self) -> u64 {
+        self.audit.witness_conflicts()
+    }
+
+    /// Enrolls an officer: the node signs a credential for the officer's key.
+    pub async fn enroll_officer(&self, req: EnrollRequest) -> Result<OfficerView, NodeError> {
+        self.cases.enroll_officer(req).await
+    }
+
+    /// Revokes an officer: their actions are refused from now on.
+    pub async fn revoke_officer(&self, id: &str) -> Result<OfficerView, NodeError> {
+        self.cases.revoke_officer(id).await
+    }
+
+    /// Every officer enrolled here.
+    pub async fn officers(&self) -> Result<Vec<OfficerView>, NodeError> {
+        self.cases.officers().await
+    }
+
+    /// Checks and carries out an officer-signed action.
+    pub async fn act(&self, req: ActRequest) -> Result<ActResult, NodeError> {
+        self.cases.act(req).await
+    }
+
+    /// Every case this node holds.
+    pub async fn cases(&self) -> Result<Vec<liaison_protocol::workflow::Case>, NodeError> {
+        self.cases.cases().await
+    }
+
+    /// One case with its timeline.
+    pub async fn case(&self, case_ref: &str) -> Result<Option<CaseView>, NodeError> {
+        self.cases.case(case_ref).await
+    }
+
+    /// This node's figures for an annual report.
+    pub async fn annual_figures(
+        &self,
+        year: i32,
+    ) -> Result<liaison_protocol::document::Document, NodeError> {
+        self.cases.annual_figures(year).await
+    }
+
+    /// Checks every case's deadlines and alert radii now (the ticker looks only at the
+    /// cases whose time has come, every `tick_ms`).
+    pub async fn case_tick(&self) -> Result<(), NodeError> {
+        self.cases.case_tick(self.now(), true).await
     }
 }
 
@@ -677,25 +654,4 @@ fn check_self(
         )));
     }
     Ok(())
-}
-
-pub(crate) fn roster_record(r: &SignedRoster) -> Vec<u8> {
-    let reason = format!("roster serial {}", r.roster().serial);
-    event_record(&reason, None, Some(&Digest::of(r.bytes()).0), None)
-}
-
-mod b64 {
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(serde::de::Error::custom)
-    }
 }

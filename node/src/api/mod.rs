@@ -11,9 +11,10 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 use tracing::warn;
 
+use crate::bus::SendRequest;
 use crate::cases::{ActRequest, EnrollRequest};
 use crate::error::NodeError;
-use crate::node::{Node, SendRequest};
+use crate::node::Node;
 
 /// Longest request line.
 const MAX_REQUEST: usize = 64 * 1024 * 1024;

@@ -22,9 +22,61 @@ use liaison_protocol::{
 };
 use serde::Serialize;
 
+use crate::bus::Bus;
 use crate::error::{NodeError, StoreError};
-use crate::node::Node;
 use crate::store::Reader;
+
+/// The audit side of the node: the log as evidence (checkpoints signed with the log key,
+/// inclusion proofs, case evidence, re-verification, retention purge) and witnessing (rounds
+/// as a log, cosigning peers' checkpoints with the witness key). Holds the bus; the bus
+/// reaches it only through [`crate::bus::hook::AuditHook`], installed at start.
+pub(crate) struct Audit {
+    /// The bus: roster, store, endpoint.
+    pub(crate) bus: Arc<Bus>,
+    /// Signs this node's checkpoints.
+    pub(crate) log_key: ed25519_dalek::SigningKey,
+    /// Cosigns peers' checkpoints.
+    pub(crate) witness_key: ed25519_dalek::SigningKey,
+    /// Witness conflicts seen since start (also in the audit log).
+    pub(crate) conflicts: std::sync::Mutex<u64>,
+    /// One witness round at a time.
+    pub(crate) witness_round: tokio::sync::Mutex<()>,
+    /// Witnesses not yet asked since start how much of the log they cosigned, with the log's
+    /// size at start (asked once a connection shows them up).
+    pub(crate) size_checks: std::sync::Mutex<std::collections::HashMap<NodeId, u64>>,
+    /// Set by a tamper test that rolls the log back on purpose: the node does not check
+    /// itself against its witnesses (so the witnesses' own checks are what is tested).
+    pub(crate) no_self_check: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit").field("node", &self.bus.id).finish()
+    }
+}
+
+impl Audit {
+    pub(crate) fn new(
+        bus: Arc<Bus>,
+        log_key: ed25519_dalek::SigningKey,
+        witness_key: ed25519_dalek::SigningKey,
+    ) -> Self {
+        Self {
+            bus,
+            log_key,
+            witness_key,
+            conflicts: std::sync::Mutex::new(0),
+            witness_round: tokio::sync::Mutex::new(()),
+            size_checks: std::sync::Mutex::new(std::collections::HashMap::new()),
+            no_self_check: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Now, by the node's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.bus.now()
+    }
+}
 
 /// Purges one body whose retention ended, in the change `t`: returns whether it did. A body
 /// still waiting in an outbox or an inbox is put in the retention index for later.
@@ -86,15 +138,15 @@ impl From<MerkleError> for NodeError {
     }
 }
 
-impl Node {
+impl Audit {
     fn log_origin(&self) -> String {
-        format!("{}/log", self.id())
+        format!("{}/log", self.bus.id())
     }
 
     /// Signs a checkpoint of the log as committed now (unless the newest one already covers
     /// it) and returns it as a signed note.
-    pub async fn checkpoint(&self) -> Result<String, NodeError> {
-        let store = &self.inner.store;
+    pub(crate) async fn checkpoint(&self) -> Result<String, NodeError> {
+        let store = &self.bus.store;
         let (size, root) = store.log_root();
         if let Some((s, note)) = store.read(|r| r.latest_checkpoint()).await? {
             if s == size {
@@ -104,7 +156,7 @@ impl Node {
         let origin = self.log_origin();
         let cp = Checkpoint::new(origin.clone(), size, root)
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
-        let note = SignedNote::sign_checkpoint(&cp, &origin, &self.inner.log_key)
+        let note = SignedNote::sign_checkpoint(&cp, &origin, &self.log_key)
             .map_err(|e| NodeError::Invalid(e.to_string()))?
             .to_text();
         let text = note.clone();
@@ -125,15 +177,15 @@ impl Node {
 
     /// Every entry of this node's log about case `case_ref` (its messages, and the receipts
     /// and non-delivery records for them), each with an inclusion proof, and the roster.
-    pub async fn case_evidence(
+    pub(crate) async fn case_evidence(
         &self,
         case_ref: &str,
     ) -> Result<liaison_protocol::evidence::CaseEvidence, NodeError> {
-        let roster = self.roster();
+        let roster = self.bus.roster();
         let r2 = roster.clone();
         let cr = case_ref.to_owned();
         let (indices, records) = self
-            .inner
+            .bus
             .store
             .read(move |rd| {
                 let r = r2.roster();
@@ -207,10 +259,10 @@ impl Node {
     }
 
     /// Whether the log has entries other than witnessing records since its newest checkpoint.
-    pub async fn grew_since_checkpoint(&self) -> Result<bool, NodeError> {
-        let n = self.log_len();
+    pub(crate) async fn grew_since_checkpoint(&self) -> Result<bool, NodeError> {
+        let n = self.bus.log_len();
         Ok(self
-            .inner
+            .bus
             .store
             .read(move |r| {
                 let from = r.latest_checkpoint()?.map_or(0, |(size, _)| size);
@@ -242,9 +294,9 @@ impl Node {
     /// stopped, as far as the node's `body_retention_ms` reaches. A body still waiting in an
     /// outbox or an inbox is looked at again an hour later. Envelopes, receipts, entries and
     /// proofs stay: the evidence outlives the data. Returns how many were purged.
-    pub async fn purge_bodies(&self, now: u64) -> Result<u64, NodeError> {
-        let store = &self.inner.store;
-        let retention = self.inner.body_retention_ms;
+    pub(crate) async fn purge_bodies(&self, now: u64) -> Result<u64, NodeError> {
+        let store = &self.bus.store;
+        let retention = self.bus.body_retention_ms;
         let mut purged = 0;
         // Bodies with a retention of their own, and those postponed earlier.
         loop {
@@ -268,7 +320,7 @@ impl Node {
             }
         }
         // The others, in the order they were logged.
-        let n = self.log_len();
+        let n = self.bus.log_len();
         loop {
             let batch = store
                 .peek(move |r| {
@@ -329,11 +381,11 @@ impl Node {
     /// The audit index of the entry that recorded message `id` (sent, received or relayed):
     /// kept in the message record (records written before it was kept are looked up in the
     /// log).
-    pub async fn entry_of_message(&self, id: &MessageId) -> Result<Option<u64>, NodeError> {
+    pub(crate) async fn entry_of_message(&self, id: &MessageId) -> Result<Option<u64>, NodeError> {
         let id = *id;
-        let n = self.log_len();
+        let n = self.bus.log_len();
         Ok(self
-            .inner
+            .bus
             .store
             .read(move |r| {
                 let mut unindexed = false;
@@ -372,8 +424,8 @@ impl Node {
 
     /// An evidence bundle for entry `index`, against the newest checkpoint (made now if none
     /// covers the entry yet).
-    pub async fn prove(&self, index: u64) -> Result<Evidence, NodeError> {
-        let store = &self.inner.store;
+    pub(crate) async fn prove(&self, index: u64) -> Result<Evidence, NodeError> {
+        let store = &self.bus.store;
         let n = store.log_len();
         if index >= n {
             return Err(NodeError::Invalid(format!(
@@ -410,14 +462,14 @@ impl Node {
     /// roster in force when it was logged; the newest checkpoint is signed by this node's log
     /// key and its root is the root of the first `size` entries. Stops at the first problem.
     /// Runs on a blocking thread, the signature checks on every core.
-    pub async fn audit_verify(&self) -> Result<AuditReport, NodeError> {
+    pub(crate) async fn audit_verify(&self) -> Result<AuditReport, NodeError> {
         let ctx = VerifyCtx {
-            me: self.id().clone(),
+            me: self.bus.id().clone(),
             origin: self.log_origin(),
-            roster: self.roster(),
-            authority: self.inner.authority,
+            roster: self.bus.roster(),
+            authority: self.bus.authority,
         };
-        self.inner
+        self.bus
             .store
             .read(move |r| Ok(verify_log(r, &ctx)))
             .await?

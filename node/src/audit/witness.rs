@@ -14,8 +14,9 @@ use liaison_protocol::{ErrorCode, Frame, NodeId};
 use serde::Serialize;
 use tracing::{error, info, warn};
 
+use crate::audit::Audit;
+use crate::bus::hook::{AuditHook, HookFuture};
 use crate::error::{NodeError, StoreError};
-use crate::node::{Inner, Node};
 use crate::store::Witnessed;
 
 /// Longest a witness exchange may take.
@@ -39,10 +40,10 @@ fn refused(reason: String) -> Frame {
     }
 }
 
-impl Inner {
+impl Audit {
     /// As witness: a peer's WITNESS frame.
     pub(crate) async fn witness(
-        self: &Arc<Self>,
+        &self,
         peer: &NodeId,
         old_size: u64,
         proof: &[Hash],
@@ -63,7 +64,7 @@ impl Inner {
                 cp.origin()
             ));
         }
-        let roster = self.roster.get();
+        let roster = self.bus.roster.get();
         let member = match roster.roster().active_member(peer) {
             Ok(m) => m.clone(),
             Err(e) => return refused(e.to_string()),
@@ -82,7 +83,7 @@ impl Inner {
         let check_cp = cp.clone();
         // Checked and updated in one change, so two submissions cannot both pass.
         let verdict = self
-            .store
+            .bus.store
             .write(now, move |t| {
                 let cp = check_cp;
                 let proof = &proof;
@@ -143,7 +144,7 @@ impl Inner {
             },
             Ok(Verdict::Size(n)) => Frame::WitnessSize(n),
             Ok(Verdict::Conflict(reason)) => {
-                error!(node = %self.id, peer = %peer, %reason, "WITNESS CONFLICT: a peer's log is inconsistent with what this node cosigned; both signed checkpoints are kept in the audit log");
+                error!(node = %self.bus.id, peer = %peer, %reason, "WITNESS CONFLICT: a peer's log is inconsistent with what this node cosigned; both signed checkpoints are kept in the audit log");
                 *self
                     .conflicts
                     .lock()
@@ -151,7 +152,7 @@ impl Inner {
                 refused(reason)
             }
             Ok(Verdict::Cosign) => {
-                let name = format!("{}/witness", self.id);
+                let name = format!("{}/witness", self.bus.id);
                 match cosign(&cp, &name, &self.witness_key, now / 1000) {
                     Ok(sig) => Frame::Cosignature(sig.to_line().into_bytes()),
                     Err(e) => refused(format!("cannot cosign: {e}")),
@@ -161,12 +162,12 @@ impl Inner {
     }
 }
 
-impl Inner {
+impl Audit {
     /// As witness: a log asks (`WITNESS_SIZE` opening an exchange) how much of its log this
     /// node has cosigned. Answered from what is on disk.
     pub(crate) async fn witness_size_query(&self, peer: &NodeId) -> Frame {
         let origin = format!("{peer}/log");
-        match self.store.read(move |r| r.witnessed(&origin)).await {
+        match self.bus.store.read(move |r| r.witnessed(&origin)).await {
             Ok(w) => Frame::WitnessSize(w.map_or(0, |w| w.size)),
             Err(e) => Frame::Error {
                 code: ErrorCode::Unavailable,
@@ -203,20 +204,20 @@ fn witnesses(r: &liaison_protocol::Roster, me: &NodeId) -> Vec<NodeId> {
         .collect()
 }
 
-impl Node {
+impl Audit {
     /// At start, before serving: asks this node's witnesses how much of its log they have
     /// cosigned. A witness that holds more than the store does means the store went back in
     /// time (a restore of an older copy, a lost data directory): refused, naming the
     /// witness and the sizes. The witnesses this store knows to have cosigned are waited for
     /// up to `wait`; the others are asked in the background, and one that answers with more
     /// fails the store then. A witness that cannot be reached is logged and skipped.
-    pub(crate) async fn check_witnesses(&self, wait: Duration) -> Result<(), NodeError> {
-        let n = self.log_len();
-        let roster = self.roster();
-        let all = witnesses(roster.roster(), self.id());
+    pub(crate) async fn check_witnesses(self: &Arc<Self>, wait: Duration) -> Result<(), NodeError> {
+        let n = self.bus.log_len();
+        let roster = self.bus.roster();
+        let all = witnesses(roster.roster(), self.bus.id());
         let known: Vec<NodeId> = {
             let ids = all.clone();
-            self.inner
+            self.bus
                 .store
                 .read(move |r| {
                     let mut out = Vec::new();
@@ -234,7 +235,7 @@ impl Node {
             for w in known.clone() {
                 let node = self.clone();
                 asks.spawn(async move {
-                    let r = tokio::time::timeout(wait, node.inner.ask_size(&w, n)).await;
+                    let r = tokio::time::timeout(wait, node.ask_size(&w, n)).await;
                     (w, r)
                 });
             }
@@ -244,21 +245,17 @@ impl Node {
                     Ok(Ok(s)) if s > n => return Err(behind(&w, s, n)),
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
-                        warn!(node = %self.id(), witness = %w, error = %e, "cannot ask the witness what it cosigned")
+                        warn!(node = %self.bus.id(), witness = %w, error = %e, "cannot ask the witness what it cosigned")
                     }
                     Err(_) => {
-                        warn!(node = %self.id(), witness = %w, "witness did not answer within the start check")
+                        warn!(node = %self.bus.id(), witness = %w, "witness did not answer within the start check")
                     }
                 }
             }
         }
         // The others (all of them, for a new store) are asked without holding up the start,
         // once a connection shows they are up; one that holds more fails the store.
-        let mut pending = self
-            .inner
-            .size_checks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.size_checks.lock().unwrap_or_else(|p| p.into_inner());
         for w in all.into_iter().filter(|w| !known.contains(w)) {
             pending.insert(w, n);
         }
@@ -267,12 +264,12 @@ impl Node {
 
     /// Submits the newest checkpoint to every active, directly reachable member and stores
     /// the cosignatures that come back.
-    pub async fn witness_round(&self) -> Result<Vec<WitnessOutcome>, NodeError> {
+    pub(crate) async fn witness_round(&self) -> Result<Vec<WitnessOutcome>, NodeError> {
         // Rounds update the stored checkpoint note one cosignature at a time: one at a time.
-        let _round = self.inner.witness_round.lock().await;
+        let _round = self.witness_round.lock().await;
         let note = self.checkpoint().await?;
-        let roster = self.roster();
-        let me = self.id().clone();
+        let roster = self.bus.roster();
+        let me = self.bus.id().clone();
         let mut out = Vec::new();
         for w in witnesses(roster.roster(), &me) {
             let result = self.submit(&w, &note).await;
@@ -289,11 +286,12 @@ impl Node {
     }
 
     async fn submit(&self, witness: &NodeId, note_text: &str) -> Result<u64, String> {
-        let inner = &self.inner;
+        let inner = self;
         let size = checkpoint_size(note_text).map_err(|e| e.to_string())?;
-        let conn = self.inner.connect_to(witness).await?;
+        let conn = self.connect_to(witness).await?;
         let w = witness.clone();
         let mut known = inner
+            .bus
             .store
             .read(move |r| r.cosigned_size(&w))
             .await
@@ -307,6 +305,7 @@ impl Node {
                 } else {
                     let old = known;
                     inner
+                        .bus
                         .store
                         .read(move |r| merkle::consistency_proof_with(&r.tree(), old, size))
                         .await
@@ -319,7 +318,7 @@ impl Node {
                 };
                 let answer = tokio::time::timeout(
                     WITNESS_TIMEOUT,
-                    crate::net::peer::exchange_once(&conn, &frame),
+                    crate::bus::peer::exchange_once(&conn, &frame),
                 )
                 .await
                 .map_err(|_| "no answer".to_owned())??;
@@ -345,11 +344,12 @@ impl Node {
         size: u64,
         line: &[u8],
     ) -> Result<u64, String> {
-        let inner = &self.inner;
+        let inner = self;
         let line = std::str::from_utf8(line).map_err(|e| e.to_string())?;
         let sig =
             NoteSignature::parse_line(line.trim_end_matches('\n')).map_err(|e| e.to_string())?;
         let key = inner
+            .bus
             .roster
             .get()
             .roster()
@@ -361,6 +361,7 @@ impl Node {
         // The stored note is read, cosigned and written back in one change, so cosignatures
         // that arrive together all stay.
         let time = inner
+            .bus
             .store
             .write(self.now(), move |t| {
                 let refused = |e: String| Ok(Err(e));
@@ -386,14 +387,13 @@ impl Node {
             })
             .await
             .map_err(|e| e.to_string())??;
-        info!(node = %self.id(), %witness, size, "checkpoint cosigned");
+        info!(node = %self.bus.id(), %witness, size, "checkpoint cosigned");
         Ok(time)
     }
 
     /// How many witness conflicts (forks, rollbacks) this node has seen since start.
-    pub fn witness_conflicts(&self) -> u64 {
+    pub(crate) fn witness_conflicts(&self) -> u64 {
         *self
-            .inner
             .conflicts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -407,7 +407,7 @@ fn checkpoint_size(note: &str) -> Result<u64, NodeError> {
         .map_err(|e| NodeError::Invalid(e.to_string()))
 }
 
-impl Inner {
+impl Audit {
     /// A connection with `peer` is up: if it is a witness not yet asked since start, ask it
     /// now, over `conn` when this node dialled it (a witness answers streams only on the
     /// connections it accepted), or over a fresh connection.
@@ -420,10 +420,10 @@ impl Inner {
         let Some(n) = due else { return };
         let node = self.clone();
         let w = peer.clone();
-        self.tasks.spawn(async move {
+        self.bus.tasks.spawn(async move {
             let ask = async {
                 match conn {
-                    Some(c) => match crate::net::peer::exchange_once(&c, &Frame::WitnessSize(n)).await?
+                    Some(c) => match crate::bus::peer::exchange_once(&c, &Frame::WitnessSize(n)).await?
                     {
                         Frame::WitnessSize(s) => Ok(s),
                         Frame::Error { reason, .. } => Err(reason),
@@ -434,11 +434,11 @@ impl Inner {
             };
             let asked = tokio::select! {
                 r = tokio::time::timeout(WITNESS_TIMEOUT, ask) => r,
-                () = node.cancel.cancelled() => return,
+                () = node.bus.cancel.cancelled() => return,
             };
             // Compared with the log as it is now: a witness never holds more of it than this
             // node committed, unless the store lost what it had.
-            let held = node.store.log_len().max(n);
+            let held = node.bus.store.log_len().max(n);
             if node
                 .no_self_check
                 .load(std::sync::atomic::Ordering::SeqCst)
@@ -448,14 +448,14 @@ impl Inner {
             match asked {
                 Ok(Ok(s)) if s > held => {
                     let e = behind(&w, s, held).to_string();
-                    error!(node = %node.id, %e, "STORE WENT BACK IN TIME");
-                    node.store.fail(e);
+                    error!(node = %node.bus.id, %e, "STORE WENT BACK IN TIME");
+                    node.bus.store.fail(e);
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    warn!(node = %node.id, witness = %w, error = %e, "cannot ask the witness what it cosigned");
+                    warn!(node = %node.bus.id, witness = %w, error = %e, "cannot ask the witness what it cosigned");
                 }
-                Err(_) => warn!(node = %node.id, witness = %w, "witness did not answer what it cosigned"),
+                Err(_) => warn!(node = %node.bus.id, witness = %w, "witness did not answer what it cosigned"),
             }
         });
     }
@@ -463,7 +463,7 @@ impl Inner {
     /// Asks one witness (`WITNESS_SIZE` query) how much of this node's log it cosigned.
     async fn ask_size(&self, witness: &NodeId, ours: u64) -> Result<u64, String> {
         let conn = self.connect_to(witness).await?;
-        let answer = crate::net::peer::exchange_once(&conn, &Frame::WitnessSize(ours)).await;
+        let answer = crate::bus::peer::exchange_once(&conn, &Frame::WitnessSize(ours)).await;
         conn.close(0u32.into(), b"done");
         match answer? {
             Frame::WitnessSize(s) => Ok(s),
@@ -476,6 +476,7 @@ impl Inner {
     async fn connect_to(&self, member: &NodeId) -> Result<quinn::Connection, String> {
         let inner = self;
         let m = inner
+            .bus
             .roster
             .get()
             .roster()
@@ -491,6 +492,7 @@ impl Inner {
         tokio::time::timeout(
             WITNESS_TIMEOUT,
             inner
+                .bus
                 .endpoint
                 .connect(addr, member.as_str())
                 .map_err(|e| e.to_string())?,
@@ -498,5 +500,25 @@ impl Inner {
         .await
         .map_err(|_| "handshake timed out".to_owned())?
         .map_err(|e| e.to_string())
+    }
+}
+
+impl AuditHook for Audit {
+    fn witness<'a>(
+        &'a self,
+        peer: &'a NodeId,
+        old_size: u64,
+        proof: &'a [Hash],
+        checkpoint: &'a [u8],
+    ) -> HookFuture<'a, Frame> {
+        Box::pin(Self::witness(self, peer, old_size, proof, checkpoint))
+    }
+
+    fn witness_size_query<'a>(&'a self, peer: &'a NodeId) -> HookFuture<'a, Frame> {
+        Box::pin(Self::witness_size_query(self, peer))
+    }
+
+    fn on_connected(self: Arc<Self>, peer: &NodeId, conn: Option<quinn::Connection>) {
+        Self::on_connected(&self, peer, conn);
     }
 }

@@ -1,11 +1,14 @@
-//! What the bus asks of the case workflows: the one way it reaches them. The cases install a
-//! [`CaseHook`] at start; the bus knows nothing of cases beyond it (which kinds are case
-//! steps is the catalog's rule, `workflow::reserved`).
+//! What the bus asks of the case workflows and of the audit side: the one way it reaches
+//! them. Each installs its hook at start; the bus knows nothing of cases or witnessing beyond
+//! them (which kinds are case steps is the catalog's rule, `workflow::reserved`).
 
 use std::future::Future;
 use std::pin::Pin;
 
-use liaison_protocol::{Envelope, Header, ReceiptStatus};
+use std::sync::Arc;
+
+use liaison_protocol::merkle::Hash;
+use liaison_protocol::{Envelope, Frame, Header, NodeId, ReceiptStatus};
 
 use crate::error::StoreError;
 use crate::locks::KeyedGuard;
@@ -54,4 +57,21 @@ pub(crate) trait CaseHook: Send + Sync + std::fmt::Debug {
         status: &ReceiptStatus,
         now: u64,
     ) -> Result<(), StoreError>;
+}
+
+/// The audit side as the bus sees it: the frames a peer sends this node as a witness, and a
+/// connection that came up (a witness not yet asked since start is asked then).
+pub(crate) trait AuditHook: Send + Sync + std::fmt::Debug {
+    /// A peer's WITNESS submission of its checkpoint: the answer frame.
+    fn witness<'a>(
+        &'a self,
+        peer: &'a NodeId,
+        old_size: u64,
+        proof: &'a [Hash],
+        checkpoint: &'a [u8],
+    ) -> HookFuture<'a, Frame>;
+    /// A log asking, at its start, how much of it this node has cosigned.
+    fn witness_size_query<'a>(&'a self, peer: &'a NodeId) -> HookFuture<'a, Frame>;
+    /// A connection with `peer` is up (`conn` when this node dialled it).
+    fn on_connected(self: Arc<Self>, peer: &NodeId, conn: Option<quinn::Connection>);
 }

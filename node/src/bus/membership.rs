@@ -7,13 +7,13 @@ use liaison_protocol::SignedRoster;
 use liaison_protocol::audit::EntryKind;
 use tracing::info;
 
+use crate::bus::Bus;
+use crate::bus::peer::PeerHandle;
+use crate::bus::roster_record;
 use crate::error::NodeError;
-use crate::net::peer::PeerHandle;
 use crate::net::transport::{self};
-use crate::node::Inner;
-use crate::node::roster_record;
 
-impl Inner {
+impl Bus {
     /// A ROSTER frame from a peer, or a roster applied by the operator.
     pub(crate) async fn apply_roster(self: &Arc<Self>, bytes: &[u8]) -> Result<u64, NodeError> {
         let new = SignedRoster::open(bytes, &self.authority)

@@ -5,22 +5,98 @@
 //! roster).
 
 pub(crate) mod hook;
+pub(crate) mod inbound;
 mod membership;
+pub(crate) mod peer;
 mod receive;
 mod settle;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
+use ed25519_dalek::SigningKey;
 use liaison_protocol::audit::{EntryKind, event_record};
 use liaison_protocol::delivery::Refusal;
 use liaison_protocol::{
-    Digest, Envelope, ErrorCode, Frame, Header, MessageId, NodeId, PolicyError, Priority, PublicKey,
+    Digest, Envelope, ErrorCode, Frame, Header, MessageId, NodeId, PolicyError, Priority,
+    PublicKey, SignedRoster,
 };
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use crate::bus::peer::PeerHandle;
+use crate::clock::Clock;
+use crate::config::DeliveryConfig;
 use crate::error::{NodeError, StoreError};
-use crate::node::{Inner, MessageView, SendRequest, SendResult, Settled};
-use crate::store::{Direction, MessageRecord, MsgState, OutItem, Payload, Queued, Txn};
+use crate::net::guard::Guard;
+pub(crate) use crate::net::guard::truncate;
+use crate::roster::RosterCell;
+use crate::store::{Direction, MessageRecord, MsgState, OutItem, Payload, Queued, Store, Txn};
+
+/// The bus: the node's identity and signing key, the roster, the store, the endpoint and the
+/// peers; shared by the node's tasks. The case workflows and the audit side (checkpoints,
+/// witnessing) are reached only through [`hook::CaseHook`] and [`hook::AuditHook`].
+pub(crate) struct Bus {
+    pub(crate) id: NodeId,
+    pub(crate) federation: String,
+    pub(crate) signing: SigningKey,
+    pub(crate) authority: PublicKey,
+    pub(crate) roster: RosterCell,
+    pub(crate) store: Store,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) peers: Mutex<HashMap<NodeId, PeerHandle>>,
+    pub(crate) inbound: Mutex<Vec<(NodeId, quinn::Connection)>>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) cfg: DeliveryConfig,
+    pub(crate) dev_mode: bool,
+    pub(crate) inbox_notify: Notify,
+    /// A new roster was applied (the case ticker looks at every active alert again).
+    pub(crate) roster_changed: Notify,
+    pub(crate) settled: tokio::sync::broadcast::Sender<Settled>,
+    /// The case workflows, installed at start: the bus reaches them only through this hook
+    /// (weak: the cases hold the bus).
+    pub(crate) cases: std::sync::OnceLock<std::sync::Weak<dyn hook::CaseHook>>,
+    /// The audit side, installed at start likewise.
+    pub(crate) audit: std::sync::OnceLock<std::sync::Weak<dyn hook::AuditHook>>,
+    /// How long bodies (and steps recorded here only) are kept at most, ms.
+    pub(crate) body_retention_ms: u64,
+    /// Bounds on what peers and strangers can make this node do.
+    pub(crate) guard: Arc<Guard>,
+    /// The one clock (crate::clock).
+    pub(crate) clock: Clock,
+}
+
+impl Bus {
+    /// The audit side, if it is installed (it is, from start to shutdown).
+    pub(crate) fn audit(&self) -> Option<Arc<dyn hook::AuditHook>> {
+        self.audit.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// This node's id.
+    pub(crate) fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The roster in force.
+    pub(crate) fn roster(&self) -> Arc<SignedRoster> {
+        self.roster.get()
+    }
+
+    /// Entries in the audit log.
+    pub(crate) fn log_len(&self) -> u64 {
+        self.store.log_len()
+    }
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish()
+    }
+}
 
 /// What an inbound exchange answers.
 pub(crate) type Reply = Frame;
@@ -146,7 +222,7 @@ pub(crate) enum Taken {
     },
 }
 
-impl Inner {
+impl Bus {
     /// Now, by the node's clock (Unix ms).
     pub(crate) fn now(&self) -> u64 {
         self.clock.now_ms()
@@ -170,7 +246,7 @@ impl Inner {
             };
             peers
                 .entry(hop.clone())
-                .or_insert_with(|| crate::net::peer::spawn(self.clone(), hop.clone()))
+                .or_insert_with(|| peer::spawn(self.clone(), hop.clone()))
                 .clone()
         };
         handle.push(q, restored);
@@ -415,13 +491,103 @@ pub(crate) fn duplicate_answer(digest: &Digest, rec: MessageRecord) -> Reply {
     }
 }
 
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
+/// What the application asks the node to send.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct SendRequest {
+    /// Final recipient.
+    pub to: NodeId,
+    /// Message kind.
+    pub kind: String,
+    /// Body bytes.
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+    /// Priority lane.
+    pub priority: Priority,
+    /// Expiry, ms from now.
+    #[serde(default)]
+    pub expires_in_ms: Option<u64>,
+    /// Case reference.
+    #[serde(default)]
+    pub case_ref: Option<String>,
+    /// The message this one answers.
+    #[serde(default)]
+    pub in_reply_to: Option<String>,
+}
+
+/// The result of a send: the message is durably queued.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SendResult {
+    /// Message id (hex).
+    pub message_id: String,
+    /// Envelope digest (hex).
+    pub digest: String,
+    /// First hop.
+    pub hop: NodeId,
+}
+
+/// A message as shown to operators and the application.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct MessageView {
+    /// Message id (hex).
+    pub message_id: String,
+    /// Envelope digest (hex).
+    pub digest: String,
+    /// Sender.
+    pub from: String,
+    /// Final recipient.
+    pub to: String,
+    /// Kind.
+    pub kind: String,
+    /// Priority name.
+    pub priority: String,
+    /// Sent at, ms.
+    pub sent_at: u64,
+    /// Case reference.
+    pub case_ref: Option<String>,
+    /// Sent, received or relayed.
+    pub direction: Direction,
+    /// Where it stands.
+    pub state: MsgState,
+    /// Next hop.
+    pub hop: Option<String>,
+    /// Inbox sequence.
+    pub inbox_seq: Option<u64>,
+    /// Taken by the application.
+    pub handed_over: bool,
+    /// Body (base64), when asked for and not purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The signed receipt or non-delivery record (base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
+/// A message this node sent reached a final state (receipt, rejection or non-delivery).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Settled {
+    /// Message id (hex).
+    pub message_id: String,
+    /// Final state.
+    pub state: MsgState,
+}
+
+pub(crate) fn roster_record(r: &SignedRoster) -> Vec<u8> {
+    let reason = format!("roster serial {}", r.roster().serial);
+    event_record(&reason, None, Some(&Digest::of(r.bytes()).0), None)
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
     }
-    s[..end].to_owned()
 }

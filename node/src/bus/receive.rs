@@ -12,11 +12,11 @@ use tracing::warn;
 
 use super::hook::{StagedStep, StepRefusal};
 use super::{Dedupe, Reply, duplicate_answer, error_frame, retention_of, truncate};
+use crate::bus::Bus;
 use crate::error::StoreError;
-use crate::node::Inner;
 use crate::store::{Direction, MessageRecord, MsgState, OutItem, Queued, Txn};
 
-impl Inner {
+impl Bus {
     /// Logs a refused inbound message and builds the reply. With `verified` (the envelope
     /// verified), the dedupe index is looked up in the same change: a copy of a message taken
     /// or refused before gets the answer it got then, never a contradicting one. When the
@@ -202,7 +202,7 @@ impl Inner {
         let env = match Envelope::open(&envelope, |kid| roster.roster().signer(kid)) {
             Ok(env) => env,
             Err(e) => {
-                crate::net::inbound::note_junk(self, peer);
+                crate::bus::inbound::note_junk(self, peer);
                 return self
                     .reject_inbound(peer, &envelope, None, Refusal::Envelope(e))
                     .await;

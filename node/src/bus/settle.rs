@@ -12,11 +12,12 @@ use liaison_protocol::{
 use tracing::{info, warn};
 
 use super::{EXPIRED, Failure, ND, Taken, truncate};
+use crate::bus::Bus;
+use crate::bus::Settled;
 use crate::error::StoreError;
-use crate::node::{Inner, Settled};
 use crate::store::{Direction, MessageRecord, MsgState, OutItem, Queued, Txn};
 
-impl Inner {
+impl Bus {
     /// A RECEIPT for a message this node sent or relayed, arriving as the answer to a
     /// delivery or forwarded by a relay. The message's new state, the receipt's audit entry,
     /// its forwarding (at a relay) and the case change it causes (at the sender: a case step

@@ -14,9 +14,9 @@ use super::{
     ActRequest, ActResult, CONFLICT_RETRIES, Cases, Decision, Grant, Refuse, b64, case_index,
     officer_label, state_change, stored_action, verified_label,
 };
+use crate::bus::SendResult;
 use crate::bus::stage_outgoing;
 use crate::error::{NodeError, StoreError};
-use crate::node::SendResult;
 use crate::store::{
     CaseRecord, Direction, LocalAction, OfficerRecord, Queued, Reader, TimelineEntry, Txn,
 };
@@ -30,7 +30,7 @@ impl Cases {
         reason: String,
         action: Option<&SignedAction>,
     ) -> NodeError {
-        let reason = crate::bus::truncate(&reason, 1000);
+        let reason = crate::net::guard::truncate(&reason, 1000);
         warn!(node = %self.bus.id, %reason, "action refused");
         let digest = action.map(SignedAction::digest);
         let rec = event_record(&reason, None, digest.as_ref().map(|d| &d.0), None);

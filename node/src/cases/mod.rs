@@ -34,12 +34,13 @@ use liaison_protocol::{Envelope, Header, NodeId, Priority, ReceiptStatus};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::bus::Bus;
+use crate::bus::SendResult;
 pub(crate) use crate::bus::hook::StepRefusal;
 use crate::bus::hook::{CaseHook, HookFuture, StagedStep};
 use crate::config::WorkflowConfig;
 use crate::error::{NodeError, StoreError};
 use crate::locks::{KeyedGuard, KeyedLocks};
-use crate::node::{Inner, Node, SendResult};
 use crate::store::{CaseRecord, OfficerRecord, TimelineEntry, Txn};
 
 /// Enroll an officer (operator request).
@@ -187,7 +188,7 @@ impl OfficerView {
 #[derive(Debug)]
 pub(crate) struct Cases {
     /// The bus: signing, roster, store, peers.
-    pub(crate) bus: Arc<Inner>,
+    pub(crate) bus: Arc<Bus>,
     /// Case updates are read-decide-stage: one at a time per case.
     pub(crate) locks: KeyedLocks,
     /// One deadline / alert tick at a time.
@@ -197,7 +198,7 @@ pub(crate) struct Cases {
 }
 
 impl Cases {
-    pub(crate) fn new(bus: Arc<Inner>, wf: WorkflowConfig) -> Self {
+    pub(crate) fn new(bus: Arc<Bus>, wf: WorkflowConfig) -> Self {
         Self {
             bus,
             locks: KeyedLocks::default(),
@@ -258,21 +259,11 @@ impl StagedStep for CaseUpdate {
     }
 }
 
-impl Node {
-    /// Enrolls an officer: the node signs a credential for the officer's key.
-    pub async fn enroll_officer(&self, req: EnrollRequest) -> Result<OfficerView, NodeError> {
-        self.cases.enroll_officer(req).await
-    }
-
-    /// Revokes an officer: their actions are refused from now on.
-    pub async fn revoke_officer(&self, id: &str) -> Result<OfficerView, NodeError> {
-        self.cases.revoke_officer(id).await
-    }
-
+impl Cases {
     /// Every officer enrolled here.
-    pub async fn officers(&self) -> Result<Vec<OfficerView>, NodeError> {
-        let roster = self.inner.roster.get();
-        self.inner
+    pub(crate) async fn officers(&self) -> Result<Vec<OfficerView>, NodeError> {
+        let roster = self.bus.roster.get();
+        self.bus
             .store
             .read(|r| r.officers())
             .await?
@@ -281,15 +272,10 @@ impl Node {
             .collect()
     }
 
-    /// Checks and carries out an officer-signed action.
-    pub async fn act(&self, req: ActRequest) -> Result<ActResult, NodeError> {
-        self.cases.act(req).await
-    }
-
     /// Every case this node holds.
-    pub async fn cases(&self) -> Result<Vec<Case>, NodeError> {
+    pub(crate) async fn cases(&self) -> Result<Vec<Case>, NodeError> {
         Ok(self
-            .inner
+            .bus
             .store
             .read(|r| r.cases())
             .await?
@@ -299,10 +285,10 @@ impl Node {
     }
 
     /// One case with its timeline.
-    pub async fn case(&self, case_ref: &str) -> Result<Option<CaseView>, NodeError> {
+    pub(crate) async fn case(&self, case_ref: &str) -> Result<Option<CaseView>, NodeError> {
         let cr = case_ref.to_owned();
         Ok(self
-            .inner
+            .bus
             .store
             .read(move |r| r.case(&cr))
             .await?
@@ -314,34 +300,28 @@ impl Node {
     }
 
     /// This node's figures for an annual report.
-    pub async fn annual_figures(&self, year: i32) -> Result<Document, NodeError> {
+    pub(crate) async fn annual_figures(&self, year: i32) -> Result<Document, NodeError> {
         let cases = self.cases().await?;
-        workflow::annual_figures(&cases, &self.inner.id, year, self.now())
+        workflow::annual_figures(&cases, &self.bus.id, year, self.now())
             .map_err(|e| NodeError::Invalid(e.to_string()))
     }
 
-    /// Checks every case's deadlines and alert radii now (the ticker looks only at the
-    /// cases whose time has come, every `tick_ms`).
-    pub async fn case_tick(&self) -> Result<(), NodeError> {
-        self.cases.case_tick(self.now(), true).await
-    }
-
-    pub(crate) fn spawn_case_ticker(&self, tick_ms: u64) {
+    pub(crate) fn spawn_case_ticker(self: &Arc<Self>, tick_ms: u64) {
         let node = self.clone();
         let mut ticker = node
-            .inner
+            .bus
             .clock
             .ticker(Duration::from_millis(tick_ms.max(50)));
-        self.inner.tasks.spawn(async move {
+        self.bus.tasks.spawn(async move {
             loop {
                 let all = tokio::select! {
                     _ = ticker.tick() => false,
                     // New members may be within an active alert's radius.
-                    () = node.inner.roster_changed.notified() => true,
-                    () = node.inner.cancel.cancelled() => break,
+                    () = node.bus.roster_changed.notified() => true,
+                    () = node.bus.cancel.cancelled() => break,
                 };
-                if let Err(e) = node.cases.case_tick(node.now(), all).await {
-                    warn!(node = %node.inner.id, error = %e, "cannot check case deadlines");
+                if let Err(e) = node.case_tick(node.now(), all).await {
+                    warn!(node = %node.bus.id, error = %e, "cannot check case deadlines");
                 }
             }
         });

@@ -239,7 +239,7 @@ pub(crate) fn check_rev(t: &Txn<'_>, u: &CaseUpdate) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Receiver side of [`Inner::check_case_step`], inside the change that stores the message
+/// Receiver side of [`Bus::check_case_step`], inside the change that stores the message
 /// and its receipt: the case record and its state-change entry.
 pub(crate) fn stage_case(t: &mut Txn<'_>, u: CaseUpdate) -> Result<(), StoreError> {
     if let Some(c) = &u.state_change {

@@ -35,8 +35,7 @@ impl Tally {
         if let Some((n, _)) = self.counts.get_mut(&key) {
             *n += 1;
         } else if self.counts.len() < MAX_KEYS {
-            self.counts
-                .insert(key, (1, crate::bus::truncate(sample, 120)));
+            self.counts.insert(key, (1, truncate(sample, 120)));
         } else {
             self.other += 1;
         }
@@ -56,7 +55,7 @@ impl Tally {
             text.push_str(&format!(" others x{};", self.other));
         }
         self.other = 0;
-        Some(crate::bus::truncate(&text, MAX_SUMMARY))
+        Some(truncate(&text, MAX_SUMMARY))
     }
 }
 
@@ -269,6 +268,18 @@ fn member_state<'a>(s: &'a mut State, member: &NodeId, rate: f64, now: u64) -> &
             junk_since: now,
             banned_until: 0,
         })
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary (reasons in audit records).
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }
 
 #[cfg(test)]

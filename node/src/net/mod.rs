@@ -1,8 +1,6 @@
-//! The network side of the bus: the QUIC endpoint and its TLS verifiers (`transport`), what
-//! strangers and members may make the node do (`guard`), inbound connections and streams
-//! (`inbound`), and one actor per next hop that delivers the outbox (`peer`).
+//! The network pieces the bus stands on, with no knowledge of it: the QUIC endpoint and its
+//! TLS verifiers (`transport`) and the bounds on what strangers and members may make the node
+//! do (`guard`).
 
 pub(crate) mod guard;
-pub(crate) mod inbound;
-pub(crate) mod peer;
 pub mod transport;

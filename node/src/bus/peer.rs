@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::bus::Bus;
 use crate::net::transport::{handshake_refusal_name, recheck};
-use crate::node::Inner;
 use crate::store::{MsgState, OutItem, Payload, Queued};
 
 /// Largest answer frame accepted from a peer (receipts, acks, errors).
@@ -128,7 +128,7 @@ impl PeerHandle {
 }
 
 /// Starts the actor for `hop`.
-pub(crate) fn spawn(inner: Arc<Inner>, hop: NodeId) -> PeerHandle {
+pub(crate) fn spawn(inner: Arc<Bus>, hop: NodeId) -> PeerHandle {
     let backoff = inner.cfg.backoff();
     let handle = PeerHandle {
         shared: Arc::new(Shared {
@@ -156,7 +156,7 @@ pub(crate) fn spawn(inner: Arc<Inner>, hop: NodeId) -> PeerHandle {
 }
 
 struct Actor {
-    inner: Arc<Inner>,
+    inner: Arc<Bus>,
     hop: NodeId,
     shared: Arc<Shared>,
     conn: Option<quinn::Connection>,
@@ -315,7 +315,9 @@ impl Actor {
                         let roster = Frame::Roster(self.inner.roster.get().bytes().to_vec());
                         let _ =
                             tokio::time::timeout(ROSTER_TIMEOUT, exchange(&conn, &roster, 0)).await;
-                        self.inner.on_connected(&self.hop, Some(conn.clone()));
+                        if let Some(audit) = self.inner.audit() {
+                            audit.on_connected(&self.hop, Some(conn.clone()));
+                        }
                         self.conn = Some(conn);
                         self.shared.connected.store(true, Ordering::SeqCst);
                         self.conn_failures = 0;
@@ -537,12 +539,7 @@ pub(crate) async fn exchange_once(
 
 /// Sends one queued item to `hop`, decides on the answer and takes the store step the
 /// decision asks for.
-async fn deliver(
-    inner: &Arc<Inner>,
-    conn: &quinn::Connection,
-    hop: &NodeId,
-    q: &Queued,
-) -> Outcome {
+async fn deliver(inner: &Arc<Bus>, conn: &quinn::Connection, hop: &NodeId, q: &Queued) -> Outcome {
     let (frame, expected, carried) = match &q.item {
         OutItem::Message { digest } => {
             let digest = Digest(*digest);

@@ -9,16 +9,16 @@ use liaison_protocol::frame::HEAD_LEN;
 use liaison_protocol::{ErrorCode, Frame, NodeId};
 use tracing::{debug, warn};
 
+use crate::bus::Bus;
 use crate::bus::Failure;
 use crate::net::guard::{Admission, source_prefix};
 use crate::net::transport::{handshake_refusal_name, recheck};
-use crate::node::Inner;
 
 /// Largest roster frame accepted.
 const MAX_ROSTER_FRAME: usize = liaison_protocol::roster::MAX_ROSTER_LEN;
 
 /// Largest frame a peer may send: a DELIVER with the roster's largest body, or a roster.
-fn frame_cap(inner: &Inner) -> usize {
+fn frame_cap(inner: &Bus) -> usize {
     let body = usize::try_from(inner.roster.get().roster().max_body_len).unwrap_or(usize::MAX);
     (2 + MAX_ENVELOPE_LEN)
         .saturating_add(body)
@@ -30,7 +30,7 @@ const CLOSE_BANNED: u32 = 3;
 /// Application close code: the member holds too many connections; this, its oldest, goes.
 const CLOSE_TOO_MANY: u32 = 4;
 
-pub(crate) fn spawn_accept_loop(inner: Arc<Inner>) {
+pub(crate) fn spawn_accept_loop(inner: Arc<Bus>) {
     let tasks = inner.tasks.clone();
     tasks.spawn(async move {
         loop {
@@ -81,7 +81,7 @@ pub(crate) fn spawn_accept_loop(inner: Arc<Inner>) {
     });
 }
 
-async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
+async fn serve_connection(inner: Arc<Bus>, conn: quinn::Connection) {
     // The roster in force now, whatever the handshake saw.
     let peer = match recheck(&conn, &inner.roster, None) {
         Ok(p) => p,
@@ -103,7 +103,9 @@ async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
     }
     debug!(node = %inner.id, %peer, "peer connected");
     // A witness that is up is asked what it cosigned of this log (once since start).
-    inner.on_connected(&peer, None);
+    if let Some(audit) = inner.audit() {
+        audit.on_connected(&peer, None);
+    }
     {
         let mut list = match inner.inbound.lock() {
             Ok(l) => l,
@@ -139,7 +141,7 @@ async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
 }
 
 async fn serve_stream(
-    inner: Arc<Inner>,
+    inner: Arc<Bus>,
     peer: NodeId,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -179,7 +181,7 @@ async fn serve_stream(
     let _ = send.stopped().await;
 }
 
-async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
+async fn handle(inner: &Arc<Bus>, peer: &NodeId, frame: Frame) -> Frame {
     match frame {
         Frame::Deliver { envelope, body } => inner.receive_message(peer, envelope, body).await,
         Frame::Receipt(bytes) => answer(inner, peer, inner.take_receipt(&bytes, None).await).await,
@@ -198,9 +200,21 @@ async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
             old_size,
             proof,
             checkpoint,
-        } => inner.witness(peer, old_size, &proof, &checkpoint).await,
+        } => match inner.audit() {
+            Some(a) => a.witness(peer, old_size, &proof, &checkpoint).await,
+            None => Frame::Error {
+                code: ErrorCode::Unavailable,
+                reason: "shutting down".into(),
+            },
+        },
         // A log asking, at its start, how much of it this node has cosigned.
-        Frame::WitnessSize(_) => inner.witness_size_query(peer).await,
+        Frame::WitnessSize(_) => match inner.audit() {
+            Some(a) => a.witness_size_query(peer).await,
+            None => Frame::Error {
+                code: ErrorCode::Unavailable,
+                reason: "shutting down".into(),
+            },
+        },
         Frame::Custody(_) | Frame::Ack(_) | Frame::Cosignature(_) | Frame::Error { .. } => {
             note_junk(inner, peer);
             inner.log_rejection(peer, &Refusal::AnswerFrame).await;
@@ -209,7 +223,7 @@ async fn handle(inner: &Arc<Inner>, peer: &NodeId, frame: Frame) -> Frame {
     }
 }
 
-async fn answer(inner: &Arc<Inner>, peer: &NodeId, r: Result<Frame, Failure>) -> Frame {
+async fn answer(inner: &Arc<Bus>, peer: &NodeId, r: Result<Frame, Failure>) -> Frame {
     match r {
         Ok(f) => f,
         Err(Failure::Store(e)) => Frame::Error {
@@ -225,14 +239,14 @@ async fn answer(inner: &Arc<Inner>, peer: &NodeId, r: Result<Frame, Failure>) ->
 
 /// Counts malformed input from a member; past its limit, closes all its connections (and the
 /// member is refused until the ban ends).
-pub(crate) fn note_junk(inner: &Inner, peer: &NodeId) {
+pub(crate) fn note_junk(inner: &Bus, peer: &NodeId) {
     if inner.guard.junk(peer, inner.now()) {
         ban(inner, peer);
     }
 }
 
 /// Closes every connection of a member that sent too much malformed input.
-fn ban(inner: &Inner, peer: &NodeId) {
+fn ban(inner: &Bus, peer: &NodeId) {
     warn!(node = %inner.id, %peer, "too much malformed input: connections closed for a while");
     let list = match inner.inbound.lock() {
         Ok(l) => l,
