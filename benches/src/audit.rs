@@ -89,7 +89,6 @@ pub(crate) async fn run(entries: usize) -> Result<()> {
             Config::load(g.config(id).context("config")?)?,
             StartOptions {
                 socket: sockets.remove(id),
-                api_socket: false,
                 clock: None,
             },
         )

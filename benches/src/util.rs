@@ -91,7 +91,6 @@ pub(crate) async fn start(
         cfg,
         StartOptions {
             socket: Some(socket),
-            api_socket: false,
             clock: None,
         },
     )

@@ -504,7 +504,6 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
             cfg,
             StartOptions {
                 socket: Some(socket),
-                api_socket: false,
                 clock: None,
             },
         )

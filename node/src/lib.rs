@@ -45,15 +45,20 @@ pub use node::{Node, StartOptions};
 /// `liaison-node` binary.
 pub async fn run(mut cfg: Config, dev: bool) -> Result<(), NodeError> {
     cfg.dev_mode |= dev;
+    let api = cfg.data_dir.join("api.sock");
     let node = Node::start(
         cfg,
         StartOptions {
             socket: None,
-            api_socket: true,
             clock: None,
         },
     )
     .await?;
+    // The local API (operators, officers' tools) on `<data_dir>/api.sock`, mode 0600.
+    if let Err(e) = api::spawn_server(node.clone(), api) {
+        node.shutdown().await;
+        return Err(e);
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

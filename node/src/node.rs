@@ -45,8 +45,6 @@ pub struct Node {
 pub struct StartOptions {
     /// An already-bound UDP socket to use instead of binding `listen`.
     pub socket: Option<UdpSocket>,
-    /// Serve the local API on `<data_dir>/api.sock`.
-    pub api_socket: bool,
     /// The clock the node reads and waits on (the system clock when absent; tests pass a
     /// manual one, shared by the nodes of a federation).
     pub clock: Option<Clock>,
@@ -172,9 +170,6 @@ impl Node {
             node.cases.index_cases().await?;
         }
         node.cases.spawn_case_ticker(cfg.workflow.tick_ms);
-        if opts.api_socket {
-            crate::api::spawn_server(node.clone(), cfg.data_dir.join("api.sock"))?;
-        }
         info!(node = %node.inner.id, addr = ?node.local_addr(), "node started");
         Ok(node)
     }

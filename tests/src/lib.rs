@@ -140,7 +140,6 @@ impl Federation {
             cfg,
             StartOptions {
                 socket: Some(socket),
-                api_socket: false,
                 clock: Some(self.clock.clone()),
             },
         )

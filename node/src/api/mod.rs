@@ -105,7 +105,7 @@ fn default_limit() -> usize {
 }
 
 /// Starts serving the API on `path`.
-pub(crate) fn spawn_server(node: Node, path: PathBuf) -> Result<(), NodeError> {
+pub fn spawn_server(node: Node, path: PathBuf) -> Result<(), NodeError> {
     if path.exists() {
         std::fs::remove_file(&path)?;
     }

@@ -318,7 +318,7 @@ impl Audit {
                 };
                 let answer = tokio::time::timeout(
                     WITNESS_TIMEOUT,
-                    crate::bus::peer::exchange_once(&conn, &frame),
+                    crate::net::transport::exchange_once(&conn, &frame),
                 )
                 .await
                 .map_err(|_| "no answer".to_owned())??;
@@ -423,7 +423,7 @@ impl Audit {
         self.bus.tasks.spawn(async move {
             let ask = async {
                 match conn {
-                    Some(c) => match crate::bus::peer::exchange_once(&c, &Frame::WitnessSize(n)).await?
+                    Some(c) => match crate::net::transport::exchange_once(&c, &Frame::WitnessSize(n)).await?
                     {
                         Frame::WitnessSize(s) => Ok(s),
                         Frame::Error { reason, .. } => Err(reason),
@@ -463,7 +463,7 @@ impl Audit {
     /// Asks one witness (`WITNESS_SIZE` query) how much of this node's log it cosigned.
     async fn ask_size(&self, witness: &NodeId, ours: u64) -> Result<u64, String> {
         let conn = self.connect_to(witness).await?;
-        let answer = crate::bus::peer::exchange_once(&conn, &Frame::WitnessSize(ours)).await;
+        let answer = crate::net::transport::exchange_once(&conn, &Frame::WitnessSize(ours)).await;
         conn.close(0u32.into(), b"done");
         match answer? {
             Frame::WitnessSize(s) => Ok(s),

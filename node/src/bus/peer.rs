@@ -11,7 +11,6 @@ use std::time::Duration;
 use liaison_protocol::delivery::{
     Answer, Backoff, Carried, Decision, Flight, Outbox, Outcome, Settle, decide,
 };
-use liaison_protocol::frame::HEAD_LEN;
 use liaison_protocol::{Digest, Envelope, Frame, NodeId};
 use rand::Rng as _;
 use serde::Serialize;
@@ -20,11 +19,10 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::bus::Bus;
+use crate::net::transport::{ExchangeError, exchange};
 use crate::net::transport::{handshake_refusal_name, recheck};
 use crate::store::{MsgState, OutItem, Payload, Queued};
 
-/// Largest answer frame accepted from a peer (receipts, acks, errors).
-const MAX_ANSWER: usize = 64 * 1024;
 /// How often an idle actor with queued items wakes to drop expired messages.
 const SWEEP: Duration = Duration::from_secs(1);
 /// Queued messages beyond this many are held without their envelope and body in memory
@@ -497,44 +495,6 @@ fn read_ahead(q: &Queued) -> Option<Wanted> {
 /// A jitter factor in [0.5, 1) for a retry delay.
 fn jitter() -> f64 {
     rand::thread_rng().gen_range(0.5..1.0)
-}
-
-/// Failure of one stream exchange.
-enum ExchangeError {
-    /// The connection is gone or the stream failed.
-    Connection(String),
-    /// The answer is not a frame.
-    Answer(String),
-}
-
-/// Writes one frame on a new bidirectional stream and reads the one-frame answer.
-async fn exchange(
-    conn: &quinn::Connection,
-    frame: &Frame,
-    priority: i32,
-) -> Result<Frame, ExchangeError> {
-    let conn_err = |e: &dyn std::fmt::Display| ExchangeError::Connection(e.to_string());
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| conn_err(&e))?;
-    let _ = send.set_priority(priority);
-    send.write_all(&frame.to_bytes())
-        .await
-        .map_err(|e| conn_err(&e))?;
-    send.finish().map_err(|e| conn_err(&e))?;
-    let answer = recv
-        .read_to_end(MAX_ANSWER + HEAD_LEN)
-        .await
-        .map_err(|e| conn_err(&e))?;
-    Frame::decode_exact(&answer, MAX_ANSWER).map_err(|e| ExchangeError::Answer(e.to_string()))
-}
-
-/// One exchange on `conn`, for callers outside the actor (witnessing).
-pub(crate) async fn exchange_once(
-    conn: &quinn::Connection,
-    frame: &Frame,
-) -> Result<Frame, String> {
-    exchange(conn, frame, 0).await.map_err(|e| match e {
-        ExchangeError::Connection(r) | ExchangeError::Answer(r) => r,
-    })
 }
 
 /// Sends one queued item to `hop`, decides on the answer and takes the store step the

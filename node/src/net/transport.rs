@@ -10,7 +10,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
+use liaison_protocol::Frame;
 use liaison_protocol::NodeId;
+use liaison_protocol::frame::HEAD_LEN;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{WebPkiServerVerifier, verify_server_name};
@@ -394,6 +396,47 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, NodeError> {
             e.kind(),
             format!("cannot bind {addr}: {e}"),
         ))
+    })
+}
+
+/// Largest answer frame accepted from a peer (receipts, acks, errors).
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Failure of one stream exchange.
+pub(crate) enum ExchangeError {
+    /// The connection is gone or the stream failed.
+    Connection(String),
+    /// The answer is not a frame.
+    Answer(String),
+}
+
+/// Writes one frame on a new bidirectional stream and reads the one-frame answer.
+pub(crate) async fn exchange(
+    conn: &quinn::Connection,
+    frame: &Frame,
+    priority: i32,
+) -> Result<Frame, ExchangeError> {
+    let conn_err = |e: &dyn fmt::Display| ExchangeError::Connection(e.to_string());
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| conn_err(&e))?;
+    let _ = send.set_priority(priority);
+    send.write_all(&frame.to_bytes())
+        .await
+        .map_err(|e| conn_err(&e))?;
+    send.finish().map_err(|e| conn_err(&e))?;
+    let answer = recv
+        .read_to_end(MAX_ANSWER + HEAD_LEN)
+        .await
+        .map_err(|e| conn_err(&e))?;
+    Frame::decode_exact(&answer, MAX_ANSWER).map_err(|e| ExchangeError::Answer(e.to_string()))
+}
+
+/// One exchange on `conn`, for callers outside a peer actor (witnessing).
+pub(crate) async fn exchange_once(
+    conn: &quinn::Connection,
+    frame: &Frame,
+) -> Result<Frame, String> {
+    exchange(conn, frame, 0).await.map_err(|e| match e {
+        ExchangeError::Connection(r) | ExchangeError::Answer(r) => r,
     })
 }
 
