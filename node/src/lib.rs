@@ -1,14 +1,17 @@
 //! liaison-node: an agency's node on the liaison bus.
 //!
 //! ```text
-//!  local API (api) ──► Node::send ──► store (outbox + audit entry, one batch, group commit)
-//!                                        │
-//!                          peer actor per next hop (peer) ══QUIC/mTLS (transport)══► peer
-//!  peer ══► inbound ──► protocol checks ──► store (inbox + dedupe + receipt + entry) ──► receipt
+//!  local API (api) ──► Node ──► cases (act) ──┐
+//!                        │                    ├──► bus: send, receive, settle ──► store
+//!                        └──► audit ──────────┘        peer actors, inbound  ══QUIC══► peers
+//!                                                      net: transport, guard
 //! ```
 //!
-//! The node applies `liaison-protocol` to bytes from the network and the store; it has no
-//! business rules of its own. Only `store` touches sled.
+//! Dependencies run one way (`tests/layers.rs`): store ← net ← bus ← cases, audit ← api ←
+//! node. The bus reaches cases and audit only through the hooks they install at start
+//! (`bus::hook`). The node applies `liaison-protocol` (formats, checks, delivery decisions,
+//! the catalog and its state machines) to bytes from the network and the store; only `store`
+//! touches sled, and time comes from one clock (`clock`).
 
 #![forbid(unsafe_code)]
 
