@@ -284,6 +284,11 @@ pub(crate) fn timeline(v: &Value) -> String {
         ));
     }
     for e in v["timeline"].as_array().into_iter().flatten() {
+        // What the node checked, as it words it (an older node sends the line itself).
+        let verified =
+            serde_json::from_value::<liaison_node::store::Verified>(e["verified"].clone())
+                .map(|v| v.to_string())
+                .unwrap_or_default();
         let to: Vec<&str> = e["to"]
             .as_array()
             .into_iter()
@@ -305,10 +310,10 @@ pub(crate) fn timeline(v: &Value) -> String {
                 || s(e, "actor").to_owned(),
                 |o| format!("{} — {o}", s(e, "actor"))
             ),
-            if s(e, "verified").is_empty() {
+            if verified.is_empty() {
                 "(node event)"
             } else {
-                s(e, "verified")
+                &verified
             },
             s(e, "state").replace('_', " "),
             deadline(&e["deadline"]),

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use liaison_certs_dev::MemberSpec;
+use liaison_node::store::{Checks, StepDirection, Verified};
 use liaison_node::{Node, NodeError};
 use liaison_protocol::action::{Handling, SignedAction};
 use liaison_protocol::audit::EntryKind;
 use liaison_protocol::document::{Document, Field};
-use liaison_protocol::{MessageId, Priority};
+use liaison_protocol::{MessageId, NodeId, Priority};
 use liaison_tests::{
     Federation, Officer, assist_request_doc, case_state, count_state, entries_of, member, msg,
     spec, wait_for,
@@ -154,9 +155,20 @@ async fn assistance_check_is_signed_by_officers_and_tracked_on_both_sides() {
     assert_eq!(kinds, ["assist.request", "assist.accept", "assist.answer"]);
     let last = view.timeline.last().unwrap();
     assert_eq!(last.actor, "sx/zhao.lei");
-    assert_eq!(last.direction, "received");
+    assert_eq!(last.direction, StepDirection::Received);
+    assert_eq!(
+        last.verified,
+        Verified::Checked(Checks::Officer {
+            officer: "sx/zhao.lei".into(),
+            node: NodeId::new("sx").unwrap(),
+            envelope: true,
+            not_sent_to: vec![],
+        })
+    );
     assert!(
-        last.verified.contains("officer sx/zhao.lei signature ✓"),
+        last.verified
+            .to_string()
+            .starts_with("officer sx/zhao.lei signature ✓, credential by sx node key ✓"),
         "{}",
         last.verified
     );
@@ -415,7 +427,14 @@ async fn an_overdue_check_is_marked_and_the_supervisor_is_told() {
         .find(|e| e.kind == "supervision.overdue")
         .unwrap();
     assert_eq!(notice.actor, "fj");
-    assert!(notice.verified.contains("automatic"), "{}", notice.verified);
+    assert_eq!(notice.direction, StepDirection::Automatic);
+    assert_eq!(
+        notice.verified,
+        Verified::Checked(Checks::Node {
+            node: NodeId::new("fj").unwrap(),
+            envelope: true,
+        })
+    );
     // Told once, not every tick: a day of ticks later the sender has sent no other notice.
     for _ in 0..24 {
         fed.advance(Duration::from_secs(3600));
@@ -1045,7 +1064,7 @@ async fn annual_report_counts_the_year_and_refuses_a_future_one() {
 async fn forged_and_unauthorised_actions_over_the_wire_get_signed_rejections() {
     use liaison_protocol::action::{Action, Officer};
     use liaison_protocol::workflow::Role;
-    use liaison_protocol::{Digest, Envelope, Frame, Header, NodeId, ReceiptStatus, SignedReceipt};
+    use liaison_protocol::{Digest, Envelope, Frame, Header, ReceiptStatus, SignedReceipt};
 
     let mut fed = federation();
     let sx = fed.start("sx").await.unwrap();
@@ -1284,10 +1303,11 @@ async fn a_step_the_recipient_refuses_shows_in_the_senders_timeline() {
         .unwrap();
     let id = r.messages[0].message_id.clone();
     wait_for(LIMIT, async || {
-        jmo.case("FJ-NO-SUCH-CASE")
-            .await
-            .unwrap()
-            .is_some_and(|c| c.timeline.iter().any(|e| e.direction == "refused"))
+        jmo.case("FJ-NO-SUCH-CASE").await.unwrap().is_some_and(|c| {
+            c.timeline
+                .iter()
+                .any(|e| e.direction == StepDirection::Refused)
+        })
     })
     .await
     .unwrap();
@@ -1575,7 +1595,11 @@ async fn a_widened_alert_reaches_the_next_ring_and_its_cancellation_reaches_ever
     assert_eq!(case_state(&xa, case).await, "active");
     let view = sx.case(case).await.unwrap().unwrap();
     assert_eq!(view.alerted.len(), 2);
-    assert!(view.timeline.iter().any(|e| e.direction == "widened"));
+    assert!(
+        view.timeline
+            .iter()
+            .any(|e| e.direction == StepDirection::Widened)
+    );
     // Cancelled: every unit reached, the widened one too, and nothing widens any more.
     let r = zhao
         .act(

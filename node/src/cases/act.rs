@@ -12,13 +12,14 @@ use tracing::warn;
 
 use super::{
     ActRequest, ActResult, CONFLICT_RETRIES, Cases, Decision, Grant, Refuse, b64, case_index,
-    officer_label, state_change, stored_action, verified_label,
+    officer_label, state_change, stored_action, verified_checks,
 };
 use crate::bus::SendResult;
 use crate::bus::stage_outgoing;
 use crate::error::{NodeError, StoreError};
 use crate::store::{
-    CaseRecord, Direction, LocalAction, OfficerRecord, Queued, Reader, TimelineEntry, Txn,
+    CaseRecord, Checks, Direction, LocalAction, OfficerRecord, Queued, Reader, StepDirection,
+    TimelineEntry, Txn, Verified,
 };
 
 impl Cases {
@@ -124,7 +125,7 @@ impl Cases {
             .await);
         }
         let label = officer_label(officer);
-        self.submit(signed.clone(), spec, req, Some(label), "sent")
+        self.submit(signed.clone(), spec, req, Some(label), StepDirection::Sent)
             .await
     }
 
@@ -138,7 +139,7 @@ impl Cases {
         spec: &'static KindSpec,
         req: ActRequest,
         officer: Option<String>,
-        direction: &str,
+        direction: StepDirection,
     ) -> Result<ActResult, NodeError> {
         let mut tries = 0;
         loop {
@@ -160,7 +161,7 @@ impl Cases {
         spec: &'static KindSpec,
         req: &ActRequest,
         officer: Option<String>,
-        direction: &str,
+        direction: StepDirection,
     ) -> Result<ActResult, NodeError> {
         let now = self.now();
         let a = signed.action().clone();
@@ -208,7 +209,7 @@ impl Cases {
         } = d;
         let body = signed.bytes().to_vec();
         let digest_hex = signed.digest().to_hex();
-        let widening = direction == "widened";
+        let widening = direction == StepDirection::Widened;
         let case_ref = a.case_ref.clone();
         let me = self.bus.id.clone();
         let retention = self.bus.body_retention_ms;
@@ -307,7 +308,7 @@ impl Cases {
         spec: &'static KindSpec,
         req: &ActRequest,
         officer: Option<String>,
-        direction: &str,
+        direction: StepDirection,
         now: u64,
     ) -> Result<Decision, Refuse> {
         use EntryKind::{RefusedByPolicy, Rejected};
@@ -318,7 +319,7 @@ impl Cases {
         let existing = self.bus.store.peek(move |rd| rd.case(&cr)).await?;
         let base_rev = existing.as_ref().map(|e| e.rev);
         let digest = signed.digest();
-        let widening = direction == "widened";
+        let widening = direction == StepDirection::Widened;
         if !widening
             && existing
                 .as_ref()
@@ -551,32 +552,32 @@ impl Cases {
             at: a.at,
             kind: a.kind.clone(),
             direction: if recipients.is_empty() {
-                "local"
+                StepDirection::Local
             } else {
                 direction
-            }
-            .to_owned(),
+            },
             from: self.bus.id.clone(),
             to: recipients.clone(),
             actor: signed.actor().to_owned(),
             officer,
             message_ids: envelopes.iter().map(|e| e.header().id.to_hex()).collect(),
             action: digest.to_hex(),
-            verified: if skipped.is_empty() {
-                verified_label(signed)
-            } else {
-                // Alerted units the roster no longer lets this node reach: the officers
-                // must tell them another way.
-                format!(
-                    "{}; NOT SENT to {} (no longer reachable under the roster)",
-                    verified_label(signed),
-                    skipped
-                        .iter()
-                        .map(NodeId::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
+            verified: Verified::Checked(match verified_checks(signed, false) {
+                // Alerted units the roster no longer lets this node reach: the officers must
+                // tell them another way.
+                Checks::Officer {
+                    officer,
+                    node,
+                    envelope,
+                    ..
+                } => Checks::Officer {
+                    officer,
+                    node,
+                    envelope,
+                    not_sent_to: skipped.clone(),
+                },
+                other => other,
+            }),
             state: case.state.name().to_owned(),
             deadline: case.deadline,
         });

@@ -41,7 +41,7 @@ use crate::bus::hook::{CaseHook, HookFuture, StagedStep};
 use crate::config::WorkflowConfig;
 use crate::error::{NodeError, StoreError};
 use crate::locks::{KeyedGuard, KeyedLocks};
-use crate::store::{CaseRecord, OfficerRecord, TimelineEntry, Txn};
+use crate::store::{CaseRecord, Checks, OfficerRecord, TimelineEntry, Txn};
 
 /// Enroll an officer (operator request).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -363,13 +363,19 @@ pub(crate) struct Decision {
     logged: Vec<u8>,
 }
 
-pub(crate) fn verified_label(s: &SignedAction) -> String {
+/// What verifying `s` checked; `envelope` when its envelope was verified too (received).
+pub(crate) fn verified_checks(s: &SignedAction, envelope: bool) -> Checks {
     match s.officer() {
-        Some(o) => format!(
-            "officer {} signature ✓, credential by {} node key ✓",
-            o.id, o.node
-        ),
-        None => format!("{} node key signature ✓ (automatic)", s.action().node),
+        Some(o) => Checks::Officer {
+            officer: o.id.clone(),
+            node: o.node.clone(),
+            envelope,
+            not_sent_to: Vec::new(),
+        },
+        None => Checks::Node {
+            node: s.action().node.clone(),
+            envelope,
+        },
     }
 }
 

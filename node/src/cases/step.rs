@@ -9,10 +9,10 @@ use tracing::warn;
 
 use super::{
     ALERT_RECHECK_MS, CaseUpdate, Cases, StepRefusal, local_due, officer_label, state_change,
-    verified_label,
+    verified_checks,
 };
 use crate::error::{NodeError, StoreError};
-use crate::store::{CaseIndex, CaseRecord, TimelineEntry, Txn};
+use crate::store::{CaseIndex, CaseRecord, Checks, StepDirection, TimelineEntry, Txn, Verified};
 
 impl Cases {
     /// The receiving node's checks of a case step, before any receipt, against its copy of
@@ -134,18 +134,17 @@ impl Cases {
             at: a.at,
             kind: a.kind.clone(),
             direction: if signed.officer().is_some() {
-                "received"
+                StepDirection::Received
             } else {
-                "automatic"
-            }
-            .to_owned(),
+                StepDirection::Automatic
+            },
             from: h.from.clone(),
             to: vec![self.bus.id.clone()],
             actor: signed.actor().to_owned(),
             officer: signed.officer().map(officer_label),
             message_ids: vec![h.id.to_hex()],
             action: signed.digest().to_hex(),
-            verified: verified_label(&signed) + ", envelope by node key ✓",
+            verified: Verified::Checked(verified_checks(&signed, true)),
             state: case.state.name().to_owned(),
             deadline: case.deadline,
         });
@@ -292,14 +291,17 @@ pub(crate) fn on_receipt(
             rec.timeline.push(TimelineEntry {
                 at: now,
                 kind: format!("{} refused by {}", h.kind, h.to),
-                direction: "refused".into(),
+                direction: StepDirection::Refused,
                 from: h.to.clone(),
                 to: vec![t.node().clone()],
                 actor: h.to.to_string(),
                 officer: None,
                 message_ids: vec![h.id.to_hex()],
                 action: String::new(),
-                verified: format!("signed rejection receipt from {} ✓: {reason}", h.to),
+                verified: Verified::Checked(Checks::RejectionReceipt {
+                    from: h.to.clone(),
+                    reason: reason.clone(),
+                }),
                 state: rec.case.state.name().to_owned(),
                 deadline: rec.case.deadline,
             });

@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::{ActRequest, Cases, TICK_BATCH, case_index, reachable};
 use crate::error::NodeError;
-use crate::store::{CaseRecord, LocalAction, TimelineEntry};
+use crate::store::{CaseRecord, Checks, LocalAction, StepDirection, TimelineEntry, Verified};
 
 impl Cases {
     /// Deadlines (overdue, supervisor told), alert radii and the retention of steps
@@ -195,14 +195,14 @@ impl Cases {
                 rec.timeline.push(TimelineEntry {
                     at: now,
                     kind: kind.into(),
-                    direction: "overdue".into(),
+                    direction: StepDirection::Overdue,
                     from: me.clone(),
                     to: Vec::new(),
                     actor: me.to_string(),
                     officer: None,
                     message_ids: Vec::new(),
                     action: String::new(),
-                    verified: String::new(),
+                    verified: Verified::Checked(Checks::Nothing),
                     state: next.state.name().to_owned(),
                     deadline: next.deadline,
                 });
@@ -271,7 +271,10 @@ impl Cases {
         };
         // Told: not again while the case stays overdue. A refusal (policy, workflow) is
         // logged once and not repeated every tick; anything else is tried again.
-        match self.submit(signed, spec, req, None, "automatic").await {
+        match self
+            .submit(signed, spec, req, None, StepDirection::Automatic)
+            .await
+        {
             Ok(_) | Err(NodeError::Refused(_) | NodeError::Policy(_)) => {}
             Err(e) => return Err(e),
         }
@@ -318,7 +321,10 @@ impl Cases {
             priority: None,
             in_reply_to: None,
         };
-        if let Err(e) = self.submit(signed, spec, req, None, "widened").await {
+        if let Err(e) = self
+            .submit(signed, spec, req, None, StepDirection::Widened)
+            .await
+        {
             warn!(node = %self.bus.id, %case_ref, error = %e, "cannot widen the alert");
         }
         Ok(())

@@ -63,8 +63,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use reader::{Reader, Tree};
 pub use records::{
-    CaseIndex, CaseRecord, Direction, LocalAction, MessageRecord, MsgState, OfficerRecord, OutItem,
-    Payload, Queued, TimelineEntry, Witnessed,
+    CaseIndex, CaseRecord, Checks, Direction, LocalAction, MessageRecord, MsgState, OfficerRecord,
+    OutItem, Payload, Queued, StepDirection, TimelineEntry, Verified, Witnessed,
 };
 pub use txn::Txn;
 

@@ -294,8 +294,8 @@ pub struct TimelineEntry {
     pub at: u64,
     /// Message kind.
     pub kind: String,
-    /// `sent`, `received`, `local`, `automatic`, `widened`, `refused` or `overdue`.
-    pub direction: String,
+    /// How the step came to this copy of the case.
+    pub direction: StepDirection,
     /// Sending node.
     pub from: NodeId,
     /// Receiving nodes.
@@ -308,13 +308,136 @@ pub struct TimelineEntry {
     pub message_ids: Vec<String>,
     /// Digest of the signed action (hex).
     pub action: String,
-    /// Signatures checked: the officer's against the credential, the credential against the
-    /// node key, the envelope against the node key.
-    pub verified: String,
+    /// What was verified of the step.
+    pub verified: Verified,
     /// State after the step.
     pub state: String,
     /// Deadline after the step.
     pub deadline: Option<u64>,
+}
+
+/// How a step came to a node's copy of a case (stored as its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepDirection {
+    /// An officer here signed it and it was sent.
+    Sent,
+    /// It arrived from another node.
+    Received,
+    /// Recorded here only (no recipient).
+    Local,
+    /// Signed by a node itself (an overdue notice), sent or received.
+    Automatic,
+    /// An alert sent again to the units its widening radius reached.
+    Widened,
+    /// The recipient refused it for good (its signed rejection receipt).
+    Refused,
+    /// The ticker marked the case overdue.
+    Overdue,
+}
+
+impl StepDirection {
+    /// The stored and displayed name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Received => "received",
+            Self::Local => "local",
+            Self::Automatic => "automatic",
+            Self::Widened => "widened",
+            Self::Refused => "refused",
+            Self::Overdue => "overdue",
+        }
+    }
+}
+
+/// What a node verified of a step in a case's timeline. Records written before it was typed
+/// hold the line they displayed (`Legacy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Verified {
+    /// The display line of a record from an older version.
+    Legacy(String),
+    /// The checks, as this version records them.
+    Checked(Checks),
+}
+
+/// The checks behind a timeline entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Checks {
+    /// An officer's step: the officer's signature against the credential, the credential
+    /// against the key of the node that issued it, and (as received) the envelope against the
+    /// sending node's key.
+    Officer {
+        /// The officer.
+        officer: String,
+        /// The node that issued the credential.
+        node: NodeId,
+        /// The envelope was verified too (the step was received).
+        envelope: bool,
+        /// Alerted units the roster no longer let this node reach: not sent to them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        not_sent_to: Vec<NodeId>,
+    },
+    /// A node's own step (automatic): its signature against the node's key.
+    Node {
+        /// The node.
+        node: NodeId,
+        /// The envelope was verified too (the step was received).
+        envelope: bool,
+    },
+    /// The recipient's signed rejection receipt.
+    RejectionReceipt {
+        /// Who refused.
+        from: NodeId,
+        /// Its reason.
+        reason: String,
+    },
+    /// Nothing signed: a mark of this node (overdue).
+    Nothing,
+}
+
+impl std::fmt::Display for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Legacy(s) => f.write_str(s),
+            Self::Checked(Checks::Officer {
+                officer,
+                node,
+                envelope,
+                not_sent_to,
+            }) => {
+                write!(
+                    f,
+                    "officer {officer} signature ✓, credential by {node} node key ✓"
+                )?;
+                if *envelope {
+                    f.write_str(", envelope by node key ✓")?;
+                }
+                if !not_sent_to.is_empty() {
+                    let names: Vec<&str> = not_sent_to.iter().map(NodeId::as_str).collect();
+                    write!(
+                        f,
+                        "; NOT SENT to {} (no longer reachable under the roster)",
+                        names.join(", ")
+                    )?;
+                }
+                Ok(())
+            }
+            Self::Checked(Checks::Node { node, envelope }) => {
+                write!(f, "{node} node key signature ✓ (automatic)")?;
+                if *envelope {
+                    f.write_str(", envelope by node key ✓")?;
+                }
+                Ok(())
+            }
+            Self::Checked(Checks::RejectionReceipt { from, reason }) => {
+                write!(f, "signed rejection receipt from {from} ✓: {reason}")
+            }
+            Self::Checked(Checks::Nothing) => Ok(()),
+        }
+    }
 }
 
 /// What a witness keeps per log: the last checkpoint it cosigned.
@@ -385,5 +508,102 @@ mod serde_opt_bytes {
                 .map(Some)
                 .map_err(|_| serde::de::Error::custom("expected bytes")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A timeline entry as this version writes it.
+    fn entry(direction: StepDirection, verified: Verified) -> TimelineEntry {
+        TimelineEntry {
+            at: 1,
+            kind: "assist.answer".into(),
+            direction,
+            from: NodeId::new("sx").unwrap_or_else(|_| unreachable!()),
+            to: vec![],
+            actor: "sx/zhao.lei".into(),
+            officer: None,
+            message_ids: vec![],
+            action: String::new(),
+            verified,
+            state: "answered".into(),
+            deadline: None,
+        }
+    }
+
+    #[test]
+    fn timeline_records_round_trip_and_older_ones_still_read() {
+        let sx = NodeId::new("sx").unwrap_or_else(|_| unreachable!());
+        for (d, v) in [
+            (
+                StepDirection::Received,
+                Verified::Checked(Checks::Officer {
+                    officer: "sx/zhao.lei".into(),
+                    node: sx.clone(),
+                    envelope: true,
+                    not_sent_to: vec![sx.clone()],
+                }),
+            ),
+            (
+                StepDirection::Automatic,
+                Verified::Checked(Checks::Node {
+                    node: sx.clone(),
+                    envelope: false,
+                }),
+            ),
+            (
+                StepDirection::Refused,
+                Verified::Checked(Checks::RejectionReceipt {
+                    from: sx.clone(),
+                    reason: "no".into(),
+                }),
+            ),
+            (StepDirection::Overdue, Verified::Checked(Checks::Nothing)),
+        ] {
+            let bytes = encode_record(&entry(d, v.clone()));
+            let back: TimelineEntry =
+                decode_record(b"k/test", &bytes).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((back.direction, back.verified), (d, v));
+        }
+        // A record written before the fields were typed: the direction's name and the
+        // display line.
+        #[derive(Serialize)]
+        struct Old<'a> {
+            at: u64,
+            kind: &'a str,
+            direction: &'a str,
+            from: &'a str,
+            to: Vec<String>,
+            actor: &'a str,
+            officer: Option<String>,
+            message_ids: Vec<String>,
+            action: &'a str,
+            verified: &'a str,
+            state: &'a str,
+            deadline: Option<u64>,
+        }
+        let old = encode_record(&Old {
+            at: 1,
+            kind: "alert.issue",
+            direction: "widened",
+            from: "sx",
+            to: vec![],
+            actor: "sx/zhao.lei",
+            officer: None,
+            message_ids: vec![],
+            action: "",
+            verified: "officer sx/zhao.lei signature ✓, credential by sx node key ✓",
+            state: "active",
+            deadline: None,
+        });
+        let back: TimelineEntry = decode_record(b"k/old", &old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.direction, StepDirection::Widened);
+        assert_eq!(
+            back.verified.to_string(),
+            "officer sx/zhao.lei signature ✓, credential by sx node key ✓"
+        );
+        assert!(matches!(back.verified, Verified::Legacy(_)));
     }
 }
