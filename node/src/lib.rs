@@ -40,7 +40,7 @@ pub use bus::{MessageView, SendRequest, SendResult, Settled};
 pub use cases::{ActRequest, ActResult, CaseView, EnrollRequest, OfficerView};
 pub use clock::{Clock, now_ms};
 pub use config::Config;
-pub use error::{NodeError, StoreError};
+pub use error::{ActRefusal, NodeError, StoreError};
 pub use net::transport;
 pub use node::{Node, StartOptions};
 

@@ -8,10 +8,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use liaison_certs_dev::MemberSpec;
 use liaison_node::store::{Checks, StepDirection, Verified};
-use liaison_node::{Node, NodeError};
+use liaison_node::{ActRefusal, Node, NodeError};
 use liaison_protocol::action::{Handling, SignedAction};
 use liaison_protocol::audit::EntryKind;
 use liaison_protocol::document::{Document, Field};
+use liaison_protocol::workflow::WorkflowError;
 use liaison_protocol::{MessageId, NodeId, Priority};
 use liaison_tests::{
     Federation, Officer, assist_request_doc, case_state, count_state, entries_of, member, msg,
@@ -79,6 +80,14 @@ fn refused(r: Result<liaison_node::ActResult, NodeError>) -> String {
     match r {
         Ok(v) => panic!("expected a refusal, got {v:?}"),
         Err(e) => e.to_string(),
+    }
+}
+
+/// The typed refusal of an officer's action (panics on success or on another error).
+fn refusal(r: Result<liaison_node::ActResult, NodeError>) -> ActRefusal {
+    match r {
+        Err(NodeError::Refused(r)) => *r,
+        other => panic!("expected a refused action, got {other:?}"),
     }
 }
 
@@ -221,7 +230,7 @@ async fn bad_officers_and_illegal_steps_are_refused_and_audited() {
         .await
         .unwrap();
     stranger.key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let e = refused(
+    let e = refusal(
         stranger
             .act(
                 "assist.request",
@@ -231,17 +240,14 @@ async fn bad_officers_and_illegal_steps_are_refused_and_audited() {
             )
             .await,
     );
-    assert!(
-        e.contains("does not verify") || e.contains("wrong signer"),
-        "{e}"
-    );
+    assert!(matches!(e, ActRefusal::DoesNotVerify(_)), "{e:?}");
 
     // Revoked officer.
     let gone = Officer::enroll(&fj, "fj/gone", "investigator")
         .await
         .unwrap();
     fj.revoke_officer("fj/gone").await.unwrap();
-    let e = refused(
+    let e = refusal(
         gone.act(
             "assist.request",
             case,
@@ -250,7 +256,10 @@ async fn bad_officers_and_illegal_steps_are_refused_and_audited() {
         )
         .await,
     );
-    assert!(e.contains("revoked"), "{e}");
+    assert!(
+        matches!(&e, ActRefusal::OfficerRevoked { officer, .. } if officer == "fj/gone"),
+        "{e:?}"
+    );
 
     // An officer enrolled at another node.
     let zhao = Officer::enroll(&sx, "sx/zhao.lei", "investigator")
@@ -275,7 +284,7 @@ async fn bad_officers_and_illegal_steps_are_refused_and_audited() {
     assert!(e.contains("for node sx"), "{e}");
 
     // Role not allowed.
-    let e = refused(
+    let e = refusal(
         clerk
             .act(
                 "assist.request",
@@ -285,13 +294,26 @@ async fn bad_officers_and_illegal_steps_are_refused_and_audited() {
             )
             .await,
     );
-    assert!(e.contains("registrar"), "{e}");
+    assert!(
+        matches!(
+            e,
+            ActRefusal::Role(WorkflowError::RoleNotAllowed {
+                role: "registrar",
+                ..
+            })
+        ),
+        "{e:?}"
+    );
 
     // Missing legal instrument.
     let mut doc = assist_request_doc("identity_check", None);
     doc.set("legal_instruments", Field::List(vec![]));
-    let e = refused(lin.act("assist.request", case, doc, &["sx"]).await);
-    assert!(e.contains("legal_instruments"), "{e}");
+    let e = refusal(lin.act("assist.request", case, doc, &["sx"]).await);
+    assert!(
+        matches!(&e, ActRefusal::Workflow(WorkflowError::MissingField { field, .. })
+            if field == "legal_instruments"),
+        "{e:?}"
+    );
 
     // An answer to a request that was never sent.
     let e = refused(
@@ -534,7 +556,7 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
         .with("name", "TRAN Thi B")
         .with("sex", "female")
         .with("nationality", "VNM");
-    let e = refused(
+    let e = refusal(
         chen.act(
             "repatriation.nationality_request",
             case,
@@ -545,7 +567,10 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
         )
         .await,
     );
-    assert!(e.contains("abroad"), "{e}");
+    assert!(
+        matches!(&e, ActRefusal::NotForAbroad { to, .. } if to.as_str() == "vn"),
+        "{e:?}"
+    );
     let steps: Vec<(&Officer, &str, Document, &str)> = vec![
         (
             &chen,
@@ -893,8 +918,11 @@ async fn h2_material_is_not_passed_on_without_the_providers_permission() {
         a.derived_from = vec![MessageId::from_hex(&h2_id).unwrap()];
         a
     };
-    let e = refused(lin.submit(&onward(&lin), &["hk"]).await);
-    assert!(e.contains("H2") && e.contains("permission"), "{e}");
+    let e = refusal(lin.submit(&onward(&lin), &["hk"]).await);
+    assert!(
+        matches!(&e, ActRefusal::Onward(why) if why.contains("H2") && why.contains("permission")),
+        "{e:?}"
+    );
     assert_eq!(case_state(&fj, "FJ-2026-0301").await, "missing");
     let policy_refusals = entries_of(&fj, EntryKind::RefusedByPolicy).await.len();
     assert!(policy_refusals >= 1);
@@ -1487,8 +1515,8 @@ async fn replays_plain_messages_in_workflow_namespaces_and_consent_shortcuts_are
         assist_request_doc("identity_check", None),
     );
     lin.submit(&a, &["sx"]).await.unwrap();
-    let e = refused(lin.submit(&a, &["sx"]).await);
-    assert!(e.contains("already submitted"), "{e}");
+    let e = refusal(lin.submit(&a, &["sx"]).await);
+    assert!(matches!(e, ActRefusal::AlreadySubmitted { .. }), "{e:?}");
     // A plain message in a workflow's namespace, even with a kind the catalog does not list.
     for (to, kind) in [("sx", "assist.request"), ("vn", "repatriation.notes")] {
         let e = fj
@@ -1513,8 +1541,8 @@ async fn replays_plain_messages_in_workflow_namespaces_and_consent_shortcuts_are
             .with("consent_notify_origin", true),
     );
     a.abroad = true;
-    let e = refused(lin.submit(&a, &["vn"]).await);
-    assert!(e.contains("open it first"), "{e}");
+    let e = refusal(lin.submit(&a, &["vn"]).await);
+    assert!(matches!(e, ActRefusal::CaseNotOpenHere(_)), "{e:?}");
     // An alert derived from a message this node does not hold (a mistyped id) is refused,
     // not quietly sent to nobody.
     let mut alert = lin.action(
@@ -1539,8 +1567,11 @@ async fn replays_plain_messages_in_workflow_namespaces_and_consent_shortcuts_are
             .with("contact", "desk 4"),
     );
     alert.derived_from = vec![MessageId([7; 16])];
-    let e = refused(lin.submit(&alert, &[]).await);
-    assert!(e.contains("not held"), "{e}");
+    let e = refusal(lin.submit(&alert, &[]).await);
+    assert!(
+        matches!(&e, ActRefusal::Onward(why) if why.contains("not held")),
+        "{e:?}"
+    );
     assert_eq!(case_state(&fj, "FJ-ALERT-9").await, "missing");
     for id in ["fj", "sx"] {
         fed.stop(id).await;

@@ -11,8 +11,8 @@ use liaison_protocol::{Envelope, MessageId, NodeId};
 use tracing::warn;
 
 use super::{
-    ActRequest, ActResult, CONFLICT_RETRIES, Cases, Decision, Grant, Refuse, b64, case_index,
-    officer_label, state_change, stored_action, verified_checks,
+    ActRefusal, ActRequest, ActResult, CONFLICT_RETRIES, Cases, Decision, Grant, Refuse, b64,
+    case_index, officer_label, state_change, stored_action, verified_checks,
 };
 use crate::bus::SendResult;
 use crate::bus::stage_outgoing;
@@ -27,11 +27,11 @@ impl Cases {
     pub(crate) async fn refuse(
         &self,
         now: u64,
-        kind: EntryKind,
-        reason: String,
+        refusal: ActRefusal,
         action: Option<&SignedAction>,
     ) -> NodeError {
-        let reason = crate::net::guard::truncate(&reason, 1000);
+        let kind = refusal.audit_kind();
+        let reason = crate::net::guard::truncate(&refusal.to_string(), 1000);
         warn!(node = %self.bus.id, %reason, "action refused");
         let digest = action.map(SignedAction::digest);
         let rec = event_record(&reason, None, digest.as_ref().map(|d| &d.0), None);
@@ -46,7 +46,7 @@ impl Cases {
         {
             return e.into();
         }
-        NodeError::Refused(reason)
+        NodeError::Refused(Box::new(refusal))
     }
 
     pub(crate) async fn act(self: &Arc<Self>, req: ActRequest) -> Result<ActResult, NodeError> {
@@ -61,67 +61,64 @@ impl Cases {
         let signed = match SignedAction::open(&bytes, roster.roster()) {
             Ok(s) => s,
             Err(e) => {
-                let reason = format!("action does not verify: {e}");
-                return Err(self.refuse(now, EntryKind::Rejected, reason, None).await);
+                let refusal = ActRefusal::DoesNotVerify(e.to_string());
+                return Err(self.refuse(now, refusal, None).await);
             }
         };
-        let refused = |reason: String| self.refuse(now, EntryKind::Rejected, reason, Some(&signed));
+        let refused = |refusal: ActRefusal| self.refuse(now, refusal, Some(&signed));
         let a = signed.action();
         if a.node != self.bus.id {
-            return Err(refused(format!(
-                "the action is for node {}, this is {}",
-                a.node, self.bus.id
-            ))
+            return Err(refused(ActRefusal::OtherNode {
+                action_node: a.node.clone(),
+                here: self.bus.id.clone(),
+            })
             .await);
         }
         let Some(officer) = signed.officer() else {
-            return Err(refused(
-                "actions submitted here must be signed by an officer enrolled at this node".into(),
-            )
-            .await);
+            return Err(refused(ActRefusal::NoOfficer).await);
         };
         let oid = officer.id.clone();
         match self.bus.store.peek(move |r| r.officer(&oid)).await? {
             None => {
-                return Err(refused(format!(
-                    "officer {} is not enrolled at {} (an operator enrolls officers with \
-                     `liaison officer enroll`)",
-                    officer.id, self.bus.id
-                ))
+                return Err(refused(ActRefusal::NotEnrolled {
+                    officer: officer.id.clone(),
+                    node: self.bus.id.clone(),
+                })
                 .await);
             }
             Some(rec) if Some(&rec.credential) != a.credential.as_ref() => {
-                return Err(refused(format!(
-                    "the credential in the action is not officer {}'s current enrollment here",
-                    officer.id
-                ))
-                .await);
+                return Err(refused(ActRefusal::StaleCredential(officer.id.clone())).await);
             }
             Some(OfficerRecord {
                 revoked_at: Some(at),
                 ..
             }) => {
-                return Err(refused(format!("officer {} was revoked at {at}", officer.id)).await);
+                return Err(refused(ActRefusal::OfficerRevoked {
+                    officer: officer.id.clone(),
+                    at,
+                })
+                .await);
             }
             Some(_) => {}
         }
         let spec = match workflow::check_role(&a.kind, officer.role) {
             Ok(s) => s,
-            Err(e) => return Err(refused(e.to_string()).await),
+            Err(e) => return Err(refused(ActRefusal::Role(e)).await),
         };
         let skew = self.bus.cfg.max_skew_ms;
         if a.at > now.saturating_add(skew) || now.saturating_sub(a.at) > self.wf.max_action_age_ms {
-            return Err(refused(format!(
-                "the action was signed at {} but the node's clock says {now}: sign it again",
-                a.at
-            ))
+            return Err(refused(ActRefusal::SigningTime {
+                signed_at: a.at,
+                now,
+            })
             .await);
         }
         if a.purpose != spec.purpose {
-            return Err(refused(format!(
-                "{} serves the purpose {}, not {}",
-                a.kind, spec.purpose, a.purpose
-            ))
+            return Err(refused(ActRefusal::Purpose {
+                kind: a.kind.clone(),
+                expected: spec.purpose.to_owned(),
+                got: a.purpose.clone(),
+            })
             .await);
         }
         let label = officer_label(officer);
@@ -175,9 +172,7 @@ impl Cases {
                 // Refusals are logged after the lock is released: never a flush under it.
                 drop(guard);
                 return Err(match refusal {
-                    Refuse::Audit(kind, reason) => {
-                        self.refuse(now, kind, reason, Some(signed)).await
-                    }
+                    Refuse::Audit(refusal) => self.refuse(now, refusal, Some(signed)).await,
                     Refuse::Policy(e, to) => {
                         let rec = event_record(&e.to_string(), Some(to.as_str()), None, None);
                         if let Err(se) = self
@@ -234,17 +229,16 @@ impl Cases {
                 if rec.as_ref().is_none_or(|r| {
                     r.revoked_at.is_some() || Some(&r.credential) != credential.as_ref()
                 }) {
-                    return Ok(Err(format!(
-                        "officer {id} was revoked or enrolled again while this step was checked"
-                    )));
+                    return Ok(Err(ActRefusal::EnrollmentChanged(id.clone())));
                 }
             }
             for (m, provider, to) in &grants {
                 if !t.granted(m, provider, to)? {
-                    return Ok(Err(format!(
-                        "the permission to pass message {m} from {provider} on to {to} was \
-                         withdrawn while this step was checked"
-                    )));
+                    return Ok(Err(ActRefusal::PermissionWithdrawn {
+                        message: m.clone(),
+                        provider: provider.clone(),
+                        to: to.clone(),
+                    }));
                 }
             }
             if !widening
@@ -272,11 +266,7 @@ impl Cases {
         drop(guard);
         let queued = match staged?.durable().await? {
             Ok(q) => q,
-            Err(reason) => {
-                return Err(self
-                    .refuse(now, EntryKind::Rejected, reason, Some(signed))
-                    .await);
-            }
+            Err(refusal) => return Err(self.refuse(now, refusal, Some(signed)).await),
         };
         let messages = envelopes
             .iter()
@@ -311,7 +301,6 @@ impl Cases {
         direction: StepDirection,
         now: u64,
     ) -> Result<Decision, Refuse> {
-        use EntryKind::{RefusedByPolicy, Rejected};
         let a = signed.action().clone();
         let roster = self.bus.roster.get();
         let r = roster.roster();
@@ -325,39 +314,25 @@ impl Cases {
                 .as_ref()
                 .is_some_and(|e| e.timeline.iter().any(|t| t.action == digest.to_hex()))
         {
-            return Err(Refuse::Audit(
-                Rejected,
-                format!(
-                    "this signed {} was already submitted for case {} (sign a new one)",
-                    a.kind, a.case_ref
-                ),
-            ));
+            return Err(Refuse::Audit(ActRefusal::AlreadySubmitted {
+                kind: a.kind.clone(),
+                case: a.case_ref.clone(),
+            }));
         }
         // The consent record lives in the case the owner opened here: a nationality request
         // cannot open a case of its own on the sending side.
         if spec.needs_case == NeedsCase::AtSender && existing.is_none() {
-            return Err(Refuse::Audit(
-                Rejected,
-                format!(
-                    "case {} is not open here: open it first with the victim's consent \
-                     (`liaison repatriation open`)",
-                    a.case_ref
-                ),
-            ));
+            return Err(Refuse::Audit(ActRefusal::CaseNotOpenHere(
+                a.case_ref.clone(),
+            )));
         }
         // An alert is issued once; later news goes out as alert.update.
         if spec.reissued && existing.is_some() && !widening {
-            return Err(Refuse::Audit(
-                Rejected,
-                format!(
-                    "alert {} is already issued: send news with `liaison alert update`",
-                    a.case_ref
-                ),
-            ));
+            return Err(Refuse::Audit(ActRefusal::AlertIssued(a.case_ref.clone())));
         }
         // What the step is derived from must be held and readable, whoever receives it.
         if let Some(Err(reason)) = self.onward(&a, vec![None]).await?.pop() {
-            return Err(Refuse::Audit(RefusedByPolicy, reason));
+            return Err(Refuse::Audit(ActRefusal::Onward(reason)));
         }
         let alerted: Vec<NodeId> = existing
             .as_ref()
@@ -368,10 +343,7 @@ impl Cases {
         // Who receives it.
         let recipients: Vec<NodeId> = if spec.local {
             if !req.to.is_empty() {
-                return Err(Refuse::Audit(
-                    Rejected,
-                    format!("{} is recorded here only; it has no recipients", a.kind),
-                ));
+                return Err(Refuse::Audit(ActRefusal::LocalOnly(a.kind.clone())));
             }
             Vec::new()
         } else if !req.to.is_empty() {
@@ -383,7 +355,7 @@ impl Cases {
             to
         } else if spec.recipients == Recipients::AlertRadius {
             let candidates = alert_targets(&a, r, &self.bus.id, now)
-                .map_err(|reason| Refuse::Audit(Rejected, reason))?;
+                .map_err(|reason| Refuse::Audit(ActRefusal::AlertTargets(reason)))?;
             self.onward_filter(&a, candidates).await?
         } else if spec.recipients == Recipients::Alerted {
             // Updates and cancellations go to every unit alerted so far (that is still a
@@ -413,10 +385,7 @@ impl Cases {
             return Err(Refuse::Fail(NodeError::Invalid("nothing to widen".into())));
         }
         if recipients.contains(&self.bus.id) {
-            return Err(Refuse::Audit(
-                Rejected,
-                "a node does not send case steps to itself".to_owned(),
-            ));
+            return Err(Refuse::Audit(ActRefusal::ToSelf));
         }
 
         // Handling: abroad flag and onward passing, per recipient.
@@ -424,14 +393,10 @@ impl Cases {
         for to in &recipients {
             let their = r.member(to).map(|m| m.country.clone());
             if !a.abroad && their.is_some() && their != my_country {
-                return Err(Refuse::Audit(
-                    RefusedByPolicy,
-                    format!(
-                        "{} is a foreign counterpart and this {} is not marked as releasable \
-                         abroad (--abroad)",
-                        to, a.kind
-                    ),
-                ));
+                return Err(Refuse::Audit(ActRefusal::NotForAbroad {
+                    to: to.clone(),
+                    kind: a.kind.clone(),
+                }));
             }
         }
         let mut grants = Vec::new();
@@ -441,7 +406,7 @@ impl Cases {
         {
             match check {
                 Ok(g) => grants.extend(g),
-                Err(reason) => return Err(Refuse::Audit(RefusedByPolicy, reason)),
+                Err(reason) => return Err(Refuse::Audit(ActRefusal::Onward(reason))),
             }
         }
 
@@ -466,7 +431,7 @@ impl Cases {
             };
             match workflow::apply(case.as_ref(), &step, r) {
                 Ok(next) => case = Some(next),
-                Err(e) => return Err(Refuse::Audit(Rejected, e.to_string())),
+                Err(e) => return Err(Refuse::Audit(ActRefusal::Workflow(e))),
             }
         }
         let Some(case) = case else {

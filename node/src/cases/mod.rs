@@ -18,6 +18,7 @@ mod officers;
 mod step;
 mod tick;
 
+pub(crate) use crate::error::ActRefusal;
 use act::reachable;
 pub(crate) use step::{case_index, check_rev, on_receipt, stage_case};
 use tick::local_due;
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use liaison_protocol::action::{Action, Officer, SignedAction};
-use liaison_protocol::audit::{EntryKind, state_change_record};
+use liaison_protocol::audit::state_change_record;
 use liaison_protocol::document::Document;
 use liaison_protocol::workflow::{self, Case, State};
 use liaison_protocol::{Envelope, Header, NodeId, Priority, ReceiptStatus};
@@ -330,8 +331,8 @@ impl Cases {
 
 /// Why an action is refused, decided under the case lock and logged after it is released.
 pub(crate) enum Refuse {
-    /// An audit entry of this kind with the reason (and the action's digest).
-    Audit(EntryKind, String),
+    /// An audit entry of the refusal's kind with its reason (and the action's digest).
+    Audit(ActRefusal),
     /// The roster's policy refuses sending to this recipient (logged as `refused_by_policy`).
     Policy(liaison_protocol::PolicyError, NodeId),
     /// Not audited.
