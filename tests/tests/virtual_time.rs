@@ -77,3 +77,107 @@ async fn a_link_in_backoff_is_dialled_again_exactly_when_its_clock_says() {
     fed.stop("fj").await;
     fed.stop("sx").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_overtook_its_predecessor_waits_out_the_reorder_window_on_the_clock() {
+    use liaison_protocol::action::{Action, Handling, Officer};
+    use liaison_protocol::document::Document;
+    use liaison_protocol::workflow::Role;
+    use liaison_protocol::{
+        Digest, Envelope, ErrorCode, Frame, Header, MessageId, NodeId, Priority, ReceiptStatus,
+        SignedReceipt,
+    };
+
+    let mut fed = two_bureaus();
+    let window = Duration::from_secs(3600);
+    let sx = fed
+        .start_with("sx", |c| c.workflow.reorder_window_ms = 3_600_000)
+        .await
+        .unwrap();
+    let raw = fed.raw("fj", "sx").await.unwrap();
+    let fj_key =
+        liaison_node::identity::load_signing_key(&fed.member_dir("fj").join("signing.key.pem"))
+            .unwrap();
+    let personal = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let now = fed.clock.now_ms();
+    let credential = Officer {
+        federation: "test-fed".into(),
+        node: "fj".parse().unwrap(),
+        id: "fj/lin.wei".into(),
+        name: "Lin Wei".into(),
+        number: "350102".into(),
+        unit: "CID".into(),
+        role: Role::Investigator,
+        key: liaison_protocol::PublicKey::from(&personal),
+        enrolled_at: now,
+    }
+    .certify(&fj_key)
+    .bytes()
+    .to_vec();
+    // The close of a request sx has not seen: it overtook the request (or the request is
+    // lost).
+    let body = Action {
+        federation: "test-fed".into(),
+        node: "fj".parse().unwrap(),
+        kind: "assist.close".into(),
+        case_ref: "FJ-LATE-1".into(),
+        at: now,
+        purpose: "criminal_investigation".into(),
+        handling: Handling::H0,
+        sensitivity: vec![],
+        retention_days: 30,
+        abroad: false,
+        document: Document::new(),
+        derived_from: vec![],
+        credential: Some(credential),
+    }
+    .sign(&personal)
+    .bytes()
+    .to_vec();
+    let envelope = Envelope::seal(
+        Header {
+            federation: "test-fed".into(),
+            id: MessageId(*uuid::Uuid::now_v7().as_bytes()),
+            from: NodeId::new("fj").unwrap(),
+            to: NodeId::new("sx").unwrap(),
+            sent_at: now,
+            kind: "assist.close".into(),
+            body_len: body.len() as u64,
+            body_hash: Digest::of(&body).0,
+            priority: Priority::Routine,
+            in_reply_to: None,
+            expires_at: None,
+            case_ref: Some("FJ-LATE-1".into()),
+        },
+        &fj_key,
+    );
+    let deliver = Frame::Deliver {
+        envelope: envelope.bytes().to_vec(),
+        body,
+    };
+    // Within the window, to the last millisecond: "try later", nothing stored.
+    for advance in [Duration::ZERO, window - Duration::from_millis(1)] {
+        fed.advance(advance);
+        match raw.exchange(&deliver).await.unwrap() {
+            Frame::Error { code, reason } => {
+                assert_eq!(code, ErrorCode::Unavailable);
+                assert!(reason.contains("try later"), "{reason}");
+            }
+            other => panic!("expected try later, got {other:?}"),
+        }
+    }
+    assert!(sx.case("FJ-LATE-1").await.unwrap().is_none());
+    // Once the window has passed, the same copy is refused for good with a signed receipt.
+    fed.advance(Duration::from_millis(1));
+    let Frame::Receipt(bytes) = raw.exchange(&deliver).await.unwrap() else {
+        panic!("expected a signed rejection");
+    };
+    let roster = sx.roster();
+    let receipt = SignedReceipt::open(&bytes, |kid| roster.roster().signer(kid)).unwrap();
+    assert!(
+        matches!(&receipt.receipt().status, ReceiptStatus::Rejected(why) if why.contains("case step")),
+        "{:?}",
+        receipt.receipt().status
+    );
+    fed.stop("sx").await;
+}
