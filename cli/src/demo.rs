@@ -489,7 +489,7 @@ pub(crate) async fn run(json_out: bool) -> Result<ExitCode> {
     let generated = liaison_certs_dev::generate(&spec, dir.path(), &|id| addrs[id])?;
     let spec_federation = spec.federation.clone();
     if !json_out {
-        println!(
+        outln!(
             "liaison demo: federation {} with {} nodes on 127.0.0.1 (development certificates, stores in a temporary directory)",
             spec.federation,
             spec.members.len()
@@ -827,13 +827,17 @@ fn report(
             })
             .collect();
         let v = json!({"ok": ok, "messages": items, "cases": cases, "audit_logs": audits, "seconds": took.as_secs_f64()});
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
-    println!();
-    println!(
+    outln!("");
+    outln!(
         "{:>7}  {:<40}  {:<32}  {:<8}  {:>8}  checks",
-        "+ms", "from → to", "kind", "priority", "receipt"
+        "+ms",
+        "from → to",
+        "kind",
+        "priority",
+        "receipt"
     );
     for r in rows {
         let route = match &r.via {
@@ -860,7 +864,7 @@ fn report(
             Ok(who) => format!("action signed by {who} ✓"),
             Err(e) => format!("action ✗ {e}"),
         };
-        println!(
+        outln!(
             "{:>7}  {:<40}  {:<32}  {:<8}  {:>8}  {officer}; {env}; {rc}; {inbox}",
             r.sent_at.saturating_sub(t0),
             route,
@@ -869,15 +873,15 @@ fn report(
             latency,
         );
     }
-    println!();
-    println!("cases (state on each node that holds them):");
+    outln!("");
+    outln!("cases (state on each node that holds them):");
     for c in cases {
         let mark = if c["ok"] == true { "✓" } else { "✗" };
         let sigs: Vec<&str> = c["handover_signatures"]
             .as_array()
             .map(|v| v.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        println!(
+        outln!(
             "  {mark} {:<20} on {:<14} {:<22}{}{}",
             c["case_ref"].as_str().unwrap_or("?"),
             c["node"].as_str().unwrap_or("?"),
@@ -894,7 +898,7 @@ fn report(
             },
         );
         for e in c["timeline"].as_array().into_iter().flatten() {
-            println!(
+            outln!(
                 "        {:<36} {:<9} by {}",
                 e["kind"].as_str().unwrap_or("?"),
                 e["direction"].as_str().unwrap_or("?"),
@@ -905,17 +909,15 @@ fn report(
             );
         }
     }
-    println!();
-    println!(
-        "audit logs (recomputed from the store, newest checkpoint cosigned by peer agencies):"
-    );
+    outln!("");
+    outln!("audit logs (recomputed from the store, newest checkpoint cosigned by peer agencies):");
     for a in audits {
         let mark = if a["ok"] == true { "✓" } else { "✗" };
         let by: Vec<&str> = a["cosigned_by"]
             .as_array()
             .map(|v| v.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        println!(
+        outln!(
             "  {mark} {:<14} {:>3} entries, {:>3} signatures verified, checkpoint cosigned by {}{}",
             a["node"].as_str().unwrap_or("?"),
             a["entries"],
@@ -931,15 +933,15 @@ fn report(
             )),
         );
     }
-    println!();
+    outln!("");
     if ok {
-        println!(
+        outln!(
             "all {} messages delivered once; every officer, envelope and receipt signature verified against the roster; {} case states as expected; every audit log verified and witnessed ({:.1} s)",
             rows.len(),
             cases.len(),
             took.as_secs_f64()
         );
     } else {
-        println!("VERIFICATION FAILED: see ✗ above");
+        outln!("VERIFICATION FAILED: see ✗ above");
     }
 }

@@ -5,6 +5,14 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` for the CLI's output: a reader that stops early (`liaison outbox | head`) ends
+/// the program quietly instead of a panic.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::output::say(format_args!($($t)*))
+    };
+}
+
 mod demo;
 mod officer;
 mod output;
@@ -450,7 +458,7 @@ async fn remote(
         Command::Node(NodeCmd::Stop) => {
             client.call(&Request::Shutdown).await?;
             if !json {
-                println!("node is shutting down");
+                outln!("node is shutting down");
             }
         }
         Command::Audit(AuditCmd::Verify) => {

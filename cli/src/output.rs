@@ -2,12 +2,27 @@
 
 use serde_json::Value;
 
+/// Writes one line to stdout. When the reader has gone (a closed pipe: `liaison … | head`),
+/// the program ends quietly with success, as other command-line tools do; any other failure
+/// to write ends it with an error message.
+pub(crate) fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("liaison: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Prints `v` as JSON, or as the text `human` makes of it.
 pub(crate) fn print(json: bool, v: &Value, human: impl FnOnce(&Value) -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     } else {
-        println!("{}", human(v));
+        outln!("{}", human(v));
     }
 }
 
