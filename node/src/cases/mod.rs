@@ -16,6 +16,8 @@
 mod act;
 mod officers;
 mod step;
+#[cfg(test)]
+mod tests;
 mod tick;
 
 pub(crate) use crate::error::ActRefusal;
