@@ -11,7 +11,7 @@ use crate::cbor;
 use crate::error::DecodeError;
 use crate::ids::NodeId;
 use crate::merkle::{self, Hash};
-use crate::note::{MAX_NOTE_LEN, SignedNote};
+use crate::note::{MAX_NOTE_LEN, NoteError, SignedNote};
 use crate::roster::Roster;
 
 /// Largest encoded bundle.
@@ -53,7 +53,7 @@ pub enum EvidenceError {
     Decode(#[from] DecodeError),
     /// The checkpoint is not a well-formed signed note.
     #[error("checkpoint: {0}")]
-    Note(#[from] crate::note::NoteError),
+    Note(#[from] NoteError),
     /// The checkpoint's origin is not `<node id>/log` of a roster member.
     #[error("checkpoint origin {0:?} is not the log of a member of this federation")]
     UnknownLog(String),
@@ -69,6 +69,11 @@ pub enum EvidenceError {
         entry_node: NodeId,
         log_node: NodeId,
     },
+    /// A cosignature line by a member's witness key does not verify: the note is invalid
+    /// (C2SP signed-note: a signature by a known key that fails to verify is an error, not a
+    /// line to skip).
+    #[error("the cosignature of {witness} does not verify: {problem}")]
+    Cosignature { witness: NodeId, problem: String },
 }
 
 impl Evidence {
@@ -124,7 +129,8 @@ impl Evidence {
     /// Verifies the bundle against `roster`: the checkpoint is signed by the log key of the
     /// member named in its origin, the entry is included at `index` in that tree, and the
     /// entry was logged by that member. Cosignatures by other members' witness keys are
-    /// reported; others are ignored.
+    /// reported, and one that does not verify makes the bundle invalid; lines by keys the
+    /// roster does not hold are ignored.
     pub fn verify(&self, roster: &Roster) -> Result<Proven, EvidenceError> {
         let note = SignedNote::parse(&self.checkpoint, MAX_NOTE_LEN)?;
         let cp = note.checkpoint()?;
@@ -156,17 +162,21 @@ impl Evidence {
                 log_node: node,
             });
         }
-        let cosigned_by = roster
-            .members
-            .iter()
-            .filter(|m| m.id != node)
-            .filter_map(|m| {
-                let name = format!("{}/witness", m.id);
-                note.verify_cosignature(&name, &m.witness_key)
-                    .ok()
-                    .map(|t| (m.id.clone(), t))
-            })
-            .collect();
+        let mut cosigned_by = Vec::new();
+        for m in roster.members.iter().filter(|m| m.id != node) {
+            let name = format!("{}/witness", m.id);
+            match note.verify_cosignature(&name, &m.witness_key) {
+                Ok(t) => cosigned_by.push((m.id.clone(), t)),
+                // No line by this key: nothing to check.
+                Err(NoteError::MissingSignature { .. } | NoteError::WrongKey { .. }) => {}
+                Err(e) => {
+                    return Err(EvidenceError::Cosignature {
+                        witness: m.id.clone(),
+                        problem: e.to_string(),
+                    });
+                }
+            }
+        }
         Ok(Proven {
             entry,
             index: self.index,
@@ -333,5 +343,80 @@ impl CaseEvidence {
             signers.push(format!("{} ({})", a.actor(), a.action().node));
         }
         Ok((proven, signers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::audit::EntryKind;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+
+    use crate::note::{Checkpoint, NoteSignature, SignedNote, cosign};
+    use crate::workflow::testing::demo_roster;
+
+    /// A one-entry log of `cn-35-psb` (seed 1) cosigned by `cn-61-psb` (seed 2), as a bundle.
+    fn bundle(corrupt: impl FnOnce(&mut Vec<u8>)) -> Evidence {
+        let log = NodeId::new("cn-35-psb").unwrap_or_else(|e| panic!("{e}"));
+        let entry = Entry {
+            kind: EntryKind::RosterApplied,
+            at: 1,
+            node: log,
+            object: vec![0xa0],
+        }
+        .encode();
+        let cp = Checkpoint::new("cn-35-psb/log", 1, merkle::leaf_hash(&entry))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut note =
+            SignedNote::sign_checkpoint(&cp, "cn-35-psb/log", &SigningKey::from_bytes(&[1; 32]))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let sig = cosign(
+            &cp,
+            "cn-61-psb/witness",
+            &SigningKey::from_bytes(&[2; 32]),
+            1_700_000_000,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // The line's bytes: key id (4), time (8), Ed25519 signature (64).
+        let line = sig.to_line();
+        let (head, b64) = line
+            .trim_end()
+            .rsplit_once(' ')
+            .unwrap_or_else(|| unreachable!());
+        let mut raw = BASE64.decode(b64).unwrap_or_else(|e| panic!("{e}"));
+        corrupt(&mut raw);
+        let line = format!("{head} {}\n", BASE64.encode(raw));
+        let sig = NoteSignature::parse_line(&line).unwrap_or_else(|e| panic!("{e}"));
+        note.add_signature(sig).unwrap_or_else(|e| panic!("{e}"));
+        Evidence {
+            entry,
+            index: 0,
+            checkpoint: note.to_text().into_bytes(),
+            path: vec![],
+        }
+    }
+
+    #[test]
+    fn a_corrupted_cosignature_by_a_known_witness_makes_the_bundle_invalid() {
+        let roster = demo_roster().unwrap_or_else(|e| panic!("{e}"));
+        let good = bundle(|_| {})
+            .verify(&roster)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(good.cosigned_by.len(), 1);
+        assert_eq!(good.cosigned_by[0].0.as_str(), "cn-61-psb");
+        let bad = bundle(|s| s[40] ^= 1).verify(&roster);
+        assert!(
+            matches!(&bad, Err(EvidenceError::Cosignature { witness, .. }) if witness.as_str() == "cn-61-psb"),
+            "{bad:?}"
+        );
+        // Its time field changed: the signature no longer covers it either.
+        let bad = bundle(|s| s[11] ^= 1).verify(&roster);
+        assert!(
+            matches!(bad, Err(EvidenceError::Cosignature { .. })),
+            "{bad:?}"
+        );
     }
 }
