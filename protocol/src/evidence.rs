@@ -41,6 +41,8 @@ pub struct Proven {
     pub node: NodeId,
     /// The checkpoint's tree size.
     pub size: u64,
+    /// The checkpoint's root.
+    pub root: Hash,
     /// Witnesses whose cosignatures verified, with their times (Unix seconds).
     pub cosigned_by: Vec<(NodeId, u64)>,
 }
@@ -68,6 +70,17 @@ pub enum EvidenceError {
     WrongNode {
         entry_node: NodeId,
         log_node: NodeId,
+    },
+    /// Two checkpoints of one log with the same size and different roots: the log forked (its
+    /// owner showed two histories).
+    #[error(
+        "the log of {node} forked: two checkpoints of size {size} with roots {first} and {second}"
+    )]
+    Fork {
+        node: NodeId,
+        size: u64,
+        first: String,
+        second: String,
     },
     /// A cosignature line by a member's witness key does not verify: the note is invalid
     /// (C2SP signed-note: a signature by a known key that fails to verify is an error, not a
@@ -182,6 +195,7 @@ impl Evidence {
             index: self.index,
             node,
             size: cp.size(),
+            root: *cp.root(),
             cosigned_by,
         })
     }
@@ -295,6 +309,7 @@ impl CaseEvidence {
             .iter()
             .map(|b| b.verify(r))
             .collect::<Result<Vec<_>, _>>()?;
+        one_history(&proven)?;
         let mut digests = Vec::new();
         for p in &proven {
             if let Some((d, h)) = crate::envelope::Envelope::peek_unverified(&p.entry.object) {
@@ -344,6 +359,25 @@ impl CaseEvidence {
         }
         Ok((proven, signers))
     }
+}
+
+/// One log, one history: every checkpoint of one log and size in `proven` has one root; two
+/// roots for one size are a fork, refused with both shown.
+pub fn one_history(proven: &[Proven]) -> Result<(), EvidenceError> {
+    let mut roots: std::collections::BTreeMap<(&NodeId, u64), &Hash> =
+        std::collections::BTreeMap::new();
+    for p in proven {
+        let root = roots.entry((&p.node, p.size)).or_insert(&p.root);
+        if *root != &p.root {
+            return Err(EvidenceError::Fork {
+                node: p.node.clone(),
+                size: p.size,
+                first: hex::encode(root),
+                second: hex::encode(p.root),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -418,5 +452,28 @@ mod tests {
             matches!(bad, Err(EvidenceError::Cosignature { .. })),
             "{bad:?}"
         );
+    }
+
+    #[test]
+    fn two_roots_for_one_size_of_one_log_are_a_fork() {
+        let roster = demo_roster().unwrap_or_else(|e| panic!("{e}"));
+        let a = bundle(|_| {})
+            .verify(&roster)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut b = a.clone();
+        assert_eq!(one_history(&[a.clone(), b.clone()]), Ok(()));
+        b.root[0] ^= 1;
+        let fork = one_history(&[a.clone(), b.clone()]);
+        assert!(
+            matches!(&fork, Err(EvidenceError::Fork { size: 1, first, second, .. })
+                if *first == hex::encode(a.root) && *second == hex::encode(b.root)),
+            "{fork:?}"
+        );
+        // Other sizes, or other logs, are other checkpoints.
+        b.size = 2;
+        assert_eq!(one_history(&[a.clone(), b.clone()]), Ok(()));
+        b.size = 1;
+        b.node = NodeId::new("cn-61-psb").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(one_history(&[a, b]), Ok(()));
     }
 }
