@@ -71,6 +71,9 @@ pub enum EvidenceError {
         entry_node: NodeId,
         log_node: NodeId,
     },
+    /// The signed object in the entry does not open, or is not what its kind says.
+    #[error("entry {index}: {problem}")]
+    Object { index: u64, problem: String },
     /// Two checkpoints of one log with the same size and different roots: the log forked (its
     /// owner showed two histories).
     #[error(
@@ -175,6 +178,10 @@ impl Evidence {
                 log_node: node,
             });
         }
+        open_entry_object(&entry, &node, roster).map_err(|problem| EvidenceError::Object {
+            index: self.index,
+            problem,
+        })?;
         let mut cosigned_by = Vec::new();
         for m in roster.members.iter().filter(|m| m.id != node) {
             let name = format!("{}/witness", m.id);
@@ -361,6 +368,107 @@ impl CaseEvidence {
     }
 }
 
+/// Opens the signed object an audit entry of `log`'s holds, against `roster` (the one in
+/// force when it was logged): the right type for the entry's kind, signed by the member the
+/// object names, and that member in the place the kind says (a sent envelope is from `log`,
+/// a received one to it, a receipt `log` signs is its own, one it takes answers a message it
+/// sent …). Returns how many signatures were checked (0 for the kinds that hold a plain
+/// record); the error says what is wrong.
+pub fn open_entry_object(entry: &Entry, log: &NodeId, roster: &Roster) -> Result<u64, String> {
+    use crate::action::{MAX_CREDENTIAL_LEN, Officer, TYP_OFFICER};
+    use crate::audit::EntryKind as K;
+    use crate::cose::{SignedObject, TYP_NONDELIVERY};
+    use crate::envelope::{Envelope, MAX_ENVELOPE_LEN};
+    use crate::receipt::{SignedNonDelivery, SignedReceipt};
+
+    let signer = |kid: &[u8; 8]| roster.signer(kid);
+    let obj = &entry.object;
+    let place = |ok: bool, what: String| if ok { Ok(1) } else { Err(what) };
+    match entry.kind {
+        K::MessageSent | K::MessageReceived | K::Relayed => {
+            let env = Envelope::open(obj, signer)
+                .map_err(|e| format!("the envelope in the entry does not verify: {e}"))?;
+            let h = env.header();
+            match entry.kind {
+                K::MessageSent => place(
+                    h.from == *log,
+                    format!("a sent envelope from {}, not from {log}", h.from),
+                ),
+                K::MessageReceived => place(
+                    h.to == *log,
+                    format!("a received envelope addressed to {}, not to {log}", h.to),
+                ),
+                _ => place(
+                    h.from != *log && h.to != *log,
+                    format!("a relayed envelope from {} to {}", h.from, h.to),
+                ),
+            }
+        }
+        K::ReceiptSent | K::ReceiptReceived => {
+            let r = SignedReceipt::open(obj, signer)
+                .map_err(|e| format!("the receipt in the entry does not verify: {e}"))?;
+            let r = r.receipt();
+            if entry.kind == K::ReceiptSent {
+                place(
+                    r.recipient == *log,
+                    format!("a receipt signed by {}, not by {log}", r.recipient),
+                )
+            } else {
+                place(
+                    r.sender == *log,
+                    format!("a receipt for a message of {}, not of {log}", r.sender),
+                )
+            }
+        }
+        K::Expired | K::NonDeliveryReceived => {
+            let nd = SignedNonDelivery::open(obj, signer).map_err(|e| {
+                format!("the non-delivery record in the entry does not verify: {e}")
+            })?;
+            let nd = nd.record();
+            if entry.kind == K::Expired {
+                place(
+                    nd.dropped_by == *log,
+                    format!("a non-delivery record by {}, not by {log}", nd.dropped_by),
+                )
+            } else {
+                place(
+                    nd.sender == *log,
+                    format!(
+                        "a non-delivery record for a message of {}, not of {log}",
+                        nd.sender
+                    ),
+                )
+            }
+        }
+        K::Forwarded => SignedReceipt::open(obj, signer)
+            .map(|_| 1)
+            .or_else(|_| SignedNonDelivery::open(obj, signer).map(|_| 1))
+            .map_err(|e| format!("the forwarded object in the entry does not verify: {e}")),
+        // A relay's refusal for good holds the non-delivery record it signed.
+        K::Rejected
+            if SignedObject::parse(obj, MAX_ENVELOPE_LEN)
+                .is_ok_and(|o| o.typ() == TYP_NONDELIVERY) =>
+        {
+            SignedNonDelivery::open(obj, signer)
+                .map(|_| 1)
+                .map_err(|e| format!("the non-delivery record in the entry does not verify: {e}"))
+        }
+        // An enrollment holds the node-signed credential; a revocation a plain record.
+        K::KeyChanged
+            if SignedObject::parse(obj, MAX_CREDENTIAL_LEN)
+                .is_ok_and(|o| o.typ() == TYP_OFFICER) =>
+        {
+            let (officer, _) = Officer::open(obj, roster)
+                .map_err(|e| format!("the officer credential in the entry does not verify: {e}"))?;
+            place(
+                officer.node == *log,
+                format!("an officer credential of {}, not of {log}", officer.node),
+            )
+        }
+        _ => Ok(0),
+    }
+}
+
 /// One log, one history: every checkpoint of one log and size in `proven` has one root; two
 /// roots for one size are a fork, refused with both shown.
 pub fn one_history(proven: &[Proven]) -> Result<(), EvidenceError> {
@@ -475,5 +583,106 @@ mod tests {
         b.size = 1;
         b.node = NodeId::new("cn-61-psb").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(one_history(&[a, b]), Ok(()));
+    }
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An envelope `from` → `to`, signed with `key_seed`'s key.
+    fn envelope(from: &str, to: &str, key_seed: u8) -> Vec<u8> {
+        crate::envelope::Envelope::seal(
+            crate::envelope::Header {
+                federation: "cn-atip-demo".into(),
+                id: crate::ids::MessageId([3; 16]),
+                from: id(from),
+                to: id(to),
+                sent_at: 1,
+                kind: "bus.test".into(),
+                body_len: 0,
+                body_hash: crate::ids::Digest::of(b"").0,
+                priority: crate::Priority::Routine,
+                in_reply_to: None,
+                expires_at: None,
+                case_ref: None,
+            },
+            &SigningKey::from_bytes(&[key_seed; 32]),
+        )
+        .bytes()
+        .to_vec()
+    }
+
+    fn entry(kind: EntryKind, log: &str, object: Vec<u8>) -> Entry {
+        Entry {
+            kind,
+            at: 1,
+            node: id(log),
+            object,
+        }
+    }
+
+    #[test]
+    fn every_signed_object_in_an_entry_is_opened_and_put_in_its_place() {
+        let roster = demo_roster().unwrap_or_else(|e| panic!("{e}"));
+        let (fj, sx) = ("cn-35-psb", "cn-61-psb");
+        let check = |e: &Entry| open_entry_object(e, &e.node, &roster);
+        // Genuine: sent by fj (seed 1), received by sx.
+        let genuine = envelope(fj, sx, 1);
+        assert_eq!(
+            check(&entry(EntryKind::MessageSent, fj, genuine.clone())),
+            Ok(1)
+        );
+        assert_eq!(
+            check(&entry(EntryKind::MessageReceived, sx, genuine.clone())),
+            Ok(1)
+        );
+        // A "received" envelope claiming fj as sender but signed by sx itself.
+        let forged = envelope(fj, sx, 2);
+        let e = check(&entry(EntryKind::MessageReceived, sx, forged));
+        assert!(
+            e.as_ref().is_err_and(|e| e.contains("does not verify")),
+            "{e:?}"
+        );
+        // A broken signature.
+        let mut broken = genuine.clone();
+        let last = broken.len() - 1;
+        broken[last] ^= 1;
+        assert!(check(&entry(EntryKind::MessageReceived, sx, broken)).is_err());
+        // In the wrong log, or the wrong place.
+        assert!(check(&entry(EntryKind::MessageSent, sx, genuine.clone())).is_err());
+        assert!(check(&entry(EntryKind::MessageReceived, fj, genuine.clone())).is_err());
+        // A receipt where an envelope belongs, and the reverse.
+        let receipt = crate::receipt::SignedReceipt::sign(
+            crate::receipt::Receipt {
+                federation: "cn-atip-demo".into(),
+                message_digest: crate::ids::Digest::of(&genuine),
+                message_id: crate::ids::MessageId([3; 16]),
+                sender: id(fj),
+                recipient: id(sx),
+                at: 1,
+                status: crate::receipt::ReceiptStatus::Delivered,
+                log_ref: None,
+            },
+            &SigningKey::from_bytes(&[2; 32]),
+        )
+        .bytes()
+        .to_vec();
+        assert!(check(&entry(EntryKind::MessageReceived, sx, receipt.clone())).is_err());
+        assert!(check(&entry(EntryKind::ReceiptSent, sx, genuine)).is_err());
+        assert_eq!(
+            check(&entry(EntryKind::ReceiptSent, sx, receipt.clone())),
+            Ok(1)
+        );
+        assert_eq!(
+            check(&entry(EntryKind::ReceiptReceived, fj, receipt.clone())),
+            Ok(1)
+        );
+        // A receipt sx signed, taken by a node that did not send the message.
+        assert!(check(&entry(EntryKind::ReceiptReceived, sx, receipt)).is_err());
+        // Plain records are not signed objects.
+        assert_eq!(
+            check(&entry(EntryKind::RosterApplied, fj, vec![0xa0])),
+            Ok(0)
+        );
     }
 }

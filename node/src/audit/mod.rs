@@ -10,15 +10,13 @@ pub(crate) mod witness;
 
 use std::sync::Arc;
 
-use liaison_protocol::action::{MAX_CREDENTIAL_LEN, Officer, TYP_OFFICER};
 use liaison_protocol::audit::{Entry, EntryKind};
 use liaison_protocol::evidence::Evidence;
 use liaison_protocol::merkle::{self, Frontier, Hash, MerkleError};
 use liaison_protocol::note::{Checkpoint, MAX_NOTE_LEN, SignedNote};
 use liaison_protocol::workflow;
 use liaison_protocol::{
-    Envelope, MessageId, NodeId, PublicKey, SignedNonDelivery, SignedObject, SignedReceipt,
-    SignedRoster,
+    Envelope, MessageId, NodeId, PublicKey, SignedNonDelivery, SignedReceipt, SignedRoster,
 };
 use serde::Serialize;
 
@@ -532,7 +530,11 @@ fn check_jobs(jobs: &[Job]) -> Checked {
                 s.spawn(move || {
                     let mut counts = Vec::with_capacity(part.len());
                     for j in part {
-                        match check_signed(&j.entry, j.roster.roster()) {
+                        match liaison_protocol::evidence::open_entry_object(
+                            &j.entry,
+                            &j.entry.node,
+                            j.roster.roster(),
+                        ) {
                             Ok(c) => counts.push((j.index, c)),
                             Err(e) => return (counts, Some((j.index, e))),
                         }
@@ -765,41 +767,4 @@ fn check_checkpoint(
         ));
     }
     Ok(())
-}
-
-/// Checks the signatures of the signed object an entry carries; returns how many verified.
-fn check_signed(entry: &Entry, r: &liaison_protocol::Roster) -> Result<u64, String> {
-    let signer = |kid: &[u8; 8]| r.signer(kid);
-    match entry.kind {
-        EntryKind::MessageSent | EntryKind::MessageReceived | EntryKind::Relayed => {
-            Envelope::open(&entry.object, signer)
-                .map(|_| 1)
-                .map_err(|e| format!("envelope in the entry does not verify: {e}"))
-        }
-        EntryKind::ReceiptSent | EntryKind::ReceiptReceived => {
-            SignedReceipt::open(&entry.object, signer)
-                .map(|_| 1)
-                .map_err(|e| format!("receipt in the entry does not verify: {e}"))
-        }
-        EntryKind::Expired | EntryKind::NonDeliveryReceived => {
-            SignedNonDelivery::open(&entry.object, signer)
-                .map(|_| 1)
-                .map_err(|e| format!("non-delivery record in the entry does not verify: {e}"))
-        }
-        EntryKind::Forwarded => SignedReceipt::open(&entry.object, signer)
-            .map(|_| ())
-            .or_else(|_| SignedNonDelivery::open(&entry.object, signer).map(|_| ()))
-            .map(|()| 1)
-            .map_err(|e| format!("forwarded object in the entry does not verify: {e}")),
-        // An enrollment carries the node-signed credential; a revocation a plain record.
-        EntryKind::KeyChanged
-            if SignedObject::parse(&entry.object, MAX_CREDENTIAL_LEN)
-                .is_ok_and(|o| o.typ() == TYP_OFFICER) =>
-        {
-            Officer::open(&entry.object, r)
-                .map(|_| 1)
-                .map_err(|e| format!("officer credential in the entry does not verify: {e}"))
-        }
-        _ => Ok(0),
-    }
 }
