@@ -345,22 +345,43 @@ impl CaseEvidence {
                 problem: format!("handover record {i}: {problem}"),
             })
         };
-        let body_hashes: Vec<[u8; 32]> = proven
+        // The envelopes of the case (opened above, each in its entry): who sent each body, and
+        // the parties of the case (every node one of them names).
+        let headers: Vec<crate::envelope::Header> = proven
             .iter()
             .filter_map(|p| crate::envelope::Envelope::peek_unverified(&p.entry.object))
-            .filter(|(_, h)| h.case_ref.as_deref() == Some(self.case_ref.as_str()))
-            .map(|(_, h)| h.body_hash)
+            .map(|(_, h)| h)
+            .filter(|h| h.case_ref.as_deref() == Some(self.case_ref.as_str()))
             .collect();
+        let parties: Vec<&NodeId> = headers.iter().flat_map(|h| [&h.from, &h.to]).collect();
         let mut signers = Vec::with_capacity(self.records.len());
         for (i, rec) in self.records.iter().enumerate() {
-            if !body_hashes.contains(&crate::ids::Digest::of(rec).0) {
+            let hash = crate::ids::Digest::of(rec).0;
+            let Some(carrier) = headers.iter().find(|h| h.body_hash == hash) else {
                 return Err(bad(i, "no envelope of the case carries it".into()));
-            }
+            };
             let a = crate::action::SignedAction::open(rec, r).map_err(|e| bad(i, e.to_string()))?;
             if a.action().kind != "repatriation.handover_record"
                 || a.action().case_ref != self.case_ref
             {
                 return Err(bad(i, "not a handover record of this case".into()));
+            }
+            // Signed by an officer of the node that sent it, a party of the case.
+            if a.action().node != carrier.from || !parties.contains(&&a.action().node) {
+                return Err(bad(
+                    i,
+                    format!(
+                        "signed for {}, but sent by {} in a case between {}",
+                        a.action().node,
+                        carrier.from,
+                        {
+                            let mut p: Vec<&str> = parties.iter().map(|n| n.as_str()).collect();
+                            p.sort_unstable();
+                            p.dedup();
+                            p.join(", ")
+                        }
+                    ),
+                ));
             }
             signers.push(format!("{} ({})", a.actor(), a.action().node));
         }
