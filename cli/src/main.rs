@@ -212,8 +212,14 @@ enum NodeCmd {
 
 #[derive(Debug, Subcommand)]
 enum RosterCmd {
-    /// Show the roster in force.
-    Show,
+    /// Show the roster in force: members with status, keys and endpoints (`--json`: all of
+    /// it, with the signed roster in base64).
+    Show {
+        /// Also write the signed roster bytes (as the authority signed them) to this file, for
+        /// an auditor or an offline checker.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Apply a newer roster signed by the federation authority (it spreads to peers).
     Apply {
         /// The signed roster file (roster.cbor).
@@ -445,15 +451,19 @@ async fn remote(
                 format!("roster serial {} in force", v["serial"])
             });
         }
-        Command::Roster(RosterCmd::Show) => {
-            let v = client.call(&Request::Status).await?;
-            output::print(json, &v, |v| {
-                format!(
-                    "roster serial {} of {}",
-                    v["roster_serial"],
-                    str_of(v, "federation")
-                )
-            });
+        Command::Roster(RosterCmd::Show { out }) => {
+            let v = client.call(&Request::Roster).await?;
+            if let Some(path) = &out {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(str_of(&v, "signed_roster"))
+                    .context("the node sent a roster that is not base64")?;
+                std::fs::write(path, &bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            output::print(json, &v, output::roster);
+            if let (Some(path), false) = (&out, json) {
+                outln!("signed roster written to {}", path.display());
+            }
         }
         Command::Node(NodeCmd::Stop) => {
             client.call(&Request::Shutdown).await?;

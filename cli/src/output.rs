@@ -348,6 +348,47 @@ pub(crate) fn figures(v: &Value) -> String {
     out.trim_end().to_owned()
 }
 
+/// The roster in force: one line per member, then its keys.
+pub(crate) fn roster(v: &Value) -> String {
+    let mut out = format!(
+        "roster serial {} of {}{}, issued {}, {} policy rules, bodies up to {} bytes\n",
+        v["serial"],
+        s(v, "federation"),
+        if v["dev"] == true {
+            " (DEVELOPMENT)"
+        } else {
+            ""
+        },
+        time(v["issued_at"].as_u64().unwrap_or(0)),
+        v["policy_rules"],
+        v["max_body_len"],
+    );
+    for m in v["members"].as_array().into_iter().flatten() {
+        let endpoints: Vec<&str> = m["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        out.push_str(&format!(
+            "\n{:<14} {:<9} {} {} ({}{})\n    endpoints: {}{}\n    signing {}  log {}  witness {}  tls spki {}\n",
+            s(m, "id"),
+            s(m, "status"),
+            s(m, "agency"),
+            s(m, "name"),
+            s(m, "country"),
+            m["division"].as_str().map(|d| format!(", {d}")).unwrap_or_default(),
+            if endpoints.is_empty() { "-".to_owned() } else { endpoints.join(", ") },
+            m["via"].as_str().map(|v| format!(" (reached via {v})")).unwrap_or_default(),
+            s(m, "signing_key"),
+            s(m, "log_key"),
+            s(m, "witness_key"),
+            s(m, "tls_spki_sha256"),
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -170,6 +170,41 @@ fn operator_session_with_two_node_processes() {
         text.contains("delivered") && text.contains("cn-61-psb"),
         "{text}"
     );
+    // The roster in force, for an auditor: members with status and keys, and the signed bytes
+    // as the authority signed them.
+    let exported = dir.path().join("roster-export.cbor");
+    let r = json(&liaison(
+        Some(&fj),
+        &[
+            "roster",
+            "show",
+            "--json",
+            "--out",
+            exported.to_str().unwrap(),
+        ],
+    ));
+    let ids: Vec<&str> = r["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"cn-35-psb") && ids.contains(&"cn-61-psb"),
+        "{r}"
+    );
+    assert!(r["members"][0]["status"] == "active", "{r}");
+    assert_eq!(r["members"][0]["signing_key"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        std::fs::read(&exported).unwrap(),
+        std::fs::read(out.join("roster.cbor")).unwrap()
+    );
+    let text = liaison(Some(&fj), &["roster", "show"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("cn-61-psb") && text.contains("active"),
+        "{text}"
+    );
     // The recipient's audit log verifies, and it can prove receipt to anyone with the roster.
     let report = json(&liaison(Some(&sx), &["audit", "verify", "--json"]));
     assert!(report["first_problem"].is_null(), "{report}");

@@ -25,6 +25,9 @@ const MAX_REQUEST: usize = 64 * 1024 * 1024;
 pub enum Request {
     /// Node id, roster serial, log size, peers.
     Status,
+    /// The roster in force: its members with status, keys and endpoints, and the signed
+    /// roster bytes (base64) for an auditor.
+    Roster,
     /// Sign and queue a message.
     Send(SendRequest),
     /// Messages not yet taken by the application.
@@ -195,6 +198,45 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 "peers": node.peers(),
                 "inbound_connections": node.inbound_connections(),
                 "handshakes_in_progress": node.handshakes_in_progress(),
+            }))
+        }
+        Request::Roster => {
+            let signed = node.roster();
+            let r = signed.roster();
+            let members: Vec<Value> = r
+                .members
+                .iter()
+                .map(|m| {
+                    json!({
+                        "id": m.id,
+                        "agency": m.agency,
+                        "name": m.name,
+                        "country": m.country,
+                        "division": m.division,
+                        "status": match m.status {
+                            liaison_protocol::MemberStatus::Active => "active",
+                            liaison_protocol::MemberStatus::Suspended => "suspended",
+                            liaison_protocol::MemberStatus::Revoked => "revoked",
+                        },
+                        "endpoints": m.endpoints,
+                        "via": m.via,
+                        "location": m.location,
+                        "signing_key": hex::encode(m.signing_key.to_bytes()),
+                        "log_key": hex::encode(m.log_key.to_bytes()),
+                        "witness_key": hex::encode(m.witness_key.to_bytes()),
+                        "tls_spki_sha256": hex::encode(m.tls_spki_sha256),
+                    })
+                })
+                .collect();
+            Ok(json!({
+                "federation": r.federation,
+                "serial": r.serial,
+                "issued_at": r.issued_at,
+                "dev": r.dev,
+                "max_body_len": r.max_body_len,
+                "policy_rules": r.rules.len(),
+                "members": members,
+                "signed_roster": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signed.bytes()),
             }))
         }
         Request::Send(s) => to_json(serde_json::to_value(node.send(s).await?)),
