@@ -119,6 +119,12 @@ pub enum Refusal {
     /// An answer frame (custody, ack, cosignature, error) opening an exchange.
     #[error("an answer frame cannot open an exchange")]
     AnswerFrame,
+    /// The stream went on past the largest frame this node takes (it stopped reading).
+    #[error("stream over the {cap}-byte limit")]
+    StreamTooLong {
+        /// The limit, bytes.
+        cap: usize,
+    },
     /// A roster offered by a peer that cannot be applied.
     #[error("{0}")]
     Roster(String),
@@ -129,6 +135,9 @@ impl Refusal {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NotOnRoute { .. } | Self::WrongHop { .. } => ErrorCode::Unauthorized,
+            Self::MalformedFrame(FrameError::TooLarge { .. }) | Self::StreamTooLong { .. } => {
+                ErrorCode::TooLarge
+            }
             Self::MalformedFrame(_) | Self::AnswerFrame => ErrorCode::MalformedFrame,
             _ => ErrorCode::Refused,
         }
@@ -162,6 +171,7 @@ impl Refusal {
             Self::ProofUnknown { .. } => "proof-unknown",
             Self::MalformedFrame(_) => "malformed-frame",
             Self::AnswerFrame => "answer-frame",
+            Self::StreamTooLong { .. } => "stream-too-long",
             Self::Roster(_) => "roster",
         }
     }
@@ -179,6 +189,7 @@ impl Refusal {
             | Self::WrongHop { .. }
             | Self::MalformedFrame(_)
             | Self::AnswerFrame
+            | Self::StreamTooLong { .. }
             | Self::Roster(_)
             | Self::Proof { .. }
             | Self::ProofMismatch { .. }

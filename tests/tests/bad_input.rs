@@ -207,6 +207,22 @@ async fn malformed_and_forged_messages_are_refused() {
         "{a:?}"
     );
 
+    // A declared length over the cap (nothing allocated) is too large as well; a frame cut
+    // short is malformed.
+    for (bytes, code) in [
+        (vec![0x01, 0xff, 0xff, 0xff, 0xff], ErrorCode::TooLarge),
+        (
+            vec![0x01, 0, 0, 0, 100, 0, 2, 0xd2],
+            ErrorCode::MalformedFrame,
+        ),
+    ] {
+        let a = raw.exchange_bytes(&bytes).await.unwrap();
+        assert!(
+            matches!(&a, Frame::Error { code: c, .. } if *c == code),
+            "{a:?}"
+        );
+    }
+
     // Nothing delivered, everything logged; what was refused with a signed receipt is kept as
     // refused (with that receipt, no body), so a copy gets the same answer.
     assert!(sx.inbox(100, false).await.unwrap().is_empty());

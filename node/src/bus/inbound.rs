@@ -147,29 +147,30 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
 ) {
     let cap = frame_cap(&inner);
-    let answer = match recv.read_to_end(cap + HEAD_LEN).await {
-        Err(quinn::ReadToEndError::TooLong) => Frame::Error {
-            code: ErrorCode::TooLarge,
-            reason: format!("frame over {cap} bytes"),
-        },
+    // A stream that goes on past the cap, or that is not exactly one frame (truncated, a
+    // declared length over the cap, trailing bytes), is malformed input: counted, logged at
+    // the member's rate, answered ERROR 2 or 1.
+    let read = recv.read_to_end(cap + HEAD_LEN).await;
+    let frame = match read {
+        Err(quinn::ReadToEndError::TooLong) => Err(Refusal::StreamTooLong {
+            cap: cap + HEAD_LEN,
+        }),
         Err(e) => {
             debug!(node = %inner.id, %peer, error = %e, "stream failed");
             return;
         }
-        Ok(buf) => match Frame::decode_exact(&buf, cap) {
-            Err(e) => {
-                let reason = e.to_string();
-                note_junk(&inner, &peer);
-                inner
-                    .log_rejection(&peer, &Refusal::MalformedFrame(e))
-                    .await;
-                Frame::Error {
-                    code: ErrorCode::MalformedFrame,
-                    reason,
-                }
+        Ok(buf) => Frame::decode_exact(&buf, cap).map_err(Refusal::MalformedFrame),
+    };
+    let answer = match frame {
+        Ok(frame) => handle(&inner, &peer, frame).await,
+        Err(refusal) => {
+            note_junk(&inner, &peer);
+            inner.log_rejection(&peer, &refusal).await;
+            Frame::Error {
+                code: refusal.code(),
+                reason: refusal.to_string(),
             }
-            Ok(frame) => handle(&inner, &peer, frame).await,
-        },
+        }
     };
     if inner.cancel.is_cancelled() && matches!(answer, Frame::Error { .. }) {
         let _ = send.reset(0u32.into());
