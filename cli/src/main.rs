@@ -165,10 +165,16 @@ enum AuditCmd {
     Checkpoint,
     /// Ask the peers to witness (cosign) the newest checkpoint now.
     Witness,
-    /// Write an evidence bundle for an entry index or a message id.
+    /// Write an evidence bundle for an entry index or a message id, or (`--consistency OLD
+    /// NEW`) a consistency proof between two of the node's checkpoints.
     Prove {
         /// Entry index or message id.
-        target: String,
+        #[arg(required_unless_present = "consistency")]
+        target: Option<String>,
+        /// The tree sizes of two checkpoints this node signed, older first: prove the newer
+        /// tree extends the older.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with = "target")]
+        consistency: Option<Vec<u64>>,
         /// Output file.
         #[arg(long, short)]
         out: PathBuf,
@@ -562,7 +568,29 @@ async fn remote(
                 )
             });
         }
-        Command::Audit(AuditCmd::Prove { target, out }) => {
+        Command::Audit(AuditCmd::Prove {
+            consistency: Some(sizes),
+            out,
+            ..
+        }) => {
+            let [old, new] = sizes[..] else {
+                bail!("--consistency takes two tree sizes: OLD NEW");
+            };
+            let v = client.call(&Request::AuditConsistency { old, new }).await?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(str_of(&v, "bundle"))?;
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            output::print(json, &v, |v| {
+                format!(
+                    "consistency proof from tree size {} to {} ({} hashes) written to {}",
+                    v["old"],
+                    v["new"],
+                    v["proof_hashes"],
+                    out.display()
+                )
+            });
+        }
+        Command::Audit(AuditCmd::Prove { target, out, .. }) => {
+            let target = target.context("which entry? an index or a message id")?;
             let v = client.call(&Request::AuditProve { target }).await?;
             let bytes = base64::engine::general_purpose::STANDARD.decode(str_of(&v, "bundle"))?;
             std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
@@ -644,6 +672,9 @@ fn check_bundle(file: &Path, roster: &Path, authority_key: &str, json: bool) -> 
     let roster = liaison_protocol::SignedRoster::open(&roster_bytes, &authority)
         .context("the roster does not verify against the authority key")?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if let Ok(c) = liaison_protocol::evidence::Consistency::decode(&bytes) {
+        return check_consistency(&c, roster.roster(), json);
+    }
     let verdict = Evidence::decode(&bytes)
         .map_err(liaison_protocol::evidence::EvidenceError::from)
         .and_then(|e| e.verify(roster.roster()));
@@ -682,6 +713,35 @@ fn check_bundle(file: &Path, roster: &Path, authority_key: &str, json: bool) -> 
         Err(e) => {
             let v = serde_json::json!({"ok": false, "error": e.to_string()});
             output::print(json, &v, |_| format!("BUNDLE DOES NOT VERIFY: {e}"));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `audit check-bundle` on a consistency proof (`audit prove --consistency`).
+fn check_consistency(
+    c: &liaison_protocol::evidence::Consistency,
+    roster: &liaison_protocol::Roster,
+    json: bool,
+) -> Result<ExitCode> {
+    match c.verify(roster) {
+        Ok(p) => {
+            let v = serde_json::json!({
+                "ok": true, "node": p.node,
+                "old_size": p.old.0, "old_root": hex::encode(p.old.1),
+                "new_size": p.new.0, "new_root": hex::encode(p.new.1),
+            });
+            output::print(json, &v, |_| {
+                format!(
+                    "consistency verified: {}'s log of {} entries extends its log of {} entries (both checkpoints signed by its log key)",
+                    p.node, p.new.0, p.old.0
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let v = serde_json::json!({"ok": false, "error": e.to_string()});
+            output::print(json, &v, |_| format!("CONSISTENCY DOES NOT VERIFY: {e}"));
             Ok(ExitCode::FAILURE)
         }
     }

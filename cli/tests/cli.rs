@@ -304,6 +304,63 @@ fn operator_session_with_two_node_processes() {
         kinds.contains(&"message_sent") && kinds.contains(&"receipt_received"),
         "{kinds:?}"
     );
+    // The log only grows: a consistency proof between two of fj's checkpoints, checked offline.
+    let size_of = |cfg: &Path| -> String {
+        let v = json(&liaison(Some(cfg), &["audit", "checkpoint", "--json"]));
+        v["checkpoint"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let older = size_of(&fj);
+    json(&liaison(
+        Some(&fj),
+        &[
+            "send",
+            "--to",
+            "cn-61-psb",
+            "--kind",
+            "bus.test",
+            "--body",
+            "more",
+            "--json",
+        ],
+    ));
+    let newer = size_of(&fj);
+    assert!(newer.parse::<u64>().unwrap() > older.parse::<u64>().unwrap());
+    let proof = dir.path().join("consistency.cbor");
+    json(&liaison(
+        Some(&fj),
+        &[
+            "audit",
+            "prove",
+            "--consistency",
+            &older,
+            &newer,
+            "--out",
+            proof.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    let checked = json(&liaison(
+        None,
+        &[
+            "audit",
+            "check-bundle",
+            proof.to_str().unwrap(),
+            "--roster",
+            roster.to_str().unwrap(),
+            "--authority-key",
+            authority,
+            "--json",
+        ],
+    ));
+    assert_eq!(checked["ok"], true, "{checked}");
+    assert_eq!(checked["node"], "cn-35-psb");
+    assert_eq!(checked["new_size"].to_string(), newer);
     let mut tampered = std::fs::read(&bundle).unwrap();
     tampered[40] ^= 1;
     std::fs::write(&bundle, tampered).unwrap();

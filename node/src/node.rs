@@ -520,6 +520,15 @@ impl Node {
         self.audit.prove(index).await
     }
 
+    /// The stored checkpoints of sizes `old` and `new` and the consistency proof between them.
+    pub async fn consistency(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> Result<liaison_protocol::evidence::Consistency, NodeError> {
+        self.audit.consistency(old, new).await
+    }
+
     /// Recomputes and re-verifies the whole log (protocol.md §13.4); stops at the first
     /// problem.
     pub async fn audit_verify(&self) -> Result<crate::AuditReport, NodeError> {

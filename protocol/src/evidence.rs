@@ -11,7 +11,7 @@ use crate::cbor;
 use crate::error::DecodeError;
 use crate::ids::NodeId;
 use crate::merkle::{self, Hash};
-use crate::note::{MAX_NOTE_LEN, NoteError, SignedNote};
+use crate::note::{Checkpoint, MAX_NOTE_LEN, NoteError, SignedNote};
 use crate::roster::Roster;
 
 /// Largest encoded bundle.
@@ -148,22 +148,7 @@ impl Evidence {
     /// reported, and one that does not verify makes the bundle invalid; lines by keys the
     /// roster does not hold are ignored.
     pub fn verify(&self, roster: &Roster) -> Result<Proven, EvidenceError> {
-        let note = SignedNote::parse(&self.checkpoint, MAX_NOTE_LEN)?;
-        let cp = note.checkpoint()?;
-        let node = cp
-            .origin()
-            .strip_suffix("/log")
-            .and_then(|n| NodeId::new(n).ok())
-            .filter(|n| roster.member(n).is_some())
-            .ok_or_else(|| EvidenceError::UnknownLog(cp.origin().to_owned()))?;
-        let member = roster
-            .member(&node)
-            .ok_or_else(|| EvidenceError::UnknownLog(cp.origin().to_owned()))?;
-        note.verify_signature(cp.origin(), &member.log_key)
-            .map_err(|e| EvidenceError::Signature {
-                node: node.clone(),
-                problem: e.to_string(),
-            })?;
+        let (node, cp, cosigned_by) = open_checkpoint(&self.checkpoint, roster)?;
         merkle::verify_inclusion(
             &merkle::leaf_hash(&self.entry),
             self.index,
@@ -182,21 +167,6 @@ impl Evidence {
             index: self.index,
             problem,
         })?;
-        let mut cosigned_by = Vec::new();
-        for m in roster.members.iter().filter(|m| m.id != node) {
-            let name = format!("{}/witness", m.id);
-            match note.verify_cosignature(&name, &m.witness_key) {
-                Ok(t) => cosigned_by.push((m.id.clone(), t)),
-                // No line by this key: nothing to check.
-                Err(NoteError::MissingSignature { .. } | NoteError::WrongKey { .. }) => {}
-                Err(e) => {
-                    return Err(EvidenceError::Cosignature {
-                        witness: m.id.clone(),
-                        problem: e.to_string(),
-                    });
-                }
-            }
-        }
         Ok(Proven {
             entry,
             index: self.index,
@@ -204,6 +174,144 @@ impl Evidence {
             size: cp.size(),
             root: *cp.root(),
             cosigned_by,
+        })
+    }
+}
+
+/// A checkpoint opened against a roster: the log's member, the checkpoint, and the witnesses
+/// whose cosignatures verified, with their times (Unix seconds).
+pub type OpenedCheckpoint = (NodeId, Checkpoint, Vec<(NodeId, u64)>);
+
+/// Opens a signed checkpoint note against `roster`: its origin is `<id>/log` of a member, the
+/// note is signed by that member's log key, and every cosignature line by another member's
+/// witness key verifies (one that does not makes the note invalid; lines by keys the roster
+/// does not hold are ignored). Returns the member, the checkpoint and the cosigning witnesses
+/// with their times.
+pub fn open_checkpoint(note: &[u8], roster: &Roster) -> Result<OpenedCheckpoint, EvidenceError> {
+    let note = SignedNote::parse(note, MAX_NOTE_LEN)?;
+    let cp = note.checkpoint()?;
+    let node = cp
+        .origin()
+        .strip_suffix("/log")
+        .and_then(|n| NodeId::new(n).ok())
+        .filter(|n| roster.member(n).is_some())
+        .ok_or_else(|| EvidenceError::UnknownLog(cp.origin().to_owned()))?;
+    let member = roster
+        .member(&node)
+        .ok_or_else(|| EvidenceError::UnknownLog(cp.origin().to_owned()))?;
+    note.verify_signature(cp.origin(), &member.log_key)
+        .map_err(|e| EvidenceError::Signature {
+            node: node.clone(),
+            problem: e.to_string(),
+        })?;
+    let mut cosigned_by = Vec::new();
+    for m in roster.members.iter().filter(|m| m.id != node) {
+        let name = format!("{}/witness", m.id);
+        match note.verify_cosignature(&name, &m.witness_key) {
+            Ok(t) => cosigned_by.push((m.id.clone(), t)),
+            // No line by this key: nothing to check.
+            Err(NoteError::MissingSignature { .. } | NoteError::WrongKey { .. }) => {}
+            Err(e) => {
+                return Err(EvidenceError::Cosignature {
+                    witness: m.id.clone(),
+                    problem: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok((node, cp, cosigned_by))
+}
+
+/// Two signed checkpoints of one log and the RFC 6962 consistency proof between them: the
+/// newer tree extends the older one (nothing in it was changed or dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consistency {
+    /// The older checkpoint's signed note.
+    pub old: Vec<u8>,
+    /// The newer checkpoint's signed note.
+    pub new: Vec<u8>,
+    /// The consistency proof from the older tree to the newer.
+    pub proof: Vec<Hash>,
+}
+
+/// What a verified consistency proof shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyProven {
+    /// Whose log.
+    pub node: NodeId,
+    /// The older tree's size and root.
+    pub old: (u64, Hash),
+    /// The newer tree's size and root.
+    pub new: (u64, Hash),
+}
+
+impl Consistency {
+    /// Encodes `[1, old note, new note, proof]`.
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::encode(&Value::Array(vec![
+            Value::from(1u64),
+            Value::Bytes(self.old.clone()),
+            Value::Bytes(self.new.clone()),
+            Value::Array(
+                self.proof
+                    .iter()
+                    .map(|h| Value::Bytes(h.to_vec()))
+                    .collect(),
+            ),
+        ]))
+    }
+
+    /// Decodes strictly.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let shape = DecodeError::Shape {
+            object: "consistency proof",
+            expected: "[1, old checkpoint, new checkpoint, proof]",
+        };
+        let Value::Array(items) = cbor::decode_strict(bytes, MAX_EVIDENCE_LEN, None)? else {
+            return Err(shape);
+        };
+        let [v, old, new, proof]: [Value; 4] = items.try_into().map_err(|_| shape.clone())?;
+        if cbor::as_uint(&v) != Some(1) {
+            return Err(shape);
+        }
+        let (Value::Bytes(old), Value::Bytes(new), Value::Array(proof)) = (old, new, proof) else {
+            return Err(shape);
+        };
+        if proof.len() > 128 {
+            return Err(shape);
+        }
+        let proof = proof
+            .into_iter()
+            .map(|h| match h {
+                Value::Bytes(b) => <[u8; 32]>::try_from(b).ok(),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or(shape)?;
+        Ok(Self { old, new, proof })
+    }
+
+    /// Verifies against `roster`: both checkpoints open (as for a bundle) and are of one log,
+    /// the older is not larger, and the proof shows the newer tree extends the older.
+    pub fn verify(&self, roster: &Roster) -> Result<ConsistencyProven, EvidenceError> {
+        let (node, old, _) = open_checkpoint(&self.old, roster)?;
+        let (node_new, new, _) = open_checkpoint(&self.new, roster)?;
+        if node != node_new || old.size() > new.size() {
+            return Err(EvidenceError::Decode(DecodeError::Invalid {
+                what: "consistency proof",
+                problem: format!(
+                    "checkpoints of {node} at {} and {node_new} at {}: not an older and a newer \
+                     tree of one log",
+                    old.size(),
+                    new.size()
+                ),
+            }));
+        }
+        merkle::verify_consistency(old.size(), new.size(), old.root(), new.root(), &self.proof)?;
+        Ok(ConsistencyProven {
+            node,
+            old: (old.size(), *old.root()),
+            new: (new.size(), *new.root()),
         })
     }
 }
@@ -705,5 +813,54 @@ mod tests {
             check(&entry(EntryKind::RosterApplied, fj, vec![0xa0])),
             Ok(0)
         );
+    }
+
+    /// A note of `cn-35-psb`'s log over the first `size` of `leaves`.
+    fn note_of(leaves: &[Hash], size: usize) -> Vec<u8> {
+        let cp = Checkpoint::new(
+            "cn-35-psb/log",
+            size as u64,
+            merkle::root_from_leaves(&leaves[..size]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        SignedNote::sign_checkpoint(&cp, "cn-35-psb/log", &SigningKey::from_bytes(&[1; 32]))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_text()
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_consistency_proof_shows_the_newer_tree_extends_the_older() {
+        let roster = demo_roster().unwrap_or_else(|e| panic!("{e}"));
+        let leaves: Vec<Hash> = (0u8..5).map(|i| merkle::leaf_hash(&[i])).collect();
+        let proof = merkle::consistency_proof(&leaves, 2).unwrap_or_else(|e| panic!("{e}"));
+        let c = Consistency {
+            old: note_of(&leaves, 2),
+            new: note_of(&leaves, 5),
+            proof,
+        };
+        let back = Consistency::decode(&c.encode()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, c);
+        let proven = c.verify(&roster).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(proven.node.as_str(), "cn-35-psb");
+        assert_eq!((proven.old.0, proven.new.0), (2, 5));
+        // A rewritten history: the old tree with another second entry.
+        let mut forked = leaves.clone();
+        forked[1] = merkle::leaf_hash(b"rewritten");
+        let lie = Consistency {
+            old: note_of(&forked, 2),
+            ..c.clone()
+        };
+        assert!(matches!(
+            lie.verify(&roster),
+            Err(EvidenceError::Inclusion(_))
+        ));
+        // Newer first is refused.
+        let reversed = Consistency {
+            old: c.new.clone(),
+            new: c.old.clone(),
+            proof: vec![],
+        };
+        assert!(reversed.verify(&roster).is_err());
     }
 }

@@ -62,6 +62,13 @@ pub enum Request {
     AuditVerify,
     /// Sign (if the log grew) and return the newest checkpoint.
     AuditCheckpoint,
+    /// Two stored checkpoints and the consistency proof between them.
+    AuditConsistency {
+        /// The older tree size.
+        old: u64,
+        /// The newer tree size.
+        new: u64,
+    },
     /// An evidence bundle (base64) for an entry index or a message id.
     AuditProve {
         /// Entry index (decimal) or message id (hex).
@@ -274,6 +281,16 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
             Ok(json!({
                 "index": index,
                 "bundle": base64::engine::general_purpose::STANDARD.encode(bundle.encode()),
+            }))
+        }
+        Request::AuditConsistency { old, new } => {
+            use base64::Engine as _;
+            let c = node.consistency(old, new).await?;
+            Ok(json!({
+                "old": old,
+                "new": new,
+                "proof_hashes": c.proof.len(),
+                "bundle": base64::engine::general_purpose::STANDARD.encode(c.encode()),
             }))
         }
         Request::CaseEvidence { case_ref } => {

@@ -420,6 +420,44 @@ impl Audit {
             .await?)
     }
 
+    /// The stored checkpoints of sizes `old` and `new` and the consistency proof between them
+    /// (protocol.md §13.3b).
+    pub(crate) async fn consistency(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> Result<liaison_protocol::evidence::Consistency, NodeError> {
+        if old == 0 || old > new {
+            return Err(NodeError::Invalid(format!(
+                "sizes {old} and {new}: the older must be at least 1 and not larger than the newer"
+            )));
+        }
+        let (old_note, new_note, proof) = self
+            .bus
+            .store
+            .read(move |r| {
+                let old_note = r.checkpoint_at(old)?;
+                let new_note = r.checkpoint_at(new)?;
+                let proof = match (&old_note, &new_note) {
+                    (Some(_), Some(_)) => merkle::consistency_proof_with(&r.tree(), old, new)?,
+                    _ => Vec::new(),
+                };
+                Ok((old_note, new_note, proof))
+            })
+            .await?;
+        let missing = |size: u64| {
+            NodeError::Invalid(format!(
+                "this node holds no checkpoint of size {size} (a checkpoint is signed every \
+                 checkpoint interval; `liaison audit checkpoint` signs one now)"
+            ))
+        };
+        Ok(liaison_protocol::evidence::Consistency {
+            old: old_note.ok_or_else(|| missing(old))?.into_bytes(),
+            new: new_note.ok_or_else(|| missing(new))?.into_bytes(),
+            proof,
+        })
+    }
+
     /// An evidence bundle for entry `index`, against the newest checkpoint (made now if none
     /// covers the entry yet).
     pub(crate) async fn prove(&self, index: u64) -> Result<Evidence, NodeError> {
