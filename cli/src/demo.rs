@@ -1,4 +1,4 @@
-//! `liaison demo`: the demo federation of DOMAIN.md §5, started on this machine (temporary
+//! `liaison demo`: the demo federation of docs/domain.md §5, started on this machine (temporary
 //! stores, development certificates, free loopback ports), with real nodes exchanging real
 //! signed messages over QUIC. Every envelope and receipt is then verified independently of
 //! the nodes that made them, against the signed roster; the command exits 0 only if all of

@@ -1,4 +1,4 @@
-//! Officers and their signed actions (FORMATS.md §2, "Body = an officer-signed action").
+//! Officers and their signed actions (docs/formats.md §2, "Body = an officer-signed action").
 //!
 //! An operator enrolls an officer at a node: the node signs an [`OfficerCredential`] (typ
 //! `application/vnd.liaison.officer+cbor`) binding the officer's name, number, unit, role and
@@ -9,7 +9,7 @@
 //! signed by the node's own key.
 //!
 //! Every action carries its handling: purpose, handling code H0–H3 (with the H3 text),
-//! sensitivity flags, retention and whether it may go abroad (DOMAIN.md §4).
+//! sensitivity flags, retention and whether it may go abroad (docs/domain.md §4).
 
 use ciborium::Value;
 use ed25519_dalek::SigningKey;
@@ -170,7 +170,7 @@ pub fn check_officer_id(id: &str) -> Result<(), DecodeError> {
     }
 }
 
-/// Handling codes (DOMAIN.md §4).
+/// Handling codes (docs/domain.md §4).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Handling {
@@ -225,7 +225,7 @@ impl Handling {
     }
 }
 
-/// The purposes a message may serve (DOMAIN.md §4).
+/// The purposes a message may serve (docs/domain.md §4).
 pub const PURPOSES: [&str; 6] = [
     "criminal_investigation",
     "marriage_registration_check",

@@ -1,4 +1,4 @@
-//! Audit log entries (FORMATS.md §4): `[1, kind, at, node, object]`, and the registry of
+//! Audit log entries (docs/formats.md §4): `[1, kind, at, node, object]`, and the registry of
 //! entry kinds. The Merkle math is in [`crate::merkle`], checkpoints in [`crate::note`].
 
 use ciborium::Value;

@@ -1,4 +1,4 @@
-//! The message envelope (FORMATS.md §2): a COSE_Sign1 signed by the sender node over a header
+//! The message envelope (docs/formats.md §2): a COSE_Sign1 signed by the sender node over a header
 //! that names the body by length and SHA-256. The body travels beside the envelope.
 
 use ciborium::Value;

@@ -1,4 +1,4 @@
-//! Evidence bundles (FORMATS.md §4): one audit entry with its index, a signed (and possibly
+//! Evidence bundles (docs/formats.md §4): one audit entry with its index, a signed (and possibly
 //! cosigned) checkpoint of the log that holds it, and the inclusion path, checkable offline
 //! against the roster alone.
 //!

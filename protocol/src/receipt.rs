@@ -1,4 +1,4 @@
-//! Delivery receipts (FORMATS.md §3), signed by the final recipient, and non-delivery records,
+//! Delivery receipts (docs/formats.md §3), signed by the final recipient, and non-delivery records,
 //! signed by whichever node dropped an expired message.
 
 use ciborium::Value;

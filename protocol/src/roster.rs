@@ -1,4 +1,4 @@
-//! The federation roster (FORMATS.md §5), signed by the federation authority: who the members
+//! The federation roster (docs/formats.md §5), signed by the federation authority: who the members
 //! are, their keys and endpoints, relays, locations, status, and the policy of which agency
 //! kinds may send which message kinds to which.
 

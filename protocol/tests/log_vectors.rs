@@ -1,4 +1,4 @@
-//! The project's own audit-log vectors (FORMATS.md §6): `tests/data/liaison-log-v1.json` holds a
+//! The project's own audit-log vectors (docs/formats.md §6): `tests/data/liaison-log-v1.json` holds a
 //! small log (entries, leaf hashes, roots), two checkpoints signed by the log key and cosigned by
 //! a witness, and inclusion and consistency proofs, with the test keys that made them. Another
 //! implementation can check its Merkle, signed-note and cosignature code against it.
@@ -80,7 +80,7 @@ fn build() -> Value {
         .collect();
 
     json!({
-        "description": "liaison audit log vectors, profile v1 (FORMATS.md §4): RFC 6962 hashing \
+        "description": "liaison audit log vectors, profile v1 (docs/formats.md §4): RFC 6962 hashing \
             (leaf = SHA-256(0x00 || entry), node = SHA-256(0x01 || left || right)), C2SP \
             tlog-checkpoint in a C2SP signed note with an Ed25519 note signature by the log key \
             (key id type 0x01) and a tlog-cosignature/v1 by a witness (key id type 0x04, time in \

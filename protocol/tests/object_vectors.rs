@@ -1,4 +1,4 @@
-//! The project's own signed-object vectors (FORMATS.md §6): `tests/data/liaison-objects-v1.json`
+//! The project's own signed-object vectors (docs/formats.md §6): `tests/data/liaison-objects-v1.json`
 //! holds an envelope, a delivery receipt, a rejection receipt, a non-delivery record, a roster
 //! and an evidence bundle, each with the test keys (Ed25519 seeds) that made it, the payload
 //! that was signed, the ToBeSigned digest, and the full COSE_Sign1 bytes. Another

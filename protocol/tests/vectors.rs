@@ -259,7 +259,7 @@ fn wycheproof_ed25519() {
                 // The current file has no "acceptable" case. Should one appear (historically:
                 // small-order keys or non-canonical encodings some libraries accept), liaison
                 // refuses it: a signature that only some verifiers accept lets a signed object
-                // be valid for one party and invalid for another, and FORMATS.md §1.2 asks for
+                // be valid for one party and invalid for another, and docs/formats.md §1.2 asks for
                 // verify_strict with weak keys refused.
                 "acceptable" => false,
                 other => panic!("tcId {}: unknown result {other}", case["tcId"]),

@@ -11,7 +11,7 @@ use crate::roster::{Location, Roster};
 
 /// Missing-child alert radius in metres for a child missing since `missing_since` at
 /// `now`: 100 km within the first hour, 200 km within 2 h, 300 km within 3 h, 500 km after
-/// (DOMAIN §3.D).
+/// (docs/domain.md §3.D).
 pub fn alert_radius_m(missing_since: u64, now: u64) -> u64 {
     let elapsed = now.saturating_sub(missing_since);
     if elapsed <= HOUR_MS {

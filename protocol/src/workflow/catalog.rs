@@ -59,7 +59,7 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// A workflow (DOMAIN.md §3).
+/// A workflow (docs/domain.md §3).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -301,7 +301,7 @@ pub const ASSIST_ACTIONS: &[&str] = &[
     "interview",
     "serve_documents",
 ];
-/// Actions answered within 7 days by rule (DOMAIN §3.A).
+/// Actions answered within 7 days by rule (docs/domain.md §3.A).
 pub const SEVEN_DAY_CHECKS: &[&str] = &["identity_check", "age_check", "criminal_record_check"];
 /// Flags of a minimised marriage-check answer.
 pub const MARRIAGE_FLAGS: &[&str] = &[

@@ -1,4 +1,4 @@
-//! The officers' workflows as pure state machines (DOMAIN.md §3): assistance checks and
+//! The officers' workflows as pure state machines (docs/domain.md §3): assistance checks and
 //! bulletins, foreign-marriage identity checks, repatriation cases, missing-child alerts,
 //! supervision, annual reports and onward-passing permissions.
 //!

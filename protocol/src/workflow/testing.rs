@@ -37,7 +37,7 @@ fn member(
     })
 }
 
-/// The demo federation's members (DOMAIN.md §5) with no policy rules: Fujian and Shaanxi
+/// The demo federation's members (docs/domain.md §5) with no policy rules: Fujian and Shaanxi
 /// public security, the Xi'an registry, Hekou border station, the Lao Cai border guard and the
 /// joint-meeting office.
 pub fn demo_roster() -> Result<Roster, DecodeError> {
