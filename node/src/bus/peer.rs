@@ -246,8 +246,13 @@ impl Actor {
 
     fn conn_broken(&mut self) -> bool {
         if self.shared.roster_changed.swap(false, Ordering::SeqCst) {
-            let roster = self.inner.roster.get();
-            if roster.roster().active_member(&self.hop).is_err() {
+            // The connection's peer is judged by the new roster: still an active member, and
+            // still holding the key pinned for it (a rotated TLS key ends the connection).
+            let admitted = self
+                .conn
+                .as_ref()
+                .is_none_or(|c| recheck(c, &self.inner.roster, Some(self.hop.as_str())).is_ok());
+            if !admitted {
                 if let Some(c) = self.conn.take() {
                     c.close(1u32.into(), b"no longer an active member");
                 }
