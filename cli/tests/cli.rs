@@ -618,6 +618,15 @@ fn officer_session(dir: &Path, fj: &Path, sx: &Path) {
     assert_eq!(figures["figures"]["checks_sent"], 1);
 }
 
+/// Whether the node's timeline of `case` holds a step of `kind`.
+fn has_step(cfg: &Path, case: &str, kind: &str) -> bool {
+    let out = liaison(Some(cfg), &["case", "timeline", case, "--json"]);
+    out.status.success()
+        && serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["timeline"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|e| e["kind"] == kind))
+}
+
 fn case_state(cfg: &Path, case: &str) -> String {
     let out = liaison(Some(cfg), &["case", "timeline", case, "--json"]);
     if !out.status.success() {
@@ -841,7 +850,10 @@ fn border_session(dir: &Path, fj: &Path, hk: &Path, vn: &Path, xa: &Path) {
             "TRAN Thi B",
         ],
     );
-    wait(vn, "FJ-REP-1", "ready");
+    // The proposal leaves the state at ready: wait for the step itself.
+    wait_until(Duration::from_secs(30), || {
+        has_step(vn, "FJ-REP-1", "repatriation.handover_proposal")
+    });
     abroad(
         vn,
         &an,
