@@ -123,17 +123,7 @@ impl Evidence {
         else {
             return Err(shape);
         };
-        if path.len() > 64 {
-            return Err(shape);
-        }
-        let path = path
-            .into_iter()
-            .map(|h| match h {
-                Value::Bytes(b) => <[u8; 32]>::try_from(b).ok(),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or(shape)?;
+        let path = hashes(path, 64).ok_or(shape)?;
         Ok(Self {
             entry,
             index,
@@ -176,6 +166,20 @@ impl Evidence {
             cosigned_by,
         })
     }
+}
+
+/// A CBOR list of at most `max` 32-byte hashes (a proof path), or None.
+fn hashes(items: Vec<Value>, max: usize) -> Option<Vec<Hash>> {
+    if items.len() > max {
+        return None;
+    }
+    items
+        .into_iter()
+        .map(|h| match h {
+            Value::Bytes(b) => <[u8; 32]>::try_from(b).ok(),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A checkpoint opened against a roster: the log's member, the checkpoint, and the witnesses
@@ -277,17 +281,7 @@ impl Consistency {
         let (Value::Bytes(old), Value::Bytes(new), Value::Array(proof)) = (old, new, proof) else {
             return Err(shape);
         };
-        if proof.len() > 128 {
-            return Err(shape);
-        }
-        let proof = proof
-            .into_iter()
-            .map(|h| match h {
-                Value::Bytes(b) => <[u8; 32]>::try_from(b).ok(),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or(shape)?;
+        let proof = hashes(proof, 128).ok_or(shape)?;
         Ok(Self { old, new, proof })
     }
 

@@ -25,6 +25,10 @@ use crate::store::{MsgState, OutItem, Payload, Queued};
 
 /// How often an idle actor with queued items wakes to drop expired messages.
 const SWEEP: Duration = Duration::from_secs(1);
+
+fn sweep_ms() -> u64 {
+    u64::try_from(SWEEP.as_millis()).unwrap_or(u64::MAX)
+}
 /// Queued messages beyond this many are held without their envelope and body in memory
 /// (read from the store when sent), so a long backlog costs little memory.
 const PAYLOAD_LIMIT: usize = 4096;
@@ -148,6 +152,7 @@ pub(crate) fn spawn(inner: Arc<Bus>, hop: NodeId) -> PeerHandle {
         backoff,
         conn_failures: 0,
         flying: HashMap::new(),
+        sweep_after: 0,
     };
     inner.tasks.spawn(actor.run());
     handle
@@ -163,6 +168,9 @@ struct Actor {
     conn_failures: u32,
     /// The outbox seq of each exchange task, to forget the flight of a task that died.
     flying: HashMap<tokio::task::Id, u64>,
+    /// After an expiry could not be recorded (a failed store), no sweep before then: the
+    /// actor waits instead of retrying in a loop.
+    sweep_after: u64,
 }
 
 /// One finished exchange: the flight, what became of it, and the connection it ran on.
@@ -187,9 +195,7 @@ impl Actor {
                     debug!(node = %self.inner.id, peer = %self.hop, wait_ms = wait, %reason, "peer unreachable");
                     // Items still expire on time while the link waits.
                     while self.inner.now() < at {
-                        let due = lock(&self.shared.queue)
-                            .next_due()
-                            .map_or(at, |t| t.min(at));
+                        let due = self.next_wake(at);
                         tokio::select! {
                             () = self.inner.clock.sleep_until(due) => {}
                             () = self.inner.cancel.cancelled() => break,
@@ -203,12 +209,7 @@ impl Actor {
             if let Some(conn) = self.conn.clone() {
                 self.launch(&conn, &mut flights).await;
             }
-            let next_due = lock(&self.shared.queue).next_due();
-            let sweep = self
-                .inner
-                .now()
-                .saturating_add(u64::try_from(SWEEP.as_millis()).unwrap_or(u64::MAX));
-            let wake = next_due.map_or(sweep, |t| t.min(sweep));
+            let wake = self.next_wake(self.inner.now().saturating_add(sweep_ms()));
             tokio::select! {
                 Some(done) = flights.join_next_with_id() => {
                     match done {
@@ -478,14 +479,27 @@ impl Actor {
         }
     }
 
-    async fn sweep_expired(&self) {
-        let expired = lock(&self.shared.queue).take_expired(self.inner.now());
+    async fn sweep_expired(&mut self) {
+        let now = self.inner.now();
+        if now < self.sweep_after {
+            return;
+        }
+        let expired = lock(&self.shared.queue).take_expired(now);
         for f in expired {
             if let Err(e) = self.inner.expire(&f.item).await {
                 warn!(node = %self.inner.id, error = %e, "cannot record expiry; will retry");
                 lock(&self.shared.queue).push(f.meta, f.item);
+                self.sweep_after = now.saturating_add(sweep_ms());
             }
         }
+    }
+
+    /// When to look at the queue again, at the latest `limit`: its next due time, but not
+    /// before a paused sweep may run again.
+    fn next_wake(&self, limit: u64) -> u64 {
+        lock(&self.shared.queue)
+            .next_due()
+            .map_or(limit, |t| t.max(self.sweep_after).min(limit))
     }
 }
 
