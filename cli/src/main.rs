@@ -145,6 +145,11 @@ enum CaseCmd {
         /// Output file.
         #[arg(long, short)]
         out: PathBuf,
+        /// Made for a court: an H1 record another agency provided goes in only with its
+        /// signed permission of judicial use (`liaison permission request --use judicial`);
+        /// otherwise the file names it as withheld, and why.
+        #[arg(long)]
+        for_court: bool,
     },
     /// Verify a case evidence file offline, with the federation authority key only.
     Check {
@@ -503,17 +508,39 @@ async fn remote(
             let v = client.call(&Request::AuditCheckpoint).await?;
             output::print(json, &v, |v| str_of(v, "checkpoint").trim_end().to_owned());
         }
-        Command::Case(CaseCmd::Evidence { case_ref, out }) => {
-            let v = client.call(&Request::CaseEvidence { case_ref }).await?;
+        Command::Case(CaseCmd::Evidence {
+            case_ref,
+            out,
+            for_court,
+        }) => {
+            let v = client
+                .call(&Request::CaseEvidence {
+                    case_ref,
+                    for_court,
+                })
+                .await?;
             let bytes = base64::engine::general_purpose::STANDARD.decode(str_of(&v, "bundle"))?;
             std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
             output::print(json, &v, |v| {
-                format!(
-                    "case {}: {} entries with proofs and the roster written to {}",
+                let mut s = format!(
+                    "case {}{}: {} entries with proofs, {} signed records, {} permissions and the \
+                     roster written to {}",
                     str_of(v, "case_ref"),
+                    if for_court { " (for a court)" } else { "" },
                     v["entries"],
+                    v["records"],
+                    v["permissions"],
                     out.display()
-                )
+                );
+                for w in v["withheld"].as_array().into_iter().flatten() {
+                    s.push_str(&format!(
+                        "\n  WITHHELD message {} from {}: {}",
+                        str_of(w, "message_id"),
+                        str_of(w, "provider"),
+                        str_of(w, "reason")
+                    ));
+                }
+                s
             });
         }
         Command::Audit(AuditCmd::Witness) => {
@@ -622,24 +649,81 @@ fn check_case(file: &Path, authority_key: &str, json: bool) -> Result<ExitCode> 
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let verdict = CaseEvidence::decode(&bytes)
         .map_err(liaison_protocol::evidence::EvidenceError::from)
-        .and_then(|c| {
-            c.verify_with_records(&authority)
-                .map(|(p, signers)| (c.case_ref, p, signers))
-        });
+        .and_then(|c| c.verify(&authority).map(|checked| (c.case_ref, checked)));
     match verdict {
-        Ok((case_ref, proven, signers)) => {
+        Ok((case_ref, checked)) => {
+            let proven = &checked.proven;
             let items: Vec<Value> = proven
                 .iter()
                 .map(|p| serde_json::json!({"node": p.node, "index": p.index, "kind": p.entry.kind, "at": p.entry.at}))
                 .collect();
-            let v = serde_json::json!({"ok": true, "case_ref": case_ref, "entries": items,
-                "handover_records_signed_by": signers});
+            let records: Vec<Value> = checked
+                .records
+                .iter()
+                .map(|r| {
+                    serde_json::json!({"officer": r.officer, "node": r.node,
+                        "message_id": r.message.to_hex(), "handling": r.handling.code(),
+                        "handling_text": r.handling.text(), "permission_case": r.permission})
+                })
+                .collect();
+            let withheld: Vec<Value> = checked
+                .withheld
+                .iter()
+                .map(|w| {
+                    serde_json::json!({"message_id": w.message.to_hex(),
+                        "handling": format!("H{}", w.handling), "provider": w.provider,
+                        "reason": w.reason})
+                })
+                .collect();
+            let mut codes: Vec<&str> = checked.records.iter().map(|r| r.handling.code()).collect();
+            codes.extend(
+                checked
+                    .withheld
+                    .iter()
+                    .map(|w| ["H0", "H1", "H2", "H3"][usize::from(w.handling.min(3))]),
+            );
+            codes.sort_unstable();
+            codes.dedup();
+            let v = serde_json::json!({"ok": true, "case_ref": case_ref,
+                "for_court": checked.for_court, "handling_codes": codes, "entries": items,
+                "handover_records": records, "withheld": withheld});
             output::print(json, &v, |_| {
-                let mut s = format!("case {case_ref}: {} entries verified\n", proven.len());
-                for who in &signers {
-                    s.push_str(&format!("  signed handover record verified: {who}\n"));
+                let mut s = format!(
+                    "case {case_ref}{}: {} entries verified; handling codes held: {}\n",
+                    if checked.for_court {
+                        " (file for a court)"
+                    } else {
+                        ""
+                    },
+                    proven.len(),
+                    if codes.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        codes.join(", ")
+                    }
+                );
+                for r in &checked.records {
+                    s.push_str(&format!(
+                        "  signed handover record verified: {} ({}), {}: {}{}\n",
+                        r.officer,
+                        r.node,
+                        r.handling.code(),
+                        r.handling.describe(),
+                        r.permission.as_ref().map_or(String::new(), |c| format!(
+                            "; judicial use permitted by {} (permission case {c})",
+                            r.node
+                        ))
+                    ));
                 }
-                for p in &proven {
+                for w in &checked.withheld {
+                    s.push_str(&format!(
+                        "  WITHHELD: message {} from {}: {}\n",
+                        w.message.to_hex(),
+                        w.provider,
+                        w.reason
+                    ));
+                }
+                for p in proven {
                     s.push_str(&format!(
                         "  {}  {}/log#{:<6} {:?}\n",
                         output::time(p.entry.at),

@@ -111,8 +111,9 @@ fn action_text(bytes: &[u8]) -> Option<String> {
     }
     let a = Action::decode(obj.payload()).ok()?;
     Some(format!(
-        "[{}{}{}] {}",
+        "[{}: {}{}{}] {}",
         a.handling.code(),
+        a.handling.describe(),
         if a.sensitivity.is_empty() {
             String::new()
         } else {

@@ -528,17 +528,23 @@ pub(crate) enum ReportCmd {
     },
 }
 
-/// Permission to pass H2 material on.
+/// The provider's permission: to pass H2 material on, or to use H1 material in judicial
+/// proceedings.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum PermissionCmd {
-    /// Ask the provider for permission to pass a message on.
+    /// Ask the provider for permission to pass a message on (H2, with --recipient) or to use
+    /// it in judicial proceedings (H1, with --use judicial).
     Request {
-        /// The H2 message (id).
+        /// The message (id).
         #[arg(long)]
         message: String,
-        /// Who it would be passed to.
-        #[arg(long)]
-        recipient: String,
+        /// What for: onward (pass an H2 message on to --recipient) or judicial (use an H1
+        /// message in judicial proceedings, e.g. `liaison case evidence --for-court`).
+        #[arg(long = "use", value_parser = ["onward", "judicial"], default_value = "onward")]
+        use_: String,
+        /// Who it would be passed to (onward only).
+        #[arg(long, required_if_eq("use_", "onward"))]
+        recipient: Option<String>,
         /// The provider (node that sent the message).
         #[arg(long)]
         to: String,
@@ -1401,15 +1407,24 @@ pub(crate) async fn permission(
     match cmd {
         PermissionCmd::Request {
             message,
+            use_,
             recipient,
             to,
             reason,
         } => {
-            let doc = Document::new()
+            let mut doc = Document::new()
                 .with("message_id", message)
-                .with("recipient", recipient)
                 .with("purpose", "criminal_investigation")
                 .with("reason", reason);
+            if use_ == "judicial" {
+                if recipient.is_some() {
+                    bail!(
+                        "--recipient goes only with --use onward: judicial use names no recipient"
+                    );
+                }
+                doc.set("use", "judicial");
+            }
+            opt(&mut doc, "recipient", recipient);
             open(
                 client,
                 opts,

@@ -165,6 +165,9 @@ fn main() {
             roster: roster.bytes().to_vec(),
             bundles: Vec::new(),
             records: vec![action.sign(&officer_key).bytes().to_vec()],
+            for_court: true,
+            permissions: vec![action.sign(&officer_key).bytes().to_vec()],
+            withheld: Vec::new(),
         };
         seeds.push(("case_evidence", kind, evidence.encode()));
     }

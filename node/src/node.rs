@@ -487,12 +487,16 @@ impl Node {
     }
 
     /// Every entry of this node's log about case `case_ref` (its messages, and the receipts
-    /// and non-delivery records for them), each with an inclusion proof, and the roster.
+    /// and non-delivery records for them), each with an inclusion proof under one checkpoint,
+    /// the roster and the case's signed handover records; for a court (`for_court`) an H1
+    /// record of another provider only with its permission of judicial use, else withheld
+    /// (protocol.md §13.3a).
     pub async fn case_evidence(
         &self,
         case_ref: &str,
+        for_court: bool,
     ) -> Result<liaison_protocol::evidence::CaseEvidence, NodeError> {
-        self.audit.case_evidence(case_ref).await
+        self.audit.case_evidence(case_ref, for_court).await
     }
 
     /// Whether the log has entries other than witnessing records since its newest checkpoint.

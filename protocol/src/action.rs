@@ -195,6 +195,14 @@ impl Handling {
         }
     }
 
+    /// The H3 restriction, in words (None for the other codes).
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Self::H3(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Parses `H0`..`H2`, or `H3` with its text.
     pub fn parse(code: &str, h3_text: Option<&str>) -> Result<Self, String> {
         match (code.to_ascii_uppercase().as_str(), h3_text) {

@@ -669,18 +669,15 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
     assert!(e.contains("different"), "{e}");
     assert_eq!(case_state(&vn, case).await, "handover_scheduled");
 
-    // The same record: handed over on both sides, with both signatures.
-    let r = an
-        .submit(
-            &abroad(
-                &an,
-                "repatriation.handover_record",
-                handover_record("HK-JJ-1"),
-            ),
-            &["fj"],
-        )
-        .await
-        .unwrap();
+    // The same record: handed over on both sides, with both signatures. Vietnam marks its
+    // signed record H1: not for judicial proceedings without its permission.
+    let mut theirs = abroad(
+        &an,
+        "repatriation.handover_record",
+        handover_record("HK-JJ-1"),
+    );
+    theirs.handling = Handling::H1;
+    let r = an.submit(&theirs, &["fj"]).await.unwrap();
     delivered(&vn, &r).await;
     assert_eq!(case_state(&vn, case).await, "handed_over");
     assert_eq!(case_state(&fj, case).await, "handed_over");
@@ -697,7 +694,7 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
 
     // The case evidence carries both signed handover records, bound to their logged
     // envelopes, verifiable offline with the authority key alone.
-    let evidence = fj.case_evidence(case).await.unwrap();
+    let evidence = fj.case_evidence(case, false).await.unwrap();
     assert_eq!(evidence.records.len(), 2);
     let bytes = evidence.encode();
     let decoded = liaison_protocol::evidence::CaseEvidence::decode(&bytes).unwrap();
@@ -708,20 +705,104 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
             .unwrap(),
     )
     .unwrap();
-    let (_, signers) = decoded.verify_with_records(&authority).unwrap();
+    let checked = decoded.verify(&authority).unwrap();
+    let signers: Vec<&str> = checked.records.iter().map(|r| r.officer.as_str()).collect();
     assert_eq!(signers.len(), 2);
-    assert!(
-        signers.iter().any(|s| s.starts_with("fj/chen.hui")),
-        "{signers:?}"
-    );
-    assert!(
-        signers.iter().any(|s| s.starts_with("vn/nguyen.van.an")),
-        "{signers:?}"
-    );
+    assert!(signers.contains(&"fj/chen.hui"), "{signers:?}");
+    assert!(signers.contains(&"vn/nguyen.van.an"), "{signers:?}");
     let mut forged = decoded.clone();
     let n = forged.records[0].len();
     forged.records[0][n - 1] ^= 1;
-    assert!(forged.verify_with_records(&authority).is_err());
+    assert!(matches!(
+        forged.verify(&authority),
+        Err(liaison_protocol::evidence::EvidenceError::Record { index: 0, .. })
+    ));
+    let vn_record = checked
+        .records
+        .iter()
+        .find(|r| r.node.as_str() == "vn")
+        .unwrap();
+    assert_eq!(vn_record.handling, Handling::H1);
+    assert_eq!(vn_record.permission, None);
+
+    // For a court, Vietnam's H1 record is withheld until Vietnam permits its judicial use.
+    let court = fj.case_evidence(case, true).await.unwrap();
+    assert!(court.for_court);
+    assert_eq!(court.records.len(), 1);
+    assert!(court.permissions.is_empty());
+    assert_eq!(court.withheld.len(), 1);
+    let withheld = court.withheld[0].clone();
+    assert_eq!((withheld.provider.as_str(), withheld.handling), ("vn", 1));
+    assert!(
+        withheld.reason.contains("--use judicial"),
+        "{}",
+        withheld.reason
+    );
+    let decoded = liaison_protocol::evidence::CaseEvidence::decode(&court.encode()).unwrap();
+    let checked = decoded.verify(&authority).unwrap();
+    assert_eq!(checked.withheld, vec![withheld.clone()]);
+    assert_eq!(checked.records[0].node.as_str(), "fj");
+    // A court file that slips the H1 record in without a permission is refused.
+    let mut slipped = court.clone();
+    slipped.records = evidence.records.clone();
+    slipped.withheld.clear();
+    assert!(matches!(
+        slipped.verify(&authority),
+        Err(liaison_protocol::evidence::EvidenceError::NoPermission { provider, .. })
+            if provider.as_str() == "vn"
+    ));
+    // Fujian asks; Vietnam grants.
+    let perm = "FJ-PERM-2026-001";
+    let mut ask = chen.action(
+        "permission.request",
+        perm,
+        Document::new()
+            .with("message_id", withheld.message.to_hex())
+            .with("use", "judicial")
+            .with("purpose", "prosecution of the trafficking case")
+            .with("reason", "the handover record proves the victims' return"),
+    );
+    ask.abroad = true;
+    let r = chen.submit(&ask, &["vn"]).await.unwrap();
+    delivered(&fj, &r).await;
+    let mut grant = an.action("permission.grant", perm, Document::new());
+    grant.abroad = true;
+    let r = an.submit(&grant, &["fj"]).await.unwrap();
+    delivered(&vn, &r).await;
+    assert_eq!(case_state(&fj, perm).await, "granted");
+    let court = fj.case_evidence(case, true).await.unwrap();
+    assert_eq!((court.records.len(), court.permissions.len()), (2, 2));
+    assert!(court.withheld.is_empty());
+    let checked = court.verify(&authority).unwrap();
+    let vn_record = checked
+        .records
+        .iter()
+        .find(|r| r.node.as_str() == "vn")
+        .unwrap();
+    assert_eq!(vn_record.permission.as_deref(), Some(perm));
+    // Without the grant (only Fujian's own request) the record is not allowed.
+    let mut no_grant = court.clone();
+    no_grant.permissions.retain(|p| {
+        SignedAction::open(p, fj.roster().roster())
+            .unwrap()
+            .action()
+            .kind
+            != "permission.grant"
+    });
+    assert!(matches!(
+        no_grant.verify(&authority),
+        Err(liaison_protocol::evidence::EvidenceError::NoPermission { .. })
+    ));
+    // A record listed as withheld must be a message of the case from its named provider.
+    let mut wrong = court.clone();
+    wrong.withheld.push(liaison_protocol::evidence::Withheld {
+        provider: NodeId::new("hk").unwrap(),
+        ..withheld
+    });
+    assert!(matches!(
+        wrong.verify(&authority),
+        Err(liaison_protocol::evidence::EvidenceError::Withheld { .. })
+    ));
     for id in ["fj", "hk", "vn"] {
         fed.stop(id).await;
     }

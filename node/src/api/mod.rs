@@ -78,6 +78,9 @@ pub enum Request {
     CaseEvidence {
         /// Case reference.
         case_ref: String,
+        /// For a court: H1 records of other providers only with their permission.
+        #[serde(default)]
+        for_court: bool,
     },
     /// Submit the newest checkpoint to the peers for cosigning now.
     AuditWitness,
@@ -293,12 +296,24 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 "bundle": base64::engine::general_purpose::STANDARD.encode(c.encode()),
             }))
         }
-        Request::CaseEvidence { case_ref } => {
+        Request::CaseEvidence {
+            case_ref,
+            for_court,
+        } => {
             use base64::Engine as _;
-            let bundle = node.case_evidence(&case_ref).await?;
+            let bundle = node.case_evidence(&case_ref, for_court).await?;
+            let withheld: Vec<_> = bundle
+                .withheld
+                .iter()
+                .map(|w| json!({"message_id": w.message.to_hex(), "provider": w.provider, "reason": w.reason}))
+                .collect();
             Ok(json!({
                 "case_ref": case_ref,
+                "for_court": for_court,
                 "entries": bundle.bundles.len(),
+                "records": bundle.records.len(),
+                "permissions": bundle.permissions.len(),
+                "withheld": withheld,
                 "bundle": base64::engine::general_purpose::STANDARD.encode(bundle.encode()),
             }))
         }

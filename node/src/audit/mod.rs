@@ -6,6 +6,7 @@
 //! blocking thread, never on the async workers; `audit verify` checks the signatures of a
 //! chunk of entries on every core, each with `verify_strict`.
 
+mod case;
 pub(crate) mod witness;
 
 use std::sync::Arc;
@@ -14,10 +15,7 @@ use liaison_protocol::audit::{Entry, EntryKind};
 use liaison_protocol::evidence::Evidence;
 use liaison_protocol::merkle::{self, Frontier, Hash, MerkleError};
 use liaison_protocol::note::{Checkpoint, MAX_NOTE_LEN, SignedNote};
-use liaison_protocol::workflow;
-use liaison_protocol::{
-    Envelope, MessageId, NodeId, PublicKey, SignedNonDelivery, SignedReceipt, SignedRoster,
-};
+use liaison_protocol::{Envelope, MessageId, NodeId, PublicKey, SignedRoster};
 use serde::Serialize;
 
 use crate::bus::Bus;
@@ -171,89 +169,6 @@ impl Audit {
             .read(move |r| r.checkpoint_at(size))
             .await?
             .unwrap_or(note))
-    }
-
-    /// Every entry of this node's log about case `case_ref` (its messages, and the receipts
-    /// and non-delivery records for them), each with an inclusion proof, and the roster.
-    pub(crate) async fn case_evidence(
-        &self,
-        case_ref: &str,
-    ) -> Result<liaison_protocol::evidence::CaseEvidence, NodeError> {
-        let roster = self.bus.roster();
-        let r2 = roster.clone();
-        let cr = case_ref.to_owned();
-        let (indices, records) = self
-            .bus
-            .store
-            .read(move |rd| {
-                let r = r2.roster();
-                let n = rd.log_len();
-                let mut entries = Vec::new();
-                for (i, b) in rd.log_entries(0, n)? {
-                    let e = Entry::decode(&b).map_err(|e| StoreError::Corrupt {
-                        key: format!("l/{i}"),
-                        problem: e.to_string(),
-                    })?;
-                    entries.push((i, e));
-                }
-                let mut digests = Vec::new();
-                let mut indices = Vec::new();
-                for (i, e) in &entries {
-                    if liaison_protocol::audit::case_of(e).as_deref() == Some(cr.as_str()) {
-                        indices.push(*i);
-                        if let Some((d, _)) = Envelope::peek_unverified(&e.object) {
-                            digests.push(d);
-                        }
-                    }
-                }
-                for (i, e) in &entries {
-                    let named = SignedReceipt::open(&e.object, |k| r.signer(k))
-                        .map(|rc| rc.receipt().message_digest)
-                        .or_else(|_| {
-                            SignedNonDelivery::open(&e.object, |k| r.signer(k))
-                                .map(|nd| nd.record().message_digest)
-                        });
-                    if named.is_ok_and(|d| digests.contains(&d)) {
-                        indices.push(*i);
-                    }
-                }
-                indices.sort_unstable();
-                indices.dedup();
-                // The signed handover records (message bodies, while still held).
-                let mut records = Vec::new();
-                for (_, e) in &entries {
-                    if !matches!(e.kind, EntryKind::MessageSent | EntryKind::MessageReceived) {
-                        continue;
-                    }
-                    let Some((d, h)) = Envelope::peek_unverified(&e.object) else {
-                        continue;
-                    };
-                    if h.case_ref.as_deref() == Some(cr.as_str())
-                        && workflow::spec(&h.kind).is_some_and(|s| s.in_evidence)
-                    {
-                        if let Some(body) = rd.body(&d)? {
-                            records.push(body);
-                        }
-                    }
-                }
-                Ok((indices, records))
-            })
-            .await?;
-        if indices.is_empty() {
-            return Err(NodeError::Invalid(format!(
-                "no message of case {case_ref} on this node"
-            )));
-        }
-        let mut bundles = Vec::with_capacity(indices.len());
-        for i in indices {
-            bundles.push(self.prove(i).await?);
-        }
-        Ok(liaison_protocol::evidence::CaseEvidence {
-            case_ref: case_ref.to_owned(),
-            roster: roster.bytes().to_vec(),
-            bundles,
-            records,
-        })
     }
 
     /// Whether the log has entries other than witnessing records since its newest checkpoint.
@@ -468,10 +383,21 @@ impl Audit {
                 "no audit entry {index}: the log has {n} entries"
             )));
         }
-        let note = match store.read(|r| r.latest_checkpoint()).await? {
-            Some((size, note)) if size > index => note,
-            _ => self.checkpoint().await?,
-        };
+        let note = self.checkpoint_covering(index).await?;
+        self.prove_under(index, note).await
+    }
+
+    /// The newest stored checkpoint if it covers entry `index`, else a new one.
+    async fn checkpoint_covering(&self, index: u64) -> Result<String, NodeError> {
+        match self.bus.store.read(|r| r.latest_checkpoint()).await? {
+            Some((size, note)) if size > index => Ok(note),
+            _ => self.checkpoint().await,
+        }
+    }
+
+    /// The evidence bundle of entry `index` under the checkpoint `note` (which covers it).
+    async fn prove_under(&self, index: u64, note: String) -> Result<Evidence, NodeError> {
+        let store = &self.bus.store;
         let size = SignedNote::parse(&note, MAX_NOTE_LEN)
             .and_then(|n| n.checkpoint())
             .map_err(|e| NodeError::Invalid(format!("stored checkpoint: {e}")))?

@@ -527,12 +527,36 @@ pub struct ReportDetail {
     pub submissions: u32,
 }
 
-/// Onward-passing permission data.
+/// What a permission is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PermissionUse {
+    /// Passing an H2 message on to a named recipient.
+    #[default]
+    Onward,
+    /// Using an H1 message in judicial proceedings.
+    Judicial,
+}
+
+impl PermissionUse {
+    /// The document value (`onward`, `judicial`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Onward => "onward",
+            Self::Judicial => "judicial",
+        }
+    }
+}
+
+/// Permission data (onward passing of H2 material, judicial use of H1 material).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PermissionDetail {
-    /// Id (32 hex) of the H2 message.
+    /// Id (32 hex) of the message.
     pub message_id: String,
-    /// Node id it would be passed to.
+    /// What the permission is for.
+    #[serde(default, rename = "use")]
+    pub use_: PermissionUse,
+    /// Node id it would be passed to (onward passing; empty for judicial use).
     pub recipient: String,
     /// Purpose of passing it on.
     pub purpose: String,

@@ -1092,7 +1092,7 @@ static CATALOG: &[KindSpec] = &[
         ],
         "member unit's annual report to the joint-meeting office (due 15 December)",
     )),
-    // H2 onward-passing permission.
+    // The provider's permission: H2 onward passing, H1 use in judicial proceedings.
     opens(kind(
         "permission.request",
         Workflow::Permission,
@@ -1100,12 +1100,23 @@ static CATALOG: &[KindSpec] = &[
         Routine,
         CI,
         &[
-            FieldSpec::req("message_id", Text, "id of the H2 message (32 hex)"),
-            FieldSpec::req("recipient", Text, "node id it would be passed to"),
-            FieldSpec::req("purpose", Text, "purpose of passing it on"),
+            FieldSpec::req("message_id", Text, "id of the H2 or H1 message (32 hex)"),
+            FieldSpec::opt(
+                "use",
+                Text,
+                "onward (default: pass an H2 message on to recipient) or judicial (use an H1 \
+                 message in judicial proceedings, e.g. in a case evidence file for a court)",
+            ),
+            FieldSpec::opt(
+                "recipient",
+                Text,
+                "node id it would be passed to (onward only, required there)",
+            ),
+            FieldSpec::req("purpose", Text, "purpose of passing it on or using it"),
             FieldSpec::req("reason", Text, "why"),
         ],
-        "ask the provider's permission to pass an H2 message on",
+        "ask the provider's permission to pass an H2 message on, or to use an H1 message in \
+         judicial proceedings",
     )),
     kind(
         "permission.grant",
@@ -1114,7 +1125,7 @@ static CATALOG: &[KindSpec] = &[
         Routine,
         CI,
         &[FieldSpec::opt("conditions", Text, "conditions of the permission")],
-        "provider grants onward passing",
+        "provider grants the permission asked",
     ),
     kind(
         "permission.deny",
@@ -1123,7 +1134,7 @@ static CATALOG: &[KindSpec] = &[
         Routine,
         CI,
         &[FieldSpec::req("reason", Text, "why not")],
-        "provider refuses onward passing",
+        "provider refuses the permission asked",
     ),
 ];
 

@@ -34,15 +34,15 @@ mod supervision;
 pub use alert::{alert_next_widening, alert_origin_of, alert_radius_m, alert_recipients};
 pub use case::{
     AlertDetail, AssistDetail, BulletinDetail, Case, Detail, HandoverProposal, HandoverSignature,
-    MarriageDetail, PermissionDetail, RepatriationDetail, ReportDetail, State, Supervision,
-    SupervisionDetail,
+    MarriageDetail, PermissionDetail, PermissionUse, RepatriationDetail, ReportDetail, State,
+    Supervision, SupervisionDetail,
 };
 pub use catalog::{
     FieldSpec, FieldType, KindSpec, NeedsCase, Recipients, Role, Workflow, catalog, example,
     reserved, spec, validate,
 };
 pub use error::WorkflowError;
-pub use permission::permission_subject;
+pub use permission::{permission_subject, permission_use};
 pub use report::{annual_figures, year_of};
 
 use crate::document::Document;

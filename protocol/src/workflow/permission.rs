@@ -1,16 +1,46 @@
-//! H2 onward passing: the holder (`opened_by`) asks the provider (`counterpart`).
+//! The provider's permission, asked by the holder (`opened_by`) of the provider
+//! (`counterpart`): H2 onward passing to a named recipient, or H1 use in judicial proceedings.
 
 use super::{
-    Case, Detail, PermissionDetail, State, Step, Workflow, WorkflowError, bad, counterpart,
-    direction, existing, expect_state, fresh, not_local, open, opt_text, text,
+    Case, Detail, PermissionDetail, PermissionUse, State, Step, Workflow, WorkflowError, bad,
+    counterpart, direction, existing, expect_state, fresh, not_local, open, opt_text, text,
 };
+use crate::document::Document;
 use crate::ids::NodeId;
 
-/// The message (32 hex id) and the recipient a permission case is about.
+/// The message (32 hex id) and the recipient an onward-passing permission case is about
+/// (None for other cases, and for a permission of judicial use).
 pub fn permission_subject(case: &Case) -> Option<(&str, &str)> {
     match &case.detail {
-        Detail::Permission(p) => Some((&p.message_id, &p.recipient)),
+        Detail::Permission(p) if p.use_ == PermissionUse::Onward => {
+            Some((&p.message_id, &p.recipient))
+        }
         _ => None,
+    }
+}
+
+/// What a `permission.request` document asks: the use, and the recipient (onward only).
+/// Refuses a judicial request naming a recipient, an onward one without, and other uses.
+pub fn permission_use(doc: &Document) -> Result<(PermissionUse, Option<&str>), WorkflowError> {
+    let recipient = doc.text("recipient");
+    match (doc.text("use"), recipient) {
+        (None | Some("onward"), Some(r)) => Ok((PermissionUse::Onward, Some(r))),
+        (None | Some("onward"), None) => Err(bad(
+            "recipient",
+            "an onward-passing permission names the node it would be passed to",
+        )),
+        (Some("judicial"), None) => Ok((PermissionUse::Judicial, None)),
+        (Some("judicial"), Some(_)) => Err(bad(
+            "recipient",
+            "a permission of judicial use names no recipient: leave it out",
+        )),
+        (Some(other), _) => Err(bad(
+            "use",
+            format!(
+                "{} is not a use: onward or judicial",
+                super::catalog::quoted(other)
+            ),
+        )),
     }
 }
 
@@ -33,13 +63,15 @@ pub(super) fn apply(case: Option<&Case>, step: &Step<'_>) -> Result<Case, Workfl
                 ),
             ));
         }
-        let recipient = doc.text("recipient").unwrap_or_default();
-        let rid = NodeId::new(recipient).map_err(|e| bad("recipient", e.to_string()))?;
-        if &rid == step.from || &rid == step.to {
-            return Err(bad(
-                "recipient",
-                format!("{rid} already holds the message: ask only for a third node"),
-            ));
+        let (use_, recipient) = permission_use(doc)?;
+        if let Some(recipient) = recipient {
+            let rid = NodeId::new(recipient).map_err(|e| bad("recipient", e.to_string()))?;
+            if &rid == step.from || &rid == step.to {
+                return Err(bad(
+                    "recipient",
+                    format!("{rid} already holds the message: ask only for a third node"),
+                ));
+            }
         }
         return Ok(open(
             step,
@@ -48,7 +80,8 @@ pub(super) fn apply(case: Option<&Case>, step: &Step<'_>) -> Result<Case, Workfl
             Some(step.to.clone()),
             Detail::Permission(PermissionDetail {
                 message_id: id.to_owned(),
-                recipient: rid.to_string(),
+                use_,
+                recipient: recipient.unwrap_or_default().to_owned(),
                 purpose: text(doc, "purpose"),
                 conditions: None,
             }),

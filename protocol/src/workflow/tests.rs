@@ -1726,8 +1726,35 @@ fn permission_grant_and_deny() {
     assert_eq!(d.state, State::Denied);
     let bad = req.clone().with("message_id", "xyz");
     assert!(go(None, "permission.request", SX, FJ, T0, &bad).is_err());
-    let back = req.with("recipient", FJ);
+    let back = req.clone().with("recipient", FJ);
     assert!(go(None, "permission.request", SX, FJ, T0, &back).is_err());
+    // Judicial use of an H1 message: no recipient, and not an onward-passing subject.
+    let mut judicial = req.clone().with("use", "judicial");
+    judicial.remove("recipient");
+    let j = go(None, "permission.request", SX, FJ, T0, &judicial).unwrap();
+    let Detail::Permission(p) = &j.detail else {
+        panic!("{j:?}")
+    };
+    assert_eq!(p.use_, PermissionUse::Judicial);
+    assert_eq!(permission_subject(&j), None);
+    let g = go(
+        Some(&j),
+        "permission.grant",
+        FJ,
+        SX,
+        T0 + 1,
+        &ex("permission.grant"),
+    )
+    .unwrap();
+    assert_eq!(g.state, State::Granted);
+    for bad in [
+        judicial.clone().with("recipient", "cn-6101-psb"),
+        judicial.clone().with("use", "court"),
+        judicial.clone().with("use", "onward"),
+    ] {
+        let e = go(None, "permission.request", SX, FJ, T0, &bad).unwrap_err();
+        assert!(matches!(e, WorkflowError::BadValue { .. }), "{e}");
+    }
 }
 
 #[test]

@@ -14,6 +14,9 @@ use crate::merkle::{self, Hash};
 use crate::note::{Checkpoint, MAX_NOTE_LEN, NoteError, SignedNote};
 use crate::roster::Roster;
 
+mod case;
+pub use case::{CaseChecked, CaseEvidence, MAX_CASE_EVIDENCE_LEN, RecordChecked, Withheld};
+
 /// Largest encoded bundle.
 pub const MAX_EVIDENCE_LEN: usize = MAX_ENTRY_LEN + MAX_NOTE_LEN + 64 * 34 + 64;
 
@@ -84,6 +87,46 @@ pub enum EvidenceError {
         size: u64,
         first: String,
         second: String,
+    },
+    /// An entry of a case file is not about its case.
+    #[error("entry {index} is not about case {case_ref}")]
+    NotAboutCase { index: u64, case_ref: String },
+    /// A handover record of a case file does not hold.
+    #[error("handover record {index}: {problem}")]
+    Record { index: usize, problem: String },
+    /// A court file carries an H1 record of another provider without its permission.
+    #[error(
+        "handover record {record} is H1 (not for judicial proceedings without the provider's \
+         permission) from {provider}, and the file is for a court: it carries no permission of \
+         {provider} for the judicial use of message {message}"
+    )]
+    NoPermission {
+        record: usize,
+        provider: NodeId,
+        message: String,
+    },
+    /// A permission a case file carries does not open, or is not a permission.
+    #[error("permission {index}: {problem}")]
+    Permission { index: usize, problem: String },
+    /// A record a case file says it withheld is not one of the case.
+    #[error("withheld message {message}: {problem}")]
+    Withheld { message: String, problem: String },
+    /// A case file holds entries of more than one log (it covers one node's log).
+    #[error(
+        "the file holds entries of two logs, {first}'s and {second}'s: a case file covers one \
+         node's log (each agency gives its own)"
+    )]
+    SeveralLogs { first: NodeId, second: NodeId },
+    /// The bundles of a case file are not all under one checkpoint.
+    #[error(
+        "entries {first_index} and {second_index} are proven under two checkpoints (sizes \
+         {first_size} and {second_size}): every bundle of a case file is under one checkpoint"
+    )]
+    SeveralCheckpoints {
+        first_index: u64,
+        first_size: u64,
+        second_index: u64,
+        second_size: u64,
     },
     /// A cosignature line by a member's witness key does not verify: the note is invalid
     /// (C2SP signed-note: a signature by a known key that fails to verify is an error, not a
@@ -310,187 +353,6 @@ impl Consistency {
     }
 }
 
-/// Every audit entry one node holds about a case, each with its proof, the roster that was in
-/// force, and the signed handover records of the case:
-/// `[1, case_ref, roster: bstr, [evidence: bstr …], [record: bstr …]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaseEvidence {
-    /// The case reference.
-    pub case_ref: String,
-    /// The signed roster in force when the bundle was made.
-    pub roster: Vec<u8>,
-    /// One evidence bundle per entry.
-    pub bundles: Vec<Evidence>,
-    /// The officer-signed `repatriation.handover_record` actions of the case (message
-    /// bodies still held), each bound to its logged envelope by the envelope's body hash.
-    pub records: Vec<Vec<u8>>,
-}
-
-/// Largest case bundle.
-pub const MAX_CASE_EVIDENCE_LEN: usize = 64 * 1024 * 1024;
-
-impl CaseEvidence {
-    /// Encodes the case bundle.
-    pub fn encode(&self) -> Vec<u8> {
-        cbor::encode(&Value::Array(vec![
-            Value::from(1u64),
-            Value::Text(self.case_ref.clone()),
-            Value::Bytes(self.roster.clone()),
-            Value::Array(
-                self.bundles
-                    .iter()
-                    .map(|b| Value::Bytes(b.encode()))
-                    .collect(),
-            ),
-            Value::Array(self.records.iter().cloned().map(Value::Bytes).collect()),
-        ]))
-    }
-
-    /// Decodes a case bundle strictly.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let shape = DecodeError::Shape {
-            object: "case evidence",
-            expected: "[1, case_ref, roster, [evidence …], [record …]]",
-        };
-        let Value::Array(items) = cbor::decode_strict(bytes, MAX_CASE_EVIDENCE_LEN, None)? else {
-            return Err(shape);
-        };
-        let [v, case_ref, roster, bundles, records]: [Value; 5] =
-            items.try_into().map_err(|_| shape.clone())?;
-        let (
-            Some(1),
-            Value::Text(case_ref),
-            Value::Bytes(roster),
-            Value::Array(bundles),
-            Value::Array(records),
-        ) = (cbor::as_uint(&v), case_ref, roster, bundles, records)
-        else {
-            return Err(shape);
-        };
-        let records = records
-            .into_iter()
-            .map(|r| match r {
-                Value::Bytes(b) => Ok(b),
-                _ => Err(shape.clone()),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let bundles = bundles
-            .into_iter()
-            .map(|b| match b {
-                Value::Bytes(b) => Evidence::decode(&b),
-                _ => Err(shape.clone()),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            case_ref,
-            roster,
-            bundles,
-            records,
-        })
-    }
-
-    /// Verifies every bundle against the enclosed roster, which must be signed by
-    /// `authority`; every entry must be about this case (an envelope with this case
-    /// reference, an officer action or state change of the case, or a receipt or record
-    /// naming one of those envelopes).
-    pub fn verify(&self, authority: &crate::keys::PublicKey) -> Result<Vec<Proven>, EvidenceError> {
-        self.verify_with_records(authority).map(|(p, _)| p)
-    }
-
-    /// [`CaseEvidence::verify`], and the attached handover records: each must open as an
-    /// officer-signed `repatriation.handover_record` action of this case (officer key,
-    /// credential and node key checked against the roster) whose bytes hash to the body hash
-    /// of an envelope of the case proven here. Returns the proven entries and, per record,
-    /// who signed it (`officer id (node)`).
-    pub fn verify_with_records(
-        &self,
-        authority: &crate::keys::PublicKey,
-    ) -> Result<(Vec<Proven>, Vec<String>), EvidenceError> {
-        let roster = crate::roster::SignedRoster::open(&self.roster, authority).map_err(|e| {
-            EvidenceError::Decode(DecodeError::Invalid {
-                what: "case evidence roster",
-                problem: e.to_string(),
-            })
-        })?;
-        let r = roster.roster();
-        let proven = self
-            .bundles
-            .iter()
-            .map(|b| b.verify(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        one_history(&proven)?;
-        let mut digests = Vec::new();
-        for p in &proven {
-            if let Some((d, h)) = crate::envelope::Envelope::peek_unverified(&p.entry.object) {
-                if h.case_ref.as_deref() == Some(self.case_ref.as_str()) {
-                    digests.push(d);
-                }
-            }
-        }
-        for p in &proven {
-            let about_case = crate::audit::case_of(&p.entry).as_deref()
-                == Some(self.case_ref.as_str())
-                || crate::receipt::SignedReceipt::open(&p.entry.object, |k| r.signer(k))
-                    .is_ok_and(|rc| digests.contains(&rc.receipt().message_digest))
-                || crate::receipt::SignedNonDelivery::open(&p.entry.object, |k| r.signer(k))
-                    .is_ok_and(|nd| digests.contains(&nd.record().message_digest));
-            if !about_case {
-                return Err(EvidenceError::Decode(DecodeError::Invalid {
-                    what: "case evidence",
-                    problem: format!("entry {} is not about case {}", p.index, self.case_ref),
-                }));
-            }
-        }
-        let bad = |i: usize, problem: String| {
-            EvidenceError::Decode(DecodeError::Invalid {
-                what: "case evidence",
-                problem: format!("handover record {i}: {problem}"),
-            })
-        };
-        // The envelopes of the case (opened above, each in its entry): who sent each body, and
-        // the parties of the case (every node one of them names).
-        let headers: Vec<crate::envelope::Header> = proven
-            .iter()
-            .filter_map(|p| crate::envelope::Envelope::peek_unverified(&p.entry.object))
-            .map(|(_, h)| h)
-            .filter(|h| h.case_ref.as_deref() == Some(self.case_ref.as_str()))
-            .collect();
-        let parties: Vec<&NodeId> = headers.iter().flat_map(|h| [&h.from, &h.to]).collect();
-        let mut signers = Vec::with_capacity(self.records.len());
-        for (i, rec) in self.records.iter().enumerate() {
-            let hash = crate::ids::Digest::of(rec).0;
-            let Some(carrier) = headers.iter().find(|h| h.body_hash == hash) else {
-                return Err(bad(i, "no envelope of the case carries it".into()));
-            };
-            let a = crate::action::SignedAction::open(rec, r).map_err(|e| bad(i, e.to_string()))?;
-            if a.action().kind != "repatriation.handover_record"
-                || a.action().case_ref != self.case_ref
-            {
-                return Err(bad(i, "not a handover record of this case".into()));
-            }
-            // Signed by an officer of the node that sent it, a party of the case.
-            if a.action().node != carrier.from || !parties.contains(&&a.action().node) {
-                return Err(bad(
-                    i,
-                    format!(
-                        "signed for {}, but sent by {} in a case between {}",
-                        a.action().node,
-                        carrier.from,
-                        {
-                            let mut p: Vec<&str> = parties.iter().map(|n| n.as_str()).collect();
-                            p.sort_unstable();
-                            p.dedup();
-                            p.join(", ")
-                        }
-                    ),
-                ));
-            }
-            signers.push(format!("{} ({})", a.actor(), a.action().node));
-        }
-        Ok((proven, signers))
-    }
-}
-
 /// Opens the signed object an audit entry of `log`'s holds, against `roster` (the one in
 /// force when it was logged): the right type for the entry's kind, signed by the member the
 /// object names, and that member in the place the kind says (a sent envelope is from `log`,
@@ -611,6 +473,31 @@ pub fn one_history(proven: &[Proven]) -> Result<(), EvidenceError> {
     Ok(())
 }
 
+/// A case file's bundles are of one log and under one checkpoint (protocol.md §13.3a): the same
+/// log, size and root (and so, by [`one_history`], the same tree).
+pub fn one_checkpoint(proven: &[Proven]) -> Result<(), EvidenceError> {
+    let Some(first) = proven.first() else {
+        return Ok(());
+    };
+    for p in &proven[1..] {
+        if p.node != first.node {
+            return Err(EvidenceError::SeveralLogs {
+                first: first.node.clone(),
+                second: p.node.clone(),
+            });
+        }
+        if (p.size, p.root) != (first.size, first.root) {
+            return Err(EvidenceError::SeveralCheckpoints {
+                first_index: first.index,
+                first_size: first.size,
+                second_index: p.index,
+                second_size: p.size,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use ed25519_dalek::SigningKey;
@@ -706,6 +593,34 @@ mod tests {
         b.size = 1;
         b.node = NodeId::new("cn-61-psb").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(one_history(&[a, b]), Ok(()));
+    }
+
+    #[test]
+    fn a_case_file_is_one_log_under_one_checkpoint() {
+        let roster = demo_roster().unwrap_or_else(|e| panic!("{e}"));
+        let a = bundle(|_| {})
+            .verify(&roster)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(one_checkpoint(&[]), Ok(()));
+        assert_eq!(one_checkpoint(&[a.clone(), a.clone()]), Ok(()));
+        let mut later = a.clone();
+        later.index = 7;
+        later.size = 9;
+        assert!(matches!(
+            one_checkpoint(&[a.clone(), later]),
+            Err(EvidenceError::SeveralCheckpoints {
+                first_index: 0,
+                first_size: 1,
+                second_index: 7,
+                second_size: 9
+            })
+        ));
+        let mut other = a.clone();
+        other.node = id("cn-61-psb");
+        assert!(matches!(
+            one_checkpoint(&[a, other]),
+            Err(EvidenceError::SeveralLogs { second, .. }) if second.as_str() == "cn-61-psb"
+        ));
     }
 
     fn id(s: &str) -> NodeId {
