@@ -310,6 +310,70 @@ impl Federation {
     pub fn addr(&self, id: &str) -> SocketAddr {
         self.addrs[id]
     }
+
+    /// A member's own private keys, read from its key files: what a node that forges evidence
+    /// holds.
+    pub fn keys(&self, id: &str) -> Result<NodeKeys> {
+        let cfg = self.config(id)?;
+        let load = |p: &Path| liaison_node::identity::load_signing_key(p);
+        Ok(NodeKeys {
+            signing: load(&cfg.signing_key)?,
+            log: load(&cfg.log_key)?,
+            witness: load(&cfg.witness_key)?,
+        })
+    }
+
+    /// The federation authority's public key.
+    pub fn authority(&self) -> liaison_protocol::PublicKey {
+        let bytes: [u8; 32] = hex::decode(&self.generated.authority_key_hex)
+            .expect("authority key hex")
+            .try_into()
+            .expect("32 bytes");
+        liaison_protocol::PublicKey::from_bytes(&bytes).expect("authority key")
+    }
+}
+
+/// A member's private keys.
+pub struct NodeKeys {
+    /// Node signing key (envelopes, receipts, credentials).
+    pub signing: ed25519_dalek::SigningKey,
+    /// Log key (checkpoints).
+    pub log: ed25519_dalek::SigningKey,
+    /// Witness key (cosignatures).
+    pub witness: ed25519_dalek::SigningKey,
+}
+
+/// A log made up by `node` (origin `<node>/log`) of `entries` at indices 0..n, with a
+/// checkpoint signed by `log_key`, and one evidence bundle per entry: every proof holds, so
+/// only what the entries hold can give a forgery away.
+pub fn forge_log(
+    log_key: &ed25519_dalek::SigningKey,
+    node: &str,
+    entries: &[liaison_protocol::audit::Entry],
+) -> Vec<liaison_protocol::evidence::Evidence> {
+    use liaison_protocol::merkle;
+    let origin = format!("{node}/log");
+    let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.encode()).collect();
+    let leaves: Vec<merkle::Hash> = encoded.iter().map(|e| merkle::leaf_hash(e)).collect();
+    let cp = liaison_protocol::note::Checkpoint::new(
+        origin.clone(),
+        leaves.len() as u64,
+        merkle::root_from_leaves(&leaves),
+    )
+    .expect("checkpoint");
+    let note = liaison_protocol::note::SignedNote::sign_checkpoint(&cp, &origin, log_key)
+        .expect("note")
+        .to_text();
+    encoded
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| liaison_protocol::evidence::Evidence {
+            entry,
+            index: i as u64,
+            checkpoint: note.clone().into_bytes(),
+            path: merkle::inclusion_proof(&leaves, i as u64).expect("proof"),
+        })
+        .collect()
 }
 
 impl Drop for Federation {

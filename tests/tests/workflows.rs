@@ -793,6 +793,63 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
         no_grant.verify(&authority),
         Err(liaison_protocol::evidence::EvidenceError::NoPermission { .. })
     ));
+    // Fujian, with its own keys, claims it sent Vietnam's record itself: the envelope that
+    // carried it from Vietnam is dropped and one from Fujian, carrying the same bytes, forged
+    // into a log Fujian rebuilds and signs. The record is signed for Vietnam, not the sender.
+    let keys = fed.keys("fj").unwrap();
+    let vn_bytes = court
+        .records
+        .iter()
+        .find(|b| {
+            SignedAction::open(b, fj.roster().roster())
+                .unwrap()
+                .action()
+                .node
+                .as_str()
+                == "vn"
+        })
+        .unwrap()
+        .clone();
+    let body_hash = liaison_protocol::Digest::of(&vn_bytes).0;
+    let mut list: Vec<liaison_protocol::audit::Entry> = court
+        .bundles
+        .iter()
+        .map(|b| liaison_protocol::audit::Entry::decode(&b.entry).unwrap())
+        .collect();
+    let carrier = list
+        .iter()
+        .position(|e| {
+            liaison_protocol::Envelope::peek_unverified(&e.object)
+                .is_some_and(|(_, h)| h.body_hash == body_hash)
+        })
+        .unwrap();
+    let (old, mut h) = liaison_protocol::Envelope::peek_unverified(&list[carrier].object).unwrap();
+    assert_eq!(h.from.as_str(), "vn");
+    (h.from, h.to) = (h.to, h.from);
+    list[carrier] = liaison_protocol::audit::Entry {
+        kind: EntryKind::MessageSent,
+        object: liaison_protocol::Envelope::seal(h, &keys.signing)
+            .bytes()
+            .to_vec(),
+        ..list[carrier].clone()
+    };
+    // Fujian's receipt for Vietnam's envelope goes too.
+    let roster = fj.roster();
+    list.retain(|e| {
+        liaison_protocol::SignedReceipt::open(&e.object, |k| roster.roster().signer(k))
+            .map_or(true, |r| r.receipt().message_digest != old)
+    });
+    let claimed = liaison_protocol::evidence::CaseEvidence {
+        bundles: liaison_tests::forge_log(&keys.log, "fj", &list),
+        ..court.clone()
+    };
+    match claimed.verify(&authority) {
+        Err(liaison_protocol::evidence::EvidenceError::Record { problem, .. }) => assert!(
+            problem.contains("signed for vn, but sent by fj"),
+            "{problem}"
+        ),
+        other => panic!("expected the record refused, got {other:?}"),
+    }
     // A record listed as withheld must be a message of the case from its named provider.
     let mut wrong = court.clone();
     wrong.withheld.push(liaison_protocol::evidence::Withheld {
