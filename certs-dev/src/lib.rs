@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use ed25519_dalek::pkcs8::DecodePrivateKey as _;
 use liaison_protocol::{Location, Member, MemberStatus, NodeId, PublicKey, Roster, Rule};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -274,11 +274,18 @@ fn write_secret(path: &Path, contents: &str) -> Result<()> {
 
 fn new_ed25519(path: &Path) -> Result<SigningKey> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let pem = key
-        .to_pkcs8_pem(Default::default())
-        .context("encoding key")?;
+    let pem = liaison_protocol::keys::private_key_pem(&key).context("encoding key")?;
     write_secret(path, &pem)?;
     Ok(key)
+}
+
+/// An rcgen Ed25519 key pair as a key file in the project's one form (PKCS#8 v1, protocol.md
+/// §2), not the v2 form rcgen writes.
+fn key_pair_pem(key: &KeyPair) -> Result<String> {
+    let sk = SigningKey::from_pkcs8_der(&key.serialize_der()).context("reading the TLS key")?;
+    Ok(liaison_protocol::keys::private_key_pem(&sk)
+        .context("encoding key")?
+        .to_string())
 }
 
 /// Generates the federation into `out`. `endpoint` gives each member's listen address.
@@ -301,7 +308,7 @@ pub fn generate(
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca_params.self_signed(&ca_key)?;
     std::fs::write(out.join("ca.pem"), ca_cert.pem())?;
-    write_secret(&out.join("ca.key.pem"), &ca_key.serialize_pem())?;
+    write_secret(&out.join("ca.key.pem"), &key_pair_pem(&ca_key)?)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
     let authority = new_ed25519(&out.join("authority.key.pem"))?;
@@ -326,7 +333,7 @@ pub fn generate(
         ];
         let cert = p.signed_by(&tls_key, &issuer)?;
         std::fs::write(dir.join("tls.cert.pem"), cert.pem())?;
-        write_secret(&dir.join("tls.key.pem"), &tls_key.serialize_pem())?;
+        write_secret(&dir.join("tls.key.pem"), &key_pair_pem(&tls_key)?)?;
         let spki: [u8; 32] = Sha256::digest(tls_key.subject_public_key_info()).into();
 
         let signing = new_ed25519(&dir.join("signing.key.pem"))?;
@@ -419,7 +426,7 @@ pub fn check_out_dir(out: &Path) -> Result<()> {
 /// SubjectPublicKeyInfo, which the roster pins. Not development-only: `liaison init` uses it.
 pub fn tls_request(node_id: &str, key_path: &Path) -> Result<(String, [u8; 32])> {
     let key = KeyPair::generate_for(&PKCS_ED25519)?;
-    write_secret(key_path, &key.serialize_pem())?;
+    write_secret(key_path, &key_pair_pem(&key)?)?;
     let mut p = CertificateParams::new(vec![node_id.to_owned()])?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, node_id);

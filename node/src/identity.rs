@@ -6,7 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use ed25519_dalek::pkcs8::DecodePrivateKey as _;
 
 use crate::error::NodeError;
 
@@ -66,12 +66,10 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, NodeError> {
 /// Generates an Ed25519 key and writes it as PKCS#8 PEM, mode 0600.
 pub fn generate_signing_key(path: &Path) -> Result<SigningKey, NodeError> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let pem = key
-        .to_pkcs8_pem(Default::default())
-        .map_err(|e| NodeError::Key {
-            path: path.to_owned(),
-            problem: format!("cannot encode: {e}"),
-        })?;
+    let pem = liaison_protocol::keys::private_key_pem(&key).map_err(|e| NodeError::Key {
+        path: path.to_owned(),
+        problem: format!("cannot encode: {e}"),
+    })?;
     write_secret_file(path, &pem)?;
     Ok(key)
 }

@@ -71,3 +71,44 @@ pub fn kid_of(public: &[u8; 32]) -> Kid {
     kid.copy_from_slice(&h[..8]);
     kid
 }
+
+/// A private key as a key file: PKCS#8 **v1** (RFC 5208 `PrivateKeyInfo`: version 0, the RFC
+/// 8410 Ed25519 algorithm identifier `1.3.101.112` without parameters, the 32-byte seed as an
+/// OCTET STRING inside the `privateKey` OCTET STRING, no attributes and no public key), PEM
+/// with the label `PRIVATE KEY`. The form OpenSSL, Go's `x509.ParsePKCS8PrivateKey`, Java and
+/// Python's `cryptography` read (OpenSSL 3.0 refuses the v2 form with the public key).
+/// Readers here accept v1 and v2.
+pub fn private_key_pem(
+    key: &ed25519_dalek::SigningKey,
+) -> Result<ed25519_dalek::pkcs8::spki::der::zeroize::Zeroizing<String>, ed25519_dalek::pkcs8::Error>
+{
+    use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+    ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn key_files_are_pkcs8_v1() {
+        use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let pem = super::private_key_pem(&key).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        // 30 2e 02 01 00 30 05 06 03 2b 65 70 04 22 04 20 <seed>: version 0, no public key.
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        use base64::Engine as _;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(hex::encode(&der[..16]), "302e020100300506032b657004220420");
+        assert_eq!(der[16..], [7; 32]);
+        let back = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(back.to_bytes(), key.to_bytes());
+    }
+}

@@ -107,6 +107,17 @@ impl Receipt {
                 problem: "expected [origin, index]",
             })?),
         };
+        // Only a delivery is in the recipient's log, and only in its own log.
+        if let Some((origin, _)) = &log_ref {
+            if status != ReceiptStatus::Delivered || *origin != format!("{recipient}/log") {
+                return Err(DecodeError::Field {
+                    object: OBJ,
+                    key: 10,
+                    problem: "a log reference goes only on a delivery (status 0) and names the \
+                              recipient's own log, \"<recipient>/log\"",
+                });
+            }
+        }
         m.finish()?;
         Ok(Self {
             federation,
@@ -301,7 +312,7 @@ mod tests {
             sender: NodeId::new("cn-35-psb").unwrap(),
             recipient: NodeId::new("cn-61-psb").unwrap(),
             at: 42,
-            status: ReceiptStatus::Rejected("bad".into()),
+            status: ReceiptStatus::Delivered,
             log_ref: Some(("cn-61-psb/log".into(), 9)),
         };
         let s = SignedReceipt::sign(r.clone(), &sk);
@@ -309,5 +320,23 @@ mod tests {
         let ok = SignedReceipt::open(s.bytes(), |_| Some((r.recipient.clone(), pk))).unwrap();
         assert_eq!(ok.receipt(), &r);
         assert!(SignedReceipt::open(s.bytes(), |_| Some((r.sender.clone(), pk))).is_err());
+        let open = |r: &Receipt| {
+            SignedReceipt::open(SignedReceipt::sign(r.clone(), &sk).bytes(), |_| {
+                Some((r.recipient.clone(), pk))
+            })
+        };
+        // Without a log reference a receipt of either status is valid.
+        let mut plain = r.clone();
+        plain.log_ref = None;
+        assert!(open(&plain).is_ok());
+        plain.status = ReceiptStatus::Rejected("bad".into());
+        assert!(open(&plain).is_ok());
+        // A log reference goes only on a delivery, to the recipient's own log.
+        let mut rejected = r.clone();
+        rejected.status = ReceiptStatus::Rejected("bad".into());
+        assert!(open(&rejected).is_err());
+        let mut elsewhere = r.clone();
+        elsewhere.log_ref = Some(("cn-35-psb/log".into(), 9));
+        assert!(open(&elsewhere).is_err());
     }
 }
