@@ -431,7 +431,7 @@ fn operator_session_with_two_node_processes() {
             liaison(Some(cfg), &["status", "--json"]).status.success()
         });
     }
-    border_session(dir.path(), &fj, &hk, &vn, &xa);
+    border_session(dir.path(), &fj, &hk, &vn, &xa, authority);
     for cfg in [&fj, &sx, &hk, &vn, &xa] {
         liaison(Some(cfg), &["node", "stop"]);
     }
@@ -639,7 +639,7 @@ fn case_state(cfg: &Path, case: &str) -> String {
 }
 
 /// A marriage check and a repatriation through the officers' commands, across the Hekou relay.
-fn border_session(dir: &Path, fj: &Path, hk: &Path, vn: &Path, xa: &Path) {
+fn border_session(dir: &Path, fj: &Path, hk: &Path, vn: &Path, xa: &Path, authority: &str) {
     let path = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     let enroll = |cfg: &Path, key: &str, id: &str, role: &str| {
         let k = json(&liaison(
@@ -899,10 +899,13 @@ fn border_session(dir: &Path, fj: &Path, hk: &Path, vn: &Path, xa: &Path) {
     });
     // One signature: still scheduled.
     assert_eq!(case_state(vn, "FJ-REP-1"), "handover_scheduled");
+    // Vietnam marks its signed record H1: not for judicial proceedings without its permission.
     abroad(
         vn,
         &an,
         &[
+            "--handling",
+            "H1",
             "repatriation",
             "sign-record",
             "FJ-REP-1",
@@ -911,6 +914,7 @@ fn border_session(dir: &Path, fj: &Path, hk: &Path, vn: &Path, xa: &Path) {
         ],
     );
     wait(fj, "FJ-REP-1", "handed_over");
+    court_file(dir, fj, vn, &lin, &an, authority);
     abroad(
         vn,
         &an,
@@ -928,6 +932,131 @@ fn border_session(dir: &Path, fj: &Path, hk: &Path, vn: &Path, xa: &Path) {
     assert!(
         text.contains("receipt confirmed") && text.contains("vn-laocai-bg/nguyen.van.an"),
         "{text}"
+    );
+}
+
+/// A case file for a court through the officers' commands: Vietnam's H1 record is withheld
+/// until Vietnam grants its judicial use.
+fn court_file(dir: &Path, fj: &Path, vn: &Path, lin: &str, an: &str, authority: &str) {
+    let file = dir.join("court.cbor");
+    let file = file.to_str().unwrap();
+    let make = || {
+        json(&liaison(
+            Some(fj),
+            &[
+                "case",
+                "evidence",
+                "FJ-REP-1",
+                "--for-court",
+                "--out",
+                file,
+                "--json",
+            ],
+        ))
+    };
+    let check = |json_out: bool| {
+        let mut a = vec!["case", "check", file, "--authority-key", authority];
+        if json_out {
+            a.push("--json");
+        }
+        liaison(None, &a)
+    };
+    let made = make();
+    assert_eq!(made["records"], 1, "{made}");
+    let withheld = made["withheld"][0].clone();
+    assert_eq!(withheld["provider"], "vn-laocai-bg", "{made}");
+    let message = withheld["message_id"].as_str().unwrap().to_owned();
+    let out = check(false);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("(file for a court)")
+            && text.contains("handling codes held: H0, H1")
+            && text.contains(&format!("WITHHELD: message {message} from vn-laocai-bg")),
+        "{text}"
+    );
+    // Fujian asks for the judicial use; Vietnam grants it.
+    let asked = json(&liaison(
+        Some(fj),
+        &[
+            "--officer",
+            lin,
+            "--abroad",
+            "permission",
+            "request",
+            "--use",
+            "judicial",
+            "--message",
+            &message,
+            "--to",
+            "vn-laocai-bg",
+            "--reason",
+            "prosecution of the trafficking case",
+            "--json",
+        ],
+    ));
+    let perm = asked["case_ref"].as_str().unwrap().to_owned();
+    wait_until(Duration::from_secs(30), || {
+        case_state(vn, &perm) == "requested"
+    });
+    json(&liaison(
+        Some(vn),
+        &[
+            "--officer",
+            an,
+            "--abroad",
+            "permission",
+            "grant",
+            &perm,
+            "--json",
+        ],
+    ));
+    wait_until(Duration::from_secs(30), || {
+        case_state(fj, &perm) == "granted"
+    });
+    let made = make();
+    assert_eq!(
+        (made["records"].as_u64(), made["permissions"].as_u64()),
+        (Some(2), Some(2)),
+        "{made}"
+    );
+    let checked = json(&check(true));
+    assert_eq!(checked["ok"], true);
+    assert_eq!(checked["withheld"].as_array().unwrap().len(), 0);
+    let vn_record = checked["handover_records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == "vn-laocai-bg")
+        .unwrap()
+        .clone();
+    assert_eq!(vn_record["handling"], "H1");
+    assert_eq!(vn_record["permission_case"], perm.as_str());
+    // A judicial permission names no recipient.
+    let out = liaison(
+        Some(fj),
+        &[
+            "--officer",
+            lin,
+            "permission",
+            "request",
+            "--use",
+            "judicial",
+            "--message",
+            &message,
+            "--recipient",
+            "cn-61-psb",
+            "--to",
+            "vn-laocai-bg",
+            "--reason",
+            "x",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--recipient goes only with --use onward"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
