@@ -121,7 +121,7 @@ impl Node {
             authority,
             roster,
             store,
-            endpoint,
+            endpoint: Some(endpoint),
             peers: Mutex::new(HashMap::new()),
             inbound: Mutex::new(Vec::new()),
             cancel: CancellationToken::new(),
@@ -152,7 +152,9 @@ impl Node {
         let wait = Duration::from_millis(cfg.audit.start_check_ms);
         if let Err(e) = node.audit.check_witnesses(wait).await {
             node.inner.cancel.cancel();
-            node.inner.endpoint.close(0u32.into(), b"refused to start");
+            if let Some(ep) = &node.inner.endpoint {
+                ep.close(0u32.into(), b"refused to start");
+            }
             let _ = node.inner.store.close().await;
             return Err(e);
         }
@@ -246,7 +248,12 @@ impl Node {
 
     /// The UDP address the endpoint is bound to.
     pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
-        Ok(self.inner.endpoint.local_addr()?)
+        let ep = self
+            .inner
+            .endpoint
+            .as_ref()
+            .ok_or_else(|| NodeError::Invalid("this node has no network endpoint".into()))?;
+        Ok(ep.local_addr()?)
     }
 
     /// Signs a message and queues it durably for its first hop.
@@ -466,8 +473,10 @@ impl Node {
         {
             warn!(node = %inner.id, "shutdown grace period passed with tasks still running");
         }
-        inner.endpoint.close(0u32.into(), b"shutdown");
-        let _ = tokio::time::timeout(Duration::from_secs(2), inner.endpoint.wait_idle()).await;
+        if let Some(ep) = &inner.endpoint {
+            ep.close(0u32.into(), b"shutdown");
+            let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
+        }
         inner.log_summaries().await;
         if let Err(e) = inner.store.close().await {
             warn!(error = %e, "final flush failed");

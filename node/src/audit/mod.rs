@@ -7,6 +7,8 @@
 //! chunk of entries on every core, each with `verify_strict`.
 
 mod case;
+#[cfg(test)]
+mod tests;
 pub(crate) mod witness;
 
 use std::sync::Arc;

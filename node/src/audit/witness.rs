@@ -494,6 +494,8 @@ impl Audit {
             inner
                 .bus
                 .endpoint
+                .as_ref()
+                .ok_or("this node has no network")?
                 .connect(addr, member.as_str())
                 .map_err(|e| e.to_string())?,
         )

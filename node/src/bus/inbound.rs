@@ -31,11 +31,14 @@ const CLOSE_BANNED: u32 = 3;
 const CLOSE_TOO_MANY: u32 = 4;
 
 pub(crate) fn spawn_accept_loop(inner: Arc<Bus>) {
+    let Some(endpoint) = inner.endpoint.clone() else {
+        return;
+    };
     let tasks = inner.tasks.clone();
     tasks.spawn(async move {
         loop {
             let incoming = tokio::select! {
-                i = inner.endpoint.accept() => i,
+                i = endpoint.accept() => i,
                 () = inner.cancel.cancelled() => break,
             };
             let Some(incoming) = incoming else { break };
@@ -182,7 +185,7 @@ async fn serve_stream(
     let _ = send.stopped().await;
 }
 
-async fn handle(inner: &Arc<Bus>, peer: &NodeId, frame: Frame) -> Frame {
+pub(super) async fn handle(inner: &Arc<Bus>, peer: &NodeId, frame: Frame) -> Frame {
     match frame {
         Frame::Deliver { envelope, body } => inner.receive_message(peer, envelope, body).await,
         Frame::Receipt(bytes) => answer(inner, peer, inner.take_receipt(&bytes, None).await).await,

@@ -10,6 +10,10 @@ mod membership;
 pub(crate) mod peer;
 mod receive;
 mod settle;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,7 +50,9 @@ pub(crate) struct Bus {
     pub(crate) authority: PublicKey,
     pub(crate) roster: RosterCell,
     pub(crate) store: Store,
-    pub(crate) endpoint: quinn::Endpoint,
+    /// The QUIC endpoint; None for a bus without network, which unit tests drive frame by
+    /// frame (nothing dials out or accepts).
+    pub(crate) endpoint: Option<quinn::Endpoint>,
     pub(crate) peers: Mutex<HashMap<NodeId, PeerHandle>>,
     pub(crate) inbound: Mutex<Vec<(NodeId, quinn::Connection)>>,
     pub(crate) cancel: CancellationToken,

@@ -91,3 +91,131 @@ fn a_step_recorded_here_only_goes_at_the_end_of_the_shorter_retention() {
     let me = node("cn-35-psb");
     assert_eq!(case_index(&rec, &me, T0, DAY_MS).wake, Some(T0 + DAY_MS));
 }
+
+/// Two buses without network, each with its cases installed: an investigator at Fujian asks
+/// Shaanxi for an assistance check; the envelope and body are carried by hand.
+mod through_the_bus {
+    use std::sync::Arc;
+
+    use base64::Engine as _;
+    use liaison_protocol::action::{Action, Handling};
+    use liaison_protocol::workflow::{self, State};
+    use liaison_protocol::{Envelope, Frame};
+
+    use crate::bus::hook::CaseHook;
+    use crate::bus::testing::{FJ, SX, bus, deliver};
+    use crate::cases::{ActRequest, Cases, EnrollRequest};
+    use crate::config::WorkflowConfig;
+    use crate::error::{ActRefusal, NodeError};
+
+    async fn cases(id: &str) -> (Arc<Cases>, tempfile::TempDir) {
+        let (b, dir) = bus(id).await;
+        let cases = Arc::new(Cases::new(b.clone(), WorkflowConfig::default()));
+        let hook: Arc<dyn CaseHook> = cases.clone();
+        // Held weakly by the bus; `cases` (the same allocation) keeps it alive.
+        let _ = b.cases.set(Arc::downgrade(&hook));
+        (cases, dir)
+    }
+
+    #[tokio::test]
+    async fn an_assistance_check_opens_both_copies_and_its_receipt_moves_the_sender_on() {
+        let (fj, _d1) = cases(FJ).await;
+        let (sx, _d2) = cases(SX).await;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+        let view = fj
+            .enroll_officer(EnrollRequest {
+                id: format!("{FJ}/lin.wei"),
+                name: "Lin Wei".into(),
+                number: "350001".into(),
+                unit: "criminal investigation".into(),
+                role: "investigator".into(),
+                public_key: hex::encode(key.verifying_key().to_bytes()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let credential = b64
+            .decode(view.credential)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kind = "assist.request";
+        let action = |case_ref: &str| Action {
+            federation: "cn-atip-demo".into(),
+            node: super::node(FJ),
+            kind: kind.into(),
+            case_ref: case_ref.into(),
+            at: fj.now(),
+            purpose: workflow::spec(kind)
+                .unwrap_or_else(|| panic!("no {kind}"))
+                .purpose
+                .into(),
+            handling: Handling::H0,
+            sensitivity: Vec::new(),
+            retention_days: 365,
+            abroad: false,
+            document: workflow::example(kind).unwrap_or_else(|| panic!("no example")),
+            derived_from: Vec::new(),
+            credential: Some(credential.clone()),
+        };
+        let request = |case_ref: &str, to: &str| ActRequest {
+            action: b64.encode(action(case_ref).sign(&key).bytes()),
+            to: vec![super::node(to)],
+            priority: None,
+            in_reply_to: None,
+        };
+        let done = fj
+            .act(request("FJ-AC-1", SX))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(done.state, State::Sent);
+        assert_eq!(done.messages.len(), 1);
+        // The same signed action again: refused, typed.
+        let again = ActRequest {
+            action: b64.encode(action("FJ-AC-1").sign(&key).bytes()),
+            to: vec![super::node(SX)],
+            priority: None,
+            in_reply_to: None,
+        };
+        match fj.act(again).await {
+            Err(NodeError::Refused(r)) => {
+                assert!(matches!(*r, ActRefusal::AlreadySubmitted { .. }), "{r:?}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+
+        // Carry the envelope and body to Shaanxi.
+        let digest = liaison_protocol::Digest::from_hex(&done.messages[0].digest)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (envelope, body) = fj
+            .bus
+            .store
+            .read(move |r| Ok((r.message(&digest)?, r.body(&digest)?)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let envelope = envelope.unwrap_or_else(|| panic!("no record")).envelope;
+        let body = body.unwrap_or_else(|| panic!("no body"));
+        assert!(Envelope::peek_unverified(&envelope).is_some());
+        let answer = deliver(&sx.bus, FJ, Frame::Deliver { envelope, body }).await;
+        let Frame::Receipt(receipt) = answer else {
+            panic!("no receipt: {answer:?}")
+        };
+        let theirs = sx
+            .case("FJ-AC-1")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no case at Shaanxi"));
+        assert_eq!(theirs.case.state, State::Received);
+        // The receipt back at Fujian moves its copy from sent to received.
+        assert!(matches!(
+            deliver(&fj.bus, SX, Frame::Receipt(receipt)).await,
+            Frame::Ack(_)
+        ));
+        let ours = fj
+            .case("FJ-AC-1")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no case at Fujian"));
+        assert_eq!(ours.case.state, State::Received);
+        fj.bus.cancel.cancel();
+        sx.bus.cancel.cancel();
+    }
+}
