@@ -1398,6 +1398,23 @@ pub(crate) async fn report(
     .await
 }
 
+/// The action digest of the permission request case `on` holds: an answer names it.
+async fn request_of(client: &mut Client, on: &On) -> Result<String> {
+    let v = client
+        .call(&Request::Case {
+            case_ref: on.case_ref.clone(),
+        })
+        .await?;
+    match v["case"]["detail"]["permission"]["request"].as_str() {
+        Some(d) if !d.is_empty() => Ok(d.to_owned()),
+        _ => bail!(
+            "case {} is not a permission request this node received (liaison case list \
+             --workflow permission)",
+            on.case_ref
+        ),
+    }
+}
+
 pub(crate) async fn permission(
     client: &mut Client,
     opts: &ActOpts,
@@ -1437,12 +1454,14 @@ pub(crate) async fn permission(
             .await
         }
         PermissionCmd::Grant { on, conditions } => {
-            let mut doc = Document::new();
+            let mut doc = Document::new().with("request", request_of(client, &on).await?);
             opt(&mut doc, "conditions", conditions);
             step(client, opts, json, "permission.grant", &on, doc).await
         }
         PermissionCmd::Deny { on, reason } => {
-            let doc = Document::new().with("reason", reason);
+            let doc = Document::new()
+                .with("request", request_of(client, &on).await?)
+                .with("reason", reason);
             step(client, opts, json, "permission.deny", &on, doc).await
         }
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use liaison_protocol::document::{Document, Field};
 use liaison_protocol::workflow::{
-    Case, State, Step, Workflow, WorkflowError, alert_next_widening, alert_radius_m, apply,
+    Case, Detail, State, Step, Workflow, WorkflowError, alert_next_widening, alert_radius_m, apply,
     catalog, delivered, example, mark_overdue, spec, year_of,
 };
 use liaison_protocol::{Digest, NodeId, Roster};
@@ -255,6 +255,16 @@ const ACTIONS: [&str; 11] = [
     "serve_documents",
 ];
 
+/// A permission's answer names the request it answers (the digest the case keeps).
+fn answering(mut doc: Document, case: Option<&Case>) -> Document {
+    if let Some(Detail::Permission(p)) = case.map(|c| &c.detail) {
+        if doc.has("request") {
+            doc.set("request", p.request.clone());
+        }
+    }
+    doc
+}
+
 /// A document for `kind`: valid for small variants, with kind-specific variations and
 /// generic breakage (missing required field, unknown field) for large ones.
 fn doc_for(kind: &str, v: u8, at: u64) -> Document {
@@ -456,7 +466,7 @@ fn run(
             };
             (kind, f, t, op.variant)
         };
-        let doc = doc_for(kind, variant, now);
+        let doc = answering(doc_for(kind, variant, now), case.as_ref());
         let officer = if kind == "supervision.overdue" {
             from.as_str().to_owned()
         } else {
@@ -661,7 +671,7 @@ fn the_happy_paths_reach_their_end() {
         let mut now = T0;
         for (kind, f, t, v) in s.happy() {
             now += HOUR / 4;
-            let doc = doc_for(kind, v, now);
+            let doc = answering(doc_for(kind, v, now), case.as_ref());
             let (from, to) = (s.node(f).clone(), s.node(t).clone());
             let officer = if kind == "supervision.overdue" {
                 from.to_string()

@@ -83,6 +83,16 @@ fn refused(r: Result<liaison_node::ActResult, NodeError>) -> String {
     }
 }
 
+/// The action digest of the permission request a provider holds in case `case` (its answer
+/// names it).
+async fn request_of(node: &Node, case: &str) -> String {
+    let view = node.case(case).await.unwrap().unwrap();
+    match view.case.detail {
+        liaison_protocol::workflow::Detail::Permission(p) => p.request,
+        other => panic!("not a permission case: {other:?}"),
+    }
+}
+
 /// The typed refusal of an officer's action (panics on success or on another error).
 fn refusal(r: Result<liaison_node::ActResult, NodeError>) -> ActRefusal {
     match r {
@@ -765,7 +775,11 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
     ask.abroad = true;
     let r = chen.submit(&ask, &["vn"]).await.unwrap();
     delivered(&fj, &r).await;
-    let mut grant = an.action("permission.grant", perm, Document::new());
+    let mut grant = an.action(
+        "permission.grant",
+        perm,
+        Document::new().with("request", request_of(&vn, perm).await),
+    );
     grant.abroad = true;
     let r = an.submit(&grant, &["fj"]).await.unwrap();
     delivered(&vn, &r).await;
@@ -850,6 +864,27 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
         ),
         other => panic!("expected the record refused, got {other:?}"),
     }
+    // A grant answers one request: Fujian makes up another request in the grant's case
+    // (its own officer's signature, another reason) and puts it in place of the one Vietnam
+    // answered. The grant names the first request's digest: no permission.
+    let mut reused = court.clone();
+    let mut other = ask.clone();
+    other.document.set("reason", "another proceeding");
+    let other = other.sign(&chen.key).bytes().to_vec();
+    for p in &mut reused.permissions {
+        if SignedAction::open(p, fj.roster().roster())
+            .unwrap()
+            .action()
+            .kind
+            == "permission.request"
+        {
+            *p = other.clone();
+        }
+    }
+    assert!(matches!(
+        reused.verify(&authority),
+        Err(liaison_protocol::evidence::EvidenceError::NoPermission { .. })
+    ));
     // A record listed as withheld must be a message of the case from its named provider.
     let mut wrong = court.clone();
     wrong.withheld.push(liaison_protocol::evidence::Withheld {
@@ -1090,7 +1125,9 @@ async fn h2_material_is_not_passed_on_without_the_providers_permission() {
         .act(
             "permission.grant",
             "FJ-PERM-1",
-            Document::new().with("conditions", "for this case only"),
+            Document::new()
+                .with("request", request_of(&sx, "FJ-PERM-1").await)
+                .with("conditions", "for this case only"),
             &["fj"],
         )
         .await

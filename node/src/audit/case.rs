@@ -16,6 +16,8 @@ use crate::error::{NodeError, StoreError};
 struct Carried {
     /// The carrier's message id.
     id: MessageId,
+    /// Who sent it.
+    from: NodeId,
     /// The body.
     body: Vec<u8>,
 }
@@ -96,7 +98,11 @@ impl Audit {
                         continue;
                     }
                     if let Some(body) = rd.body(&d)? {
-                        let c = Carried { id: h.id, body };
+                        let c = Carried {
+                            id: h.id,
+                            from: h.from.clone(),
+                            body,
+                        };
                         if evidence {
                             records.push(c);
                         } else {
@@ -141,8 +147,21 @@ impl Audit {
                     a.action().node.clone()
                 }
                 // Not H1, or this node's own: no one else's permission is needed.
-                _ => {
+                Ok(_) => {
                     file.records.push(rec.body);
+                    continue;
+                }
+                // It would make the whole file fail its check: left out, and said why.
+                Err(e) => {
+                    file.withheld.push(Withheld {
+                        message: rec.id,
+                        handling: stored_handling(&rec.body),
+                        reason: format!(
+                            "the signed record does not verify against the roster in force \
+                             (a key rotated since it was signed?): {e}"
+                        ),
+                        provider: rec.from,
+                    });
                     continue;
                 }
             };
@@ -177,6 +196,20 @@ impl Audit {
     }
 }
 
+/// The handling code (0–3) of a stored action that no longer verifies (0 if it cannot be read).
+fn stored_handling(body: &[u8]) -> u8 {
+    use liaison_protocol::action::{Action, MAX_ACTION_LEN};
+    liaison_protocol::SignedObject::parse(body, MAX_ACTION_LEN)
+        .ok()
+        .and_then(|o| Action::decode(o.payload()).ok())
+        .map_or(0, |a| match a.handling {
+            Handling::H0 => 0,
+            Handling::H1 => 1,
+            Handling::H2 => 2,
+            Handling::H3(_) => 3,
+        })
+}
+
 /// The permission request this node (`me`) sent for the judicial use of message `message` and
 /// the grant `provider` answered it with, among the opened permission actions.
 fn judicial_grant<'a>(
@@ -195,9 +228,13 @@ fn judicial_grant<'a>(
         if !asks {
             return None;
         }
+        let digest = req.digest().to_hex();
         let grant = opened.iter().find(|g| {
             let g = g.action();
-            g.kind == "permission.grant" && g.case_ref == a.case_ref && g.node == *provider
+            g.kind == "permission.grant"
+                && g.case_ref == a.case_ref
+                && g.node == *provider
+                && g.document.text("request") == Some(digest.as_str())
         })?;
         Some((req, grant))
     })

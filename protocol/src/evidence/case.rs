@@ -89,6 +89,8 @@ pub struct RecordChecked {
     /// The permission case allowing its judicial use, when the file is for a court and the
     /// record is an H1 record of another provider.
     pub permission: Option<String>,
+    /// The conditions the provider attached to that permission.
+    pub conditions: Option<String>,
 }
 
 fn shape() -> DecodeError {
@@ -123,7 +125,11 @@ fn withheld_item(v: Value) -> Result<Withheld, DecodeError> {
         return Err(shape());
     };
     let message = MessageId(id.try_into().map_err(|_| shape())?);
-    if handling > 3 || reason.is_empty() || reason.len() > MAX_REASON_LEN {
+    if handling > 3
+        || reason.is_empty()
+        || reason.len() > MAX_REASON_LEN
+        || reason.chars().any(char::is_control)
+    {
         return Err(shape());
     }
     Ok(Withheld {
@@ -224,12 +230,8 @@ impl CaseEvidence {
     /// comes with that provider's permission of judicial use; every withheld record names a
     /// proven envelope of the case.
     pub fn verify(&self, authority: &crate::keys::PublicKey) -> Result<CaseChecked, EvidenceError> {
-        let roster = crate::roster::SignedRoster::open(&self.roster, authority).map_err(|e| {
-            EvidenceError::Decode(DecodeError::Invalid {
-                what: "case evidence roster",
-                problem: e.to_string(),
-            })
-        })?;
+        let roster = crate::roster::SignedRoster::open(&self.roster, authority)
+            .map_err(|e| EvidenceError::Roster(e.to_string()))?;
         let r = roster.roster();
         let proven = self
             .bundles
@@ -244,20 +246,77 @@ impl CaseEvidence {
             .filter_map(|p| Envelope::peek_unverified(&p.entry.object))
             .filter(|(_, h)| h.case_ref.as_deref() == Some(self.case_ref.as_str()))
             .collect();
+        if proven.is_empty() {
+            return Err(EvidenceError::NotAboutCase {
+                index: 0,
+                case_ref: self.case_ref.clone(),
+            });
+        }
         for p in &proven {
-            let names = |d: &Digest| envelopes.iter().any(|(e, _)| e == d);
-            let about_case = crate::audit::case_of(&p.entry).as_deref()
-                == Some(self.case_ref.as_str())
-                || SignedReceipt::open(&p.entry.object, |k| r.signer(k))
-                    .is_ok_and(|rc| names(&rc.receipt().message_digest))
-                || SignedNonDelivery::open(&p.entry.object, |k| r.signer(k))
-                    .is_ok_and(|nd| names(&nd.record().message_digest));
-            if !about_case {
-                return Err(EvidenceError::NotAboutCase {
-                    index: p.index,
-                    case_ref: self.case_ref.clone(),
+            // A receipt or non-delivery record is about the case when it answers one of its
+            // envelopes: the digest names it, and id, sender and recipient are that envelope's.
+            let answers = |d: &Digest, id: &MessageId, from: &NodeId, to: &NodeId| {
+                envelopes.iter().find(|(e, _)| e == d).map(|(_, h)| {
+                    if h.id == *id && h.from == *from && h.to == *to {
+                        Ok(())
+                    } else {
+                        Err(EvidenceError::Object {
+                            index: p.index,
+                            problem: format!(
+                                "answers envelope {} (message {} from {} to {}) but names message \
+                                 {} from {from} to {to}",
+                                d.to_hex(),
+                                h.id.to_hex(),
+                                h.from,
+                                h.to,
+                                id.to_hex()
+                            ),
+                        })
+                    }
+                })
+            };
+            let answer = SignedReceipt::open(&p.entry.object, |k| r.signer(k))
+                .ok()
+                .and_then(|rc| {
+                    let rc = rc.receipt();
+                    answers(
+                        &rc.message_digest,
+                        &rc.message_id,
+                        &rc.sender,
+                        &rc.recipient,
+                    )
+                })
+                .or_else(|| {
+                    SignedNonDelivery::open(&p.entry.object, |k| r.signer(k))
+                        .ok()
+                        .and_then(|nd| {
+                            let nd = nd.record();
+                            answers(
+                                &nd.message_digest,
+                                &nd.message_id,
+                                &nd.sender,
+                                &nd.recipient,
+                            )
+                        })
                 });
+            match answer {
+                Some(checked) => checked?,
+                None if crate::audit::case_of(&p.entry).as_deref()
+                    == Some(self.case_ref.as_str()) => {}
+                None => {
+                    return Err(EvidenceError::NotAboutCase {
+                        index: p.index,
+                        case_ref: self.case_ref.clone(),
+                    });
+                }
             }
+        }
+        if !self.for_court && !self.permissions.is_empty() {
+            return Err(EvidenceError::Permission {
+                index: 0,
+                problem: "a general file carries no permission (only a file for a court does)"
+                    .into(),
+            });
         }
         let log = proven.first().map(|p| p.node.clone());
         let permissions = self.open_permissions(r)?;
@@ -330,33 +389,41 @@ impl CaseEvidence {
     ) -> Result<RecordChecked, EvidenceError> {
         let bad = |problem: String| EvidenceError::Record { index: i, problem };
         let hash = Digest::of(rec).0;
-        let Some((_, carrier)) = envelopes.iter().find(|(_, h)| h.body_hash == hash) else {
+        let carriers: Vec<&Header> = envelopes
+            .iter()
+            .map(|(_, h)| h)
+            .filter(|h| h.body_hash == hash)
+            .collect();
+        if carriers.is_empty() {
             return Err(bad("no envelope of the case carries it".into()));
-        };
+        }
         let a = SignedAction::open(rec, r).map_err(|e| bad(e.to_string()))?;
         let action = a.action();
         if action.kind != "repatriation.handover_record" || action.case_ref != self.case_ref {
             return Err(bad("not a handover record of this case".into()));
         }
-        // Signed by an officer of the node that sent it, a party of the case.
-        let mut parties: Vec<&str> = envelopes
-            .iter()
-            .flat_map(|(_, h)| [h.from.as_str(), h.to.as_str()])
-            .collect();
-        parties.sort_unstable();
-        parties.dedup();
-        if action.node != carrier.from || !parties.contains(&action.node.as_str()) {
+        if a.officer().is_none() {
             return Err(bad(format!(
-                "signed for {}, but sent by {} in a case between {}",
-                action.node,
-                carrier.from,
-                parties.join(", ")
+                "signed by the node {}, not by one of its officers",
+                action.node
             )));
         }
-        let mut permission = None;
+        // Carried by an envelope the node it is signed for sent (a party of the case).
+        let Some(carrier) = carriers.iter().find(|h| h.from == action.node) else {
+            return Err(bad(format!(
+                "signed for {}, but sent by {}",
+                action.node,
+                carriers
+                    .iter()
+                    .map(|h| h.from.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let (mut permission, mut conditions) = (None, None);
         if self.for_court && action.handling == Handling::H1 && Some(&action.node) != log {
             let granted = judicial_permission(permissions, log, &action.node, &carrier.id);
-            let Some(case) = granted else {
+            let Some((case, when)) = granted else {
                 return Err(EvidenceError::NoPermission {
                     record: i,
                     provider: action.node.clone(),
@@ -364,6 +431,7 @@ impl CaseEvidence {
                 });
             };
             permission = Some(case);
+            conditions = when;
         }
         Ok(RecordChecked {
             officer: a.actor().to_owned(),
@@ -371,6 +439,7 @@ impl CaseEvidence {
             message: carrier.id,
             handling: action.handling.clone(),
             permission,
+            conditions,
         })
     }
 }
@@ -378,27 +447,41 @@ impl CaseEvidence {
 /// The permission case (its reference) in which `provider` granted the file's log node the
 /// judicial use of message `message`: a `permission.request` signed for the log node with
 /// `use` = `judicial` and that `message_id`, and a `permission.grant` of the same case signed
-/// for the provider.
+/// for the provider whose `request` is that request's action digest (so a grant answers one
+/// request only, and cannot be reused for another).
 fn judicial_permission(
     permissions: &[SignedAction],
     log: Option<&NodeId>,
     provider: &NodeId,
     message: &MessageId,
-) -> Option<String> {
+) -> Option<(String, Option<String>)> {
     let id = message.to_hex();
     permissions
         .iter()
-        .map(SignedAction::action)
         .filter(|req| {
+            let req = req.action();
             req.kind == "permission.request"
                 && Some(&req.node) == log
                 && req.document.text("use") == Some("judicial")
                 && req.document.text("message_id") == Some(id.as_str())
         })
-        .find(|req| {
-            permissions.iter().map(SignedAction::action).any(|g| {
-                g.kind == "permission.grant" && g.case_ref == req.case_ref && g.node == *provider
-            })
+        .find_map(|req| {
+            let digest = req.digest().to_hex();
+            let r = req.action();
+            permissions
+                .iter()
+                .map(SignedAction::action)
+                .find(|g| {
+                    g.kind == "permission.grant"
+                        && g.case_ref == r.case_ref
+                        && g.node == *provider
+                        && g.document.text("request") == Some(digest.as_str())
+                })
+                .map(|g| {
+                    (
+                        r.case_ref.clone(),
+                        g.document.text("conditions").map(str::to_owned),
+                    )
+                })
         })
-        .map(|req| req.case_ref.clone())
 }

@@ -88,6 +88,19 @@ pub enum EvidenceError {
         first: String,
         second: String,
     },
+    /// The roster a file carries does not open against the federation authority's key.
+    #[error("the roster in the file is not the federation's: {0}")]
+    Roster(String),
+    /// Two checkpoints that should be an older and a newer tree of one log are not.
+    #[error(
+        "checkpoints of {old_node} at {old_size} and {new_node} at {new_size}: not an older and a newer tree of one log"
+    )]
+    NotOneLog {
+        old_node: NodeId,
+        old_size: u64,
+        new_node: NodeId,
+        new_size: u64,
+    },
     /// An entry of a case file is not about its case.
     #[error("entry {index} is not about case {case_ref}")]
     NotAboutCase { index: u64, case_ref: String },
@@ -181,7 +194,9 @@ impl Evidence {
     /// reported, and one that does not verify makes the bundle invalid; lines by keys the
     /// roster does not hold are ignored.
     pub fn verify(&self, roster: &Roster) -> Result<Proven, EvidenceError> {
-        let (node, cp, cosigned_by) = open_checkpoint(&self.checkpoint, roster)?;
+        // In the order of protocol.md §13.3: the log's signature, inclusion, the entry and
+        // what it holds, then the cosignatures.
+        let (node, cp, note) = open_log_signature(&self.checkpoint, roster)?;
         merkle::verify_inclusion(
             &merkle::leaf_hash(&self.entry),
             self.index,
@@ -200,6 +215,7 @@ impl Evidence {
             index: self.index,
             problem,
         })?;
+        let cosigned_by = cosigners(&note, &node, roster)?;
         Ok(Proven {
             entry,
             index: self.index,
@@ -235,6 +251,17 @@ pub type OpenedCheckpoint = (NodeId, Checkpoint, Vec<(NodeId, u64)>);
 /// does not hold are ignored). Returns the member, the checkpoint and the cosigning witnesses
 /// with their times.
 pub fn open_checkpoint(note: &[u8], roster: &Roster) -> Result<OpenedCheckpoint, EvidenceError> {
+    let (node, cp, note) = open_log_signature(note, roster)?;
+    let cosigned_by = cosigners(&note, &node, roster)?;
+    Ok((node, cp, cosigned_by))
+}
+
+/// A checkpoint note whose origin is `<id>/log` of a member and which that member's log key
+/// signed (§13.3 steps 2–4); its cosignatures not yet looked at.
+fn open_log_signature(
+    note: &[u8],
+    roster: &Roster,
+) -> Result<(NodeId, Checkpoint, SignedNote), EvidenceError> {
     let note = SignedNote::parse(note, MAX_NOTE_LEN)?;
     let cp = note.checkpoint()?;
     let node = cp
@@ -251,8 +278,19 @@ pub fn open_checkpoint(note: &[u8], roster: &Roster) -> Result<OpenedCheckpoint,
             node: node.clone(),
             problem: e.to_string(),
         })?;
+    Ok((node, cp, note))
+}
+
+/// The witnesses whose cosignatures of `note` (the log of `node`) verify, with their times;
+/// a line by another member's witness key that does not verify makes the note invalid
+/// (§13.3 step 7), lines by keys the roster does not hold are ignored.
+fn cosigners(
+    note: &SignedNote,
+    node: &NodeId,
+    roster: &Roster,
+) -> Result<Vec<(NodeId, u64)>, EvidenceError> {
     let mut cosigned_by = Vec::new();
-    for m in roster.members.iter().filter(|m| m.id != node) {
+    for m in roster.members.iter().filter(|m| m.id != *node) {
         let name = format!("{}/witness", m.id);
         match note.verify_cosignature(&name, &m.witness_key) {
             Ok(t) => cosigned_by.push((m.id.clone(), t)),
@@ -266,7 +304,7 @@ pub fn open_checkpoint(note: &[u8], roster: &Roster) -> Result<OpenedCheckpoint,
             }
         }
     }
-    Ok((node, cp, cosigned_by))
+    Ok(cosigned_by)
 }
 
 /// Two signed checkpoints of one log and the RFC 6962 consistency proof between them: the
@@ -334,15 +372,12 @@ impl Consistency {
         let (node, old, _) = open_checkpoint(&self.old, roster)?;
         let (node_new, new, _) = open_checkpoint(&self.new, roster)?;
         if node != node_new || old.size() > new.size() {
-            return Err(EvidenceError::Decode(DecodeError::Invalid {
-                what: "consistency proof",
-                problem: format!(
-                    "checkpoints of {node} at {} and {node_new} at {}: not an older and a newer \
-                     tree of one log",
-                    old.size(),
-                    new.size()
-                ),
-            }));
+            return Err(EvidenceError::NotOneLog {
+                old_node: node,
+                old_size: old.size(),
+                new_node: node_new,
+                new_size: new.size(),
+            });
         }
         merkle::verify_consistency(old.size(), new.size(), old.root(), new.root(), &self.proof)?;
         Ok(ConsistencyProven {

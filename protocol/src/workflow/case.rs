@@ -558,6 +558,10 @@ pub struct PermissionDetail {
     pub use_: PermissionUse,
     /// Node id it would be passed to (onward passing; empty for judicial use).
     pub recipient: String,
+    /// The request's action digest (hex): a grant or a refusal names it, so an answer is
+    /// bound to the very request it answers. Empty in records from before it was kept.
+    #[serde(default)]
+    pub request: String,
     /// Purpose of passing it on.
     pub purpose: String,
     /// Conditions of the grant.

@@ -1124,7 +1124,14 @@ static CATALOG: &[KindSpec] = &[
         &Role::ALL,
         Routine,
         CI,
-        &[FieldSpec::opt("conditions", Text, "conditions of the permission")],
+        &[
+            FieldSpec::req(
+                "request",
+                Text,
+                "the action digest (64 hex) of the permission.request answered",
+            ),
+            FieldSpec::opt("conditions", Text, "conditions of the permission"),
+        ],
         "provider grants the permission asked",
     ),
     kind(
@@ -1133,7 +1140,14 @@ static CATALOG: &[KindSpec] = &[
         &Role::ALL,
         Routine,
         CI,
-        &[FieldSpec::req("reason", Text, "why not")],
+        &[
+            FieldSpec::req(
+                "request",
+                Text,
+                "the action digest (64 hex) of the permission.request answered",
+            ),
+            FieldSpec::req("reason", Text, "why not"),
+        ],
         "provider refuses the permission asked",
     ),
 ];
@@ -1357,8 +1371,12 @@ pub fn example(kind: &str) -> Option<Document> {
             .with("recipient", "cn-6101-psb")
             .with("purpose", "criminal_investigation")
             .with("reason", "the Xi'an bureau handles the linked case"),
-        "permission.grant" => Document::new().with("conditions", "not for court use"),
-        "permission.deny" => Document::new().with("reason", "source protection"),
+        "permission.grant" => Document::new()
+            .with("request", "01".repeat(32))
+            .with("conditions", "not for court use"),
+        "permission.deny" => Document::new()
+            .with("request", "01".repeat(32))
+            .with("reason", "source protection"),
         _ => return None,
     };
     Some(doc)

@@ -82,6 +82,7 @@ pub(super) fn apply(case: Option<&Case>, step: &Step<'_>) -> Result<Case, Workfl
                 message_id: id.to_owned(),
                 use_,
                 recipient: recipient.unwrap_or_default().to_owned(),
+                request: step.action.to_hex(),
                 purpose: text(doc, "purpose"),
                 conditions: None,
             }),
@@ -104,6 +105,16 @@ pub(super) fn apply(case: Option<&Case>, step: &Step<'_>) -> Result<Case, Workfl
         "only the provider decides, to the holder",
     )?;
     expect_state(c, step, &[State::Requested])?;
+    // The answer names the request it answers (its action digest).
+    if !p.request.is_empty() && doc.text("request") != Some(p.request.as_str()) {
+        return Err(bad(
+            "request",
+            format!(
+                "the answer must name the request of case {} by its action digest {}",
+                c.case_ref, p.request
+            ),
+        ));
+    }
     let mut next = c.clone();
     let mut det = p.clone();
     match step.kind {

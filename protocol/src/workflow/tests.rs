@@ -1684,13 +1684,32 @@ fn permission_grant_and_deny() {
         permission_subject(&c),
         Some(("0193a1b2c3d47e5f8a9b0c1d2e3f4a5b", "cn-6101-psb"))
     );
+    // An answer names the request it answers by its action digest.
+    let answer = |c: &Case, kind: &str| {
+        let Detail::Permission(p) = &c.detail else {
+            panic!("{c:?}")
+        };
+        ex(kind).with("request", p.request.clone())
+    };
+    let other = go(
+        Some(&c),
+        "permission.grant",
+        FJ,
+        SX,
+        T0 + 1,
+        &ex("permission.grant"),
+    );
+    assert!(
+        matches!(&other, Err(WorkflowError::BadValue { field, .. }) if field == "request"),
+        "{other:?}"
+    );
     let e = go(
         Some(&c),
         "permission.grant",
         SX,
         FJ,
         T0 + 1,
-        &ex("permission.grant"),
+        &answer(&c, "permission.grant"),
     )
     .unwrap_err();
     assert!(matches!(e, WorkflowError::WrongParty { .. }), "{e}");
@@ -1700,7 +1719,7 @@ fn permission_grant_and_deny() {
         FJ,
         SX,
         T0 + 1,
-        &ex("permission.grant"),
+        &answer(&c, "permission.grant"),
     )
     .unwrap();
     assert_eq!(g.state, State::Granted);
@@ -1710,7 +1729,7 @@ fn permission_grant_and_deny() {
         FJ,
         SX,
         T0 + 2,
-        &ex("permission.deny"),
+        &answer(&c, "permission.deny"),
     )
     .unwrap_err();
     assert!(matches!(e, WorkflowError::IllegalTransition { .. }), "{e}");
@@ -1720,7 +1739,7 @@ fn permission_grant_and_deny() {
         FJ,
         SX,
         T0 + 1,
-        &ex("permission.deny"),
+        &answer(&c, "permission.deny"),
     )
     .unwrap();
     assert_eq!(d.state, State::Denied);
@@ -1743,7 +1762,7 @@ fn permission_grant_and_deny() {
         FJ,
         SX,
         T0 + 1,
-        &ex("permission.grant"),
+        &answer(&c, "permission.grant"),
     )
     .unwrap();
     assert_eq!(g.state, State::Granted);
