@@ -168,6 +168,7 @@ fn main() {
             for_court: true,
             permissions: vec![action.sign(&officer_key).bytes().to_vec()],
             withheld: Vec::new(),
+            rosters: vec![roster.bytes().to_vec()],
         };
         seeds.push(("case_evidence", kind, evidence.encode()));
     }

@@ -331,6 +331,7 @@ fn case_files(
         for_court: false,
         permissions: vec![],
         withheld: vec![],
+        rosters: vec![],
     };
     let court = CaseEvidence {
         records: vec![],

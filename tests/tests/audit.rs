@@ -217,15 +217,20 @@ async fn case_evidence_holds_the_whole_case_and_nothing_else() {
     .unwrap();
     for node in [&fj, &sx] {
         let case = node.case_evidence("FJ-2026-0042", false).await.unwrap();
-        // The message and its receipt, on each side.
-        assert_eq!(case.bundles.len(), 2, "{}", node.id());
+        // The message and its receipt, on each side, and the roster record saying which
+        // roster was in force (with that roster).
+        assert_eq!(case.bundles.len(), 3, "{}", node.id());
+        assert_eq!(case.rosters.len(), 1, "{}", node.id());
         let bytes = case.encode();
         let decoded = liaison_protocol::evidence::CaseEvidence::decode(&bytes).unwrap();
         let proven = decoded.verify(&authority).unwrap().proven;
         assert!(proven.iter().all(|p| p.node == *node.id()));
         // An entry about something else is refused.
         let mut padded = decoded.clone();
-        padded.bundles.push(node.prove(0).await.unwrap());
+        let have: Vec<u64> = decoded.bundles.iter().map(|b| b.index).collect();
+        let other = (0..).find(|i| !have.contains(i)).unwrap();
+        padded.bundles.push(node.prove(other).await.unwrap());
+        padded.bundles.sort_by_key(|b| b.index);
         let err = padded.verify(&authority).unwrap_err();
         assert!(matches!(err, EvidenceError::NotAboutCase { .. }), "{err}");
         // A roster not signed by the federation authority is refused.
@@ -248,9 +253,9 @@ async fn old_entries_verify_against_the_roster_in_force_when_they_were_logged() 
     .unwrap();
     let fj = fed.start("fj").await.unwrap();
     let sx = fed.start("sx").await.unwrap();
-    fj.send(msg("sx", "bus.test", b"before the key rotation"))
-        .await
-        .unwrap();
+    let mut m = msg("sx", "bus.test", b"before the key rotation");
+    m.case_ref = Some("FJ-2026-0077".into());
+    fj.send(m).await.unwrap();
     wait_for(LIMIT, async || {
         count_state(&fj, "outgoing", "delivered").await == 1
     })
@@ -274,6 +279,29 @@ async fn old_entries_verify_against_the_roster_in_force_when_they_were_logged() 
     let report = sx.audit_verify().await.unwrap();
     assert!(report.first_problem.is_none(), "{:?}", report.first_problem);
     assert!(report.signatures_checked >= 2);
+    // Shaanxi's case file made after the rotation: the envelope is opened against the roster
+    // in force when it was logged (carried in the file), the checkpoint against today's.
+    let file = sx.case_evidence("FJ-2026-0077", false).await.unwrap();
+    assert_eq!(file.rosters.len(), 1);
+    let authority = fed.authority();
+    let checked = file.verify(&authority).unwrap();
+    assert_eq!(checked.proven.len(), 3);
+    // Without the earlier roster, the same entries against today's roster fail.
+    let mut today_only = file.clone();
+    today_only.rosters.clear();
+    assert!(matches!(
+        today_only.verify(&authority),
+        Err(EvidenceError::Object { .. })
+    ));
+    // And a roster the authority did not sign is not taken as an earlier one.
+    let mut forged = file.clone();
+    let keys = fed.keys("sx").unwrap();
+    let earlier = liaison_protocol::SignedRoster::open(&file.rosters[0], &authority).unwrap();
+    forged.rosters = vec![earlier.roster().sign(&keys.signing).bytes().to_vec()];
+    assert!(matches!(
+        forged.verify(&authority),
+        Err(EvidenceError::Roster(_))
+    ));
     for id in ["fj", "sx"] {
         fed.stop(id).await;
     }

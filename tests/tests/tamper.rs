@@ -112,7 +112,12 @@ fn object_refusal(file: &CaseEvidence, authority: &PublicKey) -> (u64, String) {
 async fn the_genuine_file_and_a_faithful_rebuild_verify() {
     let s = setup().await;
     let checked = s.genuine.verify(&s.authority).unwrap();
-    assert_eq!(checked.proven.len(), 4, "two envelopes and two receipts");
+    assert_eq!(
+        checked.proven.len(),
+        5,
+        "two envelopes, two receipts and the roster record in force"
+    );
+    assert_eq!(checked.proven[0].entry.kind, EntryKind::RosterApplied);
     assert!(
         checked.proven[0]
             .cosigned_by
@@ -124,7 +129,7 @@ async fn the_genuine_file_and_a_faithful_rebuild_verify() {
     // The forger's machinery is sound: the same entries in a log it rebuilt verify, so each
     // refusal below comes from the one thing changed.
     let rebuilt = forged(&s, |_| {});
-    assert_eq!(rebuilt.verify(&s.authority).unwrap().proven.len(), 4);
+    assert_eq!(rebuilt.verify(&s.authority).unwrap().proven.len(), 5);
     stop(s).await;
 }
 
@@ -161,7 +166,7 @@ async fn forged_entries_are_refused_by_what_they_hold() {
         });
     });
     let (index, problem) = object_refusal(&file, &s.authority);
-    assert_eq!(index, 4);
+    assert_eq!(index, genuine.len() as u64);
     assert!(
         problem.contains("the envelope in the entry does not verify"),
         "{problem}"
@@ -212,7 +217,7 @@ async fn forged_entries_are_refused_by_what_they_hold() {
         });
     });
     let (index, problem) = object_refusal(&file, &s.authority);
-    assert_eq!(index, 4);
+    assert_eq!(index, genuine.len() as u64);
     assert!(problem.contains("answers envelope"), "{problem}");
 
     // A "sent" envelope put in as received: in the wrong place for the log's node.
@@ -252,7 +257,7 @@ async fn forged_histories_rosters_and_cosignatures_are_refused() {
         other.bundles[0].checkpoint.clone(),
     );
     file.bundles = forge_log(&s.keys.log, "fj", &entries(&s.genuine));
-    file.bundles[1] = other.bundles[0].clone();
+    file.bundles[1] = other.bundles[1].clone();
     assert_ne!(first, second);
     match file.verify(&s.authority) {
         Err(EvidenceError::Fork { node, size: at, .. }) => {
@@ -263,12 +268,12 @@ async fn forged_histories_rosters_and_cosignatures_are_refused() {
 
     // Two checkpoints of different sizes: a file is one log under one checkpoint.
     let mut list = entries(&s.genuine);
+    list.truncate(4);
     let longer = {
         let mut l = list.clone();
-        l.push(l[0].clone());
+        l.push(l[1].clone());
         forge_log(&s.keys.log, "fj", &l)
     };
-    list.truncate(4);
     let mut file = CaseEvidence {
         bundles: forge_log(&s.keys.log, "fj", &list),
         ..s.genuine.clone()

@@ -37,7 +37,7 @@ impl Audit {
         let roster = self.bus.roster();
         let r2 = roster.clone();
         let cr = case_ref.to_owned();
-        let (indices, records, permissions) = self
+        let (indices, records, permissions, rosters) = self
             .bus
             .store
             .read(move |rd| {
@@ -74,6 +74,38 @@ impl Audit {
                 }
                 indices.sort_unstable();
                 indices.dedup();
+                // The roster records (kind 11) that say which roster was in force for each of
+                // those entries: the last one before the first, and every one up to the last;
+                // with the rosters they name (kept by digest), when the store has them.
+                let mut rosters: Vec<Vec<u8>> = Vec::new();
+                if let (Some(&first), Some(&last)) = (indices.first(), indices.last()) {
+                    let mut named = Vec::new();
+                    for (i, e) in &entries {
+                        if e.kind != EntryKind::RosterApplied || *i > last {
+                            continue;
+                        }
+                        let Some((_, _, Some(d), _)) =
+                            liaison_protocol::audit::decode_event_record(&e.object)
+                        else {
+                            continue;
+                        };
+                        let Some(bytes) = rd.roster_by_digest(&liaison_protocol::Digest(d))? else {
+                            continue;
+                        };
+                        if *i < first {
+                            named.clear();
+                        }
+                        named.push((*i, bytes));
+                    }
+                    for (i, bytes) in named {
+                        indices.push(i);
+                        if !rosters.contains(&bytes) {
+                            rosters.push(bytes);
+                        }
+                    }
+                    indices.sort_unstable();
+                    indices.dedup();
+                }
                 // The signed handover records of the case and, for a court, the permission
                 // requests sent and grants received (message bodies, while still held).
                 let mut records = Vec::new();
@@ -110,7 +142,7 @@ impl Audit {
                         }
                     }
                 }
-                Ok((indices, records, permissions))
+                Ok((indices, records, permissions, rosters))
             })
             .await?;
         if indices.is_empty() {
@@ -140,6 +172,7 @@ impl Audit {
             for_court,
             permissions: Vec::new(),
             withheld: Vec::new(),
+            rosters,
         };
         for rec in records {
             let provider = match SignedAction::open(&rec.body, r) {

@@ -47,6 +47,9 @@ pub struct CaseEvidence {
     pub permissions: Vec<Vec<u8>>,
     /// Records left out, and why.
     pub withheld: Vec<Withheld>,
+    /// The rosters the file's roster records (kind 11 entries) name: each entry is opened
+    /// against the roster in force when it was logged.
+    pub rosters: Vec<Vec<u8>>,
 }
 
 /// A record a file leaves out.
@@ -97,7 +100,7 @@ fn shape() -> DecodeError {
     DecodeError::Shape {
         object: "case evidence",
         expected: "[1, case_ref, roster, [evidence …], [record …], \"general\" or \"court\", \
-                   [permission …], [[message_id, handling, provider, reason] …]]",
+                   [permission …], [[message_id, handling, provider, reason] …], [roster …]]",
     }
 }
 
@@ -170,6 +173,7 @@ impl CaseEvidence {
                     })
                     .collect(),
             ),
+            bytes(&self.rosters),
         ]))
     }
 
@@ -187,7 +191,8 @@ impl CaseEvidence {
             purpose,
             permissions,
             withheld,
-        ]: [Value; 8] = items.try_into().map_err(|_| shape())?;
+            rosters,
+        ]: [Value; 9] = items.try_into().map_err(|_| shape())?;
         let (Some(1), Value::Text(case_ref), Value::Bytes(roster), Value::Text(purpose)) =
             (cbor::as_uint(&v), case_ref, roster, purpose)
         else {
@@ -216,6 +221,7 @@ impl CaseEvidence {
                 .into_iter()
                 .map(withheld_item)
                 .collect::<Result<_, _>>()?,
+            rosters: bytes_list(rosters)?,
         })
     }
 
@@ -233,18 +239,56 @@ impl CaseEvidence {
         let roster = crate::roster::SignedRoster::open(&self.roster, authority)
             .map_err(|e| EvidenceError::Roster(e.to_string()))?;
         let r = roster.roster();
-        let proven = self
-            .bundles
+        let earlier = self
+            .rosters
             .iter()
-            .map(|b| b.verify(r))
+            .map(|b| {
+                crate::roster::SignedRoster::open(b, authority)
+                    .map(|s| (Digest::of(b), s))
+                    .map_err(|e| EvidenceError::Roster(format!("an earlier roster: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        // Each entry against the roster in force when it was logged: the one the latest roster
+        // record before it names (the file's own roster before the first).
+        let mut in_force: &Roster = r;
+        let mut proven = Vec::with_capacity(self.bundles.len());
+        let mut rosters: Vec<&Roster> = Vec::with_capacity(self.bundles.len());
+        for b in &self.bundles {
+            if let Some(last) = proven.last().map(|p: &Proven| p.index) {
+                if b.index <= last {
+                    return Err(EvidenceError::Object {
+                        index: b.index,
+                        problem: format!("after entry {last}: entries go in the log's order, once"),
+                    });
+                }
+            }
+            let p = b.verify_in(r, in_force)?;
+            if p.entry.kind == crate::audit::EntryKind::RosterApplied {
+                let named = crate::audit::decode_event_record(&p.entry.object)
+                    .and_then(|(_, _, d, _)| d)
+                    .and_then(|d| earlier.iter().find(|(e, _)| e.0 == d));
+                let Some((_, named)) = named else {
+                    return Err(EvidenceError::Object {
+                        index: p.index,
+                        problem: "a roster record naming a roster the file does not carry".into(),
+                    });
+                };
+                in_force = named.roster();
+            }
+            rosters.push(in_force);
+            proven.push(p);
+        }
         one_history(&proven)?;
         one_checkpoint(&proven)?;
-        // The envelopes of the case (each opened in its entry by the bundle's check).
-        let envelopes: Vec<(Digest, Header)> = proven
+        // The envelopes of the case (each opened in its entry by the bundle's check), with the
+        // roster in force when each was logged.
+        let envelopes: Vec<(Digest, Header, &Roster)> = proven
             .iter()
-            .filter_map(|p| Envelope::peek_unverified(&p.entry.object))
-            .filter(|(_, h)| h.case_ref.as_deref() == Some(self.case_ref.as_str()))
+            .zip(&rosters)
+            .filter_map(|(p, r)| {
+                Envelope::peek_unverified(&p.entry.object).map(|(d, h)| (d, h, *r))
+            })
+            .filter(|(_, h, _)| h.case_ref.as_deref() == Some(self.case_ref.as_str()))
             .collect();
         if proven.is_empty() {
             return Err(EvidenceError::NotAboutCase {
@@ -252,11 +296,11 @@ impl CaseEvidence {
                 case_ref: self.case_ref.clone(),
             });
         }
-        for p in &proven {
+        for (p, r) in proven.iter().zip(&rosters) {
             // A receipt or non-delivery record is about the case when it answers one of its
             // envelopes: the digest names it, and id, sender and recipient are that envelope's.
             let answers = |d: &Digest, id: &MessageId, from: &NodeId, to: &NodeId| {
-                envelopes.iter().find(|(e, _)| e == d).map(|(_, h)| {
+                envelopes.iter().find(|(e, _, _)| e == d).map(|(_, h, _)| {
                     if h.id == *id && h.from == *from && h.to == *to {
                         Ok(())
                     } else {
@@ -303,6 +347,8 @@ impl CaseEvidence {
                 Some(checked) => checked?,
                 None if crate::audit::case_of(&p.entry).as_deref()
                     == Some(self.case_ref.as_str()) => {}
+                // A roster record (checked above to name a roster the file carries).
+                None if p.entry.kind == crate::audit::EntryKind::RosterApplied => {}
                 None => {
                     return Err(EvidenceError::NotAboutCase {
                         index: p.index,
@@ -325,8 +371,8 @@ impl CaseEvidence {
             records.push(self.check_record(i, rec, r, &envelopes, log.as_ref(), &permissions)?);
         }
         for w in &self.withheld {
-            let carried = envelopes.iter().find(|(_, h)| h.id == w.message);
-            let Some((_, h)) = carried else {
+            let carried = envelopes.iter().find(|(_, h, _)| h.id == w.message);
+            let Some((_, h, _)) = carried else {
                 return Err(EvidenceError::Withheld {
                     message: w.message.to_hex(),
                     problem: "no envelope of the case in the file carried it".into(),
@@ -383,21 +429,24 @@ impl CaseEvidence {
         i: usize,
         rec: &[u8],
         r: &Roster,
-        envelopes: &[(Digest, Header)],
+        envelopes: &[(Digest, Header, &Roster)],
         log: Option<&NodeId>,
         permissions: &[SignedAction],
     ) -> Result<RecordChecked, EvidenceError> {
         let bad = |problem: String| EvidenceError::Record { index: i, problem };
         let hash = Digest::of(rec).0;
-        let carriers: Vec<&Header> = envelopes
+        let carriers: Vec<(&Header, &Roster)> = envelopes
             .iter()
-            .map(|(_, h)| h)
-            .filter(|h| h.body_hash == hash)
+            .filter(|(_, h, _)| h.body_hash == hash)
+            .map(|(_, h, r)| (h, *r))
             .collect();
-        if carriers.is_empty() {
+        let Some((_, at_the_time)) = carriers.first() else {
             return Err(bad("no envelope of the case carries it".into()));
-        }
-        let a = SignedAction::open(rec, r).map_err(|e| bad(e.to_string()))?;
+        };
+        // Against the roster in force when its envelope was logged (else the file's).
+        let a = SignedAction::open(rec, at_the_time)
+            .or_else(|_| SignedAction::open(rec, r))
+            .map_err(|e| bad(e.to_string()))?;
         let action = a.action();
         if action.kind != "repatriation.handover_record" || action.case_ref != self.case_ref {
             return Err(bad("not a handover record of this case".into()));
@@ -409,13 +458,13 @@ impl CaseEvidence {
             )));
         }
         // Carried by an envelope the node it is signed for sent (a party of the case).
-        let Some(carrier) = carriers.iter().find(|h| h.from == action.node) else {
+        let Some((carrier, _)) = carriers.iter().find(|(h, _)| h.from == action.node) else {
             return Err(bad(format!(
                 "signed for {}, but sent by {}",
                 action.node,
                 carriers
                     .iter()
-                    .map(|h| h.from.as_str())
+                    .map(|(h, _)| h.from.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             )));

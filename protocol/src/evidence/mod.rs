@@ -194,6 +194,17 @@ impl Evidence {
     /// reported, and one that does not verify makes the bundle invalid; lines by keys the
     /// roster does not hold are ignored.
     pub fn verify(&self, roster: &Roster) -> Result<Proven, EvidenceError> {
+        self.verify_in(roster, roster)
+    }
+
+    /// [`Evidence::verify`] with the checkpoint and its cosignatures opened against `roster`
+    /// and the signed object in the entry against `at_the_time`, the roster in force when the
+    /// entry was logged.
+    pub fn verify_in(
+        &self,
+        roster: &Roster,
+        at_the_time: &Roster,
+    ) -> Result<Proven, EvidenceError> {
         // In the order of protocol.md §13.3: the log's signature, inclusion, the entry and
         // what it holds, then the cosignatures.
         let (node, cp, note) = open_log_signature(&self.checkpoint, roster)?;
@@ -211,7 +222,7 @@ impl Evidence {
                 log_node: node,
             });
         }
-        open_entry_object(&entry, &node, roster).map_err(|problem| EvidenceError::Object {
+        open_entry_object(&entry, &node, at_the_time).map_err(|problem| EvidenceError::Object {
             index: self.index,
             problem,
         })?;
