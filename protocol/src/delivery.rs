@@ -143,6 +143,13 @@ impl Refusal {
         }
     }
 
+    /// The reason as it goes on the wire (an `ERROR` frame, a rejection receipt) and into the
+    /// audit record: `<name>: <text>` (protocol.md §6.3), so a peer, an operator or a test
+    /// reads which refusal it was without parsing prose.
+    pub fn reason(&self) -> String {
+        format!("{}: {self}", self.name())
+    }
+
     /// A stable name, for counters, summaries and tests.
     pub fn name(&self) -> &'static str {
         match self {
@@ -214,6 +221,13 @@ pub enum Route {
     Deliver,
     /// This node relays it to the next hop.
     Relay(NodeId),
+}
+
+/// The refusal name a reason from [`Refusal::reason`] begins with (None for a reason that does
+/// not begin with a name: another implementation's, or a store error's).
+pub fn refusal_name(reason: &str) -> Option<&str> {
+    let (name, _) = reason.split_once(": ")?;
+    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')).then_some(name)
 }
 
 /// What the dedupe index says about a message id.

@@ -171,7 +171,7 @@ async fn serve_stream(
             inner.log_rejection(&peer, &refusal).await;
             Frame::Error {
                 code: refusal.code(),
-                reason: refusal.to_string(),
+                reason: refusal.reason(),
             }
         }
     };
@@ -266,6 +266,6 @@ fn ban(inner: &Bus, peer: &NodeId) {
 fn refusal_frame(r: &Refusal) -> Frame {
     Frame::Error {
         code: r.code(),
-        reason: r.to_string(),
+        reason: r.reason(),
     }
 }

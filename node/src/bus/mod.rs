@@ -437,12 +437,12 @@ impl Bus {
     /// Logs refused input that names no message of ours (one by one at the member's rate,
     /// counted for the summary beyond it).
     pub(crate) async fn log_rejection(&self, peer: &NodeId, refusal: &Refusal) {
-        let text = refusal.to_string();
+        let text = refusal.reason();
         if !self.guard.log_one(peer, refusal.name(), &text, self.now()) {
             return;
         }
         warn!(node = %self.id, %peer, refusal = refusal.name(), %refusal, "input refused");
-        let rec = event_record(&refusal.to_string(), Some(peer.as_str()), None, None);
+        let rec = event_record(&text, Some(peer.as_str()), None, None);
         let _ = self
             .store
             .write(self.now(), move |t| {

@@ -31,7 +31,7 @@ impl Bus {
         verified: Option<&Envelope>,
         refusal: Refusal,
     ) -> Reply {
-        let reason = refusal.to_string();
+        let reason = refusal.reason();
         let code = refusal.code();
         let sign = verified.is_some_and(|env| {
             refusal.deserves_receipt(env.header().from == *peer) && env.header().to == self.id
@@ -53,7 +53,7 @@ impl Bus {
                         };
                     }
                     Ok(Dedupe::Reused) => {
-                        return error_frame(ErrorCode::Refused, Refusal::IdReused.to_string());
+                        return error_frame(ErrorCode::Refused, Refusal::IdReused.reason());
                     }
                     Ok(Dedupe::New) => {}
                     Err(e) => return error_frame(ErrorCode::Unavailable, e.to_string()),
@@ -99,7 +99,7 @@ impl Bus {
             /// Logged (and, signed, recorded).
             Logged,
         }
-        let reused = Refusal::IdReused.to_string();
+        let reused = Refusal::IdReused.reason();
         let peer_s = peer.to_string();
         let outcome = self
             .store
@@ -162,7 +162,7 @@ impl Bus {
         match outcome {
             Err(e) => error_frame(ErrorCode::Unavailable, format!("cannot log rejection: {e}")),
             Ok(Refused::Stored(stored)) => stored,
-            Ok(Refused::Reused) => error_frame(ErrorCode::Refused, Refusal::IdReused.to_string()),
+            Ok(Refused::Reused) => error_frame(ErrorCode::Refused, Refusal::IdReused.reason()),
             Ok(Refused::Logged) => match receipt {
                 Some(r) => Frame::Receipt(r.bytes().to_vec()),
                 None => error_frame(code, reason),
@@ -363,7 +363,7 @@ impl Bus {
                     t.log(
                         EntryKind::Rejected,
                         event_record(
-                            "message id reused with different content",
+                            &Refusal::IdReused.reason(),
                             Some(&peer_s),
                             Some(&digest.0),
                             Some(&h.id.0),
@@ -450,10 +450,7 @@ impl Bus {
         drop(guard);
         let outcome = staged?.durable().await?;
         Ok(match outcome {
-            Outcome::IdReused => error_frame(
-                ErrorCode::Refused,
-                "message id reused with different content (replay?)",
-            ),
+            Outcome::IdReused => error_frame(ErrorCode::Refused, Refusal::IdReused.reason()),
             Outcome::Duplicate(rec) => duplicate_answer(&digest, rec),
             Outcome::Relayed(q) => {
                 if let Some(hop) = relay_hop {

@@ -92,7 +92,7 @@ async fn inbound_refusals_are_typed_logged_and_store_nothing() {
         .await,
     );
     let want = Refusal::Envelope(VerifyError::BadSignature);
-    assert_eq!((code, reason), (want.code(), want.to_string()));
+    assert_eq!((code, reason), (want.code(), want.reason()));
 
     // Handed over by a member that is not the node before this one on its route.
     let (env, body) = envelope(FJ, SX, T0, b"b");
@@ -112,16 +112,13 @@ async fn inbound_refusals_are_typed_logged_and_store_nothing() {
         from: node(FJ),
         to: node(SX),
     };
-    assert_eq!((code, reason), (want.code(), want.to_string()));
+    assert_eq!((code, reason), (want.code(), want.reason()));
 
     // An answer frame opening an exchange.
     let (code, reason) = refused(&handle(&sx, &node(FJ), Frame::Ack(env.digest())).await);
     assert_eq!(
         (code, reason),
-        (
-            Refusal::AnswerFrame.code(),
-            Refusal::AnswerFrame.to_string()
-        )
+        (Refusal::AnswerFrame.code(), Refusal::AnswerFrame.reason())
     );
 
     // Nothing stored; each refusal logged once (kind 5).
@@ -146,7 +143,7 @@ async fn inbound_refusals_are_typed_logged_and_store_nothing() {
     let want = Refusal::Body(liaison_protocol::envelope::BodyError::Hash);
     assert_eq!(
         opened.receipt().status,
-        ReceiptStatus::Rejected(want.to_string())
+        ReceiptStatus::Rejected(want.reason())
     );
     assert_eq!(opened.receipt().log_ref, None);
     assert_eq!(handle(&sx, &node(FJ), deliver()).await, Frame::Receipt(r));
