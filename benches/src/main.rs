@@ -10,6 +10,7 @@
 //!   sent during the drain.
 //! - `audit`: `audit verify` and witness rounds on a log of a million entries.
 //! - `ceiling`: the primitives on the same machine.
+//! - `idle`: one member's many idle connections to a node: what the node holds, and memory.
 //! - `nats`: NATS JetStream with the same sizes and window (see `nats.rs`).
 //! - `quic`: raw quinn on loopback with the same sizes and window.
 
@@ -19,6 +20,7 @@
 mod audit;
 mod bus;
 mod ceiling;
+mod idle;
 mod nats;
 mod officers;
 mod quic;
@@ -57,6 +59,7 @@ const USAGE: &str = "usage: liaison-bench bus [--messages N] [--outstanding N] [
        liaison-bench backlog [--messages N] [--size BYTES]
        liaison-bench audit [--entries N]
        liaison-bench ceiling [--size BYTES]
+       liaison-bench idle [--connections N]
        liaison-bench nats [--messages N] [--outstanding N] [--size BYTES] [--sync always|lazy]
                           (--nats-server PATH | --server nats://HOST:PORT)
        liaison-bench quic [--messages N] [--outstanding N] [--size BYTES]";
@@ -124,6 +127,7 @@ fn main() -> Result<()> {
             arg(&args, "--size", 1024),
         )),
         Some("ceiling") => ceiling::run(arg(&args, "--size", 1024)),
+        Some("idle") => rt.block_on(idle::run(arg(&args, "--connections", 5000))),
         Some("audit") => rt.block_on(audit::run(arg(&args, "--entries", 1_000_000))),
         _ => usage(),
     }
