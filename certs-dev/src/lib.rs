@@ -380,6 +380,7 @@ pub fn generate(
         federation: spec.federation.clone(),
         serial: 1,
         issued_at: 0,
+        valid_until: None,
         members,
         rules: spec.rules.clone(),
         max_body_len: spec.max_body_len,
@@ -419,19 +420,4 @@ pub fn check_out_dir(out: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Creates a node's TLS key (PKCS#8 PEM, mode 0600, at `key_path`) and a certificate signing
-/// request naming `node_id`; returns the request (PEM) and the SHA-256 of the key's
-/// SubjectPublicKeyInfo, which the roster pins. Not development-only: `liaison init` uses it.
-pub fn tls_request(node_id: &str, key_path: &Path) -> Result<(String, [u8; 32])> {
-    let key = KeyPair::generate_for(&PKCS_ED25519)?;
-    write_secret(key_path, &key_pair_pem(&key)?)?;
-    let mut p = CertificateParams::new(vec![node_id.to_owned()])?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, node_id);
-    p.distinguished_name = dn;
-    let csr = p.serialize_request(&key)?;
-    let spki: [u8; 32] = Sha256::digest(key.subject_public_key_info()).into();
-    Ok((csr.pem()?, spki))
 }

@@ -14,8 +14,10 @@ macro_rules! outln {
 }
 
 mod demo;
+mod federation;
 mod officer;
 mod output;
+mod pki;
 mod workflow;
 
 use std::path::{Path, PathBuf};
@@ -93,6 +95,10 @@ enum Command {
     /// The federation roster.
     #[command(subcommand)]
     Roster(RosterCmd),
+    /// The federation authority's tools, offline: found a federation, add, suspend, revoke
+    /// members, rotate their keys, set the policy, sign rosters.
+    #[command(subcommand)]
+    Federation(federation::FederationCmd),
     /// The audit log: verify it, checkpoints, evidence bundles.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -321,6 +327,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo => return demo::run(json).await,
         Command::Init(args) => init(&args, json)?,
+        Command::Federation(cmd) => federation::run(cmd, json)?,
         Command::DevCerts { out, base_port } => dev_certs(&out, base_port, json)?,
         Command::Audit(AuditCmd::CheckBundle {
             file,
@@ -631,6 +638,7 @@ async fn remote(
         }
         Command::Demo
         | Command::Init(_)
+        | Command::Federation(_)
         | Command::DevCerts { .. }
         | Command::Audit(AuditCmd::CheckBundle { .. })
         | Command::Case(CaseCmd::Check { .. })
@@ -831,7 +839,7 @@ fn check_consistency(
     }
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(crate) fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("-")
 }
 
@@ -926,8 +934,21 @@ fn init(args: &InitArgs, json: bool) -> Result<()> {
     let signing = generate_signing_key(&args.dir.join("signing.key.pem"))?;
     let log = generate_signing_key(&args.dir.join("log.key.pem"))?;
     let witness = generate_signing_key(&args.dir.join("witness.key.pem"))?;
-    let (csr, spki) = liaison_certs_dev::tls_request(id.as_str(), &args.dir.join("tls.key.pem"))?;
+    let (csr, spki) = pki::tls_request(id.as_str(), &args.dir.join("tls.key.pem"))?;
     std::fs::write(args.dir.join("tls.csr.pem"), &csr)?;
+    let hexkey = |k: &ed25519_dalek::VerifyingKey| hex::encode(k.to_bytes());
+    let join = federation::JoinRequest {
+        node: id.to_string(),
+        federation: args.federation.clone(),
+        signing_key: hexkey(&signing.verifying_key()),
+        log_key: hexkey(&log.verifying_key()),
+        witness_key: hexkey(&witness.verifying_key()),
+        tls_spki_sha256: hex::encode(spki),
+    };
+    std::fs::write(
+        args.dir.join("join-request.json"),
+        serde_json::to_string_pretty(&join)? + "\n",
+    )?;
     let listen = args.listen.parse().with_context(|| {
         format!(
             "--listen {:?} is not an address like 0.0.0.0:7100",
@@ -955,7 +976,6 @@ fn init(args: &InitArgs, json: bool) -> Result<()> {
         limits: Default::default(),
     };
     std::fs::write(args.dir.join("node.toml"), cfg.to_toml())?;
-    let hexkey = |k: &ed25519_dalek::VerifyingKey| hex::encode(k.to_bytes());
     let v = serde_json::json!({
         "node": id,
         "dir": args.dir,
@@ -964,21 +984,24 @@ fn init(args: &InitArgs, json: bool) -> Result<()> {
         "witness_key": hexkey(&witness.verifying_key()),
         "tls_spki_sha256": hex::encode(spki),
         "csr": args.dir.join("tls.csr.pem"),
+        "join_request": args.dir.join("join-request.json"),
     });
     output::print(json, &v, |v| {
         format!(
-            "created {} in {}\n\nSend these to the federation authority for the roster:\n  \
+            "created {} in {}\n\nSend the federation authority {} and {} (it runs \
+             `liaison federation add-member`); they hold these public keys:\n  \
              signing key      {}\n  log key          {}\n  witness key      {}\n  \
-             TLS key (SPKI)   {}\nand the certificate request {} to the federation CA.\n\n\
-             Then place ca.pem, tls.cert.pem and roster.cbor in {} and run:\n  \
-             liaison node start --config {}",
+             TLS key (SPKI)   {}\n\n\
+             Then place ca.pem, your certificate as tls.cert.pem and the signed roster.cbor in \
+             {} and run:\n  liaison node start --config {}",
             id,
             args.dir.display(),
+            args.dir.join("join-request.json").display(),
+            args.dir.join("tls.csr.pem").display(),
             str_of(v, "signing_key"),
             str_of(v, "log_key"),
             str_of(v, "witness_key"),
             str_of(v, "tls_spki_sha256"),
-            args.dir.join("tls.csr.pem").display(),
             args.dir.display(),
             args.dir.join("node.toml").display()
         )

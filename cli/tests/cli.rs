@@ -1075,3 +1075,323 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A real (non-dev) federation from the authority's commands and `liaison init` alone: two
+/// provinces join, exchange a message, one is suspended by a newer roster.
+#[test]
+fn a_federation_founded_with_the_authority_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("authority");
+    let a = auth.to_str().unwrap();
+    let founded = json(&liaison(
+        None,
+        &[
+            "federation",
+            "init",
+            "--dir",
+            a,
+            "--id",
+            "cn-atip",
+            "--json",
+        ],
+    ));
+    let authority_key = founded["authority_key"].as_str().unwrap().to_owned();
+    let port = |p: u16| {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .saturating_add(p)
+            .min(60_000)
+    };
+    let members = [("cn-35-psb", port(0)), ("cn-61-psb", port(1))];
+    for (id, p) in members {
+        let node_dir = dir.path().join(id);
+        json(&liaison(
+            None,
+            &[
+                "init",
+                "--id",
+                id,
+                "--federation",
+                "cn-atip",
+                "--listen",
+                &format!("127.0.0.1:{p}"),
+                "--authority-key",
+                &authority_key,
+                "--dir",
+                node_dir.to_str().unwrap(),
+                "--json",
+            ],
+        ));
+        let added = json(&liaison(
+            None,
+            &[
+                "federation",
+                "add-member",
+                "--dir",
+                a,
+                "--request",
+                node_dir.join("join-request.json").to_str().unwrap(),
+                "--csr",
+                node_dir.join("tls.csr.pem").to_str().unwrap(),
+                "--agency",
+                "public_security",
+                "--name",
+                id,
+                "--country",
+                "CHN",
+                "--location",
+                "26.07,119.30",
+                "--endpoint",
+                &format!("127.0.0.1:{p}"),
+                "--json",
+            ],
+        ));
+        std::fs::copy(
+            added["certificate"].as_str().unwrap(),
+            node_dir.join("tls.cert.pem"),
+        )
+        .unwrap();
+        std::fs::copy(auth.join("ca.pem"), node_dir.join("ca.pem")).unwrap();
+    }
+    // The same join request twice is refused.
+    let again = liaison(
+        None,
+        &[
+            "federation",
+            "add-member",
+            "--dir",
+            a,
+            "--request",
+            dir.path()
+                .join("cn-35-psb/join-request.json")
+                .to_str()
+                .unwrap(),
+            "--csr",
+            dir.path().join("cn-35-psb/tls.csr.pem").to_str().unwrap(),
+            "--agency",
+            "public_security",
+            "--name",
+            "x",
+            "--country",
+            "CHN",
+            "--endpoint",
+            "127.0.0.1:1",
+        ],
+    );
+    assert!(!again.status.success());
+    // A join request with a certificate request made for another key of the same id: refused.
+    let twin = |n: &str| {
+        let d = dir.path().join(n);
+        json(&liaison(
+            None,
+            &[
+                "init",
+                "--id",
+                "cn-45-psb",
+                "--federation",
+                "cn-atip",
+                "--authority-key",
+                &authority_key,
+                "--dir",
+                d.to_str().unwrap(),
+                "--json",
+            ],
+        ));
+        d
+    };
+    let (one, two) = (twin("gx-1"), twin("gx-2"));
+    let mismatch = liaison(
+        None,
+        &[
+            "federation",
+            "add-member",
+            "--dir",
+            a,
+            "--request",
+            one.join("join-request.json").to_str().unwrap(),
+            "--csr",
+            two.join("tls.csr.pem").to_str().unwrap(),
+            "--agency",
+            "public_security",
+            "--name",
+            "gx",
+            "--country",
+            "CHN",
+            "--endpoint",
+            "127.0.0.1:1",
+        ],
+    );
+    assert!(!mismatch.status.success());
+    let err = String::from_utf8_lossy(&mismatch.stderr);
+    assert!(
+        err.contains("is not the TLS key of the join request"),
+        "{err}"
+    );
+    // A key a member already holds is never given to another use.
+    let fj_request: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("cn-35-psb/join-request.json")).unwrap(),
+    )
+    .unwrap();
+    let reused = liaison(
+        None,
+        &[
+            "federation",
+            "rotate-key",
+            "--dir",
+            a,
+            "cn-61-psb",
+            "--kind",
+            "signing",
+            "--key",
+            fj_request["log_key"].as_str().unwrap(),
+        ],
+    );
+    assert!(!reused.status.success());
+    assert!(
+        String::from_utf8_lossy(&reused.stderr).contains("a new key must be new"),
+        "{}",
+        String::from_utf8_lossy(&reused.stderr)
+    );
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nfrom = \"public_security\"\nto = \"public_security\"\nkinds = [\"bus.*\", \"assist.*\"]\n",
+    )
+    .unwrap();
+    json(&liaison(
+        None,
+        &[
+            "federation",
+            "set-policy",
+            "--dir",
+            a,
+            "--rules",
+            rules.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    let signed = json(&liaison(
+        None,
+        &[
+            "federation",
+            "sign",
+            "--dir",
+            a,
+            "--valid-days",
+            "30",
+            "--json",
+        ],
+    ));
+    assert_eq!(signed["serial"], 1);
+    for (id, _) in members {
+        std::fs::copy(
+            auth.join("roster.cbor"),
+            dir.path().join(id).join("roster.cbor"),
+        )
+        .unwrap();
+    }
+    let fj = dir.path().join("cn-35-psb/node.toml");
+    let sx = dir.path().join("cn-61-psb/node.toml");
+    let mut nodes = Nodes(Vec::new());
+    for cfg in [&fj, &sx] {
+        nodes.0.push(
+            Command::new(BIN)
+                .args(["node", "start", "--config"])
+                .arg(cfg)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for cfg in [&fj, &sx] {
+        wait_until(Duration::from_secs(20), || {
+            liaison(Some(cfg), &["status", "--json"]).status.success()
+        });
+    }
+    let sent = json(&liaison(
+        Some(&fj),
+        &[
+            "send",
+            "--to",
+            "cn-61-psb",
+            "--kind",
+            "bus.test",
+            "--body",
+            "hello",
+            "--json",
+        ],
+    ));
+    let id = sent["message_id"].as_str().unwrap().to_owned();
+    wait_until(Duration::from_secs(20), || {
+        json(&liaison(Some(&fj), &["show", &id, "--json"]))["state"]["state"] == "delivered"
+    });
+
+    // Shaanxi is suspended: the next roster, applied at Fujian, refuses sending to it.
+    json(&liaison(
+        None,
+        &[
+            "federation",
+            "suspend",
+            "--dir",
+            a,
+            "cn-61-psb",
+            "--reason",
+            "audit pending",
+            "--json",
+        ],
+    ));
+    json(&liaison(
+        None,
+        &["federation", "sign", "--dir", a, "--json"],
+    ));
+    let diff = json(&liaison(
+        None,
+        &[
+            "federation",
+            "diff",
+            "--dir",
+            a,
+            auth.join("rosters/0000000001.cbor").to_str().unwrap(),
+            auth.join("rosters/0000000002.cbor").to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(diff["changed"][0]["node"], "cn-61-psb", "{diff}");
+    assert_eq!(
+        diff["changed"][0]["changes"][0]["new"], "suspended",
+        "{diff}"
+    );
+    json(&liaison(
+        Some(&fj),
+        &[
+            "roster",
+            "apply",
+            auth.join("roster.cbor").to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    let refused = liaison(
+        Some(&fj),
+        &[
+            "send",
+            "--to",
+            "cn-61-psb",
+            "--kind",
+            "bus.test",
+            "--body",
+            "after",
+        ],
+    );
+    assert!(!refused.status.success());
+    let journal = std::fs::read_to_string(auth.join("journal.log")).unwrap();
+    assert!(
+        journal.contains("suspended cn-61-psb: audit pending"),
+        "{journal}"
+    );
+    for cfg in [&fj, &sx] {
+        liaison(Some(cfg), &["node", "stop"]);
+    }
+}

@@ -297,6 +297,7 @@ fn sample_roster() -> Roster {
         federation: "fuzz-federation".into(),
         serial: 3,
         issued_at: 1_790_000_000_000,
+        valid_until: None,
         members: vec![
             member(SIGNER_NODE, "joint_meeting", "CHN", 10, None),
             suspended,

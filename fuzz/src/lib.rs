@@ -44,6 +44,7 @@ pub fn roster() -> liaison_protocol::Roster {
         federation: "fuzz-fed".into(),
         serial: 1,
         issued_at: 0,
+        valid_until: None,
         members: vec![Member {
             id: signer_node(),
             agency: "public_security".into(),

@@ -565,6 +565,7 @@ mod tests {
             federation: "test".into(),
             serial: 1,
             issued_at: 0,
+            valid_until: None,
             members: vec![member("n1", 1), member("n2", 2)],
             rules: vec![],
             max_body_len: 1 << 20,

@@ -310,6 +310,8 @@ pub struct Roster {
     pub serial: u64,
     /// Issued at, Unix ms.
     pub issued_at: u64,
+    /// Valid until, Unix ms (the authority's `sign --valid-days`); None: no end.
+    pub valid_until: Option<u64>,
     /// Members.
     pub members: Vec<Member>,
     /// Policy rules.
@@ -339,11 +341,14 @@ impl Roster {
                 )
                 .put(7, self.max_body_len)
                 .put_opt(8, self.dev.then_some(true))
+                .put_opt(9, self.valid_until)
                 .build(),
         )
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, VerifyError> {
+    /// Decodes an unsigned roster payload strictly (the authority's draft; a signed roster is
+    /// opened with [`SignedRoster::open`]).
+    pub fn decode(bytes: &[u8]) -> Result<Self, VerifyError> {
         const OBJ: &str = "roster";
         let v = cbor::decode_strict(bytes, MAX_ROSTER_LEN, None)?;
         let mut m = MapReader::new(OBJ, v)?;
@@ -382,11 +387,21 @@ impl Roster {
                 .into());
             }
         };
+        let valid_until = m.opt_uint(9)?;
+        if valid_until.is_some_and(|v| v <= issued_at) {
+            return Err(DecodeError::Field {
+                object: OBJ,
+                key: 9,
+                problem: "valid until a time before it was issued",
+            }
+            .into());
+        }
         m.finish()?;
         let roster = Self {
             federation,
             serial,
             issued_at,
+            valid_until,
             members,
             rules,
             max_body_len,
@@ -580,6 +595,7 @@ mod tests {
             federation: "cn-atip-demo".into(),
             serial: 1,
             issued_at: 1,
+            valid_until: None,
             members: vec![
                 member("cn-35-psb", "public_security", "CHN", 1, None),
                 member("cn-5325-hekou", "border_station", "CHN", 2, None),

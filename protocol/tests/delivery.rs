@@ -53,6 +53,7 @@ fn roster() -> Roster {
         federation: "cn-atip-demo".into(),
         serial: 1,
         issued_at: 1,
+        valid_until: None,
         members: vec![
             member("cn-35-psb", "public_security", 1, None),
             member("cn-53-psb", "public_security", 2, None),

@@ -130,6 +130,7 @@ fn build() -> String {
         federation: "cn-atip-demo".into(),
         serial: 1,
         issued_at: 1_789_000_000_000,
+        valid_until: None,
         members: vec![
             member("cn-35-psb", "public_security", SENDER_SEED, 1),
             member("cn-61-psb", "public_security", RECIPIENT_SEED, 2),

@@ -45,6 +45,7 @@ pub fn demo_roster() -> Result<Roster, DecodeError> {
         federation: "cn-atip-demo".into(),
         serial: 1,
         issued_at: 1,
+        valid_until: None,
         members: vec![
             member(
                 "cn-35-psb",
