@@ -65,6 +65,30 @@ impl Drop for Nodes {
     }
 }
 
+/// Starts a node process for each config (`extra` before `--config`: e.g. `--dev`) and waits
+/// until each answers on its API.
+fn start_nodes(cfgs: &[&Path], extra: &[&str]) -> Nodes {
+    let mut nodes = Nodes(Vec::new());
+    for cfg in cfgs {
+        nodes.0.push(
+            Command::new(BIN)
+                .args(["node", "start"])
+                .args(extra)
+                .arg("--config")
+                .arg(cfg)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for cfg in cfgs {
+        wait_until(Duration::from_secs(20), || {
+            liaison(Some(cfg), &["status", "--json"]).status.success()
+        });
+    }
+    nodes
+}
+
 fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -113,22 +137,7 @@ fn operator_session_with_two_node_processes() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("development roster"), "{err}");
 
-    let mut nodes = Nodes(Vec::new());
-    for cfg in [&fj, &sx] {
-        nodes.0.push(
-            Command::new(BIN)
-                .args(["node", "start", "--dev", "--config"])
-                .arg(cfg)
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    for cfg in [&fj, &sx] {
-        wait_until(Duration::from_secs(20), || {
-            liaison(Some(cfg), &["status", "--json"]).status.success()
-        });
-    }
+    let mut nodes = start_nodes(&[&fj, &sx], &["--dev"]);
     let sent = json(&liaison(
         Some(&fj),
         &[
@@ -416,21 +425,9 @@ fn operator_session_with_two_node_processes() {
     let hk = out.join("nodes/cn-5325-hekou/node.toml");
     let vn = out.join("nodes/vn-laocai-bg/node.toml");
     let xa = out.join("nodes/cn-6101-mca/node.toml");
-    for cfg in [&hk, &vn, &xa] {
-        nodes.0.push(
-            Command::new(BIN)
-                .args(["node", "start", "--dev", "--config"])
-                .arg(cfg)
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    for cfg in [&hk, &vn, &xa] {
-        wait_until(Duration::from_secs(20), || {
-            liaison(Some(cfg), &["status", "--json"]).status.success()
-        });
-    }
+    nodes
+        .0
+        .append(&mut start_nodes(&[&hk, &vn, &xa], &["--dev"]).0);
     border_session(dir.path(), &fj, &hk, &vn, &xa, authority);
     for cfg in [&fj, &sx, &hk, &vn, &xa] {
         liaison(Some(cfg), &["node", "stop"]);
@@ -1295,22 +1292,7 @@ fn a_federation_founded_with_the_authority_tools() {
     }
     let fj = dir.path().join("cn-35-psb/node.toml");
     let sx = dir.path().join("cn-61-psb/node.toml");
-    let mut nodes = Nodes(Vec::new());
-    for cfg in [&fj, &sx] {
-        nodes.0.push(
-            Command::new(BIN)
-                .args(["node", "start", "--config"])
-                .arg(cfg)
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    for cfg in [&fj, &sx] {
-        wait_until(Duration::from_secs(20), || {
-            liaison(Some(cfg), &["status", "--json"]).status.success()
-        });
-    }
+    let _nodes = start_nodes(&[&fj, &sx], &[]);
     let sent = json(&liaison(
         Some(&fj),
         &[

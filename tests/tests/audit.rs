@@ -208,13 +208,7 @@ async fn case_evidence_holds_the_whole_case_and_nothing_else() {
     })
     .await
     .unwrap();
-    let authority = liaison_protocol::PublicKey::from_bytes(
-        &hex::decode(&fed.generated.authority_key_hex)
-            .unwrap()
-            .try_into()
-            .unwrap(),
-    )
-    .unwrap();
+    let authority = fed.authority();
     for node in [&fj, &sx] {
         let case = node.case_evidence("FJ-2026-0042", false).await.unwrap();
         // The message and its receipt, on each side, and the roster record saying which

@@ -708,13 +708,7 @@ async fn handover_is_complete_only_with_both_signatures_over_one_record() {
     assert_eq!(evidence.records.len(), 2);
     let bytes = evidence.encode();
     let decoded = liaison_protocol::evidence::CaseEvidence::decode(&bytes).unwrap();
-    let authority = liaison_protocol::PublicKey::from_bytes(
-        &hex::decode(&fed.generated.authority_key_hex)
-            .unwrap()
-            .try_into()
-            .unwrap(),
-    )
-    .unwrap();
+    let authority = fed.authority();
     let checked = decoded.verify(&authority).unwrap();
     let signers: Vec<&str> = checked.records.iter().map(|r| r.officer.as_str()).collect();
     assert_eq!(signers.len(), 2);

@@ -41,6 +41,15 @@ fn refused(frame: &Frame) -> (ErrorCode, String) {
     }
 }
 
+/// The record of message `digest` at `bus`.
+async fn record(bus: &Bus, digest: liaison_protocol::Digest) -> crate::store::MessageRecord {
+    bus.store
+        .read(move |r| r.message(&digest))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no record"))
+}
+
 #[tokio::test]
 async fn a_delivery_is_receipted_once_and_a_resend_gets_the_same_receipt() {
     let (sx, _dir) = bus(SX).await;
@@ -168,12 +177,7 @@ async fn a_receipt_closes_the_outbox_item_once() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let digest = liaison_protocol::Digest::from_hex(&sent.digest).unwrap_or_else(|e| panic!("{e}"));
-    let rec = fj
-        .store
-        .read(move |r| r.message(&digest))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no record"));
+    let rec = record(&fj, digest).await;
     assert!(matches!(rec.state, crate::store::MsgState::Queued));
     let env = liaison_protocol::Envelope::peek_unverified(&rec.envelope)
         .unwrap_or_else(|| panic!("no envelope"))
@@ -202,12 +206,7 @@ async fn a_receipt_closes_the_outbox_item_once() {
         handle(&fj, &node(SX), frame()).await,
         Frame::Ack(receipt.digest())
     );
-    let rec = fj
-        .store
-        .read(move |r| r.message(&digest))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no record"));
+    let rec = record(&fj, digest).await;
     assert!(matches!(rec.state, crate::store::MsgState::Delivered));
     assert_eq!(rec.proof.as_deref(), Some(receipt.bytes()));
     let k = kinds(&fj).await;
@@ -218,12 +217,7 @@ async fn a_receipt_closes_the_outbox_item_once() {
     let forged = SignedReceipt::sign(receipt.receipt().clone(), &key(XA));
     let (code, _) = refused(&handle(&fj, &node(SX), Frame::Receipt(forged.bytes().to_vec())).await);
     assert_eq!(code, ErrorCode::Refused);
-    let still = fj
-        .store
-        .read(move |r| r.message(&digest))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no record"));
+    let still = record(&fj, digest).await;
     assert_eq!(still.proof.as_deref(), Some(receipt.bytes()));
     fj.cancel.cancel();
     fj.tasks.close();
