@@ -291,11 +291,52 @@ struct SendArgs {
     reply_to: Option<String>,
 }
 
+impl Command {
+    /// Whether the command signs an officer's step (and so uses the officers' flags).
+    fn signs_a_step(&self) -> bool {
+        match self {
+            Self::Step(args) => !args.list,
+            Self::Assist(_)
+            | Self::Marriage(_)
+            | Self::Repatriation(_)
+            | Self::Alert(_)
+            | Self::Supervise(_)
+            | Self::Report(_)
+            | Self::Permission(_) => true,
+            _ => false,
+        }
+    }
+}
+
 #[global_allocator]
 static ALLOCATOR: liaison_node::Allocator = liaison_node::Allocator;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // The officers' flags are global (they go before or after the step's own), but only a
+    // step uses them: given to any other command they would be silently ignored.
+    if !cli.command.signs_a_step() {
+        // `send` has a --priority of its own.
+        let own: &[&str] = match cli.command {
+            Command::Send(_) => &["priority"],
+            _ => &[],
+        };
+        if let Some(flag) = officer::ACT_FLAGS.iter().find(|id| {
+            !own.contains(id)
+                && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        }) {
+            eprintln!(
+                "liaison: --{} applies only to an officer's step (assist, marriage, repatriation, \
+                 alert, supervise, report, permission, step): leave it out here",
+                flag.replace('_', "-")
+            );
+            return ExitCode::from(2);
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(match cli.command {
             Command::Node(NodeCmd::Start { .. }) => "info",

@@ -15,6 +15,19 @@ use liaison_protocol::workflow;
 use liaison_protocol::{MessageId, NodeId, Priority};
 use serde_json::Value;
 
+/// The ids of [`ActOpts`]' flags.
+pub(crate) const ACT_FLAGS: [&str; 9] = [
+    "officer",
+    "handling",
+    "handling_text",
+    "sensitivity",
+    "retention_days",
+    "abroad",
+    "derived_from",
+    "priority",
+    "doc_file",
+];
+
 /// Handling options every officer action takes.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ActOpts {

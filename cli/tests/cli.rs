@@ -1377,3 +1377,29 @@ fn a_federation_founded_with_the_authority_tools() {
         liaison(Some(cfg), &["node", "stop"]);
     }
 }
+
+#[test]
+fn an_officers_flag_given_to_another_command_is_refused_not_ignored() {
+    for args in [
+        &["status", "--handling", "H1"][..],
+        &["dev-certs", "--officer", "x.pem", "--out", "unused"][..],
+        &[
+            "send",
+            "--to",
+            "cn-61-psb",
+            "--kind",
+            "bus.test",
+            "--body",
+            "x",
+            "--abroad",
+        ][..],
+    ] {
+        let out = liaison(None, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("applies only to an officer's step"),
+            "{args:?}: {err}"
+        );
+    }
+}
