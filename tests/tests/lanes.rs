@@ -179,3 +179,44 @@ async fn newer_roster_spreads_to_peers_on_connect() {
     fed.stop("fj").await;
     fed.stop("sx").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_an_older_roster_fetches_the_newer_one_on_connect() {
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let roster = fed
+        .reissue_roster(|r| {
+            r.rules.push(liaison_protocol::Rule {
+                from: "public_security".into(),
+                to: "public_security".into(),
+                kinds: vec!["training.*".into()],
+                abroad: false,
+            });
+        })
+        .unwrap();
+    // Only the recipient has the new roster; the sender dials it with the old one and is
+    // answered with the new one.
+    assert_eq!(sx.apply_roster(&roster).await.unwrap(), 2);
+    fj.send(msg("sx", "bus.test", b"with the old roster"))
+        .await
+        .unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 1
+    })
+    .await
+    .unwrap();
+    wait_for(LIMIT, async || fj.roster().roster().serial == 2)
+        .await
+        .unwrap();
+    // Now fj may send the kind only the new roster allows.
+    fj.send(msg("sx", "training.notice", b"new kind"))
+        .await
+        .unwrap();
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+}

@@ -193,6 +193,11 @@ pub(super) async fn handle(inner: &Arc<Bus>, peer: &NodeId, frame: Frame) -> Fra
             answer(inner, peer, inner.take_nondelivery(&bytes).await).await
         }
         Frame::Roster(bytes) => match inner.apply_roster(&bytes).await {
+            // An offer older than the roster in force here is answered with ours: the peer
+            // catches up on connect (protocol.md §7.4).
+            Ok(in_force) if offered_serial(inner, &bytes).is_some_and(|s| s < in_force) => {
+                Frame::Roster(inner.roster().bytes().to_vec())
+            }
             Ok(_) => Frame::Ack(liaison_protocol::Digest::of(&bytes)),
             Err(e) => {
                 let refusal = Refusal::Roster(e.to_string());
@@ -225,6 +230,13 @@ pub(super) async fn handle(inner: &Arc<Bus>, peer: &NodeId, frame: Frame) -> Fra
             refusal_frame(&Refusal::AnswerFrame)
         }
     }
+}
+
+/// The serial of an offered roster (already opened by `apply_roster`).
+fn offered_serial(inner: &Bus, bytes: &[u8]) -> Option<u64> {
+    liaison_protocol::SignedRoster::open(bytes, &inner.authority)
+        .ok()
+        .map(|r| r.roster().serial)
 }
 
 async fn answer(inner: &Arc<Bus>, peer: &NodeId, r: Result<Frame, Failure>) -> Frame {

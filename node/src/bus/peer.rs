@@ -321,8 +321,14 @@ impl Actor {
                         // Offer our roster before any message, so a peer with an older one
                         // judges our messages by the newer policy.
                         let roster = Frame::Roster(self.inner.roster.get().bytes().to_vec());
-                        let _ =
+                        let answer =
                             tokio::time::timeout(ROSTER_TIMEOUT, exchange(&conn, &roster, 0)).await;
+                        // A peer that holds a newer roster answers with it: take it.
+                        if let Ok(Ok(Frame::Roster(newer))) = answer {
+                            if let Err(e) = self.inner.apply_roster(&newer).await {
+                                warn!(node = %self.inner.id, peer = %self.hop, error = %e, "the newer roster the peer answered with is refused");
+                            }
+                        }
                         if let Some(audit) = self.inner.audit() {
                             audit.on_connected(&self.hop, Some(conn.clone()));
                         }
