@@ -477,6 +477,23 @@ async fn remote(
                         v["store"]["groups"], v["store"]["changes"]
                     ),
                 };
+                let ms = |k: &str| v["roster_standing"][k].as_u64().unwrap_or_default();
+                let roster = match str_of(&v["roster_standing"], "standing") {
+                    "in_grace" => format!(
+                        "WARNING: the roster expired at {}; traffic stops at {} unless a newer \
+                         roster is applied (liaison roster apply)\n",
+                        output::time(ms("expired_at")),
+                        output::time(ms("stops_at"))
+                    ),
+                    "expired" => format!(
+                        "ROSTER EXPIRED at {} (grace ended {}): nothing new is sent or taken \
+                         until a newer roster is applied (liaison roster apply)\n",
+                        output::time(ms("expired_at")),
+                        output::time(ms("stopped_at"))
+                    ),
+                    _ => String::new(),
+                };
+                let store = format!("{roster}{store}");
                 format!(
                     "{store}node {} in federation {}\nlistening on {}\nroster serial {}\ncases {} ({} overdue{})\naudit log entries {}\nwitness conflicts seen since start {}{}\n{}",
                     str_of(v, "node"),

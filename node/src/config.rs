@@ -26,6 +26,8 @@ pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 5_000;
 /// A connection silent this long is dead (keep-alives go every sixth of it): short enough
 /// that a restarted peer is reached again quickly, long enough for a congested link.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 15_000;
+/// Traffic goes on this long after the roster's validity ended (seven days).
+pub const DEFAULT_ROSTER_GRACE_MS: u64 = 7 * 24 * 3600 * 1000;
 /// sled page cache: sled's default (1 GB) is far more than a node needs.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -198,6 +200,9 @@ pub struct DeliveryConfig {
     pub shutdown_grace_ms: u64,
     /// QUIC idle timeout, ms.
     pub idle_timeout_ms: u64,
+    /// How long traffic goes on after the roster in force passed its validity (with a
+    /// warning), ms; then no new message is sent or taken until a newer roster is applied.
+    pub roster_grace_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -210,6 +215,7 @@ impl Default for DeliveryConfig {
             max_skew_ms: DEFAULT_MAX_SKEW_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            roster_grace_ms: DEFAULT_ROSTER_GRACE_MS,
         }
     }
 }
@@ -284,7 +290,7 @@ impl Config {
              signing_key = {:?}\nlog_key = {:?}\nwitness_key = {:?}\nroster = {:?}\n\
              dev_mode = {}\n\n[delivery]\nbackoff_initial_ms = {}\nbackoff_max_ms = {}\n\
              window = {}\nreplay_window_ms = {}\nmax_skew_ms = {}\nshutdown_grace_ms = {}\n\
-             idle_timeout_ms = {}\n\n\
+             idle_timeout_ms = {}\nroster_grace_ms = {}\n\n\
              [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\nbody_retention_ms = {}\n\
              start_check_ms = {}\n\n\
              [workflow]\ntick_ms = {}\nmax_action_age_ms = {}\nreorder_window_ms = {}\n\n\
@@ -311,6 +317,7 @@ impl Config {
             d.max_skew_ms,
             d.shutdown_grace_ms,
             d.idle_timeout_ms,
+            d.roster_grace_ms,
             self.store.cache_bytes,
             self.audit.checkpoint_interval_ms,
             self.audit.body_retention_ms,

@@ -105,6 +105,22 @@ impl Node {
             }
         };
         check_dev(&cfg, &roster, &tls)?;
+        match roster
+            .roster()
+            .standing(clock.now_ms(), cfg.delivery.roster_grace_ms)
+        {
+            liaison_protocol::Standing::Valid => {}
+            liaison_protocol::Standing::InGrace { stops_at, .. } => warn!(
+                node = %cfg.node_id, stops_at,
+                "the roster in force is past its validity: traffic stops at the end of the grace \
+                 unless a newer roster is applied"
+            ),
+            liaison_protocol::Standing::Expired { .. } => warn!(
+                node = %cfg.node_id,
+                "the roster in force is past its validity and grace: nothing new is sent or \
+                 taken until a newer roster is applied"
+            ),
+        }
         check_self(&cfg, &roster, &signing, &tls)?;
 
         let roster = RosterCell::new(roster);
@@ -386,6 +402,12 @@ impl Node {
     /// The roster in force.
     pub fn roster(&self) -> Arc<SignedRoster> {
         self.inner.roster.get()
+    }
+
+    /// Where the roster in force stands against its validity now (in its grace, traffic goes
+    /// on with a warning; past it, nothing new is sent or taken).
+    pub fn roster_standing(&self) -> liaison_protocol::Standing {
+        self.inner.roster_standing()
     }
 
     /// Applies a newer roster signed by the authority and spreads it to peers.

@@ -128,6 +128,16 @@ pub enum Refusal {
     /// A roster offered by a peer that cannot be applied.
     #[error("{0}")]
     Roster(String),
+    /// The roster in force here is past its validity and its grace: this node takes no new
+    /// message until a newer roster is applied (a temporary refusal: the sender retries).
+    #[error(
+        "the roster in force here expired at {expired_at} (Unix ms) and its grace ended: no new \
+         message is taken until a newer roster is applied; try later"
+    )]
+    RosterExpired {
+        /// When its validity ended, Unix ms.
+        expired_at: u64,
+    },
 }
 
 impl Refusal {
@@ -139,6 +149,7 @@ impl Refusal {
                 ErrorCode::TooLarge
             }
             Self::MalformedFrame(_) | Self::AnswerFrame => ErrorCode::MalformedFrame,
+            Self::RosterExpired { .. } => ErrorCode::Unavailable,
             _ => ErrorCode::Refused,
         }
     }
@@ -180,6 +191,7 @@ impl Refusal {
             Self::AnswerFrame => "answer-frame",
             Self::StreamTooLong { .. } => "stream-too-long",
             Self::Roster(_) => "roster",
+            Self::RosterExpired { .. } => "roster-expired",
         }
     }
 
@@ -198,6 +210,7 @@ impl Refusal {
             | Self::AnswerFrame
             | Self::StreamTooLong { .. }
             | Self::Roster(_)
+            | Self::RosterExpired { .. }
             | Self::Proof { .. }
             | Self::ProofMismatch { .. }
             | Self::ProofUnknown { .. } => false,

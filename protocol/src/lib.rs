@@ -38,4 +38,6 @@ pub use frame::{ErrorCode, Frame, FrameError};
 pub use ids::{Digest, MessageId, NodeId};
 pub use keys::PublicKey;
 pub use receipt::{NonDelivery, Receipt, ReceiptStatus, SignedNonDelivery, SignedReceipt};
-pub use roster::{Location, Member, MemberStatus, PolicyError, Roster, Rule, SignedRoster};
+pub use roster::{
+    Location, Member, MemberStatus, PolicyError, Roster, Rule, SignedRoster, Standing,
+};

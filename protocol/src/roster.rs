@@ -54,6 +54,28 @@ impl Location {
     }
 }
 
+/// Where a roster stands against its validity (key 9, `valid_until`) at a time, with a grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "standing")]
+pub enum Standing {
+    /// Within its validity, or it has none.
+    Valid,
+    /// Past its validity, within the grace: traffic goes on, with a warning.
+    InGrace {
+        /// When its validity ended, Unix ms.
+        expired_at: u64,
+        /// When the grace ends, Unix ms.
+        stops_at: u64,
+    },
+    /// Past the grace: no new traffic until a newer roster is applied.
+    Expired {
+        /// When its validity ended, Unix ms.
+        expired_at: u64,
+        /// When the grace ended, Unix ms.
+        stopped_at: u64,
+    },
+}
+
 /// One member node of the federation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -346,6 +368,28 @@ impl Roster {
         )
     }
 
+    /// Where this roster stands at `now` (Unix ms) with a grace of `grace_ms` after its
+    /// validity.
+    pub fn standing(&self, now: u64, grace_ms: u64) -> Standing {
+        match self.valid_until {
+            Some(end) if now >= end => {
+                let stops = end.saturating_add(grace_ms);
+                if now < stops {
+                    Standing::InGrace {
+                        expired_at: end,
+                        stops_at: stops,
+                    }
+                } else {
+                    Standing::Expired {
+                        expired_at: end,
+                        stopped_at: stops,
+                    }
+                }
+            }
+            _ => Standing::Valid,
+        }
+    }
+
     /// Decodes an unsigned roster payload strictly (the authority's draft; a signed roster is
     /// opened with [`SignedRoster::open`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, VerifyError> {
@@ -624,6 +668,33 @@ mod tests {
             max_body_len: 1 << 20,
             dev: true,
         }
+    }
+
+    #[test]
+    fn a_roster_past_its_validity_has_a_grace_then_stops() {
+        let mut r = sample();
+        assert_eq!(r.standing(u64::MAX, 10), Standing::Valid);
+        r.valid_until = Some(1_000);
+        assert_eq!(r.standing(999, 10), Standing::Valid);
+        assert_eq!(
+            r.standing(1_000, 10),
+            Standing::InGrace {
+                expired_at: 1_000,
+                stops_at: 1_010
+            }
+        );
+        assert_eq!(
+            r.standing(1_010, 10),
+            Standing::Expired {
+                expired_at: 1_000,
+                stopped_at: 1_010
+            }
+        );
+        // The field goes on the wire and back; a validity before the issue is refused.
+        let back = Roster::decode(&r.encode()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.valid_until, Some(1_000));
+        r.valid_until = Some(r.issued_at);
+        assert!(Roster::decode(&r.encode()).is_err());
     }
 
     #[test]

@@ -181,3 +181,81 @@ async fn a_step_that_overtook_its_predecessor_waits_out_the_reorder_window_on_th
     );
     fed.stop("sx").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_past_its_validity_keeps_traffic_through_the_grace_then_stops_it() {
+    const HOUR: u64 = 3600 * 1000;
+    let mut fed = two_bureaus();
+    let grace = |c: &mut liaison_node::Config| c.delivery.roster_grace_ms = HOUR;
+    let fj = fed.start_with("fj", grace).await.unwrap();
+    let sx = fed.start_with("sx", grace).await.unwrap();
+    let now = fed.clock.now_ms();
+    let roster = fed
+        .reissue_roster(|r| r.valid_until = Some(now + HOUR))
+        .unwrap();
+    for n in [&fj, &sx] {
+        n.apply_roster(&roster).await.unwrap();
+        assert_eq!(n.roster_standing(), liaison_protocol::Standing::Valid);
+    }
+    // Past its validity, within the grace: a warning, and traffic goes on.
+    fed.advance(Duration::from_millis(HOUR + HOUR / 2));
+    assert_eq!(
+        fj.roster_standing(),
+        liaison_protocol::Standing::InGrace {
+            expired_at: now + HOUR,
+            stops_at: now + 2 * HOUR
+        }
+    );
+    fj.send(msg("sx", "bus.test", b"in the grace"))
+        .await
+        .unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 1
+    })
+    .await
+    .unwrap();
+    // Past the grace: nothing new is sent, and nothing new is taken (a temporary refusal).
+    fed.advance(Duration::from_millis(HOUR));
+    assert!(matches!(
+        fj.roster_standing(),
+        liaison_protocol::Standing::Expired { .. }
+    ));
+    let refused = fj.send(msg("sx", "bus.test", b"too late")).await;
+    assert!(
+        matches!(&refused, Err(liaison_node::NodeError::Roster(why)) if why.contains("apply")),
+        "{refused:?}"
+    );
+    let raw = fed.raw("fj", "sx").await.unwrap();
+    let answer = raw
+        .exchange(&liaison_protocol::Frame::Deliver {
+            envelope: vec![0xa0],
+            body: Vec::new(),
+        })
+        .await
+        .unwrap();
+    match answer {
+        liaison_protocol::Frame::Error { code, reason } => {
+            assert_eq!(code, liaison_protocol::ErrorCode::Unavailable);
+            assert_eq!(
+                liaison_protocol::delivery::refusal_name(&reason),
+                Some("roster-expired")
+            );
+        }
+        other => panic!("expected a temporary refusal, got {other:?}"),
+    }
+    // A newer roster from the authority restores traffic.
+    let renewed = fed
+        .reissue_roster(|r| r.valid_until = Some(now + 30 * 24 * HOUR))
+        .unwrap();
+    for n in [&fj, &sx] {
+        n.apply_roster(&renewed).await.unwrap();
+    }
+    fj.send(msg("sx", "bus.test", b"renewed")).await.unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 2
+    })
+    .await
+    .unwrap();
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+}

@@ -200,6 +200,8 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 "overdue_cases": overdue,
                 "federation": node.roster().roster().federation,
                 "roster_serial": node.roster().roster().serial,
+                "roster_valid_until": node.roster().roster().valid_until,
+                "roster_standing": node.roster_standing(),
                 "log_entries": node.log_len(),
                 "store_failure": node.store_failure(),
                 "store": node.store_stats(),

@@ -258,10 +258,35 @@ impl Bus {
         handle.push(q, restored);
     }
 
+    /// Where the roster in force stands against its validity now.
+    pub(crate) fn roster_standing(&self) -> liaison_protocol::Standing {
+        self.roster
+            .get()
+            .roster()
+            .standing(self.now(), self.cfg.roster_grace_ms)
+    }
+
+    /// Refuses new traffic once the roster in force is past its validity and grace.
+    pub(crate) fn check_roster_in_force(&self) -> Result<(), NodeError> {
+        match self.roster_standing() {
+            liaison_protocol::Standing::Expired {
+                expired_at,
+                stopped_at,
+            } => Err(NodeError::Roster(format!(
+                "the roster in force (serial {}) expired at {expired_at} and its grace ended at \
+                 {stopped_at} (Unix ms): nothing new is sent or taken until a newer roster is \
+                 applied (liaison roster apply <roster.cbor> from the federation authority)",
+                self.roster.get().roster().serial
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) async fn send(self: &Arc<Self>, req: SendRequest) -> Result<SendResult, NodeError> {
         if self.cancel.is_cancelled() {
             return Err(NodeError::ShuttingDown);
         }
+        self.check_roster_in_force()?;
         liaison_protocol::envelope::check_kind(&req.kind)?;
         let now = self.now();
         let hop = self.route(&req.to, &req.kind, req.body.len(), now).await?;

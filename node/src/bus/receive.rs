@@ -197,6 +197,13 @@ impl Bus {
         envelope: Vec<u8>,
         body: Vec<u8>,
     ) -> Reply {
+        // 0. Past the roster's validity and grace this node takes no new message (a
+        // temporary refusal: the sender keeps it and retries, by when a newer roster may be
+        // here, or come with the sender's next connection).
+        if let liaison_protocol::Standing::Expired { expired_at, .. } = self.roster_standing() {
+            let refusal = Refusal::RosterExpired { expired_at };
+            return error_frame(refusal.code(), refusal.reason());
+        }
         // 1. The envelope must verify before anything in it is believed.
         let roster = self.roster.get();
         let env = match Envelope::open(&envelope, |kid| roster.roster().signer(kid)) {

@@ -53,6 +53,7 @@ impl Cases {
         if self.bus.cancel.is_cancelled() {
             return Err(NodeError::ShuttingDown);
         }
+        self.bus.check_roster_in_force()?;
         let now = self.now();
         let bytes = b64()
             .decode(req.action.as_bytes())
