@@ -414,7 +414,7 @@ struct RuleEntry {
 fn member_json(m: &Member) -> Value {
     json!({
         "node": m.id, "agency": m.agency, "name": m.name, "country": m.country,
-        "division": m.division, "status": format!("{:?}", m.status).to_lowercase(),
+        "division": m.division, "status": m.status.to_string(),
         "signing_key": hex::encode(m.signing_key.to_bytes()),
         "log_key": hex::encode(m.log_key.to_bytes()),
         "witness_key": hex::encode(m.witness_key.to_bytes()),
@@ -452,7 +452,7 @@ fn roster_text(r: &Roster) -> String {
         s.push_str(&format!(
             "  {:<16} {:<10} {:<20} {:<4} {:<9} {}{}\n",
             m.id.as_str(),
-            format!("{:?}", m.status).to_lowercase(),
+            m.status.to_string(),
             m.agency,
             m.country,
             m.endpoints.join(","),
@@ -498,7 +498,7 @@ fn set_status(
     a.save_draft(&draft)?;
     a.journal(&format!("{what} {node}: {reason}"))?;
     Ok(
-        json!({"node": node, "status": format!("{status:?}").to_lowercase(), "reason": reason,
+        json!({"node": node, "status": status.to_string(), "reason": reason,
         "next": "liaison federation sign"}),
     )
 }

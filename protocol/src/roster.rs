@@ -28,6 +28,16 @@ pub enum MemberStatus {
     Revoked = 2,
 }
 
+impl std::fmt::Display for MemberStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Revoked => "revoked",
+        })
+    }
+}
+
 /// A point on the map, in millionths of a degree (no floats on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Location {
@@ -307,7 +317,7 @@ pub enum PolicyError {
     #[error("{0} is not a member of the federation")]
     UnknownMember(NodeId),
     /// Suspended or revoked.
-    #[error("{0} is {1:?} in the roster")]
+    #[error("{0} is {1} in the roster (the federation authority's decision)")]
     NotActive(NodeId, MemberStatus),
     /// No rule allows this kind between these agencies.
     #[error("policy forbids {kind} from {from} ({from_agency}) to {to} ({to_agency})")]

@@ -220,3 +220,59 @@ async fn a_node_with_an_older_roster_fetches_the_newer_one_on_connect() {
     fed.stop("fj").await;
     fed.stop("sx").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_member_is_refused_new_messages_and_its_queue_is_held_until_reinstated() {
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap();
+    let door = fed.closed_door("sx").await.unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    fj.send(msg("sx", "bus.test", b"queued before the suspension"))
+        .await
+        .unwrap();
+    let status = |s: liaison_protocol::MemberStatus| {
+        move |r: &mut liaison_protocol::Roster| {
+            for m in &mut r.members {
+                if m.id.as_str() == "sx" {
+                    m.status = s;
+                }
+            }
+        }
+    };
+    let suspended = fed
+        .reissue_roster(status(liaison_protocol::MemberStatus::Suspended))
+        .unwrap();
+    fj.apply_roster(&suspended).await.unwrap();
+    // New messages are refused with the reason; the one queued is held, and `peers` says why.
+    let refused = fj.send(msg("sx", "bus.test", b"after")).await.unwrap_err();
+    assert!(refused.to_string().contains("suspended"), "{refused}");
+    wait_for(LIMIT, async || {
+        fj.peers().iter().any(|p| {
+            p.peer == "sx"
+                && p.queued.iter().sum::<usize>() == 1
+                && p.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("suspended"))
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(count_state(&fj, "outgoing", "queued").await, 1);
+    // Reinstated: the held message goes.
+    let back = fed
+        .reissue_roster(status(liaison_protocol::MemberStatus::Active))
+        .unwrap();
+    fj.apply_roster(&back).await.unwrap();
+    door.remove().await;
+    let _sx = fed.start("sx").await.unwrap();
+    wait_for(LIMIT, async || {
+        count_state(&fj, "outgoing", "delivered").await == 1
+    })
+    .await
+    .unwrap();
+    fed.stop("fj").await;
+    fed.stop("sx").await;
+}
