@@ -225,6 +225,10 @@ enum NodeCmd {
     },
     /// Stop a running node gracefully.
     Stop,
+    /// Make a new TLS key and certificate request for this node (to renew its certificate, or
+    /// rotate its TLS key): written beside the current key as tls.next.key.pem and
+    /// tls.next.csr.pem; the running node is not touched.
+    RenewTls,
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,6 +389,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = load_config(cli.config.as_deref())?;
             liaison_node::run(cfg, dev).await?;
         }
+        Command::Node(NodeCmd::RenewTls) => {
+            let cfg = load_config(cli.config.as_deref())?;
+            renew_tls(&cfg, json)?;
+        }
         Command::Step(args) if args.list => workflow::list_kinds(json),
         Command::Officer(officer::OfficerCmd::Keygen { out }) => {
             officer::officer_cmd(None, officer::OfficerCmd::Keygen { out }, json).await?;
@@ -493,7 +501,15 @@ async fn remote(
                     ),
                     _ => String::new(),
                 };
-                let store = format!("{roster}{store}");
+                let tls = match (v["tls_not_after"].as_u64(), v["tls_renew_now"].as_bool()) {
+                    (Some(end), Some(true)) => format!(
+                        "WARNING: this node's TLS certificate expires at {}: renew it now \
+                         (liaison node renew-tls)\n",
+                        output::time(end)
+                    ),
+                    _ => String::new(),
+                };
+                let store = format!("{roster}{tls}{store}");
                 format!(
                     "{store}node {} in federation {}\nlistening on {}\nroster serial {}\ncases {} ({} overdue{})\naudit log entries {}\nwitness conflicts seen since start {}{}\n{}",
                     str_of(v, "node"),
@@ -700,7 +716,7 @@ async fn remote(
         | Command::DevCerts { .. }
         | Command::Audit(AuditCmd::CheckBundle { .. })
         | Command::Case(CaseCmd::Check { .. })
-        | Command::Node(NodeCmd::Start { .. }) => {}
+        | Command::Node(NodeCmd::Start { .. } | NodeCmd::RenewTls) => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -975,6 +991,44 @@ fn dev_certs(out: &Path, base_port: u16, json: bool) -> Result<()> {
             "start one: liaison node start --config <node.toml>  (dev material: dev mode only)",
         );
         s
+    });
+    Ok(())
+}
+
+/// `liaison node renew-tls`: a new TLS key and request beside the current key.
+fn renew_tls(cfg: &Config, json: bool) -> Result<()> {
+    let dir = cfg
+        .tls_key
+        .parent()
+        .context("the TLS key path has no directory")?;
+    let (key, csr) = (dir.join("tls.next.key.pem"), dir.join("tls.next.csr.pem"));
+    if key.exists() {
+        bail!(
+            "{} exists: a renewal is under way (send {} to the federation authority), or \
+             remove both files to start again",
+            key.display(),
+            csr.display()
+        );
+    }
+    let (request, spki) = pki::tls_request(cfg.node_id.as_str(), &key)?;
+    std::fs::write(&csr, request)?;
+    let v = serde_json::json!({"node": cfg.node_id, "key": key, "csr": csr,
+        "tls_spki_sha256": hex::encode(spki)});
+    output::print(json, &v, |_| {
+        format!(
+            "new TLS key {} and request {} (key SPKI {}).\n\nSend the request to the \
+             federation authority; it runs\n  liaison federation rotate-key --dir <fed> {} \
+             --kind tls --csr tls.next.csr.pem\nand signs the next roster. When the new \
+             certificate and roster come back: stop the node, move tls.next.key.pem to {} \
+             and the certificate to {}, put the roster beside node.toml (or apply it with \
+             liaison roster apply), and start the node.",
+            key.display(),
+            csr.display(),
+            hex::encode(spki),
+            cfg.node_id,
+            cfg.tls_key.display(),
+            cfg.tls_cert.display()
+        )
     });
     Ok(())
 }

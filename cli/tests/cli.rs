@@ -1373,6 +1373,35 @@ fn a_federation_founded_with_the_authority_tools() {
         journal.contains("suspended cn-61-psb: audit pending"),
         "{journal}"
     );
+    // The node knows when its certificate expires (a year from now: no warning yet), and
+    // renewal is one command at each end.
+    let status = json(&liaison(Some(&fj), &["status", "--json"]));
+    let left = status["tls_not_after"].as_u64().unwrap() / 1000
+        - std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+    assert!((360 * 86_400..=366 * 86_400).contains(&left), "{status}");
+    assert_eq!(status["tls_renew_now"], false);
+    let renewal = json(&liaison(Some(&fj), &["node", "renew-tls", "--json"]));
+    let rotated = json(&liaison(
+        None,
+        &[
+            "federation",
+            "rotate-key",
+            "--dir",
+            a,
+            "cn-35-psb",
+            "--kind",
+            "tls",
+            "--csr",
+            renewal["csr"].as_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(rotated["new"], renewal["tls_spki_sha256"]);
+    // A second renewal while one is under way is refused.
+    assert!(!liaison(Some(&fj), &["node", "renew-tls"]).status.success());
     for cfg in [&fj, &sx] {
         liaison(Some(cfg), &["node", "stop"]);
     }

@@ -29,6 +29,9 @@ use crate::net::transport::{self, TlsMaterial};
 use crate::roster::RosterCell;
 use crate::store::{Store, StoreOptions, StoreStats};
 
+/// A node warns this long before its TLS certificate expires.
+const TLS_RENEW_BEFORE_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// A running node. Cloning gives another handle to the same node.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -105,6 +108,15 @@ impl Node {
             }
         };
         check_dev(&cfg, &roster, &tls)?;
+        let tls_not_after = tls.not_after_ms().ok();
+        if let Some(end) = tls_not_after {
+            let now = clock.now_ms();
+            if end <= now {
+                warn!(node = %cfg.node_id, "this node's TLS certificate has expired: peers refuse it; renew it (liaison node renew-tls)");
+            } else if end - now < TLS_RENEW_BEFORE_MS {
+                warn!(node = %cfg.node_id, days_left = (end - now) / 86_400_000, "this node's TLS certificate expires soon: renew it (liaison node renew-tls)");
+            }
+        }
         match roster
             .roster()
             .standing(clock.now_ms(), cfg.delivery.roster_grace_ms)
@@ -152,6 +164,7 @@ impl Node {
             body_retention_ms: cfg.audit.body_retention_ms,
             guard: Guard::new(cfg.limits.clone()),
             clock,
+            tls_not_after,
         });
         let cases = Arc::new(Cases::new(inner.clone(), cfg.workflow.clone()));
         let hook: Arc<dyn CaseHook> = cases.clone();
@@ -402,6 +415,13 @@ impl Node {
     /// The roster in force.
     pub fn roster(&self) -> Arc<SignedRoster> {
         self.inner.roster.get()
+    }
+
+    /// When this node's TLS certificate expires (Unix ms), and whether that is within the
+    /// renewal warning (30 days) or past.
+    pub fn tls_expiry(&self) -> Option<(u64, bool)> {
+        let end = self.inner.tls_not_after?;
+        Some((end, end.saturating_sub(self.now_ms()) < TLS_RENEW_BEFORE_MS))
     }
 
     /// Where the roster in force stands against its validity now (in its grace, traffic goes

@@ -202,6 +202,8 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 "roster_serial": node.roster().roster().serial,
                 "roster_valid_until": node.roster().roster().valid_until,
                 "roster_standing": node.roster_standing(),
+                "tls_not_after": node.tls_expiry().map(|(end, _)| end),
+                "tls_renew_now": node.tls_expiry().map(|(_, soon)| soon),
                 "log_entries": node.log_len(),
                 "store_failure": node.store_failure(),
                 "store": node.store_stats(),

@@ -74,6 +74,8 @@ pub(crate) struct Bus {
     pub(crate) guard: Arc<Guard>,
     /// The one clock (crate::clock).
     pub(crate) clock: Clock,
+    /// When this node's TLS certificate expires, Unix ms (None: not known).
+    pub(crate) tls_not_after: Option<u64>,
 }
 
 impl Bus {

@@ -100,6 +100,7 @@ pub(crate) async fn bus(id: &str) -> (Arc<Bus>, tempfile::TempDir) {
         body_retention_ms: u64::MAX / 4,
         guard: Guard::new(LimitsConfig::default()),
         clock: Clock::manual(T0),
+        tls_not_after: None,
     });
     (bus, dir)
 }

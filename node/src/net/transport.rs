@@ -138,6 +138,14 @@ impl TlsMaterial {
         })
     }
 
+    /// When this node's certificate stops being valid (its notAfter), Unix ms.
+    pub fn not_after_ms(&self) -> Result<u64, NodeError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.cert)
+            .map_err(|e| NodeError::Tls(format!("this node's certificate: {e}")))?;
+        let secs = cert.validity().not_after.timestamp();
+        Ok(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
+    }
+
     /// Whether the CA is a development CA made by certs-dev.
     pub fn ca_is_dev(&self) -> bool {
         let needle = b"liaison DEV";
