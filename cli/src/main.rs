@@ -229,6 +229,13 @@ enum NodeCmd {
     /// rotate its TLS key): written beside the current key as tls.next.key.pem and
     /// tls.next.csr.pem; the running node is not touched.
     RenewTls,
+    /// Check the configuration, keys, TLS material and roster as the node does at start,
+    /// without starting it.
+    CheckConfig {
+        /// Accept development certificates and rosters.
+        #[arg(long)]
+        dev: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -388,6 +395,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node(NodeCmd::Start { dev }) => {
             let cfg = load_config(cli.config.as_deref())?;
             liaison_node::run(cfg, dev).await?;
+        }
+        Command::Node(NodeCmd::CheckConfig { dev }) => {
+            let mut cfg = load_config(cli.config.as_deref())?;
+            cfg.dev_mode |= dev;
+            let notes = liaison_node::check_config(&cfg)?;
+            let v = serde_json::json!({"ok": true, "checked": notes});
+            output::print(json, &v, |_| {
+                format!("{}\nthe configuration is ready", notes.join("\n"))
+            });
         }
         Command::Node(NodeCmd::RenewTls) => {
             let cfg = load_config(cli.config.as_deref())?;
@@ -716,7 +732,8 @@ async fn remote(
         | Command::DevCerts { .. }
         | Command::Audit(AuditCmd::CheckBundle { .. })
         | Command::Case(CaseCmd::Check { .. })
-        | Command::Node(NodeCmd::Start { .. } | NodeCmd::RenewTls) => {}
+        | Command::Node(NodeCmd::Start { .. } | NodeCmd::RenewTls | NodeCmd::CheckConfig { .. }) => {
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

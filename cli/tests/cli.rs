@@ -1292,6 +1292,17 @@ fn a_federation_founded_with_the_authority_tools() {
     }
     let fj = dir.path().join("cn-35-psb/node.toml");
     let sx = dir.path().join("cn-61-psb/node.toml");
+    // The configuration is checked as the node checks it at start, without starting it.
+    let checked = json(&liaison(Some(&fj), &["node", "check-config", "--json"]));
+    assert_eq!(checked["ok"], true, "{checked}");
+    let key = dir.path().join("cn-61-psb/signing.key.pem");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let unsafe_key = liaison(Some(&sx), &["node", "check-config"]);
+    assert!(!unsafe_key.status.success());
+    let err = String::from_utf8_lossy(&unsafe_key.stderr);
+    assert!(err.contains("signing.key.pem"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let _nodes = start_nodes(&[&fj, &sx], &[]);
     let sent = json(&liaison(
         Some(&fj),

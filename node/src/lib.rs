@@ -42,7 +42,7 @@ pub use clock::{Clock, now_ms};
 pub use config::Config;
 pub use error::{ActRefusal, NodeError, StoreError};
 pub use net::transport;
-pub use node::{Node, StartOptions};
+pub use node::{Node, StartOptions, check_config};
 
 /// Runs a node from a config file until SIGINT/SIGTERM or an API shutdown: the body of the
 /// `liaison-node` binary.

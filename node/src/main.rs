@@ -20,6 +20,15 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Check the configuration, keys, TLS material and roster as the node does at start,
+    /// without starting it; exits non-zero with the reason at the first problem.
+    CheckConfig,
 }
 
 #[global_allocator]
@@ -27,6 +36,25 @@ static ALLOCATOR: liaison_node::Allocator = liaison_node::Allocator;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Cmd::CheckConfig) = args.command {
+        let checked = liaison_node::Config::load(&args.config).and_then(|mut cfg| {
+            cfg.dev_mode |= args.dev;
+            liaison_node::check_config(&cfg)
+        });
+        return match checked {
+            Ok(notes) => {
+                for n in notes {
+                    println!("{n}");
+                }
+                println!("{}: the configuration is ready", args.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("liaison-node: {}: {e}", args.config.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_json {

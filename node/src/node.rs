@@ -655,6 +655,74 @@ fn parse_key_hex(s: &str) -> Result<PublicKey, NodeError> {
     PublicKey::from_bytes(&bytes).map_err(|e| NodeError::Roster(format!("authority_key: {e}")))
 }
 
+/// The checks the node makes at start that need neither its store nor the network, each
+/// failure with the reason: the config (unknown keys were refused when it was read), every key
+/// file (Ed25519 PKCS#8, not readable by group or others), the TLS material, the authority
+/// key, the roster file against it, development material outside dev mode, this node's place
+/// and keys in the roster. Returns what was checked and any warning (a roster past its
+/// validity, a TLS certificate that expires within 30 days). The API is a Unix socket in the
+/// data directory (`api.sock`): nothing listens for it on the network.
+pub fn check_config(cfg: &Config) -> Result<Vec<String>, NodeError> {
+    let mut notes = Vec::new();
+    let signing = load_signing_key(&cfg.signing_key)?;
+    for (what, path) in [("log", &cfg.log_key), ("witness", &cfg.witness_key)] {
+        load_signing_key(path)?;
+        notes.push(format!(
+            "{what} key {}: Ed25519, PKCS#8, mode 0600",
+            path.display()
+        ));
+    }
+    notes.push(format!(
+        "signing key {}: Ed25519, PKCS#8, mode 0600",
+        cfg.signing_key.display()
+    ));
+    let tls = TlsMaterial::load(&cfg.ca_cert, &cfg.tls_cert, &cfg.tls_key)?;
+    notes.push(format!(
+        "TLS: CA {}, certificate {}, key {} (mode 0600)",
+        cfg.ca_cert.display(),
+        cfg.tls_cert.display(),
+        cfg.tls_key.display()
+    ));
+    let authority = parse_key_hex(&cfg.authority_key)?;
+    let bytes = std::fs::read(&cfg.roster)
+        .map_err(|e| NodeError::Roster(format!("cannot read {}: {e}", cfg.roster.display())))?;
+    let roster = SignedRoster::open(&bytes, &authority).map_err(|e| {
+        NodeError::Roster(format!(
+            "{} does not verify against the configured authority key: {e}",
+            cfg.roster.display()
+        ))
+    })?;
+    check_dev(cfg, &roster, &tls)?;
+    check_self(cfg, &roster, &signing, &tls)?;
+    notes.push(format!(
+        "roster {} (serial {}) signed by the authority key; {} is in it with these keys",
+        cfg.roster.display(),
+        roster.roster().serial,
+        cfg.node_id
+    ));
+    let now = crate::clock::now_ms();
+    match roster.roster().standing(now, cfg.delivery.roster_grace_ms) {
+        liaison_protocol::Standing::Valid => {}
+        s => notes.push(format!(
+            "WARNING: the roster file is past its validity ({s:?}); a newer one in the store or \
+             from a peer may replace it"
+        )),
+    }
+    if let Ok(end) = tls.not_after_ms() {
+        if end.saturating_sub(now) < TLS_RENEW_BEFORE_MS {
+            notes.push(format!(
+                "WARNING: the TLS certificate expires within 30 days (at {end} Unix ms): renew it \
+                 (liaison node renew-tls)"
+            ));
+        }
+    }
+    notes.push(format!(
+        "the API is the Unix socket {} (not on the network)",
+        cfg.data_dir.join("api.sock").display()
+    ));
+    Ok(notes)
+}
+
 fn check_dev(cfg: &Config, roster: &SignedRoster, tls: &TlsMaterial) -> Result<(), NodeError> {
     if cfg.dev_mode {
         warn!("dev mode: development certificates and rosters are accepted");
