@@ -148,23 +148,10 @@ async fn expired_message_gets_a_signed_non_delivery_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_roster_spreads_to_peers_on_connect() {
-    let mut fed = Federation::new(&spec(vec![
-        member("fj", "public_security", "CHN", None),
-        member("sx", "public_security", "CHN", None),
-    ]))
-    .unwrap();
+    let mut fed = two_bureaus();
     let fj = fed.start("fj").await.unwrap();
     let sx = fed.start("sx").await.unwrap();
-    let roster = fed
-        .reissue_roster(|r| {
-            r.rules.push(liaison_protocol::Rule {
-                from: "public_security".into(),
-                to: "public_security".into(),
-                kinds: vec!["training.*".into()],
-                abroad: false,
-            });
-        })
-        .unwrap();
+    let roster = allow_training(&mut fed);
     assert_eq!(fj.apply_roster(&roster).await.unwrap(), 2);
     // fj's next connection to sx carries the roster; sx then accepts the new kind.
     fj.send(msg("sx", "training.notice", b"new kind"))
@@ -182,23 +169,10 @@ async fn newer_roster_spreads_to_peers_on_connect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_an_older_roster_fetches_the_newer_one_on_connect() {
-    let mut fed = Federation::new(&spec(vec![
-        member("fj", "public_security", "CHN", None),
-        member("sx", "public_security", "CHN", None),
-    ]))
-    .unwrap();
+    let mut fed = two_bureaus();
     let fj = fed.start("fj").await.unwrap();
     let sx = fed.start("sx").await.unwrap();
-    let roster = fed
-        .reissue_roster(|r| {
-            r.rules.push(liaison_protocol::Rule {
-                from: "public_security".into(),
-                to: "public_security".into(),
-                kinds: vec!["training.*".into()],
-                abroad: false,
-            });
-        })
-        .unwrap();
+    let roster = allow_training(&mut fed);
     // Only the recipient has the new roster; the sender dials it with the old one and is
     // answered with the new one.
     assert_eq!(sx.apply_roster(&roster).await.unwrap(), 2);
@@ -223,11 +197,7 @@ async fn a_node_with_an_older_roster_fetches_the_newer_one_on_connect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_member_is_refused_new_messages_and_its_queue_is_held_until_reinstated() {
-    let mut fed = Federation::new(&spec(vec![
-        member("fj", "public_security", "CHN", None),
-        member("sx", "public_security", "CHN", None),
-    ]))
-    .unwrap();
+    let mut fed = two_bureaus();
     let door = fed.closed_door("sx").await.unwrap();
     let fj = fed.start("fj").await.unwrap();
     fj.send(msg("sx", "bus.test", b"queued before the suspension"))
@@ -275,4 +245,26 @@ async fn a_suspended_member_is_refused_new_messages_and_its_queue_is_held_until_
     .unwrap();
     fed.stop("fj").await;
     fed.stop("sx").await;
+}
+
+/// Fujian and Shaanxi public security.
+fn two_bureaus() -> Federation {
+    Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap()
+}
+
+/// A newer roster that also allows `training.*` between public security bureaus.
+fn allow_training(fed: &mut Federation) -> Vec<u8> {
+    fed.reissue_roster(|r| {
+        r.rules.push(liaison_protocol::Rule {
+            from: "public_security".into(),
+            to: "public_security".into(),
+            kinds: vec!["training.*".into()],
+            abroad: false,
+        });
+    })
+    .unwrap()
 }
