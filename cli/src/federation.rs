@@ -41,6 +41,11 @@ pub(crate) enum FederationCmd {
         /// Largest message body, bytes.
         #[arg(long, default_value_t = 1 << 20)]
         max_body_len: u64,
+        /// Keep the authority key under a passphrase (encrypted PKCS#8: PBES2 with scrypt and
+        /// AES-256-CBC), read from the environment variable LIAISON_AUTHORITY_PASSPHRASE, here
+        /// and for every later `sign`.
+        #[arg(long)]
+        encrypt: bool,
     },
     /// Add a member from the files its `liaison init` wrote: the join request and the TLS
     /// certificate request, which is signed into the member's certificate.
@@ -171,6 +176,23 @@ pub(crate) enum FederationCmd {
 struct Settings {
     federation: String,
     max_body_len: u64,
+    /// The authority's public key (hex): what nodes pin.
+    authority_key: String,
+    /// The authority key file is under a passphrase.
+    encrypted: bool,
+}
+
+/// Where the authority key's passphrase is read from.
+const PASSPHRASE_ENV: &str = "LIAISON_AUTHORITY_PASSPHRASE";
+
+fn passphrase() -> Result<zeroize::Zeroizing<String>> {
+    let p = zeroize::Zeroizing::new(std::env::var(PASSPHRASE_ENV).map_err(|_| {
+        anyhow::anyhow!("the authority key is under a passphrase: set {PASSPHRASE_ENV}")
+    })?);
+    if p.chars().count() < 12 {
+        bail!("{PASSPHRASE_ENV} is shorter than 12 characters");
+    }
+    Ok(p)
 }
 
 /// The authority's directory.
@@ -197,10 +219,28 @@ impl Authority {
         toml::from_str(&text).context("federation.toml")
     }
 
+    /// The authority's signing key (asks for the passphrase when it is under one).
     fn key(&self) -> Result<SigningKey> {
-        Ok(liaison_node::identity::load_signing_key(
-            &self.dir.join("authority.key.pem"),
-        )?)
+        let path = self.dir.join("authority.key.pem");
+        if !self.settings()?.encrypted {
+            return Ok(liaison_node::identity::load_signing_key(&path)?);
+        }
+        use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+        let pem = liaison_node::identity::read_secret_file(&path)?;
+        SigningKey::from_pkcs8_encrypted_pem(&pem, passphrase()?.as_bytes()).map_err(|_| {
+            anyhow::anyhow!(
+                "{}: wrong passphrase, or not an encrypted authority key",
+                path.display()
+            )
+        })
+    }
+
+    /// The authority's public key (no passphrase needed).
+    fn public_key(&self) -> Result<PublicKey> {
+        key_hex(
+            "federation.toml authority_key",
+            &self.settings()?.authority_key,
+        )
     }
 
     fn draft(&self) -> Result<Roster> {
@@ -223,7 +263,7 @@ impl Authority {
 
     /// Every roster signed so far, oldest first.
     fn signed(&self) -> Result<Vec<SignedRoster>> {
-        let key = PublicKey::from(&self.key()?);
+        let key = self.public_key()?;
         let mut out = Vec::new();
         let dir = self.dir.join("rosters");
         if !dir.exists() {
@@ -510,7 +550,8 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
             dir,
             id,
             max_body_len,
-        } => init(&dir, &id, max_body_len)?,
+            encrypt,
+        } => init(&dir, &id, max_body_len, encrypt)?,
         FederationCmd::AddMember {
             dir,
             request,
@@ -746,7 +787,7 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
 
 fn open_signed(a: &Authority, f: &Path) -> Result<SignedRoster> {
     let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-    SignedRoster::open(&bytes, &PublicKey::from(&a.key()?)).map_err(|e| {
+    SignedRoster::open(&bytes, &a.public_key()?).map_err(|e| {
         anyhow::anyhow!(
             "{}: not a roster of this federation's authority: {e}",
             f.display()
@@ -754,13 +795,29 @@ fn open_signed(a: &Authority, f: &Path) -> Result<SignedRoster> {
     })
 }
 
-fn init(dir: &Path, id: &str, max_body_len: u64) -> Result<Value> {
+fn init(dir: &Path, id: &str, max_body_len: u64, encrypt: bool) -> Result<Value> {
     let fed = NodeId::new(id).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
     if dir.exists() && dir.read_dir()?.next().is_some() {
         bail!("{} is not empty; choose a new directory", dir.display());
     }
+    let secret = encrypt.then(passphrase).transpose()?;
     std::fs::create_dir_all(dir.join("rosters"))?;
-    let authority = liaison_node::identity::generate_signing_key(&dir.join("authority.key.pem"))?;
+    let key_path = dir.join("authority.key.pem");
+    let authority = match &secret {
+        None => liaison_node::identity::generate_signing_key(&key_path)?,
+        Some(p) => {
+            use pkcs8::EncodePrivateKey as _;
+            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            let pem = ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: key.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_encrypted_pem(&mut rand::rngs::OsRng, p.as_bytes(), pkcs8::LineEnding::LF)
+            .context("encrypting the authority key")?;
+            liaison_node::identity::write_secret_file(&key_path, &pem)?;
+            key
+        }
+    };
     // The federation CA: an Ed25519 key, a self-signed certificate for 10 years, path length 0.
     let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
@@ -789,6 +846,8 @@ fn init(dir: &Path, id: &str, max_body_len: u64) -> Result<Value> {
         toml::to_string(&Settings {
             federation: fed.to_string(),
             max_body_len,
+            authority_key: hex::encode(authority.verifying_key().to_bytes()),
+            encrypted: encrypt,
         })?,
     )?;
     let draft = Roster {

@@ -1443,3 +1443,66 @@ fn an_officers_flag_given_to_another_command_is_refused_not_ignored() {
         );
     }
 }
+
+#[test]
+fn an_authority_key_under_a_passphrase_signs_only_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("fed");
+    let run = |args: &[&str], pass: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(args).env_remove("LIAISON_AUTHORITY_PASSPHRASE");
+        if let Some(p) = pass {
+            c.env("LIAISON_AUTHORITY_PASSPHRASE", p);
+        }
+        c.output().unwrap()
+    };
+    let dir_s = a.to_str().unwrap();
+    let init = [
+        "federation",
+        "init",
+        "--dir",
+        dir_s,
+        "--id",
+        "cn-atip",
+        "--encrypt",
+    ];
+    // Without the passphrase, or with a short one: refused.
+    assert!(!run(&init, None).status.success());
+    assert!(!run(&init, Some("short")).status.success());
+    let pass = "correct horse battery staple";
+    assert!(run(&init, Some(pass)).status.success());
+    let pem = std::fs::read_to_string(a.join("authority.key.pem")).unwrap();
+    assert!(
+        pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+        "{pem}"
+    );
+    let sign = ["federation", "sign", "--dir", dir_s, "--json"];
+    let out = run(&sign, None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIAISON_AUTHORITY_PASSPHRASE"));
+    assert!(!run(&sign, Some("a wrong passphrase here")).status.success());
+    let out = run(&sign, Some(pass));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["serial"], 1);
+    // Reading needs no passphrase.
+    let show = run(
+        &[
+            "federation",
+            "show",
+            "--dir",
+            dir_s,
+            "--roster",
+            a.join("roster.cbor").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+}
