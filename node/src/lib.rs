@@ -28,6 +28,7 @@ mod net;
 mod node;
 pub mod roster;
 pub mod store;
+mod systemd;
 
 /// The allocator the node's binaries use (`#[global_allocator] static A: Allocator =
 /// Allocator;`).
@@ -62,12 +63,15 @@ pub async fn run(mut cfg: Config, dev: bool) -> Result<(), NodeError> {
         node.shutdown().await;
         return Err(e);
     }
+    systemd::ready(&node);
+    systemd::spawn_watchdog(node.clone());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
         () = node.cancelled() => {}
     }
+    systemd::stopping();
     node.shutdown().await;
     Ok(())
 }

@@ -497,6 +497,12 @@ impl Node {
         self.inner.store.stats()
     }
 
+    /// Answers once the store's writer has committed everything applied so far: a node whose
+    /// writer is wedged never answers, one whose store failed answers with the failure.
+    pub async fn alive(&self) -> Result<(), NodeError> {
+        Ok(self.inner.store.flushed().await?)
+    }
+
     /// Why the store failed, if it did (the node then refuses all work until restarted).
     pub fn store_failure(&self) -> Option<String> {
         self.inner.store.failure()

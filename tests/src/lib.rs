@@ -171,6 +171,17 @@ impl Federation {
     /// Starts `id` as a child process of `bin` (pass `env!("CARGO_BIN_EXE_liaison-test-node")`);
     /// returns its API socket path.
     pub async fn spawn_process(&mut self, id: &str, bin: &str) -> Result<PathBuf> {
+        self.spawn_process_with_env(id, bin, &[]).await
+    }
+
+    /// Starts `id` as a child process like [`Self::spawn_process`], with `env` added to its
+    /// environment.
+    pub async fn spawn_process_with_env(
+        &mut self,
+        id: &str,
+        bin: &str,
+        env: &[(&str, &str)],
+    ) -> Result<PathBuf> {
         // The reserved socket is released so the child can bind the port.
         drop(self.sockets.remove(id));
         let path = self.write_config(id)?;
@@ -178,6 +189,7 @@ impl Federation {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "error")
+            .envs(env.iter().copied())
             .spawn()?;
         self.children.insert(id.to_owned(), child);
         let api = self.config(id)?.data_dir.join("api.sock");
@@ -233,6 +245,17 @@ impl Federation {
             let api = self.config(id)?.data_dir.join("api.sock");
             let _ = std::fs::remove_file(api);
         }
+        Ok(())
+    }
+
+    /// Sends SIGTERM to the child process `id` (as systemd stops a unit).
+    pub fn terminate_process(&self, id: &str) -> Result<()> {
+        let c = self.children.get(id).context("no such child")?;
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
         Ok(())
     }
 
