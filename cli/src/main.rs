@@ -13,6 +13,7 @@ macro_rules! outln {
     };
 }
 
+mod backup;
 mod demo;
 mod evidence;
 mod federation;
@@ -237,6 +238,26 @@ enum NodeCmd {
         #[arg(long)]
         dev: bool,
     },
+    /// Back up the running node (store, keys, certificates, config) into a new file, while it
+    /// keeps working. The node writes the file: a bare name goes into its data directory.
+    Backup {
+        /// The backup file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new directory (the node stopped, or on a new machine): the
+    /// node's files and config, and its store, checked against the backup.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new config directory (created; must be empty).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The new data directory (default: `data` inside --dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +431,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = load_config(cli.config.as_deref())?;
             renew_tls(&cfg, json)?;
         }
+        Command::Node(NodeCmd::Restore {
+            from,
+            dir,
+            data_dir,
+        }) => backup::restore(&from, &dir, data_dir.as_deref(), json).await?,
         Command::Step(args) if args.list => workflow::list_kinds(json),
         Command::Officer(officer::OfficerCmd::Keygen { out }) => {
             officer::officer_cmd(None, officer::OfficerCmd::Keygen { out }, json).await?;
@@ -574,6 +600,7 @@ async fn remote(
                 outln!("signed roster written to {}", path.display());
             }
         }
+        Command::Node(NodeCmd::Backup { out }) => backup::backup(client, &out, json).await?,
         Command::Node(NodeCmd::Stop) => {
             client.call(&Request::Shutdown).await?;
             if !json {
@@ -733,8 +760,12 @@ async fn remote(
         | Command::DevCerts { .. }
         | Command::Audit(AuditCmd::CheckBundle { .. })
         | Command::Case(CaseCmd::Check { .. })
-        | Command::Node(NodeCmd::Start { .. } | NodeCmd::RenewTls | NodeCmd::CheckConfig { .. }) => {
-        }
+        | Command::Node(
+            NodeCmd::Start { .. }
+            | NodeCmd::RenewTls
+            | NodeCmd::CheckConfig { .. }
+            | NodeCmd::Restore { .. },
+        ) => {}
     }
     Ok(ExitCode::SUCCESS)
 }

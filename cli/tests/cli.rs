@@ -1303,7 +1303,7 @@ fn a_federation_founded_with_the_authority_tools() {
     let err = String::from_utf8_lossy(&unsafe_key.stderr);
     assert!(err.contains("signing.key.pem"), "{err}");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let _nodes = start_nodes(&[&fj, &sx], &[]);
+    let mut nodes = start_nodes(&[&fj, &sx], &[]);
     let sent = json(&liaison(
         Some(&fj),
         &[
@@ -1413,7 +1413,43 @@ fn a_federation_founded_with_the_authority_tools() {
     assert_eq!(rotated["new"], renewal["tls_spki_sha256"]);
     // A second renewal while one is under way is refused.
     assert!(!liaison(Some(&fj), &["node", "renew-tls"]).status.success());
-    for cfg in [&fj, &sx] {
+
+    // Shaanxi is backed up while it runs (a bare name: into its data directory), stopped,
+    // restored into a new directory and started from there, with its inbox as it was.
+    let inbox = json(&liaison(Some(&sx), &["inbox", "--json"]));
+    assert_eq!(inbox.as_array().unwrap().len(), 1, "{inbox}");
+    let backup = json(&liaison(
+        Some(&sx),
+        &["node", "backup", "--out", "sx.backup", "--json"],
+    ));
+    let file = backup["path"].as_str().unwrap().to_owned();
+    assert!(file.ends_with("/sx.backup"), "{backup}");
+    assert_eq!(backup["header"]["node"], "cn-61-psb");
+    liaison(Some(&sx), &["node", "stop"]);
+    assert!(nodes.0[1].wait().unwrap().success());
+    let restored_dir = dir.path().join("cn-61-psb-restored");
+    let r = restored_dir.to_str().unwrap();
+    let restored = json(&liaison(
+        None,
+        &["node", "restore", "--from", &file, "--dir", r, "--json"],
+    ));
+    let restored_cfg = restored_dir.join("node.toml");
+    assert_eq!(restored["config"], restored_cfg.to_str().unwrap());
+    assert_eq!(restored["header"], backup["header"]);
+    let again = liaison(None, &["node", "restore", "--from", &file, "--dir", r]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    let _restored = start_nodes(&[&restored_cfg], &[]);
+    assert_eq!(
+        json(&liaison(Some(&restored_cfg), &["inbox", "--json"])),
+        inbox
+    );
+    let verified = json(&liaison(
+        Some(&restored_cfg),
+        &["audit", "verify", "--json"],
+    ));
+    assert!(verified["first_problem"].is_null(), "{verified}");
+    for cfg in [&fj, &restored_cfg] {
         liaison(Some(cfg), &["node", "stop"]);
     }
 }

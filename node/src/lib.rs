@@ -17,6 +17,7 @@
 
 pub mod api;
 mod audit;
+pub mod backup;
 mod bus;
 mod cases;
 pub mod clock;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub struct Node {
     pub(crate) cases: Arc<Cases>,
     /// The log as evidence, and witnessing.
     pub(crate) audit: Arc<Audit>,
+    /// The config it was started with (for backups: which files are the node's).
+    pub(crate) config: Arc<Config>,
 }
 
 /// Start-up options beyond the config file.
@@ -176,6 +179,7 @@ impl Node {
             inner,
             cases,
             audit,
+            config: Arc::new(cfg.clone()),
         };
         // Nothing is served from a store that its witnesses know to be behind.
         let wait = Duration::from_millis(cfg.audit.start_check_ms);
@@ -495,6 +499,35 @@ impl Node {
     /// How the store grouped changes into commits since start.
     pub fn store_stats(&self) -> StoreStats {
         self.inner.store.stats()
+    }
+
+    /// Writes a backup of this node to the new file `out` (relative: to the data directory)
+    /// while it runs: the store as it is now (`store::backup`), and the node's files (its
+    /// config with paths made relative, keys, certificates, the initial roster), to be put
+    /// back by `liaison node restore`.
+    pub async fn backup(&self, out: PathBuf) -> Result<crate::store::BackupSummary, NodeError> {
+        let cfg = &*self.config;
+        let out = if out.is_relative() {
+            cfg.data_dir.join(out)
+        } else {
+            out
+        };
+        if out.starts_with(cfg.data_dir.join("store")) {
+            return Err(NodeError::Invalid(
+                "a backup cannot be written inside the store directory".into(),
+            ));
+        }
+        let mut files = Vec::new();
+        let mut named = cfg.clone();
+        for (name, path) in crate::backup::files_of(&mut named) {
+            let bytes = std::fs::read(&*path)?;
+            files.push((name.to_owned(), bytes));
+            *path = PathBuf::from(name);
+        }
+        named.data_dir = PathBuf::from("data");
+        files.insert(0, ("node.toml".to_owned(), named.to_toml().into_bytes()));
+        let now = self.inner.clock.now_ms();
+        Ok(self.inner.store.backup(out, files, now).await?)
     }
 
     /// Answers once the store's writer has committed everything applied so far: a node whose

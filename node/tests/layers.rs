@@ -25,9 +25,9 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
         "bus" => &["net", "store"],
         "cases" | "audit" => &["bus", "net", "store"],
         "api" => &["bus", "cases", "audit", "net", "store", "node"],
-        // The façade, the crate root and the runner's service-manager side compose
-        // everything.
-        "node" | "lib" | "main" | "systemd" => return None,
+        // The façade, the crate root, the runner's service-manager side and the node's
+        // backup as a whole compose everything.
+        "node" | "lib" | "main" | "systemd" | "backup" => return None,
         // A leaf uses other leaves only (checked below).
         _ => &[],
     })

@@ -109,6 +109,11 @@ pub enum Request {
     },
     /// Check deadlines and alert radii now.
     CaseTick,
+    /// Write a backup of the running node (store, keys, certificates, config) to a new file.
+    Backup {
+        /// Where: a path the node may write (absolute, or relative to its data directory).
+        out: PathBuf,
+    },
     /// Stop the node gracefully.
     Shutdown,
 }
@@ -342,6 +347,7 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
             node.case_tick().await?;
             Ok(json!("checked"))
         }
+        Request::Backup { out } => to_json(serde_json::to_value(node.backup(out).await?)),
         Request::Shutdown => {
             let n = node.clone();
             tokio::spawn(async move { n.shutdown().await });

@@ -45,6 +45,7 @@
 //! recovery from damage. A damaged sled file gives a clear error (sled panics on some
 //! damage; the panic is caught and reported without a backtrace).
 
+mod backup;
 mod head;
 #[cfg(any(test, feature = "test-hooks"))]
 mod hooks;
@@ -63,6 +64,7 @@ use liaison_protocol::merkle::{self, Frontier, Hash};
 use liaison_protocol::{Digest, NodeId};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use backup::{Backup, BackupHeader, BackupSummary};
 pub use reader::{Reader, Tree};
 pub use records::{
     CaseIndex, CaseRecord, Checks, Direction, LocalAction, MessageRecord, MsgState, OfficerRecord,
@@ -505,6 +507,62 @@ impl Store {
     /// Why the store failed, if it did.
     pub fn failure(&self) -> Option<String> {
         self.shared.check().err().map(|e| e.to_string())
+    }
+
+    /// Writes a backup of the store as it is now (everything applied so far made durable
+    /// first) to a new file `path` (mode 0600), with the node's `files` beside it, while
+    /// changes go on (`backup`).
+    pub async fn backup(
+        &self,
+        path: PathBuf,
+        files: Vec<(String, Vec<u8>)>,
+        now: u64,
+    ) -> Result<BackupSummary, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Msg::Backup(backup::Request {
+            path,
+            files,
+            created_ms: now,
+            done,
+        }))
+        .await?;
+        rx.await.map_err(|_| gone(&self.shared))?
+    }
+
+    /// Restores the backup at `from` into a new store at `path` (nothing may be there), then
+    /// opens it as a node would (schema, log, head) and checks its log has the size and root
+    /// the backup names. Returns the backup's header and files (the caller writes those).
+    pub async fn restore(
+        from: &Path,
+        path: &Path,
+        opts: StoreOptions,
+    ) -> Result<Backup, StoreError> {
+        let b = {
+            let (from, path) = (from.to_owned(), path.to_owned());
+            tokio::task::spawn_blocking(move || {
+                let b = Backup::read(&from)?;
+                b.write_store(&path)?;
+                Ok::<_, StoreError>(b)
+            })
+            .await
+            .map_err(|e| StoreError::Db(format!("restore task failed: {e}")))??
+        };
+        let node = NodeId::new(&b.header.node).map_err(|_| {
+            StoreError::Damaged(format!("the backup names node {:?}", b.header.node))
+        })?;
+        let store = Self::open(path, opts, node).await?;
+        let (size, root) = store.log_root();
+        store.close().await?;
+        if size != b.header.log_size || hex::encode(root) != b.header.log_root {
+            return Err(StoreError::Damaged(format!(
+                "the restored log has {size} entries with root {}, the backup names {} with \
+                 root {}",
+                hex::encode(root),
+                b.header.log_size,
+                b.header.log_root
+            )));
+        }
+        Ok(b)
     }
 
     /// Flushes, syncs the log head and stops the writer; later changes are refused.

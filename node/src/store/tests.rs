@@ -1,3 +1,4 @@
+use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 
 use liaison_protocol::audit::{Entry, EntryKind};
@@ -611,4 +612,136 @@ async fn small_bodies_in_the_record_large_ones_beside_it() {
         .await
         .unwrap();
     assert_eq!(gone, (None, None));
+}
+
+/// A backup taken while changes go on is one cut of them: each change is in it whole or not
+/// at all, the restored store opens with the log the backup names, and a restore refuses a
+/// directory that holds a store and a damaged file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_changes_is_one_moment_and_restores() {
+    const BEFORE: u64 = 400;
+    const DURING: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open(dir.path()).await.unwrap());
+    // Before: cells, inbox entries and log entries (several thousand keys, copied in chunks of
+    // 16 in tests, so the copy spans many groups).
+    let seqs = s
+        .write(1, |t| {
+            let mut seqs = Vec::new();
+            for i in 0..BEFORE {
+                t.put_officer(&format!("cell-{i:04}"), &cell(i));
+                seqs.push(t.push_inbox(&Digest([(i % 251) as u8; 32])));
+                t.log(EntryKind::Rejected, i.to_be_bytes().to_vec());
+            }
+            Ok(seqs)
+        })
+        .await
+        .unwrap();
+    let out = dir.path().join("node.backup");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backup = {
+        let (s, out, done) = (s.clone(), out.clone(), done.clone());
+        tokio::spawn(async move {
+            let files = vec![("node.toml".to_owned(), b"node_id = \"x\"\n".to_vec())];
+            let r = s.backup(out, files, 7).await;
+            done.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    // During: each change overwrites a cell, deletes an inbox entry, adds a cell and logs.
+    let mut while_copying = 0;
+    for j in 0..DURING {
+        let seq = seqs[j as usize];
+        s.write(2, move |t| {
+            t.put_officer(&format!("cell-{j:04}"), &cell(10_000 + j));
+            t.remove_inbox(seq);
+            t.put_officer(&format!("new-{j:04}"), &cell(j));
+            t.log(EntryKind::Rejected, (1_000_000 + j).to_be_bytes().to_vec());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        if !done.load(Ordering::SeqCst) {
+            while_copying += 1;
+        }
+    }
+    let summary = backup.await.unwrap().unwrap();
+    assert!(
+        while_copying > 0,
+        "the backup finished before any change: nothing tested"
+    );
+    assert_eq!(summary.header.node, "cn-35-psb");
+    assert_eq!(summary.header.created_ms, 7);
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    s.close().await.unwrap();
+
+    let restored = tempfile::tempdir().unwrap();
+    let store = restored.path().join("store");
+    let b = Store::restore(&out, &store, StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.files,
+        vec![("node.toml".to_owned(), b"node_id = \"x\"\n".to_vec())]
+    );
+    let r = open(restored.path()).await.unwrap();
+    let size = b.header.log_size;
+    assert_eq!(r.log_len(), size);
+    assert!((BEFORE..=BEFORE + DURING).contains(&size));
+    let (cells, news, inbox, entries) = r
+        .read(move |rd| {
+            let cells = (0..BEFORE)
+                .map(|i| rd.officer(&format!("cell-{i:04}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let news = (0..DURING)
+                .map(|j| rd.officer(&format!("new-{j:04}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((cells, news, rd.inbox(10_000)?, rd.log_entries(0, size)?))
+        })
+        .await
+        .unwrap();
+    // The changes in the backup: those whose log entry it holds.
+    let in_log: std::collections::HashSet<u64> = entries
+        .iter()
+        .filter_map(|(_, e)| {
+            let v = u64::from_be_bytes(Entry::decode(e).unwrap().object.try_into().unwrap());
+            v.checked_sub(1_000_000)
+        })
+        .collect();
+    assert_eq!(in_log.len() as u64, size - BEFORE);
+    let inbox: std::collections::HashSet<u64> = inbox.iter().map(|(q, _)| *q).collect();
+    for j in 0..DURING {
+        let inside = in_log.contains(&j);
+        let c = cells[j as usize].as_ref().unwrap().revoked_at;
+        assert_eq!(c, Some(if inside { 10_000 + j } else { j }), "cell {j}");
+        assert_eq!(news[j as usize].is_some(), inside, "new cell {j}");
+        assert_eq!(
+            !inbox.contains(&seqs[j as usize]),
+            inside,
+            "inbox entry {j}"
+        );
+    }
+    for i in DURING..BEFORE {
+        assert_eq!(cells[i as usize].as_ref().unwrap().revoked_at, Some(i));
+    }
+    r.close().await.unwrap();
+
+    // A directory that holds a store is refused; so is a damaged or cut backup.
+    let e = Store::restore(&out, &store, StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already holds a store"), "{e}");
+    let mut bytes = std::fs::read(&out).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let damaged = dir.path().join("damaged.backup");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let e = Backup::read(&damaged).unwrap_err();
+    assert!(matches!(e, StoreError::Damaged(_)), "{e}");
+    bytes[mid] ^= 0x40;
+    bytes.truncate(bytes.len() - 10);
+    std::fs::write(&damaged, &bytes).unwrap();
+    let e = Backup::read(&damaged).unwrap_err();
+    assert!(e.to_string().contains("cut short"), "{e}");
 }

@@ -98,6 +98,14 @@ impl<'a> Group<'a> {
         Ok(())
     }
 
+    /// Every key the group's batch writes or removes.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.overlay
+            .keys()
+            .map(Vec::as_slice)
+            .chain(std::iter::once(K_COUNTERS))
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.overlay.is_empty()
     }

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use super::Shared;
+use super::backup::{self, Job};
 use super::txn::{Group, Txn};
 use crate::error::StoreError;
 
@@ -50,6 +51,9 @@ pub(super) enum Msg {
     /// Runs alone between groups, with the database (tamper tests, maintenance).
     #[cfg_attr(not(any(test, feature = "test-hooks")), allow(dead_code))]
     Exclusive(Box<dyn FnOnce(&Shared) + Send>),
+    /// Starts a backup of the store as it is once everything applied is durable; it is
+    /// copied between groups (`backup`).
+    Backup(backup::Request),
     /// Flush, sync the log head, answer and stop.
     Close(oneshot::Sender<Result<(), StoreError>>),
 }
@@ -115,7 +119,22 @@ fn run_inner(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
             let _ = rx.blocking_recv();
         }
     };
-    while let Some(first) = rx.blocking_recv() {
+    // A backup under way: a chunk is copied whenever the queue is empty, and after each group.
+    let mut job: Option<Box<Job>> = None;
+    loop {
+        let first = if job.is_some() {
+            match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    job = job.take().and_then(|j| j.step(&shared.db));
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            }
+        } else {
+            rx.blocking_recv()
+        };
+        let Some(first) = first else { break };
         let mut msgs = vec![first];
         while msgs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -127,19 +146,26 @@ fn run_inner(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
         let mut barriers = Vec::new();
         let mut close = None;
         let mut exclusive = Vec::new();
+        let mut backups = Vec::new();
         for m in msgs {
             match m {
                 Msg::Change { now, run } => changes.push((now, run)),
                 Msg::Barrier(tx) => barriers.push(tx),
                 Msg::Exclusive(f) => exclusive.push(f),
+                Msg::Backup(req) => backups.push(req),
                 Msg::Close(tx) => close = Some(tx),
             }
         }
         if !changes.is_empty() {
             generation += 1;
-            if let Some(a) =
-                build_and_apply(&shared, generation, changes, &mut counters, &mut frontier)
-            {
+            if let Some(a) = build_and_apply(
+                &shared,
+                generation,
+                changes,
+                &mut counters,
+                &mut frontier,
+                &mut job,
+            ) {
                 if ftx.send(Flush::Group(a)).is_err() {
                     shared.fail("the store's flusher stopped".into());
                 }
@@ -148,7 +174,34 @@ fn run_inner(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
         for b in barriers {
             let _ = ftx.send(Flush::Barrier(b));
         }
+        for req in backups {
+            if job.is_some() {
+                let _ = req.done.send(Err(StoreError::Db(
+                    "a backup is already under way: wait for it to finish".into(),
+                )));
+                continue;
+            }
+            // The backup is of the state once everything applied so far is durable.
+            quiesce(&ftx);
+            if let Err(e) = shared.check() {
+                let _ = req.done.send(Err(e));
+                continue;
+            }
+            let log = {
+                let c = shared.lock_committed();
+                (c.frontier.size(), c.frontier.root())
+            };
+            job = Job::start(req, shared.node.as_str(), super::SCHEMA_VERSION, log);
+        }
+        if let Some(j) = job.take() {
+            job = j.step(&shared.db);
+        }
         if !exclusive.is_empty() {
+            if let Some(j) = job.take() {
+                j.abort(StoreError::Db(
+                    "the store was rewritten by a maintenance task during the backup".into(),
+                ));
+            }
             quiesce(&ftx);
             for f in exclusive {
                 if catch_unwind(AssertUnwindSafe(|| f(&shared))).is_err() {
@@ -161,9 +214,15 @@ fn run_inner(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
             frontier = c.frontier.clone();
         }
         if let Some(tx) = close {
+            if let Some(j) = job.take() {
+                j.abort(StoreError::Closed);
+            }
             let _ = ftx.send(Flush::Close(tx));
             break;
         }
+    }
+    if let Some(j) = job.take() {
+        j.abort(StoreError::Closed);
     }
     drop(ftx);
     let _ = flusher.join();
@@ -180,6 +239,9 @@ fn refuse(m: Msg, e: &StoreError) {
     match m {
         Msg::Barrier(tx) | Msg::Close(tx) => {
             let _ = tx.send(Err(e.clone()));
+        }
+        Msg::Backup(req) => {
+            let _ = req.done.send(Err(e.clone()));
         }
         Msg::Change { .. } | Msg::Exclusive(_) => {}
     }
@@ -201,6 +263,7 @@ fn build_and_apply(
     changes: Vec<(u64, Change)>,
     counters: &mut super::records::Counters,
     frontier: &mut liaison_protocol::merkle::Frontier,
+    job: &mut Option<Box<Job>>,
 ) -> Option<Applied> {
     if shared.check().is_err() {
         // Dropping a change drops its answer channels: its caller sees the store failed.
@@ -237,6 +300,14 @@ fn build_and_apply(
     let next_frontier = group.frontier.clone();
     let checkpoint = group.checkpoint;
     if wrote {
+        // A backup keeps what this group overwrites before the copy reaches it.
+        if let Some(j) = job.as_mut() {
+            if let Err(e) = j.before_apply(&shared.db, group.keys()) {
+                if let Some(j) = job.take() {
+                    j.abort(e);
+                }
+            }
+        }
         let batch = group.into_batch();
         // Apply: the group becomes visible to readers (not yet durable).
         shared.applying.store(generation, Ordering::SeqCst);
