@@ -361,6 +361,8 @@ pub fn generate(
                 .location
                 .map(|(lat_e6, lon_e6)| Location { lat_e6, lon_e6 }),
             status: MemberStatus::Active,
+            previous: None,
+            tls_cert: None,
         });
         let config = format!(
             "# liaison-node config for {id} (development federation {fed}; dev_mode only)\n\

@@ -617,6 +617,8 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
                 via,
                 location: loc.as_deref().map(location).transpose()?,
                 status: MemberStatus::Active,
+                previous: None,
+                tls_cert: None,
             });
             // The roster's own rules (one key per member, known relays …) hold for the draft.
             Roster::decode(&draft.encode()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -286,6 +286,8 @@ fn member(id: &str, agency: &str, country: &str, seed: u8, via: Option<&str>) ->
             lon_e6: 119_296_500 - i64::from(seed),
         }),
         status: MemberStatus::Active,
+        previous: None,
+        tls_cert: None,
     }
 }
 

@@ -62,6 +62,8 @@ pub fn roster() -> liaison_protocol::Roster {
                 lon_e6: 108_939_800,
             }),
             status: MemberStatus::Active,
+            previous: None,
+            tls_cert: None,
         }],
         rules: Vec::new(),
         max_body_len: 1 << 20,

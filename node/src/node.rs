@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
 use liaison_protocol::audit::EntryKind;
 use liaison_protocol::{Digest, MessageId, NodeId, PublicKey, SignedRoster};
 use tokio::sync::Notify;
@@ -24,7 +23,7 @@ use crate::cases::{ActRequest, ActResult, CaseView, Cases, EnrollRequest, Office
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::NodeError;
-use crate::identity::load_signing_key;
+use crate::identity::{KeyCell, NodeKeys, load_signing_key};
 use crate::net::guard::Guard;
 use crate::net::transport::{self, TlsMaterial};
 use crate::roster::RosterCell;
@@ -60,9 +59,7 @@ impl Node {
     /// Checks the configuration, keys, roster and store, binds the endpoint and starts every
     /// task. Refuses development material outside dev mode.
     pub async fn start(cfg: Config, opts: StartOptions) -> Result<Self, NodeError> {
-        let signing = load_signing_key(&cfg.signing_key)?;
-        let log_key = load_signing_key(&cfg.log_key)?;
-        let witness_key = load_signing_key(&cfg.witness_key)?;
+        let keys = load_keys(&cfg)?;
         let tls = TlsMaterial::load(&cfg.ca_cert, &cfg.tls_cert, &cfg.tls_key)?;
         let authority = parse_key_hex(&cfg.authority_key)?;
         let clock = opts.clock.unwrap_or_default();
@@ -136,7 +133,16 @@ impl Node {
                  taken until a newer roster is applied"
             ),
         }
-        check_self(&cfg, &roster, &signing, &tls)?;
+        check_self(&cfg, &roster)?;
+        for note in keys.follow_roster(&cfg.node_id, roster.roster())? {
+            warn!(node = %cfg.node_id, "{note}");
+        }
+        let (next, tls_note) =
+            transport::follow_tls(&cfg.node_id, &cfg.tls_key, roster.roster(), &tls)?;
+        if let Some(note) = tls_note {
+            warn!(node = %cfg.node_id, "{note}");
+        }
+        let tls = next.unwrap_or(tls);
 
         let roster = RosterCell::new(roster);
         let socket = match opts.socket {
@@ -148,7 +154,7 @@ impl Node {
         let inner = Arc::new(Bus {
             id: cfg.node_id.clone(),
             federation: cfg.federation.clone(),
-            signing,
+            keys,
             authority,
             roster,
             store,
@@ -167,12 +173,17 @@ impl Node {
             body_retention_ms: cfg.audit.body_retention_ms,
             guard: Guard::new(cfg.limits.clone()),
             clock,
-            tls_not_after,
+            tls: Mutex::new(crate::bus::TlsInUse {
+                material: Some(tls),
+                key_path: cfg.tls_key.clone(),
+                not_after: tls_not_after,
+                client: None,
+            }),
         });
         let cases = Arc::new(Cases::new(inner.clone(), cfg.workflow.clone()));
         let hook: Arc<dyn CaseHook> = cases.clone();
         let _ = inner.cases.set(Arc::downgrade(&hook));
-        let audit = Arc::new(Audit::new(inner.clone(), log_key, witness_key));
+        let audit = Arc::new(Audit::new(inner.clone()));
         let hook: Arc<dyn AuditHook> = audit.clone();
         let _ = inner.audit.set(Arc::downgrade(&hook));
         let node = Self {
@@ -424,7 +435,7 @@ impl Node {
     /// When this node's TLS certificate expires (Unix ms), and whether that is within the
     /// renewal warning (30 days) or past.
     pub fn tls_expiry(&self) -> Option<(u64, bool)> {
-        let end = self.inner.tls_not_after?;
+        let end = self.inner.tls_not_after()?;
         Some((end, end.saturating_sub(self.now_ms()) < TLS_RENEW_BEFORE_MS))
     }
 
@@ -703,18 +714,17 @@ fn parse_key_hex(s: &str) -> Result<PublicKey, NodeError> {
 /// data directory (`api.sock`): nothing listens for it on the network.
 pub fn check_config(cfg: &Config) -> Result<Vec<String>, NodeError> {
     let mut notes = Vec::new();
-    let signing = load_signing_key(&cfg.signing_key)?;
-    for (what, path) in [("log", &cfg.log_key), ("witness", &cfg.witness_key)] {
-        load_signing_key(path)?;
+    let keys = load_keys(cfg)?;
+    for (what, path) in [
+        ("signing", &cfg.signing_key),
+        ("log", &cfg.log_key),
+        ("witness", &cfg.witness_key),
+    ] {
         notes.push(format!(
             "{what} key {}: Ed25519, PKCS#8, mode 0600",
             path.display()
         ));
     }
-    notes.push(format!(
-        "signing key {}: Ed25519, PKCS#8, mode 0600",
-        cfg.signing_key.display()
-    ));
     let tls = TlsMaterial::load(&cfg.ca_cert, &cfg.tls_cert, &cfg.tls_key)?;
     notes.push(format!(
         "TLS: CA {}, certificate {}, key {} (mode 0600)",
@@ -732,7 +742,12 @@ pub fn check_config(cfg: &Config) -> Result<Vec<String>, NodeError> {
         ))
     })?;
     check_dev(cfg, &roster, &tls)?;
-    check_self(cfg, &roster, &signing, &tls)?;
+    check_self(cfg, &roster)?;
+    notes.extend(keys.follow_roster(&cfg.node_id, roster.roster())?);
+    let (next, tls_note) =
+        transport::follow_tls(&cfg.node_id, &cfg.tls_key, roster.roster(), &tls)?;
+    notes.extend(tls_note);
+    let tls = next.unwrap_or(tls);
     notes.push(format!(
         "roster {} (serial {}) signed by the authority key; {} is in it with these keys",
         cfg.roster.display(),
@@ -782,12 +797,7 @@ fn check_dev(cfg: &Config, roster: &SignedRoster, tls: &TlsMaterial) -> Result<(
     Ok(())
 }
 
-fn check_self(
-    cfg: &Config,
-    roster: &SignedRoster,
-    signing: &SigningKey,
-    tls: &TlsMaterial,
-) -> Result<(), NodeError> {
+fn check_self(cfg: &Config, roster: &SignedRoster) -> Result<(), NodeError> {
     let r = roster.roster();
     if r.federation != cfg.federation {
         return Err(NodeError::Roster(format!(
@@ -798,21 +808,6 @@ fn check_self(
     let me = r.member(&cfg.node_id).ok_or_else(|| {
         NodeError::Roster(format!("{} is not a member of the roster", cfg.node_id))
     })?;
-    if me.signing_key != PublicKey::from(signing) {
-        return Err(NodeError::Roster(format!(
-            "the signing key in {} is not the one the roster lists for {}",
-            cfg.signing_key.display(),
-            cfg.node_id
-        )));
-    }
-    let spki = transport::spki_sha256(&tls.cert).map_err(|e| NodeError::Tls(e.to_string()))?;
-    if spki != me.tls_spki_sha256 {
-        return Err(NodeError::Roster(format!(
-            "the TLS certificate in {} is not the one the roster pins for {}",
-            cfg.tls_cert.display(),
-            cfg.node_id
-        )));
-    }
     if !me.is_active() {
         return Err(NodeError::Roster(format!(
             "{} is {:?} in the roster",
@@ -820,4 +815,20 @@ fn check_self(
         )));
     }
     Ok(())
+}
+
+fn load_keys(cfg: &Config) -> Result<NodeKeys, NodeError> {
+    Ok(NodeKeys {
+        signing: KeyCell::new(
+            "signing",
+            cfg.signing_key.clone(),
+            load_signing_key(&cfg.signing_key)?,
+        ),
+        log: KeyCell::new("log", cfg.log_key.clone(), load_signing_key(&cfg.log_key)?),
+        witness: KeyCell::new(
+            "witness",
+            cfg.witness_key.clone(),
+            load_signing_key(&cfg.witness_key)?,
+        ),
+    })
 }

@@ -136,13 +136,13 @@ impl Officer {
         let member = roster
             .member(&officer.node)
             .ok_or_else(|| VerifyError::UnknownSigner(officer.node.to_string()))?;
-        if obj.kid() != member.signing_key.kid() {
+        let Some(key) = member.signing_keys().find(|k| k.kid() == obj.kid()) else {
             return Err(VerifyError::UnknownSigner(format!(
                 "officer credential not signed by {}'s node key",
                 officer.node
             )));
-        }
-        obj.verify_with(&member.signing_key)?;
+        };
+        obj.verify_with(key)?;
         if officer.federation != roster.federation {
             return Err(VerifyError::Mismatch(format!(
                 "officer credential of federation {}, this is {}",
@@ -480,13 +480,13 @@ impl SignedAction {
                 let member = roster
                     .member(&action.node)
                     .ok_or_else(|| VerifyError::UnknownSigner(action.node.to_string()))?;
-                if obj.kid() != member.signing_key.kid() {
+                let Some(key) = member.signing_keys().find(|k| k.kid() == obj.kid()) else {
                     return Err(VerifyError::UnknownSigner(format!(
                         "automatic action not signed by {}'s node key",
                         action.node
                     )));
-                }
-                obj.verify_with(&member.signing_key)?;
+                };
+                obj.verify_with(key)?;
                 None
             }
         };
@@ -560,6 +560,8 @@ mod tests {
             via: None,
             location: None,
             status: MemberStatus::Active,
+            previous: None,
+            tls_cert: None,
         };
         Roster {
             federation: "test".into(),

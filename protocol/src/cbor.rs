@@ -242,6 +242,11 @@ impl MapReader {
         }
     }
 
+    /// An optional field of any type (nested documents).
+    pub(crate) fn opt_value(&mut self, key: u64) -> Option<Value> {
+        self.take(key)
+    }
+
     /// A required field of any type (nested documents).
     pub(crate) fn value(&mut self, key: u64) -> Result<Value, DecodeError> {
         self.required(key)

@@ -479,6 +479,48 @@ impl SignedNote {
             })
     }
 
+    /// [`Self::verify_signature`] with the first of `keys` (a member's current key, then a
+    /// previous one still listed) whose line the note holds; with none, the first key's error.
+    pub fn verify_signature_by_any<'k>(
+        &self,
+        key_name: &str,
+        keys: impl IntoIterator<Item = &'k PublicKey>,
+    ) -> Result<(), NoteError> {
+        let mut first = None;
+        for key in keys {
+            match self.verify_signature(key_name, key) {
+                Err(e @ (NoteError::MissingSignature { .. } | NoteError::WrongKey { .. })) => {
+                    first.get_or_insert(e);
+                }
+                other => return other,
+            }
+        }
+        Err(first.unwrap_or(NoteError::MissingSignature {
+            name: key_name.to_owned(),
+        }))
+    }
+
+    /// [`Self::verify_cosignature`] with the first of `keys` whose line the note holds; with
+    /// none, the first key's error.
+    pub fn verify_cosignature_by_any<'k>(
+        &self,
+        witness_name: &str,
+        keys: impl IntoIterator<Item = &'k PublicKey>,
+    ) -> Result<u64, NoteError> {
+        let mut first = None;
+        for key in keys {
+            match self.verify_cosignature(witness_name, key) {
+                Err(e @ (NoteError::MissingSignature { .. } | NoteError::WrongKey { .. })) => {
+                    first.get_or_insert(e);
+                }
+                other => return other,
+            }
+        }
+        Err(first.unwrap_or(NoteError::MissingSignature {
+            name: witness_name.to_owned(),
+        }))
+    }
+
     /// Checks the tlog-cosignature/v1 by `witness_name` with `key` (`verify_strict`) and returns
     /// its time (Unix seconds; at most 2^63 - 1). The body must be a checkpoint. This does not
     /// check the log's own signature ([`Self::verify_signature`]) nor whether the time is in

@@ -116,12 +116,96 @@ pub struct Member {
     pub location: Option<Location>,
     /// Active, suspended or revoked.
     pub status: MemberStatus,
+    /// The keys this member held before its latest rotation, still accepted beside the new
+    /// ones while a roster lists them (protocol.md §5.3).
+    pub previous: Option<PreviousKeys>,
+    /// The member's TLS certificate (DER), as the federation CA issued it, so a node picks up
+    /// its renewed certificate from the roster.
+    pub tls_cert: Option<Vec<u8>>,
+}
+
+/// Keys a member held before it rotated them: each still verifies what it signed, and still
+/// opens a TLS handshake, as long as a roster lists it; the authority's tools drop them from
+/// the first roster signed after `until_ms`. The member itself signs only with its current
+/// keys from the moment it holds a roster naming them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PreviousKeys {
+    /// Former node signing key.
+    pub signing_key: Option<PublicKey>,
+    /// Former audit log key.
+    pub log_key: Option<PublicKey>,
+    /// Former witness key.
+    pub witness_key: Option<PublicKey>,
+    /// Former TLS key (SPKI SHA-256).
+    pub tls_spki_sha256: Option<[u8; 32]>,
+    /// When the overlap ends (Unix ms).
+    pub until_ms: u64,
+}
+
+impl PreviousKeys {
+    fn to_value(&self) -> Value {
+        let key = |k: &Option<PublicKey>| k.map(|k| Value::Bytes(k.to_bytes().to_vec()));
+        MapBuilder::new()
+            .put_opt(1, key(&self.signing_key))
+            .put_opt(2, key(&self.log_key))
+            .put_opt(3, key(&self.witness_key))
+            .put_opt(4, self.tls_spki_sha256.map(|s| Value::Bytes(s.to_vec())))
+            .put(5, self.until_ms)
+            .build()
+    }
+
+    fn from_value(v: Value) -> Result<Self, VerifyError> {
+        let mut m = MapReader::new("previous keys", v)?;
+        let key = |b: Option<[u8; 32]>| b.map(|b| PublicKey::from_bytes(&b)).transpose();
+        let p = Self {
+            signing_key: key(m.opt_fixed(1)?)?,
+            log_key: key(m.opt_fixed(2)?)?,
+            witness_key: key(m.opt_fixed(3)?)?,
+            tls_spki_sha256: m.opt_fixed(4)?,
+            until_ms: m.uint(5)?,
+        };
+        m.finish()?;
+        Ok(p)
+    }
+
+    /// Whether it holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.signing_key.is_none()
+            && self.log_key.is_none()
+            && self.witness_key.is_none()
+            && self.tls_spki_sha256.is_none()
+    }
 }
 
 impl Member {
     /// Whether the member may connect and exchange messages.
     pub fn is_active(&self) -> bool {
         self.status == MemberStatus::Active
+    }
+
+    fn prev(&self) -> Option<&PreviousKeys> {
+        self.previous.as_ref()
+    }
+
+    /// The node signing keys that verify for this member: the current one, then a previous.
+    pub fn signing_keys(&self) -> impl Iterator<Item = &PublicKey> {
+        std::iter::once(&self.signing_key).chain(self.prev().and_then(|p| p.signing_key.as_ref()))
+    }
+
+    /// The log keys that verify this member's checkpoints: the current one, then a previous.
+    pub fn log_keys(&self) -> impl Iterator<Item = &PublicKey> {
+        std::iter::once(&self.log_key).chain(self.prev().and_then(|p| p.log_key.as_ref()))
+    }
+
+    /// The witness keys that verify this member's cosignatures: current, then previous.
+    pub fn witness_keys(&self) -> impl Iterator<Item = &PublicKey> {
+        std::iter::once(&self.witness_key).chain(self.prev().and_then(|p| p.witness_key.as_ref()))
+    }
+
+    /// The TLS keys (SPKI SHA-256) a handshake of this member may present.
+    pub fn tls_pins(&self) -> impl Iterator<Item = &[u8; 32]> {
+        std::iter::once(&self.tls_spki_sha256)
+            .chain(self.prev().and_then(|p| p.tls_spki_sha256.as_ref()))
     }
 
     fn to_value(&self) -> Value {
@@ -143,6 +227,8 @@ impl Member {
                     .map(|l| Value::Array(vec![Value::from(l.lat_e6), Value::from(l.lon_e6)])),
             )
             .put(13, self.status as u64)
+            .put_opt(14, self.previous.as_ref().map(PreviousKeys::to_value))
+            .put_opt(15, self.tls_cert.as_ref().map(|c| Value::Bytes(c.clone())))
             .build()
     }
 
@@ -213,6 +299,8 @@ impl Member {
                 .into());
             }
         };
+        let previous = m.opt_value(14).map(PreviousKeys::from_value).transpose()?;
+        let tls_cert = m.opt_bytes(15)?;
         m.finish()?;
         Ok(Self {
             id,
@@ -228,6 +316,8 @@ impl Member {
             via,
             location,
             status,
+            previous,
+            tls_cert,
         })
     }
 }
@@ -474,11 +564,27 @@ impl Roster {
             if self.members[..i].iter().any(|o| o.id == m.id) {
                 return Err(bad(format!("member {} listed twice", m.id)));
             }
-            if self.members[..i]
-                .iter()
-                .any(|o| o.signing_key == m.signing_key || o.tls_spki_sha256 == m.tls_spki_sha256)
-            {
+            // No key, current or previous, of one member is another's (nor one of its own
+            // kinds reused for another kind).
+            let keys = |x: &Member| -> Vec<[u8; 32]> {
+                x.signing_keys()
+                    .chain(x.log_keys())
+                    .chain(x.witness_keys())
+                    .map(PublicKey::to_bytes)
+                    .collect()
+            };
+            let mine = keys(m);
+            if self.members[..i].iter().any(|o| {
+                keys(o).iter().any(|k| mine.contains(k))
+                    || o.tls_pins().any(|p| m.tls_pins().any(|q| p == q))
+            }) {
                 return Err(bad(format!("member {} reuses another member's key", m.id)));
+            }
+            if m.previous.as_ref().is_some_and(PreviousKeys::is_empty) {
+                return Err(bad(format!(
+                    "member {} lists previous keys without a key",
+                    m.id
+                )));
             }
             if let Some(via) = &m.via {
                 match self.member(via) {
@@ -519,18 +625,20 @@ impl Roster {
     }
 
     /// The member whose node signing key has this kid, with the key.
+    /// A previous key (still listed after a rotation) counts as the member's.
     pub fn signer(&self, kid: &Kid) -> Option<(NodeId, PublicKey)> {
-        self.members
-            .iter()
-            .find(|m| &m.signing_key.kid() == kid)
-            .map(|m| (m.id.clone(), m.signing_key))
+        self.members.iter().find_map(|m| {
+            m.signing_keys()
+                .find(|k| &k.kid() == kid)
+                .map(|k| (m.id.clone(), *k))
+        })
     }
 
-    /// The member whose TLS key has this SPKI hash.
+    /// The member whose TLS key (current, or previous while listed) has this SPKI hash.
     pub fn by_tls_key(&self, spki_sha256: &[u8; 32]) -> Option<&Member> {
         self.members
             .iter()
-            .find(|m| &m.tls_spki_sha256 == spki_sha256)
+            .find(|m| m.tls_pins().any(|p| p == spki_sha256))
     }
 
     /// Whether the policy lets `from` send a message of `kind` to `to`; both must be active.
@@ -641,6 +749,8 @@ mod tests {
                 lon_e6: 119_296_500,
             }),
             status: MemberStatus::Active,
+            previous: None,
+            tls_cert: None,
         }
     }
 

@@ -44,6 +44,8 @@ fn member(id: &str, agency: &str, seed: u8, via: Option<&str>) -> Member {
         via: via.map(n),
         location: None,
         status: MemberStatus::Active,
+        previous: None,
+        tls_cert: None,
     }
 }
 

@@ -65,6 +65,8 @@ fn member(id: &str, agency: &str, seed: [u8; 32], spki: u8) -> Member {
             lon_e6: 119_296_500,
         }),
         status: MemberStatus::Active,
+        previous: None,
+        tls_cert: None,
     }
 }
 

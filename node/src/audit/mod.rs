@@ -31,10 +31,6 @@ use crate::store::Reader;
 pub(crate) struct Audit {
     /// The bus: roster, store, endpoint.
     pub(crate) bus: Arc<Bus>,
-    /// Signs this node's checkpoints.
-    pub(crate) log_key: ed25519_dalek::SigningKey,
-    /// Cosigns peers' checkpoints.
-    pub(crate) witness_key: ed25519_dalek::SigningKey,
     /// Witness conflicts seen since start (also in the audit log).
     pub(crate) conflicts: std::sync::Mutex<u64>,
     /// One witness round at a time.
@@ -54,15 +50,11 @@ impl std::fmt::Debug for Audit {
 }
 
 impl Audit {
-    pub(crate) fn new(
-        bus: Arc<Bus>,
-        log_key: ed25519_dalek::SigningKey,
-        witness_key: ed25519_dalek::SigningKey,
-    ) -> Self {
+    /// The audit owner of `bus`: it signs checkpoints with the bus's log key and cosigns with
+    /// its witness key (`bus.keys`, switched when a roster rotates them).
+    pub(crate) fn new(bus: Arc<Bus>) -> Self {
         Self {
             bus,
-            log_key,
-            witness_key,
             conflicts: std::sync::Mutex::new(0),
             witness_round: tokio::sync::Mutex::new(()),
             size_checks: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -154,7 +146,7 @@ impl Audit {
         let origin = self.log_origin();
         let cp = Checkpoint::new(origin.clone(), size, root)
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
-        let note = SignedNote::sign_checkpoint(&cp, &origin, &self.log_key)
+        let note = SignedNote::sign_checkpoint(&cp, &origin, &self.bus.keys.log.get())
             .map_err(|e| NodeError::Invalid(e.to_string()))?
             .to_text();
         let text = note.clone();
@@ -714,7 +706,7 @@ fn check_checkpoint(
         .ok_or("this node is not in the roster")?;
     let parsed = SignedNote::parse(note, MAX_NOTE_LEN).map_err(|e| format!("checkpoint: {e}"))?;
     parsed
-        .verify_signature(origin, &me.log_key)
+        .verify_signature_by_any(origin, me.log_keys())
         .map_err(|e| format!("checkpoint: {e}"))?;
     let cp = parsed
         .checkpoint()

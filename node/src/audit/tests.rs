@@ -14,7 +14,7 @@ use crate::bus::testing::{FJ, SX, T0, bus, envelope, key, node};
 /// Shaanxi's audit side, after `n` deliveries from Fujian.
 async fn log_with(n: usize) -> (Arc<Audit>, Arc<Bus>, tempfile::TempDir) {
     let (sx, dir) = bus(SX).await;
-    let audit = Arc::new(Audit::new(sx.clone(), key(SX), key(SX)));
+    let audit = Arc::new(Audit::new(sx.clone()));
     for i in 0..n {
         let (env, body) = envelope(FJ, SX, T0, format!("message {i}").as_bytes());
         let deliver = Frame::Deliver {
@@ -62,7 +62,7 @@ async fn checkpoints_and_proofs_verify_offline_and_the_log_reverifies() {
 async fn a_witness_cosigns_a_growing_log_and_keeps_a_fork_as_evidence() {
     let (log, sx, _d1) = log_with(2).await;
     let (fj, _d2) = bus(FJ).await;
-    let witness = Arc::new(Audit::new(fj.clone(), key(FJ), key(FJ)));
+    let witness = Arc::new(Audit::new(fj.clone()));
     let first = log.checkpoint().await.unwrap_or_else(|e| panic!("{e}"));
     let size = sx.log_len();
     let Frame::Cosignature(line) = witness.witness(&node(SX), 0, &[], first.as_bytes()).await

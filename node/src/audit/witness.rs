@@ -69,7 +69,7 @@ impl Audit {
             Ok(m) => m.clone(),
             Err(e) => return refused(e.to_string()),
         };
-        if let Err(e) = note.verify_signature(&origin, &member.log_key) {
+        if let Err(e) = note.verify_signature_by_any(&origin, member.log_keys()) {
             return refused(format!("checkpoint signed by the wrong key: {e}"));
         }
         let text = note.to_text();
@@ -153,7 +153,7 @@ impl Audit {
             }
             Ok(Verdict::Cosign) => {
                 let name = format!("{}/witness", self.bus.id);
-                match cosign(&cp, &name, &self.witness_key, now / 1000) {
+                match cosign(&cp, &name, &self.bus.keys.witness.get(), now / 1000) {
                     Ok(sig) => Frame::Cosignature(sig.to_line().into_bytes()),
                     Err(e) => refused(format!("cannot cosign: {e}")),
                 }
@@ -354,7 +354,7 @@ impl Audit {
             .get()
             .roster()
             .member(witness)
-            .map(|m| m.witness_key)
+            .map(|m| m.witness_keys().copied().collect::<Vec<_>>())
             .ok_or("witness left the roster")?;
         let name = format!("{witness}/witness");
         let w = witness.clone();
@@ -375,7 +375,7 @@ impl Audit {
                 if let Err(e) = note.add_signature(sig) {
                     return refused(e.to_string());
                 }
-                let time = match note.verify_cosignature(&name, &key) {
+                let time = match note.verify_cosignature_by_any(&name, &key) {
                     Ok(t) => t,
                     Err(e) => return refused(format!("cosignature refused: {e}")),
                 };
@@ -489,19 +489,10 @@ impl Audit {
             .ok_or("no endpoint")?
             .parse::<std::net::SocketAddr>()
             .map_err(|e| e.to_string())?;
-        tokio::time::timeout(
-            WITNESS_TIMEOUT,
-            inner
-                .bus
-                .endpoint
-                .as_ref()
-                .ok_or("this node has no network")?
-                .connect(addr, member.as_str())
-                .map_err(|e| e.to_string())?,
-        )
-        .await
-        .map_err(|_| "handshake timed out".to_owned())?
-        .map_err(|e| e.to_string())
+        tokio::time::timeout(WITNESS_TIMEOUT, inner.bus.dial(addr, member.as_str())?)
+            .await
+            .map_err(|_| "handshake timed out".to_owned())?
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use liaison_protocol::SignedRoster;
 use liaison_protocol::audit::EntryKind;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::bus::Bus;
 use crate::bus::peer::PeerHandle;
@@ -46,6 +46,7 @@ impl Bus {
         let serial = n.serial;
         info!(node = %self.id, serial, "roster applied");
         self.roster.set(new);
+        self.follow_own_keys();
         // Units that joined may now be within an alert's radius: the ticker looks again.
         self.roster_changed.notify_one();
         self.drop_inactive_peers();
@@ -57,6 +58,54 @@ impl Bus {
             p.roster_changed();
         }
         Ok(serial)
+    }
+
+    /// Switches this node's keys to the ones the roster in force names, where it holds them
+    /// (`<key>.next.key.pem`): signing, log and witness keys at once, the TLS key for new
+    /// handshakes (connections up keep theirs). A key it does not hold is a loud warning: it
+    /// goes on with the previous one while the roster lists it.
+    pub(crate) fn follow_own_keys(&self) {
+        let roster = self.roster.get();
+        match self.keys.follow_roster(&self.id, roster.roster()) {
+            Ok(notes) => {
+                for n in notes {
+                    warn!(node = %self.id, "{n}");
+                }
+            }
+            Err(e) => {
+                warn!(node = %self.id, error = %e, "this node's keys no longer match the roster")
+            }
+        }
+        let mut tls = self
+            .tls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (Some(material), Some(ep)) = (&tls.material, &self.endpoint) else {
+            return;
+        };
+        match transport::follow_tls(&self.id, &tls.key_path, roster.roster(), material) {
+            Ok((Some(next), _)) => {
+                match transport::switch_tls(ep, &next, self.roster.clone(), &self.cfg) {
+                    Ok(client) => {
+                        tls.client = Some(client);
+                        tls.not_after = next.not_after_ms().ok();
+                        tls.material = Some(next);
+                        info!(node = %self.id, "TLS key rotated: new handshakes use the roster's certificate");
+                    }
+                    Err(e) => {
+                        warn!(node = %self.id, error = %e, "cannot switch to the rotated TLS key")
+                    }
+                }
+            }
+            Ok((None, note)) => {
+                if let Some(n) = note {
+                    warn!(node = %self.id, "{n}");
+                }
+            }
+            Err(e) => {
+                warn!(node = %self.id, error = %e, "this node's TLS key no longer matches the roster");
+            }
+        }
     }
 
     /// Closes inbound connections whose peer the roster in force no longer admits: a member

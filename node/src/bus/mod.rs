@@ -18,7 +18,6 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ed25519_dalek::SigningKey;
 use liaison_protocol::audit::{EntryKind, event_record};
 use liaison_protocol::delivery::Refusal;
 use liaison_protocol::{
@@ -40,13 +39,27 @@ pub(crate) use crate::net::guard::truncate;
 use crate::roster::RosterCell;
 use crate::store::{Direction, MessageRecord, MsgState, OutItem, Payload, Queued, Store, Txn};
 
+/// The TLS material a node serves and dials with (switched when a roster rotates its TLS
+/// key), with its certificate's expiry.
+#[derive(Debug, Default)]
+pub(crate) struct TlsInUse {
+    /// What the endpoint serves now (None: a bus without network).
+    pub(crate) material: Option<crate::net::transport::TlsMaterial>,
+    /// The configured TLS key file (its `.next` file holds a successor).
+    pub(crate) key_path: std::path::PathBuf,
+    /// The certificate's notAfter, Unix ms.
+    pub(crate) not_after: Option<u64>,
+    /// The client config since a switch (before: the endpoint's default).
+    pub(crate) client: Option<quinn::ClientConfig>,
+}
+
 /// The bus: the node's identity and signing key, the roster, the store, the endpoint and the
 /// peers; shared by the node's tasks. The case workflows and the audit side (checkpoints,
 /// witnessing) are reached only through [`hook::CaseHook`] and [`hook::AuditHook`].
 pub(crate) struct Bus {
     pub(crate) id: NodeId,
     pub(crate) federation: String,
-    pub(crate) signing: SigningKey,
+    pub(crate) keys: crate::identity::NodeKeys,
     pub(crate) authority: PublicKey,
     pub(crate) roster: RosterCell,
     pub(crate) store: Store,
@@ -75,10 +88,38 @@ pub(crate) struct Bus {
     /// The one clock (crate::clock).
     pub(crate) clock: Clock,
     /// When this node's TLS certificate expires, Unix ms (None: not known).
-    pub(crate) tls_not_after: Option<u64>,
+    pub(crate) tls: Mutex<TlsInUse>,
 }
 
 impl Bus {
+    /// Opens a QUIC connection to `name` at `addr` with the TLS material in use.
+    pub(crate) fn dial(
+        &self,
+        addr: std::net::SocketAddr,
+        name: &str,
+    ) -> Result<quinn::Connecting, String> {
+        let ep = self.endpoint.as_ref().ok_or("this node has no network")?;
+        let client = self
+            .tls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .client
+            .clone();
+        match client {
+            Some(c) => ep.connect_with(c, addr, name),
+            None => ep.connect(addr, name),
+        }
+        .map_err(|e| format!("connect to {addr}: {e}"))
+    }
+
+    /// When the TLS certificate in use expires (Unix ms).
+    pub(crate) fn tls_not_after(&self) -> Option<u64> {
+        self.tls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .not_after
+    }
+
     /// The audit side, if it is installed (it is, from start to shutdown).
     pub(crate) fn audit(&self) -> Option<Arc<dyn hook::AuditHook>> {
         self.audit.get().and_then(std::sync::Weak::upgrade)
@@ -395,7 +436,7 @@ impl Bus {
             expires_at,
             case_ref,
         };
-        Envelope::seal(header, &self.signing)
+        Envelope::seal(header, &self.keys.signing.get())
     }
 
     /// Hands inbox entry `seq` to the application, once: the entry is looked up and removed

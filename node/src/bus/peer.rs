@@ -291,14 +291,10 @@ impl Actor {
                 }
             };
             for addr in addrs {
-                let Some(endpoint) = &self.inner.endpoint else {
-                    last = "this bus has no network".into();
-                    continue;
-                };
-                let connecting = match endpoint.connect(addr, self.hop.as_str()) {
+                let connecting = match self.inner.dial(addr, self.hop.as_str()) {
                     Ok(c) => c,
                     Err(e) => {
-                        last = format!("connect to {addr}: {e}");
+                        last = e;
                         continue;
                     }
                 };

@@ -85,7 +85,7 @@ impl Bus {
                         status: ReceiptStatus::Rejected(truncate(&reason, 1000)),
                         log_ref: None,
                     },
-                    &self.signing,
+                    &self.keys.signing.get(),
                 )
             });
         let logged_receipt = receipt.as_ref().map(|r| r.bytes().to_vec());
@@ -424,7 +424,7 @@ impl Bus {
                             status: ReceiptStatus::Delivered,
                             log_ref: Some((format!("{}/log", inner.id), index)),
                         },
-                        &inner.signing,
+                        &inner.keys.signing.get(),
                     );
                     t.log(EntryKind::ReceiptSent, receipt.bytes().to_vec());
                     if let Some(u) = case {

@@ -300,7 +300,7 @@ impl Bus {
                 dropped_by: self.id.clone(),
                 reason,
             },
-            &self.signing,
+            &self.keys.signing.get(),
         )
     }
 

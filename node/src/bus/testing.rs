@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::Bus;
 use crate::clock::Clock;
 use crate::config::{DeliveryConfig, LimitsConfig};
+use crate::identity::KeyCell;
 use crate::net::guard::Guard;
 use crate::roster::RosterCell;
 use crate::store::{Store, StoreOptions};
@@ -81,7 +82,11 @@ pub(crate) async fn bus(id: &str) -> (Arc<Bus>, tempfile::TempDir) {
     let bus = Arc::new(Bus {
         id: node(id),
         federation: roster.roster().federation.clone(),
-        signing: key(id),
+        keys: crate::identity::NodeKeys {
+            signing: KeyCell::new("signing", "signing.key.pem".into(), key(id)),
+            log: KeyCell::new("log", "log.key.pem".into(), key(id)),
+            witness: KeyCell::new("witness", "witness.key.pem".into(), key(id)),
+        },
         authority: liaison_protocol::PublicKey::from(&SigningKey::from_bytes(&AUTHORITY_SEED)),
         roster: RosterCell::new(roster),
         store,
@@ -100,7 +105,7 @@ pub(crate) async fn bus(id: &str) -> (Arc<Bus>, tempfile::TempDir) {
         body_retention_ms: u64::MAX / 4,
         guard: Guard::new(LimitsConfig::default()),
         clock: Clock::manual(T0),
-        tls_not_after: None,
+        tls: std::sync::Mutex::default(),
     });
     (bus, dir)
 }

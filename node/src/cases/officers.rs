@@ -49,7 +49,10 @@ impl Cases {
             enrolled_at: now,
         };
         let rec = OfficerRecord {
-            credential: officer.certify(&self.bus.signing).bytes().to_vec(),
+            credential: officer
+                .certify(&self.bus.keys.signing.get())
+                .bytes()
+                .to_vec(),
             revoked_at: None,
         };
         let stored = rec.clone();

@@ -262,7 +262,7 @@ impl Cases {
             derived_from: Vec::new(),
             credential: None,
         };
-        let signed = action.sign(&self.bus.signing);
+        let signed = action.sign(&self.bus.keys.signing.get());
         let req = ActRequest {
             action: String::new(),
             to: vec![sup.node.clone()],

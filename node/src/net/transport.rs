@@ -138,6 +138,33 @@ impl TlsMaterial {
         })
     }
 
+    /// The CA with a certificate given as DER (from the roster) and the key in `key_file`.
+    pub fn with_key_file(
+        ca: CertificateDer<'static>,
+        cert_der: Vec<u8>,
+        key_file: &std::path::Path,
+    ) -> Result<Self, NodeError> {
+        let key_pem = crate::identity::read_secret_file(key_file)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| NodeError::Tls(format!("{}: {e}", key_file.display())))?;
+        Ok(Self {
+            ca,
+            cert: CertificateDer::from(cert_der),
+            key,
+        })
+    }
+
+    /// Whether the key is the one the certificate holds.
+    pub fn key_matches_cert(&self) -> bool {
+        rustls::sign::CertifiedKey::from_der(
+            vec![self.cert.clone()],
+            self.key.clone_key(),
+            &provider(),
+        )
+        .and_then(|k| k.keys_match())
+        .is_ok()
+    }
+
     /// When this node's certificate stops being valid (its notAfter), Unix ms.
     pub fn not_after_ms(&self) -> Result<u64, NodeError> {
         let (_, cert) = x509_parser::parse_x509_certificate(&self.cert)
@@ -331,6 +358,55 @@ fn transport_config(window: usize, idle: Duration) -> Arc<quinn::TransportConfig
     Arc::new(t)
 }
 
+/// Whether the roster pins the TLS material in use for this node: yes (None), or (after a
+/// rotation) the `.next` key with the certificate the roster carries for it (Some). The
+/// previous key still pinned is kept with a warning; anything else is refused.
+pub fn follow_tls(
+    node: &NodeId,
+    tls_key: &std::path::Path,
+    roster: &liaison_protocol::Roster,
+    tls: &TlsMaterial,
+) -> Result<(Option<TlsMaterial>, Option<String>), NodeError> {
+    let me = roster
+        .member(node)
+        .ok_or_else(|| NodeError::Roster(format!("{node} is not a member of the roster")))?;
+    let spki = spki_sha256(&tls.cert).map_err(|e| NodeError::Tls(e.to_string()))?;
+    if spki == me.tls_spki_sha256 {
+        return Ok((None, None));
+    }
+    let next_key = crate::identity::next_key_path(tls_key);
+    if let (Some(der), true) = (&me.tls_cert, next_key.exists()) {
+        let next = TlsMaterial::with_key_file(tls.ca.clone(), der.clone(), &next_key)?;
+        let cert_spki = spki_sha256(&next.cert).map_err(|e| NodeError::Tls(e.to_string()))?;
+        if cert_spki == me.tls_spki_sha256 && next.key_matches_cert() {
+            let note = format!(
+                "the roster (serial {}) pins the TLS key in {} with the certificate it carries: \
+                 serving with them from now on",
+                roster.serial,
+                next_key.display()
+            );
+            return Ok((Some(next), Some(note)));
+        }
+    }
+    if me.previous.as_ref().and_then(|p| p.tls_spki_sha256) == Some(spki) {
+        let note = format!(
+            "WARNING: the roster (serial {}) pins a new TLS key for {} that this node does not \
+             hold with its certificate (put the key at {}); peers accept the previous one until \
+             a roster drops it",
+            roster.serial,
+            node,
+            next_key.display()
+        );
+        return Ok((None, Some(note)));
+    }
+    Err(NodeError::Roster(format!(
+        "the TLS certificate of this node is not the one the roster (serial {}) pins for \
+         {node} (nor a previous one it still pins, nor {} with the roster's certificate)",
+        roster.serial,
+        next_key.display()
+    )))
+}
+
 /// Binds the QUIC endpoint: server side admits roster members, client side dials them.
 pub fn endpoint(
     socket: UdpSocket,
@@ -338,6 +414,37 @@ pub fn endpoint(
     roster: RosterCell,
     delivery: &crate::config::DeliveryConfig,
 ) -> Result<quinn::Endpoint, NodeError> {
+    let (server, client) = configs(tls, roster, delivery)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| NodeError::Tls("no async runtime for QUIC".to_owned()))?;
+    let mut ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )?;
+    ep.set_default_client_config(client);
+    Ok(ep)
+}
+
+/// Serves with new TLS material from now on (a rotated TLS key) and returns the client
+/// config to dial with: new handshakes use it, connections already up keep theirs.
+pub fn switch_tls(
+    ep: &quinn::Endpoint,
+    tls: &TlsMaterial,
+    roster: RosterCell,
+    delivery: &crate::config::DeliveryConfig,
+) -> Result<quinn::ClientConfig, NodeError> {
+    let (server, client) = configs(tls, roster, delivery)?;
+    ep.set_server_config(Some(server));
+    Ok(client)
+}
+
+fn configs(
+    tls: &TlsMaterial,
+    roster: RosterCell,
+    delivery: &crate::config::DeliveryConfig,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), NodeError> {
     let window = delivery.window;
     let idle = Duration::from_millis(delivery.idle_timeout_ms.max(1000));
     let provider = provider();
@@ -384,17 +491,7 @@ pub fn endpoint(
     let client = QuicClientConfig::try_from(client).map_err(tls_err)?;
     let mut client = quinn::ClientConfig::new(Arc::new(client));
     client.transport_config(transport_config(window, idle));
-
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| NodeError::Tls("no async runtime for QUIC".to_owned()))?;
-    let mut ep = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        runtime,
-    )?;
-    ep.set_default_client_config(client);
-    Ok(ep)
+    Ok((server, client))
 }
 
 /// Binds a UDP socket.

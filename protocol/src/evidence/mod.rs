@@ -284,7 +284,7 @@ fn open_log_signature(
     let member = roster
         .member(&node)
         .ok_or_else(|| EvidenceError::UnknownLog(cp.origin().to_owned()))?;
-    note.verify_signature(cp.origin(), &member.log_key)
+    note.verify_signature_by_any(cp.origin(), member.log_keys())
         .map_err(|e| EvidenceError::Signature {
             node: node.clone(),
             problem: e.to_string(),
@@ -303,7 +303,7 @@ fn cosigners(
     let mut cosigned_by = Vec::new();
     for m in roster.members.iter().filter(|m| m.id != *node) {
         let name = format!("{}/witness", m.id);
-        match note.verify_cosignature(&name, &m.witness_key) {
+        match note.verify_cosignature_by_any(&name, m.witness_keys()) {
             Ok(t) => cosigned_by.push((m.id.clone(), t)),
             // No line by this key: nothing to check.
             Err(NoteError::MissingSignature { .. } | NoteError::WrongKey { .. }) => {}

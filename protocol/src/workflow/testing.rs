@@ -34,6 +34,8 @@ fn member(
             lon_e6: (lon * 1e6).round() as i64,
         }),
         status: MemberStatus::Active,
+        previous: None,
+        tls_cert: None,
     })
 }
 
