@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use ed25519_dalek::SigningKey;
-use liaison_protocol::roster::{Location, Member, MemberStatus, Rule};
+use liaison_protocol::roster::{Location, Member, MemberStatus, PreviousKeys, Rule};
 use liaison_protocol::{NodeId, PublicKey, Roster, SignedRoster};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -133,6 +133,11 @@ pub(crate) enum FederationCmd {
         /// Days the new TLS certificate is valid.
         #[arg(long, default_value_t = 365)]
         cert_days: u32,
+        /// Days the old key is still accepted beside the new one (messages in flight, a member
+        /// that has not yet switched); 0 refuses it as soon as a node applies the roster (a
+        /// compromised key).
+        #[arg(long, default_value_t = 7)]
+        overlap_days: u32,
     },
     /// Replace the policy: which agency kinds may send which kinds to which, and what may go
     /// abroad, from a TOML file of [[rule]] tables (from, to, kinds, abroad).
@@ -307,7 +312,7 @@ impl Authority {
         node: &NodeId,
         mut req: rcgen::CertificateSigningRequestParams,
         days: u32,
-    ) -> Result<PathBuf> {
+    ) -> Result<(PathBuf, Vec<u8>)> {
         let now = time::OffsetDateTime::now_utc();
         req.params.not_before = now - time::Duration::minutes(5);
         req.params.not_after = now + time::Duration::days(i64::from(days));
@@ -321,14 +326,18 @@ impl Authority {
         std::fs::create_dir_all(self.dir.join("certs"))?;
         let out = self.dir.join("certs").join(format!("{node}.pem"));
         std::fs::write(&out, cert.pem())?;
-        Ok(out)
+        Ok((out, cert.der().to_vec()))
     }
 
     /// Refuses a key any member holds or held in a signed roster (key ids are never reused).
     fn check_key_fresh(&self, draft: &Roster, key: &PublicKey) -> Result<()> {
         for r in self.every_roster(draft)? {
             for m in &r.members {
-                if [m.signing_key, m.log_key, m.witness_key].contains(key) {
+                if m.signing_keys()
+                    .chain(m.log_keys())
+                    .chain(m.witness_keys())
+                    .any(|k| k == key)
+                {
                     bail!(
                         "key {} is (or was) a key of {}: a new key must be new",
                         hex::encode(key.to_bytes()),
@@ -343,7 +352,7 @@ impl Authority {
     /// Refuses a TLS key any member holds or held.
     fn check_pin_fresh(&self, draft: &Roster, spki: &[u8; 32]) -> Result<()> {
         for r in self.every_roster(draft)? {
-            if let Some(m) = r.members.iter().find(|m| m.tls_spki_sha256 == *spki) {
+            if let Some(m) = r.members.iter().find(|m| m.tls_pins().any(|p| p == spki)) {
                 bail!("that TLS key is (or was) {}'s: make a new request", m.id);
             }
         }
@@ -622,7 +631,10 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
             });
             // The roster's own rules (one key per member, known relays …) hold for the draft.
             Roster::decode(&draft.encode()).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let cert_path = a.issue(&id, tls_req, cert_days)?;
+            let (cert_path, der) = a.issue(&id, tls_req, cert_days)?;
+            if let Some(m) = draft.members.iter_mut().find(|m| m.id == id) {
+                m.tls_cert = Some(der);
+            }
             a.save_draft(&draft)?;
             a.journal(&format!("added {id}"))?;
             json!({"node": id, "certificate": cert_path, "tls_spki_sha256": hex::encode(spki),
@@ -660,6 +672,7 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
             key,
             csr,
             cert_days,
+            overlap_days,
         } => {
             let a = Authority::open(&dir)?;
             let mut draft = a.draft()?;
@@ -667,19 +680,26 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
             if draft.member(&id).is_none() {
                 bail!("{node} is not a member");
             }
+            let until = liaison_node::clock::now_ms() + u64::from(overlap_days) * 86_400_000;
             let (old, new) = if kind == "tls" {
                 let csr = csr.context("--kind tls needs --csr (the member's new tls.csr.pem)")?;
                 let (tls_req, spki) = read_request(&id, &csr)?;
                 a.check_pin_fresh(&draft, &spki)?;
-                a.issue(&id, tls_req, cert_days)?;
+                let (_, der) = a.issue(&id, tls_req, cert_days)?;
                 let m = draft
                     .members
                     .iter_mut()
                     .find(|m| m.id == id)
                     .context("member")?;
-                let old = hex::encode(m.tls_spki_sha256);
+                let old = m.tls_spki_sha256;
+                if overlap_days > 0 {
+                    let p = m.previous.get_or_insert_with(PreviousKeys::default);
+                    p.tls_spki_sha256 = Some(old);
+                    p.until_ms = p.until_ms.max(until);
+                }
                 m.tls_spki_sha256 = spki;
-                (old, hex::encode(spki))
+                m.tls_cert = Some(der);
+                (hex::encode(old), hex::encode(spki))
             } else {
                 let key = key_hex(
                     "--key",
@@ -693,19 +713,28 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
                     .iter_mut()
                     .find(|m| m.id == id)
                     .context("member")?;
-                let slot = match kind.as_str() {
-                    "signing" => &mut m.signing_key,
-                    "log" => &mut m.log_key,
-                    _ => &mut m.witness_key,
+                let mut previous = m.previous.take().unwrap_or_default();
+                let (slot, prev) = match kind.as_str() {
+                    "signing" => (&mut m.signing_key, &mut previous.signing_key),
+                    "log" => (&mut m.log_key, &mut previous.log_key),
+                    _ => (&mut m.witness_key, &mut previous.witness_key),
                 };
-                let old = hex::encode(slot.to_bytes());
+                let old = *slot;
+                if overlap_days > 0 {
+                    *prev = Some(old);
+                    previous.until_ms = previous.until_ms.max(until);
+                }
                 *slot = key;
-                (old, hex::encode(key.to_bytes()))
+                m.previous = (!previous.is_empty()).then_some(previous);
+                (hex::encode(old.to_bytes()), hex::encode(key.to_bytes()))
             };
             Roster::decode(&draft.encode()).map_err(|e| anyhow::anyhow!("{e}"))?;
             a.save_draft(&draft)?;
-            a.journal(&format!("rotated the {kind} key of {id}: {old} -> {new}"))?;
-            json!({"node": id, "kind": kind, "old": old, "new": new, "next": "liaison federation sign"})
+            a.journal(&format!(
+                "rotated the {kind} key of {id}: {old} -> {new} (the old one accepted for {overlap_days} days)"
+            ))?;
+            json!({"node": id, "kind": kind, "old": old, "new": new, "overlap_days": overlap_days,
+                "next": "liaison federation sign"})
         }
         FederationCmd::SetPolicy { dir, rules } => {
             let a = Authority::open(&dir)?;
@@ -741,6 +770,17 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
                 bail!("--valid-days must be at least 1");
             }
             let now = liaison_node::clock::now_ms();
+            // Previous keys whose overlap ended are no longer listed: refused from this roster.
+            let mut retired = Vec::new();
+            for m in &mut draft.members {
+                if m.previous.as_ref().is_some_and(|p| p.until_ms <= now) {
+                    m.previous = None;
+                    retired.push(m.id.to_string());
+                }
+            }
+            for id in &retired {
+                a.journal(&format!("the previous keys of {id} are no longer listed"))?;
+            }
             draft.serial = last + 1;
             draft.issued_at = now;
             draft.valid_until = Some(now + u64::from(valid_days) * 24 * 3600 * 1000);
@@ -754,7 +794,7 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
             a.save_draft(&draft)?;
             a.journal(&format!("signed roster serial {}", draft.serial))?;
             json!({"serial": draft.serial, "valid_until": draft.valid_until, "roster": dir.join("roster.cbor"),
-                "file": file, "members": draft.members.len()})
+                "file": file, "members": draft.members.len(), "retired_previous_keys": retired})
         }
         FederationCmd::Show { dir, roster } => {
             let a = Authority::open(&dir)?;

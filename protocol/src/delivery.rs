@@ -149,7 +149,12 @@ impl Refusal {
                 ErrorCode::TooLarge
             }
             Self::MalformedFrame(_) | Self::AnswerFrame => ErrorCode::MalformedFrame,
-            Self::RosterExpired { .. } => ErrorCode::Unavailable,
+            // A key this node does not know may be one its sender rotated to in a roster not
+            // here yet (protocol.md §5.1): the sender keeps the message and offers its roster.
+            Self::RosterExpired { .. }
+            | Self::Envelope(VerifyError::UnknownKey(_) | VerifyError::UnknownSigner(_)) => {
+                ErrorCode::Unavailable
+            }
             _ => ErrorCode::Refused,
         }
     }

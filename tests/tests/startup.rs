@@ -57,7 +57,10 @@ async fn keys_that_do_not_match_the_roster_are_refused() {
     let mut fed = fed();
     let other = fed.member_dir("sx").join("signing.key.pem");
     let err = start_err(&mut fed, |c| c.signing_key = other).await;
-    assert!(err.contains("is not the one the roster (serial 1) lists for fj"), "{err}");
+    assert!(
+        err.contains("is not the one the roster (serial 1) lists for fj"),
+        "{err}"
+    );
     assert!(err.contains("sx/signing.key.pem"), "{err}");
     let other_cert = fed.member_dir("sx").join("tls.cert.pem");
     let other_key = fed.member_dir("sx").join("tls.key.pem");

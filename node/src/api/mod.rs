@@ -244,6 +244,28 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                         "log_key": hex::encode(m.log_key.to_bytes()),
                         "witness_key": hex::encode(m.witness_key.to_bytes()),
                         "tls_spki_sha256": hex::encode(m.tls_spki_sha256),
+                        "tls_cert_pem": m.tls_cert.as_ref().map(|der| {
+                            let b64 = base64::Engine::encode(
+                                &base64::engine::general_purpose::STANDARD,
+                                der,
+                            );
+                            let lines: Vec<&str> = b64
+                                .as_bytes()
+                                .chunks(64)
+                                .filter_map(|c| std::str::from_utf8(c).ok())
+                                .collect();
+                            format!(
+                                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                                lines.join("\n")
+                            )
+                        }),
+                        "previous": m.previous.as_ref().map(|p| json!({
+                            "signing_key": p.signing_key.map(|k| hex::encode(k.to_bytes())),
+                            "log_key": p.log_key.map(|k| hex::encode(k.to_bytes())),
+                            "witness_key": p.witness_key.map(|k| hex::encode(k.to_bytes())),
+                            "tls_spki_sha256": p.tls_spki_sha256.map(hex::encode),
+                            "until_ms": p.until_ms,
+                        })),
                     })
                 })
                 .collect();

@@ -46,17 +46,20 @@ impl Bus {
         let serial = n.serial;
         info!(node = %self.id, serial, "roster applied");
         self.roster.set(new);
-        self.follow_own_keys();
-        // Units that joined may now be within an alert's radius: the ticker looks again.
-        self.roster_changed.notify_one();
-        self.drop_inactive_peers();
+        // Peers are told first: each actor offers the new roster on its connection before it
+        // sends anything more, so a peer knows a key this node switches to below before it
+        // sees an object signed with it.
         let peers: Vec<PeerHandle> = match self.peers.lock() {
             Ok(p) => p.values().cloned().collect(),
             Err(p) => p.into_inner().values().cloned().collect(),
         };
-        for p in peers {
+        for p in &peers {
             p.roster_changed();
         }
+        self.follow_own_keys();
+        // Units that joined may now be within an alert's radius: the ticker looks again.
+        self.roster_changed.notify_one();
+        self.drop_inactive_peers();
         Ok(serial)
     }
 

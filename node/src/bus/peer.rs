@@ -151,6 +151,7 @@ pub(crate) fn spawn(inner: Arc<Bus>, hop: NodeId) -> PeerHandle {
         conn: None,
         backoff,
         conn_failures: 0,
+        offer_roster: false,
         flying: HashMap::new(),
         sweep_after: 0,
     };
@@ -166,6 +167,9 @@ struct Actor {
     backoff: Backoff,
     /// Failed connection attempts in a row.
     conn_failures: u32,
+    /// The roster changed, or the peer did not know a key: offer ours on the connection
+    /// before anything more goes out (a peer holding a newer one answers with it).
+    offer_roster: bool,
     /// The outbox seq of each exchange task, to forget the flight of a task that died.
     flying: HashMap<tokio::task::Id, u64>,
     /// After an expiry could not be recorded (a failed store), no sweep before then: the
@@ -207,6 +211,9 @@ impl Actor {
                 }
             }
             if let Some(conn) = self.conn.clone() {
+                if std::mem::take(&mut self.offer_roster) {
+                    self.offer_roster(&conn).await;
+                }
                 self.launch(&conn, &mut flights).await;
             }
             let wake = self.next_wake(self.inner.now().saturating_add(sweep_ms()));
@@ -247,6 +254,7 @@ impl Actor {
 
     fn conn_broken(&mut self) -> bool {
         if self.shared.roster_changed.swap(false, Ordering::SeqCst) {
+            self.offer_roster = true;
             // The connection's peer is judged by the new roster: still an active member, and
             // still holding the key pinned for it (a rotated TLS key ends the connection).
             let admitted = self
@@ -316,15 +324,8 @@ impl Actor {
                         info!(node = %self.inner.id, peer = %self.hop, %addr, "connected");
                         // Offer our roster before any message, so a peer with an older one
                         // judges our messages by the newer policy.
-                        let roster = Frame::Roster(self.inner.roster.get().bytes().to_vec());
-                        let answer =
-                            tokio::time::timeout(ROSTER_TIMEOUT, exchange(&conn, &roster, 0)).await;
-                        // A peer that holds a newer roster answers with it: take it.
-                        if let Ok(Ok(Frame::Roster(newer))) = answer {
-                            if let Err(e) = self.inner.apply_roster(&newer).await {
-                                warn!(node = %self.inner.id, peer = %self.hop, error = %e, "the newer roster the peer answered with is refused");
-                            }
-                        }
+                        self.offer_roster = false;
+                        self.offer_roster(&conn).await;
                         if let Some(audit) = self.inner.audit() {
                             audit.on_connected(&self.hop, Some(conn.clone()));
                         }
@@ -447,8 +448,25 @@ impl Actor {
         }
     }
 
+    /// Offers this node's roster on `conn` and takes a newer one the peer answers with.
+    async fn offer_roster(&self, conn: &quinn::Connection) {
+        let roster = Frame::Roster(self.inner.roster.get().bytes().to_vec());
+        let answer = tokio::time::timeout(ROSTER_TIMEOUT, exchange(conn, &roster, 0)).await;
+        if let Ok(Ok(Frame::Roster(newer))) = answer {
+            if let Err(e) = self.inner.apply_roster(&newer).await {
+                warn!(node = %self.inner.id, peer = %self.hop, error = %e, "the newer roster the peer answered with is refused");
+            }
+        }
+    }
+
     fn settle(&mut self, f: Flight<Queued>, outcome: Outcome, conn_id: usize) {
         let item = f.item.clone();
+        // A key one side does not know: one of the two holds an older roster (a rotation).
+        if let Outcome::Busy(reason) | Outcome::Unknown { reason, .. } = &outcome {
+            if reason.contains("unknown-signer") || reason.contains("unknown key") {
+                self.offer_roster = true;
+            }
+        }
         match &outcome {
             Outcome::Settled => {
                 self.shared.delivered.fetch_add(1, Ordering::SeqCst);

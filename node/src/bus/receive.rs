@@ -209,7 +209,14 @@ impl Bus {
         let env = match Envelope::open(&envelope, |kid| roster.roster().signer(kid)) {
             Ok(env) => env,
             Err(e) => {
-                crate::bus::inbound::note_junk(self, peer);
+                // A key not in the roster here may be one its sender rotated to: not junk.
+                if !matches!(
+                    e,
+                    liaison_protocol::VerifyError::UnknownKey(_)
+                        | liaison_protocol::VerifyError::UnknownSigner(_)
+                ) {
+                    crate::bus::inbound::note_junk(self, peer);
+                }
                 return self
                     .reject_inbound(peer, &envelope, None, Refusal::Envelope(e))
                     .await;
