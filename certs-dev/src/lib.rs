@@ -288,6 +288,20 @@ fn key_pair_pem(key: &KeyPair) -> Result<String> {
         .to_string())
 }
 
+/// The development CA's certificate parameters (the same for its certificate and as issuer).
+fn ca_params(federation: &str) -> Result<CertificateParams> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        format!("liaison DEV CA {federation} - NOT FOR PRODUCTION"),
+    );
+    ca_params.distinguished_name = dn;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(ca_params)
+}
+
 /// Generates the federation into `out`. `endpoint` gives each member's listen address.
 pub fn generate(
     spec: &FederationSpec,
@@ -297,15 +311,7 @@ pub fn generate(
     std::fs::create_dir_all(out)?;
     // Development CA.
     let ca_key = KeyPair::generate_for(&PKCS_ED25519)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        format!("liaison DEV CA {} - NOT FOR PRODUCTION", spec.federation),
-    );
-    ca_params.distinguished_name = dn;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_params = ca_params(&spec.federation)?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     std::fs::write(out.join("ca.pem"), ca_cert.pem())?;
     write_secret(&out.join("ca.key.pem"), &key_pair_pem(&ca_key)?)?;
@@ -411,6 +417,29 @@ pub fn reissue_roster(g: &mut Generated, change: impl FnOnce(&mut Roster)) -> Re
     std::fs::write(g.dir.join("roster.cbor"), &bytes)?;
     g.roster = next;
     Ok(bytes)
+}
+
+/// A new TLS key for member `id`, written to `key_out` (PKCS#8 v1, mode 0600), and its
+/// certificate from the development CA: returns the certificate (DER) and its key's SPKI
+/// SHA-256. For TLS rotation tests.
+pub fn issue_tls(g: &Generated, id: &str, key_out: &Path) -> Result<(Vec<u8>, [u8; 32])> {
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(g.dir.join("ca.key.pem"))?)?;
+    let issuer = Issuer::new(ca_params(&g.roster.federation)?, ca_key);
+    let tls_key = KeyPair::generate_for(&PKCS_ED25519)?;
+    let mut p = CertificateParams::new(vec![id.to_owned()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("{id} (liaison DEV)"));
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = p.signed_by(&tls_key, &issuer)?;
+    write_secret(key_out, &key_pair_pem(&tls_key)?)?;
+    let spki: [u8; 32] = Sha256::digest(tls_key.subject_public_key_info()).into();
+    Ok((cert.der().to_vec(), spki))
 }
 
 /// Checks that `out` is a safe place to (re)generate into.

@@ -1407,12 +1407,90 @@ fn a_federation_founded_with_the_authority_tools() {
             "tls",
             "--csr",
             renewal["csr"].as_str().unwrap(),
+            "--overlap-days",
+            "0",
             "--json",
         ],
     ));
     assert_eq!(rotated["new"], renewal["tls_spki_sha256"]);
     // A second renewal while one is under way is refused.
     assert!(!liaison(Some(&fj), &["node", "renew-tls"]).status.success());
+    // Fujian's signing key is rotated too, by one command at each end.
+    let rotation = json(&liaison(
+        Some(&fj),
+        &["node", "rotate-key", "--kind", "signing", "--json"],
+    ));
+    let new_key = rotation["public_key"].as_str().unwrap().to_owned();
+    json(&liaison(
+        None,
+        &[
+            "federation",
+            "rotate-key",
+            "--dir",
+            a,
+            "cn-35-psb",
+            "--kind",
+            "signing",
+            "--key",
+            &new_key,
+            "--json",
+        ],
+    ));
+    json(&liaison(
+        None,
+        &[
+            "federation",
+            "reinstate",
+            "--dir",
+            a,
+            "cn-61-psb",
+            "--reason",
+            "audit closed",
+            "--json",
+        ],
+    ));
+    let signed = json(&liaison(
+        None,
+        &["federation", "sign", "--dir", a, "--json"],
+    ));
+    // Applied at both while they run (a TLS rotation without overlap takes effect at once):
+    // Fujian serves with the new TLS key and the certificate the roster carries, and signs
+    // with the new key, without a restart.
+    for cfg in [&fj, &sx] {
+        json(&liaison(
+            Some(cfg),
+            &[
+                "roster",
+                "apply",
+                auth.join("roster.cbor").to_str().unwrap(),
+                "--json",
+            ],
+        ));
+    }
+    let status = json(&liaison(Some(&fj), &["status", "--json"]));
+    assert_eq!(status["roster_serial"], signed["serial"], "{status}");
+    assert_eq!(status["tls_spki_sha256"], rotated["new"], "{status}");
+    assert_eq!(
+        status["keys_in_use"]["signing"],
+        new_key.as_str(),
+        "{status}"
+    );
+    let roster = json(&liaison(Some(&fj), &["roster", "show", "--json"]));
+    let me = roster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "cn-35-psb")
+        .unwrap()
+        .clone();
+    assert!(
+        me["tls_cert_pem"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    assert!(me["previous"]["signing_key"].is_string(), "{me}");
+    assert!(me["previous"]["tls_spki_sha256"].is_null(), "{me}");
 
     // Shaanxi is backed up while it runs (a bare name: into its data directory), stopped,
     // restored into a new directory and started from there, with its inbox as it was.
@@ -1449,6 +1527,27 @@ fn a_federation_founded_with_the_authority_tools() {
         &["audit", "verify", "--json"],
     ));
     assert!(verified["first_problem"].is_null(), "{verified}");
+    // Fujian dials the restarted Shaanxi afresh: the handshake uses its new TLS key, the
+    // message its new signing key, and Shaanxi takes both.
+    let sent = json(&liaison(
+        Some(&fj),
+        &[
+            "send",
+            "--to",
+            "cn-61-psb",
+            "--kind",
+            "bus.test",
+            "--body",
+            "after both rotations",
+            "--json",
+        ],
+    ));
+    let id = sent["message_id"].as_str().unwrap().to_owned();
+    wait_until(Duration::from_secs(20), || {
+        json(&liaison(Some(&fj), &["show", &id, "--json"]))["state"]["state"] == "delivered"
+    });
+    let there = json(&liaison(Some(&restored_cfg), &["status", "--json"]));
+    assert_eq!(there["roster_serial"], signed["serial"], "{there}");
     for cfg in [&fj, &restored_cfg] {
         liaison(Some(cfg), &["node", "stop"]);
     }

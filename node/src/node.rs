@@ -439,6 +439,25 @@ impl Node {
         Some((end, end.saturating_sub(self.now_ms()) < TLS_RENEW_BEFORE_MS))
     }
 
+    /// The SHA-256 of the SubjectPublicKeyInfo of the TLS key this node serves and dials with
+    /// now (the roster's pin for it, after a rotation the new one).
+    pub fn tls_spki(&self) -> Option<[u8; 32]> {
+        let tls = self
+            .inner
+            .tls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tls.material
+            .as_ref()
+            .and_then(|m| transport::spki_sha256(&m.cert).ok())
+    }
+
+    /// The public keys this node signs with now: signing, log, witness.
+    pub fn signing_keys(&self) -> [PublicKey; 3] {
+        let k = &self.inner.keys;
+        [k.signing.public(), k.log.public(), k.witness.public()]
+    }
+
     /// Where the roster in force stands against its validity now (in its grace, traffic goes
     /// on with a warning; past it, nothing new is sent or taken).
     pub fn roster_standing(&self) -> liaison_protocol::Standing {

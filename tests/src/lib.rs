@@ -273,6 +273,12 @@ impl Federation {
         liaison_certs_dev::reissue_roster(&mut self.generated, change)
     }
 
+    /// A new TLS key for `id` at `key_out` and its certificate from the development CA:
+    /// (certificate DER, SPKI SHA-256).
+    pub fn issue_tls(&self, id: &str, key_out: &Path) -> Result<(Vec<u8>, [u8; 32])> {
+        liaison_certs_dev::issue_tls(&self.generated, id, key_out)
+    }
+
     /// Directory of a member's files.
     pub fn member_dir(&self, id: &str) -> PathBuf {
         self.generated.dir.join("nodes").join(id)

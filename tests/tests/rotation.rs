@@ -59,13 +59,32 @@ async fn keys_rotated_under_traffic_deliver_everything_and_old_evidence_verifies
     .await
     .unwrap();
     // Evidence made with the old keys: sx's log witnessed by fj, fj's log by sx.
-    assert!(sx.witness_round().await.unwrap().iter().all(|o| o.result.is_ok()));
-    assert!(fj.witness_round().await.unwrap().iter().all(|o| o.result.is_ok()));
+    assert!(
+        sx.witness_round()
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.result.is_ok())
+    );
+    assert!(
+        fj.witness_round()
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.result.is_ok())
+    );
     let old_roster = sx.roster();
     let old_bundle = sx.prove(0).await.unwrap();
     old_bundle.verify(old_roster.roster()).unwrap();
     let fj_bundle = fj.prove(0).await.unwrap();
-    assert_eq!(fj_bundle.verify(old_roster.roster()).unwrap().cosigned_by.len(), 1);
+    assert_eq!(
+        fj_bundle
+            .verify(old_roster.roster())
+            .unwrap()
+            .cosigned_by
+            .len(),
+        1
+    );
 
     // sx makes its new keys beside the old ones.
     let dir = fed.member_dir("sx");
@@ -98,7 +117,11 @@ async fn keys_rotated_under_traffic_deliver_everything_and_old_evidence_verifies
     };
     let rotated = fed
         .reissue_roster(|r| {
-            let m = r.members.iter_mut().find(|m| m.id.as_str() == "sx").unwrap();
+            let m = r
+                .members
+                .iter_mut()
+                .find(|m| m.id.as_str() == "sx")
+                .unwrap();
             m.previous = Some(PreviousKeys {
                 signing_key: Some(old_signing),
                 log_key: Some(old_log),
@@ -119,13 +142,7 @@ async fn keys_rotated_under_traffic_deliver_everything_and_old_evidence_verifies
             && count_state(&sx, "outgoing", "delivered").await == 10 + N
     })
     .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}: fj {:?}, sx {:?}",
-            fj.peers(),
-            sx.peers()
-        )
-    });
+    .unwrap_or_else(|e| panic!("{e}: fj {:?}, sx {:?}", fj.peers(), sx.peers()));
     // The roster reached fj with sx's traffic; nothing was refused for good on either side.
     assert_eq!(fj.roster().roster().serial, 2);
     for node in [&fj, &sx] {
@@ -138,13 +155,29 @@ async fn keys_rotated_under_traffic_deliver_everything_and_old_evidence_verifies
     let parsed = SignedNote::parse(&note, 1 << 16).unwrap();
     parsed.verify_signature("sx/log", &new_log).unwrap();
     assert!(parsed.verify_signature("sx/log", &old_log).is_err());
-    assert!(sx.witness_round().await.unwrap().iter().all(|o| o.result.is_ok()));
-    assert!(fj.witness_round().await.unwrap().iter().all(|o| o.result.is_ok()));
+    assert!(
+        sx.witness_round()
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.result.is_ok())
+    );
+    assert!(
+        fj.witness_round()
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.result.is_ok())
+    );
 
     // The authority drops the previous keys: the old signing key is refused from now on.
     let settled = fed
         .reissue_roster(|r| {
-            let m = r.members.iter_mut().find(|m| m.id.as_str() == "sx").unwrap();
+            let m = r
+                .members
+                .iter_mut()
+                .find(|m| m.id.as_str() == "sx")
+                .unwrap();
             m.previous = None;
         })
         .unwrap();
@@ -189,4 +222,101 @@ async fn keys_rotated_under_traffic_deliver_everything_and_old_evidence_verifies
     })
     .await
     .unwrap();
+}
+
+/// Sends `n` messages each way between `a` and `b` and waits until all are delivered.
+async fn traffic(a: &liaison_node::Node, b: &liaison_node::Node, n: usize, tag: &str) {
+    let (before_a, before_b) = (
+        count_state(a, "outgoing", "delivered").await,
+        count_state(b, "outgoing", "delivered").await,
+    );
+    for i in 0..n {
+        a.send(msg(
+            b.id().as_str(),
+            "bus.test",
+            format!("{tag} {i}").as_bytes(),
+        ))
+        .await
+        .unwrap();
+        b.send(msg(
+            a.id().as_str(),
+            "bus.test",
+            format!("{tag} {i}").as_bytes(),
+        ))
+        .await
+        .unwrap();
+    }
+    wait_for(Duration::from_secs(60), async || {
+        count_state(a, "outgoing", "delivered").await == before_a + n
+            && count_state(b, "outgoing", "delivered").await == before_b + n
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{tag}: {e}: {:?} / {:?}", a.peers(), b.peers()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_key_rotated_with_an_overlap_switches_when_the_old_one_is_dropped() {
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    traffic(&fj, &sx, 10, "before").await;
+    let old_pin = sx.tls_spki().unwrap();
+    let (der, new_pin) = fed
+        .issue_tls("sx", &fed.member_dir("sx").join("tls.next.key.pem"))
+        .unwrap();
+    // The roster pins the new key and still the old one: sx keeps serving the old one, which
+    // every peer accepts whatever roster it holds.
+    let overlap = fed
+        .reissue_roster(|r| {
+            let m = r
+                .members
+                .iter_mut()
+                .find(|m| m.id.as_str() == "sx")
+                .unwrap();
+            m.previous = Some(PreviousKeys {
+                tls_spki_sha256: Some(m.tls_spki_sha256),
+                until_ms: u64::MAX / 2,
+                ..PreviousKeys::default()
+            });
+            m.tls_spki_sha256 = new_pin;
+            m.tls_cert = Some(der);
+        })
+        .unwrap();
+    sx.apply_roster(&overlap).await.unwrap();
+    assert_eq!(sx.tls_spki(), Some(old_pin));
+    traffic(&fj, &sx, 20, "in the overlap").await;
+    assert_eq!(
+        fj.roster().roster().serial,
+        2,
+        "the roster spread with the traffic"
+    );
+    // The overlap ends: sx switches to the new key for new handshakes, without a restart,
+    // while traffic goes on; fj, still on the overlap roster, accepts the new key.
+    let settled = fed
+        .reissue_roster(|r| {
+            let m = r
+                .members
+                .iter_mut()
+                .find(|m| m.id.as_str() == "sx")
+                .unwrap();
+            m.previous = None;
+        })
+        .unwrap();
+    sx.apply_roster(&settled).await.unwrap();
+    assert_eq!(sx.tls_spki(), Some(new_pin));
+    traffic(&fj, &sx, 20, "after the switch").await;
+    // Once fj holds the settled roster, connections on the old key are closed and sx dials
+    // again with the new one.
+    fj.apply_roster(&settled).await.unwrap();
+    traffic(&fj, &sx, 20, "old key dropped").await;
+    // A restart serves the new key from the .next file and the roster's certificate.
+    fed.stop("sx").await;
+    drop(sx);
+    let sx = fed.start("sx").await.unwrap();
+    assert_eq!(sx.tls_spki(), Some(new_pin));
+    traffic(&fj, &sx, 5, "after the restart").await;
 }

@@ -199,6 +199,9 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
             let overdue = cases
                 .as_ref()
                 .map(|c| c.iter().filter(|c| c.overdue).count());
+            let [sk, lk, wk] = node.signing_keys();
+            let keys_in_use = json!({"signing": hex::encode(sk.to_bytes()),
+                "log": hex::encode(lk.to_bytes()), "witness": hex::encode(wk.to_bytes())});
             Ok(json!({
                 "node": node.id(),
                 "cases": cases.as_ref().map(Vec::len),
@@ -209,6 +212,8 @@ pub async fn handle(node: &Node, req: Request) -> Result<Value, NodeError> {
                 "roster_standing": node.roster_standing(),
                 "tls_not_after": node.tls_expiry().map(|(end, _)| end),
                 "tls_renew_now": node.tls_expiry().map(|(_, soon)| soon),
+                "tls_spki_sha256": node.tls_spki().map(hex::encode),
+                "keys_in_use": keys_in_use,
                 "log_entries": node.log_len(),
                 "store_failure": node.store_failure(),
                 "store": node.store_stats(),

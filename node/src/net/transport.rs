@@ -358,9 +358,12 @@ fn transport_config(window: usize, idle: Duration) -> Arc<quinn::TransportConfig
     Arc::new(t)
 }
 
-/// Whether the roster pins the TLS material in use for this node: yes (None), or (after a
-/// rotation) the `.next` key with the certificate the roster carries for it (Some). The
-/// previous key still pinned is kept with a warning; anything else is refused.
+/// Whether the TLS material in use stays (None) or gives way to the `.next` key with the
+/// certificate the roster carries for it (Some). A node keeps its TLS key for as long as the
+/// roster pins it, as current or as previous: during a rotation's overlap every peer accepts
+/// it, whichever roster it holds, where a peer still on the roster before the rotation would
+/// refuse the new one and so never hear of the rotation (protocol.md §5.1). It switches once
+/// the roster no longer pins the old key (the overlap ended, or there was none).
 pub fn follow_tls(
     node: &NodeId,
     tls_key: &std::path::Path,
@@ -375,36 +378,51 @@ pub fn follow_tls(
         return Ok((None, None));
     }
     let next_key = crate::identity::next_key_path(tls_key);
-    if let (Some(der), true) = (&me.tls_cert, next_key.exists()) {
-        let next = TlsMaterial::with_key_file(tls.ca.clone(), der.clone(), &next_key)?;
-        let cert_spki = spki_sha256(&next.cert).map_err(|e| NodeError::Tls(e.to_string()))?;
-        if cert_spki == me.tls_spki_sha256 && next.key_matches_cert() {
-            let note = format!(
-                "the roster (serial {}) pins the TLS key in {} with the certificate it carries: \
-                 serving with them from now on",
+    let next = match (&me.tls_cert, next_key.exists()) {
+        (Some(der), true) => {
+            let next = TlsMaterial::with_key_file(tls.ca.clone(), der.clone(), &next_key)?;
+            let cert_spki = spki_sha256(&next.cert).map_err(|e| NodeError::Tls(e.to_string()))?;
+            (cert_spki == me.tls_spki_sha256 && next.key_matches_cert()).then_some(next)
+        }
+        _ => None,
+    };
+    let still_pinned = me.previous.as_ref().and_then(|p| p.tls_spki_sha256) == Some(spki);
+    match (next, still_pinned) {
+        (Some(_), true) => Ok((
+            None,
+            Some(format!(
+                "the roster (serial {}) pins the new TLS key in {} and still the one in use: \
+                 this node switches to the new one when a roster stops pinning the old",
                 roster.serial,
                 next_key.display()
-            );
-            return Ok((Some(next), Some(note)));
-        }
-    }
-    if me.previous.as_ref().and_then(|p| p.tls_spki_sha256) == Some(spki) {
-        let note = format!(
-            "WARNING: the roster (serial {}) pins a new TLS key for {} that this node does not \
-             hold with its certificate (put the key at {}); peers accept the previous one until \
-             a roster drops it",
+            )),
+        )),
+        (Some(next), false) => Ok((
+            Some(next),
+            Some(format!(
+                "the roster (serial {}) no longer pins the TLS key in use: serving and dialling \
+                 with {} and the certificate the roster carries from now on",
+                roster.serial,
+                next_key.display()
+            )),
+        )),
+        (None, true) => Ok((
+            None,
+            Some(format!(
+                "WARNING: the roster (serial {}) pins a new TLS key for {node} that this node \
+                 does not hold with its certificate (put the key at {}); peers accept the \
+                 previous one until a roster drops it",
+                roster.serial,
+                next_key.display()
+            )),
+        )),
+        (None, false) => Err(NodeError::Roster(format!(
+            "the TLS certificate of this node is not the one the roster (serial {}) pins for \
+             {node} (nor a previous one it still pins, nor {} with the roster's certificate)",
             roster.serial,
-            node,
             next_key.display()
-        );
-        return Ok((None, Some(note)));
+        ))),
     }
-    Err(NodeError::Roster(format!(
-        "the TLS certificate of this node is not the one the roster (serial {}) pins for \
-         {node} (nor a previous one it still pins, nor {} with the roster's certificate)",
-        roster.serial,
-        next_key.display()
-    )))
 }
 
 /// Binds the QUIC endpoint: server side admits roster members, client side dials them.
