@@ -6,8 +6,8 @@ use liaison_protocol::{Digest, MessageId, NodeId, Priority};
 pub(super) const K_SCHEMA: &[u8] = b"meta/schema";
 pub(super) const K_COUNTERS: &[u8] = b"meta/counters";
 pub(super) const K_ROSTER: &[u8] = b"meta/roster";
-/// Set once every interior node of the log's tree is stored under `n/` (stores written
-/// before interior nodes existed get them built at open).
+/// Schema 1 only: set once every interior node of the log's tree is stored under `n/` (the
+/// migration to schema 2 builds them where it is missing, and removes it).
 pub(super) const K_TREE: &[u8] = b"meta/tree";
 /// Set once every case is in the `t/` and `pg/` indexes.
 pub(super) const K_CASES: &[u8] = b"meta/cases";

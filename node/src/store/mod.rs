@@ -6,7 +6,7 @@
 //! meta/schema            u32 BE            schema version
 //! meta/counters          [log, inbox, out] next sequence numbers
 //! meta/roster            signed roster     the roster in force
-//! meta/tree, meta/retention                interior nodes complete; retention of rb/
+//! meta/retention         u64 BE            the retention rb/ was built with
 //! m/<digest>             MessageRecord     every message sent, received or relayed
 //! b/<digest>             body bytes        deleted at retention end
 //! rb/<due><digest>       (empty)           bodies by the end of their retention
@@ -77,8 +77,13 @@ use keys::{K_COUNTERS, K_RETENTION, K_SCHEMA, K_TREE, key_u64, node_key, retenti
 use records::{Counters, decode_record, encode_record};
 use writer::{Done, Msg};
 
-/// The schema this code reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this code reads and writes. Stores of an older schema are migrated at open,
+/// one step at a time ([`migrate`]); a newer one is refused.
+///
+/// - 1: the first schema; interior tree nodes (`n/`) kept once `meta/tree` is set (stores
+///   written before they existed have none).
+/// - 2: interior tree nodes are always there; `meta/tree` is gone.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Bodies up to this size are kept in their message record, larger ones beside it.
 pub(crate) const INLINE_BODY_MAX: usize = 4096;
@@ -595,6 +600,38 @@ pub(crate) fn envelope_of_entry(index: u64, entry: Option<Vec<u8>>) -> Result<Ve
     Ok(e.object)
 }
 
+/// Brings a store of schema `found` to [`SCHEMA_VERSION`], one step at a time; each step ends
+/// with the new version written and flushed, so a crash in the middle redoes only that step
+/// (every step can be run again on its own output).
+fn migrate(db: &sled::Db, found: u32) -> Result<(), StoreError> {
+    for from in found..SCHEMA_VERSION {
+        tracing::info!(from, to = from + 1, "migrating the store schema");
+        match from {
+            1 => migrate_1_to_2(db)?,
+            _ => {
+                return Err(StoreError::Schema {
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+        }
+        db.insert(K_SCHEMA, &(from + 1).to_be_bytes()[..])?;
+        db.flush()?;
+    }
+    Ok(())
+}
+
+/// 1 → 2: a store written before interior tree nodes were kept (no `meta/tree`) gets them
+/// built from its leaves; the marker goes.
+fn migrate_1_to_2(db: &sled::Db) -> Result<(), StoreError> {
+    if db.get(K_TREE)?.is_none() {
+        let n = counters_of(db)?.next_log;
+        build_nodes(db, n)?;
+    }
+    db.remove(K_TREE)?;
+    Ok(())
+}
+
 fn counters_of(db: &sled::Db) -> Result<Counters, StoreError> {
     match db.get(K_COUNTERS)? {
         None => Ok(Counters::default()),
@@ -703,7 +740,6 @@ fn open_db(path: &Path, opts: &StoreOptions, node: NodeId) -> Result<Shared, Sto
     let fresh = db.get(K_SCHEMA)?.is_none();
     if fresh {
         db.insert(K_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
-        db.insert(K_TREE, &[1u8][..])?;
         db.insert(K_RETENTION, &opts.body_retention_ms.to_be_bytes()[..])?;
         db.insert(keys::K_CASES, &[1u8][..])?;
         db.flush()?;
@@ -712,12 +748,13 @@ fn open_db(path: &Path, opts: &StoreOptions, node: NodeId) -> Result<Shared, Sto
             .get(K_SCHEMA)?
             .and_then(|v| <[u8; 4]>::try_from(&v[..]).ok())
             .map_or(0, u32::from_be_bytes);
-        if found != SCHEMA_VERSION {
+        if found == 0 || found > SCHEMA_VERSION {
             return Err(StoreError::Schema {
                 found,
                 expected: SCHEMA_VERSION,
             });
         }
+        migrate(&db, found)?;
     }
     let counters = counters_of(&db)?;
     // The last leaf is the last entry: nothing missing at the end, nothing beyond it.
@@ -737,15 +774,7 @@ fn open_db(path: &Path, opts: &StoreOptions, node: NodeId) -> Result<Shared, Sto
             ),
         });
     }
-    // Interior nodes: built once for a store written before they were kept.
-    let frontier = if db.get(K_TREE)?.is_none() {
-        let f = build_nodes(&db, counters.next_log)?;
-        db.insert(K_TREE, &[1u8][..])?;
-        db.flush()?;
-        f
-    } else {
-        Frontier::from_source(&Tree { db: &db }, counters.next_log)?
-    };
+    let frontier = Frontier::from_source(&Tree { db: &db }, counters.next_log)?;
     // The log head: never less than what this node committed before.
     let head_path = opts
         .head
