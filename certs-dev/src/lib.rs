@@ -393,6 +393,7 @@ pub fn generate(
         rules: spec.rules.clone(),
         max_body_len: spec.max_body_len,
         dev: true,
+        next_authority: None,
     };
     std::fs::write(out.join("roster.cbor"), roster.sign(&authority).bytes())?;
     Ok(Generated {

@@ -10,17 +10,31 @@ use serde_json::Value;
 
 use crate::output;
 
+/// The authority keys given (`--authority-key K` or `K1,K2,…`: every key the federation's
+/// authority held, for files that span a handover).
+fn authority_keys(given: &str) -> Result<Vec<liaison_protocol::PublicKey>> {
+    given
+        .split(',')
+        .map(|k| {
+            let key: [u8; 32] = hex::decode(k.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .context("--authority-key must be 64 hex characters (several: comma-separated)")?;
+            Ok(liaison_protocol::PublicKey::from_bytes(&key)?)
+        })
+        .collect()
+}
+
 pub(crate) fn check_case(file: &Path, authority_key: &str, json: bool) -> Result<ExitCode> {
     use liaison_protocol::evidence::CaseEvidence;
-    let key: [u8; 32] = hex::decode(authority_key.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .context("--authority-key must be 64 hex characters")?;
-    let authority = liaison_protocol::PublicKey::from_bytes(&key)?;
+    let authorities = authority_keys(authority_key)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let verdict = CaseEvidence::decode(&bytes)
         .map_err(liaison_protocol::evidence::EvidenceError::from)
-        .and_then(|c| c.verify(&authority).map(|checked| (c.case_ref, checked)));
+        .and_then(|c| {
+            c.verify_any(&authorities)
+                .map(|checked| (c.case_ref, checked))
+        });
     match verdict {
         Ok((case_ref, checked)) => {
             let proven = &checked.proven;
@@ -122,14 +136,10 @@ pub(crate) fn check_bundle(
     json: bool,
 ) -> Result<ExitCode> {
     use liaison_protocol::evidence::Evidence;
-    let key: [u8; 32] = hex::decode(authority_key.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .context("--authority-key must be 64 hex characters")?;
-    let authority = liaison_protocol::PublicKey::from_bytes(&key)?;
+    let authorities = authority_keys(authority_key)?;
     let roster_bytes =
         std::fs::read(roster).with_context(|| format!("reading {}", roster.display()))?;
-    let roster = liaison_protocol::SignedRoster::open(&roster_bytes, &authority)
+    let roster = liaison_protocol::SignedRoster::open_any(&roster_bytes, &authorities)
         .context("the roster does not verify against the authority key")?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     if let Ok(c) = liaison_protocol::evidence::Consistency::decode(&bytes) {

@@ -148,6 +148,13 @@ pub(crate) enum FederationCmd {
         #[arg(long)]
         rules: PathBuf,
     },
+    /// Make a new authority key to hand the federation over to: the next `sign` signs with
+    /// the current key a roster naming the new one, and every roster after it is signed by the
+    /// new key (nodes follow by themselves; give new members the new key).
+    RotateAuthority {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Sign the draft as the next roster (serial + 1), valid for a number of days.
     Sign {
         #[arg(long)]
@@ -185,6 +192,10 @@ struct Settings {
     authority_key: String,
     /// The authority key file is under a passphrase.
     encrypted: bool,
+    /// The authority's earlier public keys (hex), oldest first: rosters signed before a
+    /// handover (`rotate-authority`) verify with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    former_authority_keys: Vec<String>,
 }
 
 /// Where the authority key's passphrase is read from.
@@ -226,7 +237,21 @@ impl Authority {
 
     /// The authority's signing key (asks for the passphrase when it is under one).
     fn key(&self) -> Result<SigningKey> {
-        let path = self.dir.join("authority.key.pem");
+        self.key_at(&self.dir.join("authority.key.pem"))
+    }
+
+    /// The key waiting to take over (`rotate-authority`), if any.
+    fn next_key(&self) -> Result<Option<SigningKey>> {
+        let path = self.dir.join("authority.next.key.pem");
+        if path.exists() {
+            self.key_at(&path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn key_at(&self, path: &Path) -> Result<SigningKey> {
+        let path = path.to_owned();
         if !self.settings()?.encrypted {
             return Ok(liaison_node::identity::load_signing_key(&path)?);
         }
@@ -240,12 +265,14 @@ impl Authority {
         })
     }
 
-    /// The authority's public key (no passphrase needed).
-    fn public_key(&self) -> Result<PublicKey> {
-        key_hex(
-            "federation.toml authority_key",
-            &self.settings()?.authority_key,
-        )
+    /// Every public key the authority has used, oldest first, the one in force last.
+    fn all_public_keys(&self) -> Result<Vec<PublicKey>> {
+        let s = self.settings()?;
+        s.former_authority_keys
+            .iter()
+            .chain(std::iter::once(&s.authority_key))
+            .map(|k| key_hex("federation.toml authority key", k))
+            .collect()
     }
 
     fn draft(&self) -> Result<Roster> {
@@ -268,7 +295,7 @@ impl Authority {
 
     /// Every roster signed so far, oldest first.
     fn signed(&self) -> Result<Vec<SignedRoster>> {
-        let key = self.public_key()?;
+        let keys = self.all_public_keys()?;
         let mut out = Vec::new();
         let dir = self.dir.join("rosters");
         if !dir.exists() {
@@ -281,12 +308,41 @@ impl Authority {
         for f in files {
             let bytes = std::fs::read(&f)?;
             out.push(
-                SignedRoster::open(&bytes, &key)
+                SignedRoster::open_any(&bytes, &keys)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
             );
         }
         out.sort_by_key(|r| r.roster().serial);
         Ok(out)
+    }
+
+    /// After the roster naming `next` is signed: `next` becomes the authority key (its file
+    /// takes the key file's place, the old key is kept as authority.retired-<serial>.key.pem)
+    /// and federation.toml lists the old public key among the former ones.
+    fn hand_over(&self, next: &SigningKey, serial: u64) -> Result<String> {
+        let mut s = self.settings()?;
+        let retired = self
+            .dir
+            .join(format!("authority.retired-{serial:010}.key.pem"));
+        std::fs::rename(self.dir.join("authority.key.pem"), &retired)?;
+        std::fs::rename(
+            self.dir.join("authority.next.key.pem"),
+            self.dir.join("authority.key.pem"),
+        )?;
+        let old = std::mem::replace(
+            &mut s.authority_key,
+            hex::encode(next.verifying_key().to_bytes()),
+        );
+        s.former_authority_keys.push(old);
+        write_atomic(
+            &self.dir.join("federation.toml"),
+            toml::to_string(&s)?.as_bytes(),
+        )?;
+        self.journal(&format!(
+            "roster serial {serial} handed the federation over to authority key {}",
+            s.authority_key
+        ))?;
+        Ok(s.authority_key)
     }
 
     fn journal(&self, line: &str) -> Result<()> {
@@ -477,6 +533,7 @@ fn roster_json(r: &Roster) -> Value {
     json!({
         "federation": r.federation, "serial": r.serial, "issued_at": r.issued_at,
         "valid_until": r.valid_until, "max_body_len": r.max_body_len, "dev": r.dev,
+        "next_authority": r.next_authority.map(|k| hex::encode(k.to_bytes())),
         "members": r.members.iter().map(member_json).collect::<Vec<_>>(),
         "rules": r.rules.iter().map(|u| json!({"from": u.from, "to": u.to, "kinds": u.kinds, "abroad": u.abroad})).collect::<Vec<_>>(),
     })
@@ -762,6 +819,25 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
             ))?;
             json!({"rules": draft.rules.len(), "next": "liaison federation sign"})
         }
+        FederationCmd::RotateAuthority { dir } => {
+            let a = Authority::open(&dir)?;
+            let path = dir.join("authority.next.key.pem");
+            if path.exists() {
+                bail!(
+                    "{} exists: a handover is under way; `liaison federation sign` completes it",
+                    path.display()
+                );
+            }
+            // The current key must be at hand (and its passphrase right) to sign the handover.
+            a.key()?;
+            let next = new_authority_key(&path, a.settings()?.encrypted)?;
+            let public = hex::encode(next.verifying_key().to_bytes());
+            a.journal(&format!(
+                "new authority key {public} made; the next roster hands over to it"
+            ))?;
+            json!({"next_authority_key": public, "key_file": path,
+                "next": "liaison federation sign (signs with the current key a roster naming the new one)"})
+        }
         FederationCmd::Sign { dir, valid_days } => {
             let a = Authority::open(&dir)?;
             let mut draft = a.draft()?;
@@ -784,7 +860,12 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
             draft.serial = last + 1;
             draft.issued_at = now;
             draft.valid_until = Some(now + u64::from(valid_days) * 24 * 3600 * 1000);
-            let signed = draft.sign(&a.key()?);
+            // A pending handover: this roster, signed by the key in force, names the next one.
+            let current = a.key()?;
+            let next = a.next_key()?;
+            draft.next_authority = next.as_ref().map(PublicKey::from);
+            let signed = draft.sign(&current);
+            draft.next_authority = None;
             std::fs::create_dir_all(dir.join("rosters"))?;
             let file = dir
                 .join("rosters")
@@ -793,8 +874,13 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
             write_atomic(&dir.join("roster.cbor"), signed.bytes())?;
             a.save_draft(&draft)?;
             a.journal(&format!("signed roster serial {}", draft.serial))?;
+            let handed_over = match next {
+                None => None,
+                Some(next) => Some(a.hand_over(&next, draft.serial)?),
+            };
             json!({"serial": draft.serial, "valid_until": draft.valid_until, "roster": dir.join("roster.cbor"),
-                "file": file, "members": draft.members.len(), "retired_previous_keys": retired})
+                "file": file, "members": draft.members.len(), "retired_previous_keys": retired,
+                "authority_key": handed_over})
         }
         FederationCmd::Show { dir, roster } => {
             let a = Authority::open(&dir)?;
@@ -829,7 +915,7 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
 
 fn open_signed(a: &Authority, f: &Path) -> Result<SignedRoster> {
     let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-    SignedRoster::open(&bytes, &a.public_key()?).map_err(|e| {
+    SignedRoster::open_any(&bytes, &a.all_public_keys()?).map_err(|e| {
         anyhow::anyhow!(
             "{}: not a roster of this federation's authority: {e}",
             f.display()
@@ -837,29 +923,35 @@ fn open_signed(a: &Authority, f: &Path) -> Result<SignedRoster> {
     })
 }
 
+/// A new authority key at `path` (0600), under the passphrase when `encrypt`.
+fn new_authority_key(path: &Path, encrypt: bool) -> Result<SigningKey> {
+    if !encrypt {
+        return Ok(liaison_node::identity::generate_signing_key(path)?);
+    }
+    let p = passphrase()?;
+    use pkcs8::EncodePrivateKey as _;
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let pem = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_encrypted_pem(&mut rand::rngs::OsRng, p.as_bytes(), pkcs8::LineEnding::LF)
+    .context("encrypting the authority key")?;
+    liaison_node::identity::write_secret_file(path, &pem)?;
+    Ok(key)
+}
+
 fn init(dir: &Path, id: &str, max_body_len: u64, encrypt: bool) -> Result<Value> {
     let fed = NodeId::new(id).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
     if dir.exists() && dir.read_dir()?.next().is_some() {
         bail!("{} is not empty; choose a new directory", dir.display());
     }
-    let secret = encrypt.then(passphrase).transpose()?;
+    // The passphrase is checked before anything is written.
+    if encrypt {
+        passphrase()?;
+    }
     std::fs::create_dir_all(dir.join("rosters"))?;
-    let key_path = dir.join("authority.key.pem");
-    let authority = match &secret {
-        None => liaison_node::identity::generate_signing_key(&key_path)?,
-        Some(p) => {
-            use pkcs8::EncodePrivateKey as _;
-            let key = SigningKey::generate(&mut rand::rngs::OsRng);
-            let pem = ed25519_dalek::pkcs8::KeypairBytes {
-                secret_key: key.to_bytes(),
-                public_key: None,
-            }
-            .to_pkcs8_encrypted_pem(&mut rand::rngs::OsRng, p.as_bytes(), pkcs8::LineEnding::LF)
-            .context("encrypting the authority key")?;
-            liaison_node::identity::write_secret_file(&key_path, &pem)?;
-            key
-        }
-    };
+    let authority = new_authority_key(&dir.join("authority.key.pem"), encrypt)?;
     // The federation CA: an Ed25519 key, a self-signed certificate for 10 years, path length 0.
     let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
@@ -890,6 +982,7 @@ fn init(dir: &Path, id: &str, max_body_len: u64, encrypt: bool) -> Result<Value>
             max_body_len,
             authority_key: hex::encode(authority.verifying_key().to_bytes()),
             encrypted: encrypt,
+            former_authority_keys: Vec::new(),
         })?,
     )?;
     let draft = Roster {
@@ -901,6 +994,7 @@ fn init(dir: &Path, id: &str, max_body_len: u64, encrypt: bool) -> Result<Value>
         rules: Vec::new(),
         max_body_len,
         dev: false,
+        next_authority: None,
     };
     write_atomic(&dir.join("draft.cbor"), &draft.encode())?;
     let a = Authority {

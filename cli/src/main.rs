@@ -163,7 +163,8 @@ enum CaseCmd {
     Check {
         /// The case evidence file.
         file: PathBuf,
-        /// The federation authority's public key (hex).
+        /// The federation authority's public key (hex); for a file spanning a handover of the
+        /// authority, every key it held, comma-separated.
         #[arg(long)]
         authority_key: String,
     },
@@ -211,7 +212,8 @@ enum AuditCmd {
         /// The signed roster (roster.cbor).
         #[arg(long)]
         roster: PathBuf,
-        /// The federation authority's public key (hex).
+        /// The federation authority's public key (hex); for a file spanning a handover of the
+        /// authority, every key it held, comma-separated.
         #[arg(long)]
         authority_key: String,
     },

@@ -1641,3 +1641,85 @@ fn an_authority_key_under_a_passphrase_signs_only_with_it() {
         String::from_utf8_lossy(&show.stderr)
     );
 }
+
+#[test]
+fn the_authority_key_is_handed_over_by_a_roster_it_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("authority");
+    let a = auth.to_str().unwrap();
+    let founded = json(&liaison(
+        None,
+        &[
+            "federation",
+            "init",
+            "--dir",
+            a,
+            "--id",
+            "cn-atip",
+            "--json",
+        ],
+    ));
+    let first_key = founded["authority_key"].as_str().unwrap().to_owned();
+    json(&liaison(
+        None,
+        &["federation", "sign", "--dir", a, "--json"],
+    ));
+    let rotation = json(&liaison(
+        None,
+        &["federation", "rotate-authority", "--dir", a, "--json"],
+    ));
+    let next_key = rotation["next_authority_key"].as_str().unwrap().to_owned();
+    assert_ne!(next_key, first_key);
+    // A second rotation while one is under way is refused.
+    assert!(
+        !liaison(None, &["federation", "rotate-authority", "--dir", a])
+            .status
+            .success()
+    );
+    // The next roster is signed by the key in force and names the new one; after it, the
+    // new key is the authority's.
+    let handover = json(&liaison(
+        None,
+        &["federation", "sign", "--dir", a, "--json"],
+    ));
+    assert_eq!(handover["authority_key"], next_key.as_str(), "{handover}");
+    let shown = json(&liaison(
+        None,
+        &[
+            "federation",
+            "show",
+            "--dir",
+            a,
+            "--roster",
+            auth.join("rosters/0000000002.cbor").to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(shown["next_authority"], next_key.as_str());
+    let after = json(&liaison(
+        None,
+        &["federation", "sign", "--dir", a, "--json"],
+    ));
+    assert_eq!(after["serial"], 3);
+    assert!(after["authority_key"].is_null());
+    let toml = std::fs::read_to_string(auth.join("federation.toml")).unwrap();
+    assert!(
+        toml.contains(&next_key) && toml.contains(&first_key),
+        "{toml}"
+    );
+    assert!(auth.join("authority.retired-0000000002.key.pem").exists());
+    // Rosters signed by either key are the authority's; diff and show read them all.
+    let diff = json(&liaison(
+        None,
+        &[
+            "federation",
+            "diff",
+            "--dir",
+            a,
+            auth.join("rosters/0000000001.cbor").to_str().unwrap(),
+            auth.join("rosters/0000000003.cbor").to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert!(diff["changed"].as_array().unwrap().is_empty(), "{diff}");
+}

@@ -327,6 +327,7 @@ fn sample_roster() -> Roster {
         ],
         max_body_len: 8 * 1024 * 1024,
         dev: true,
+        next_authority: None,
     }
 }
 

@@ -68,6 +68,7 @@ pub fn roster() -> liaison_protocol::Roster {
         rules: Vec::new(),
         max_body_len: 1 << 20,
         dev: true,
+        next_authority: None,
     }
 }
 

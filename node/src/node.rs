@@ -78,7 +78,19 @@ impl Node {
 
         let file_roster = std::fs::read(&cfg.roster)
             .map_err(|e| NodeError::Roster(format!("cannot read {}: {e}", cfg.roster.display())))?;
-        let file_roster = SignedRoster::open(&file_roster, &authority).map_err(|e| {
+        // The authority keys trusted: those a handover recorded, then the configured one
+        // (an operator who configured the newer key after a handover this node missed).
+        let mut authorities: Vec<PublicKey> = store
+            .read(|r| r.authorities())
+            .await?
+            .iter()
+            .map(PublicKey::from_bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| NodeError::Roster(format!("stored authority keys: {e}")))?;
+        if !authorities.contains(&authority) {
+            authorities.push(authority);
+        }
+        let file_roster = SignedRoster::open_any(&file_roster, &authorities).map_err(|e| {
             NodeError::Roster(format!(
                 "{} does not verify against the configured authority key: {e}",
                 cfg.roster.display()
@@ -86,7 +98,7 @@ impl Node {
         })?;
         let stored =
             match store.read(|r| r.roster()).await? {
-                Some(b) => Some(SignedRoster::open(&b, &authority).map_err(|e| {
+                Some(b) => Some(SignedRoster::open_any(&b, &authorities).map_err(|e| {
                     NodeError::Roster(format!("stored roster does not verify: {e}"))
                 })?),
                 None => None,
@@ -155,7 +167,10 @@ impl Node {
             id: cfg.node_id.clone(),
             federation: cfg.federation.clone(),
             keys,
-            authority,
+            authorities: std::sync::RwLock::new({
+                let current = authorities.pop().unwrap_or(authority);
+                (current, authorities)
+            }),
             roster,
             store,
             endpoint: Some(endpoint),

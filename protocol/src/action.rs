@@ -572,6 +572,7 @@ mod tests {
             rules: vec![],
             max_body_len: 1 << 20,
             dev: true,
+            next_authority: None,
         }
     }
 

@@ -83,6 +83,7 @@ fn roster() -> Roster {
         ],
         max_body_len: 1024,
         dev: true,
+        next_authority: None,
     }
 }
 

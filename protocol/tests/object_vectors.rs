@@ -145,6 +145,7 @@ fn build() -> String {
         }],
         max_body_len: 1 << 20,
         dev: true,
+        next_authority: None,
     }
     .sign(&key(AUTHORITY_SEED));
 

@@ -320,3 +320,76 @@ async fn a_tls_key_rotated_with_an_overlap_switches_when_the_old_one_is_dropped(
     assert_eq!(sx.tls_spki(), Some(new_pin));
     traffic(&fj, &sx, 5, "after the restart").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authority_hands_over_to_a_new_key_and_a_node_that_missed_it_catches_up() {
+    let mut fed = Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+        member("gx", "public_security", "CHN", None),
+    ]))
+    .unwrap();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    traffic(&fj, &sx, 5, "before").await;
+    let key_file = fed.generated.dir.join("authority.key.pem");
+    let old_authority = load_signing_key(&key_file).unwrap();
+    let first_roster = std::fs::read(fed.generated.dir.join("roster.cbor")).unwrap();
+    let next = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    // Serial 2, signed by the key in force, hands over to the next key.
+    let handover = fed
+        .reissue_roster(|r| r.next_authority = Some(PublicKey::from(&next)))
+        .unwrap();
+    fj.apply_roster(&handover).await.unwrap();
+    // From now on the authority signs with the new key (serial 3).
+    std::fs::remove_file(&key_file).unwrap();
+    liaison_node::identity::write_secret_file(
+        &key_file,
+        &liaison_protocol::keys::private_key_pem(&next).unwrap(),
+    )
+    .unwrap();
+    let newer = fed
+        .reissue_roster(|r| {
+            r.next_authority = None;
+            r.max_body_len += 1;
+        })
+        .unwrap();
+    fj.apply_roster(&newer).await.unwrap();
+    assert_eq!(fj.roster().roster().serial, 3);
+    // A roster signed by the old key is refused once the handover is applied.
+    let mut forged = fj.roster().roster().clone();
+    forged.serial = 9;
+    let forged = forged.sign(&old_authority);
+    let e = fj.apply_roster(forged.bytes()).await.unwrap_err();
+    assert!(e.to_string().contains("refused"), "{e}");
+    // sx follows with the traffic: first the handover, then the newer roster.
+    traffic(&fj, &sx, 5, "after the handover").await;
+    wait_for(Duration::from_secs(30), async || {
+        sx.roster().roster().serial == 3
+    })
+    .await
+    .unwrap();
+    // gx was down throughout, with serial 1 and the old key only: when it sends, fj answers its
+    // offer with the handover, then with the newer roster.
+    // (Its roster file is the first one, signed by the old key.)
+    std::fs::write(fed.generated.dir.join("roster.cbor"), &first_roster).unwrap();
+    let gx = fed.start("gx").await.unwrap();
+    assert_eq!(gx.roster().roster().serial, 1);
+    traffic(&gx, &fj, 3, "the latecomer").await;
+    wait_for(Duration::from_secs(30), async || {
+        gx.roster().roster().serial == 3
+    })
+    .await
+    .unwrap();
+    // After a restart a node still takes rosters from the new key only, and its log, with
+    // rosters signed by both keys, verifies whole.
+    fed.stop("fj").await;
+    drop(fj);
+    let fj = fed.start("fj").await.unwrap();
+    assert_eq!(fj.roster().roster().serial, 3);
+    let e = fj.apply_roster(forged.bytes()).await.unwrap_err();
+    assert!(e.to_string().contains("refused"), "{e}");
+    let report = fj.audit_verify().await.unwrap();
+    assert!(report.first_problem.is_none(), "{report:?}");
+    traffic(&fj, &gx, 3, "after the restart").await;
+}

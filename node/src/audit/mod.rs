@@ -423,7 +423,7 @@ impl Audit {
             me: self.bus.id().clone(),
             origin: self.log_origin(),
             roster: self.bus.roster(),
-            authority: self.bus.authority,
+            authorities: self.bus.authorities(),
         };
         self.bus
             .store
@@ -437,7 +437,7 @@ struct VerifyCtx {
     me: NodeId,
     origin: String,
     roster: Arc<SignedRoster>,
-    authority: PublicKey,
+    authorities: Vec<PublicKey>,
 }
 
 /// An entry whose signed object is checked against the roster of its time.
@@ -596,7 +596,7 @@ fn verify_log(rd: &Reader<'_>, ctx: &VerifyCtx) -> Result<AuditReport, NodeError
                 break;
             }
             if entry.kind == EntryKind::RosterApplied {
-                match roster_of_record(rd, &ctx.authority, &entry.object) {
+                match roster_of_record(rd, &ctx.authorities, &entry.object) {
                     Ok(Some(applied)) => at_the_time = Arc::new(applied),
                     Ok(None) => {}
                     Err(e) => {
@@ -670,7 +670,7 @@ fn verify_log(rd: &Reader<'_>, ctx: &VerifyCtx) -> Result<AuditReport, NodeError
 /// keep it).
 fn roster_of_record(
     rd: &Reader<'_>,
-    authority: &PublicKey,
+    authorities: &[PublicKey],
     record: &[u8],
 ) -> Result<Option<SignedRoster>, String> {
     let Some((_, _, Some(digest), _)) = liaison_protocol::audit::decode_event_record(record) else {
@@ -686,7 +686,7 @@ fn roster_of_record(
             digest.to_hex()
         ));
     }
-    SignedRoster::open(&bytes, authority)
+    SignedRoster::open_any(&bytes, authorities)
         .map(Some)
         .map_err(|e| format!("roster {} does not verify: {e}", digest.to_hex()))
 }

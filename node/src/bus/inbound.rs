@@ -192,6 +192,15 @@ pub(super) async fn handle(inner: &Arc<Bus>, peer: &NodeId, frame: Frame) -> Fra
         Frame::NonDelivery(bytes) => {
             answer(inner, peer, inner.take_nondelivery(&bytes).await).await
         }
+        // An offer signed by an authority key this node no longer takes rosters from: the
+        // peer missed a handover; it gets the roster that hands over from its key, and then
+        // (it offers again) the newer ones (protocol.md §7.4).
+        Frame::Roster(bytes) if older_authority(inner, &bytes) => {
+            match handover_from(inner, &bytes).await {
+                Some(handover) => Frame::Roster(handover),
+                None => Frame::Roster(inner.roster().bytes().to_vec()),
+            }
+        }
         Frame::Roster(bytes) => match inner.apply_roster(&bytes).await {
             // An offer older than the roster in force here is answered with ours: the peer
             // catches up on connect (protocol.md §7.4).
@@ -234,9 +243,36 @@ pub(super) async fn handle(inner: &Arc<Bus>, peer: &NodeId, frame: Frame) -> Fra
 
 /// The serial of an offered roster (already opened by `apply_roster`).
 fn offered_serial(inner: &Bus, bytes: &[u8]) -> Option<u64> {
-    liaison_protocol::SignedRoster::open(bytes, &inner.authority)
+    liaison_protocol::SignedRoster::open(bytes, &inner.authority())
         .ok()
         .map(|r| r.roster().serial)
+}
+
+/// Whether `bytes` is a roster signed by an authority key this node trusted before the one
+/// in force.
+fn older_authority(inner: &Bus, bytes: &[u8]) -> bool {
+    let current = inner.authority();
+    liaison_protocol::SignedRoster::open_any(bytes, &inner.authorities())
+        .is_ok_and(|r| r.signer_kid() != current.kid())
+}
+
+/// The stored roster that handed the federation over from the key that signed `offered`.
+async fn handover_from(inner: &Arc<Bus>, offered: &[u8]) -> Option<Vec<u8>> {
+    let authorities = inner.authorities();
+    let offered = liaison_protocol::SignedRoster::open_any(offered, &authorities).ok()?;
+    let kid = offered.signer_kid();
+    let serial = offered.roster().serial;
+    let stored = inner.store.read(|r| r.rosters()).await.ok()?;
+    stored
+        .iter()
+        .filter_map(|b| liaison_protocol::SignedRoster::open_any(b, &authorities).ok())
+        .filter(|r| {
+            r.signer_kid() == kid
+                && r.roster().next_authority.is_some()
+                && r.roster().serial > serial
+        })
+        .min_by_key(|r| r.roster().serial)
+        .map(|r| r.bytes().to_vec())
 }
 
 async fn answer(inner: &Arc<Bus>, peer: &NodeId, r: Result<Frame, Failure>) -> Frame {

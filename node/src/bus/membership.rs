@@ -16,7 +16,7 @@ use crate::net::transport::{self};
 impl Bus {
     /// A ROSTER frame from a peer, or a roster applied by the operator.
     pub(crate) async fn apply_roster(self: &Arc<Self>, bytes: &[u8]) -> Result<u64, NodeError> {
-        let new = SignedRoster::open(bytes, &self.authority)
+        let new = SignedRoster::open(bytes, &self.authority())
             .map_err(|e| NodeError::Roster(format!("refused: {e}")))?;
         let cur = self.roster.get();
         let (n, c) = (new.roster(), cur.roster());
@@ -34,15 +34,38 @@ impl Bus {
                 "a development roster is refused outside dev mode".into(),
             ));
         }
+        // A roster handing the federation over to a new authority key: every later roster
+        // must be signed by that key, here and after a restart (kept with the roster).
+        let handover = match n.next_authority {
+            Some(k) if k == self.authority() || self.authorities().contains(&k) => {
+                return Err(NodeError::Roster(
+                    "refused: it hands over to an authority key already used".into(),
+                ));
+            }
+            other => other,
+        };
+        let keys: Vec<[u8; 32]> = self
+            .authorities()
+            .iter()
+            .chain(handover.iter())
+            .map(liaison_protocol::PublicKey::to_bytes)
+            .collect();
         let rec = roster_record(&new);
         let raw = new.bytes().to_vec();
         self.store
             .write(self.now(), move |t| {
                 t.put_roster(&raw);
+                if handover.is_some() {
+                    t.put_authorities(&keys);
+                }
                 t.log(EntryKind::RosterApplied, rec);
                 Ok(())
             })
             .await?;
+        if let Some(k) = handover {
+            self.hand_over_authority(k);
+            info!(node = %self.id, serial = n.serial, authority = %hex::encode(k.to_bytes()), "the federation authority handed over to a new key");
+        }
         let serial = n.serial;
         info!(node = %self.id, serial, "roster applied");
         self.roster.set(new);
@@ -61,6 +84,22 @@ impl Bus {
         self.roster_changed.notify_one();
         self.drop_inactive_peers();
         Ok(serial)
+    }
+
+    /// The rosters that handed the federation over to a new authority key, oldest first (for a
+    /// peer that missed one: it takes each in turn, then the roster in force).
+    pub(crate) async fn handovers(&self) -> Vec<Vec<u8>> {
+        let authorities = self.authorities();
+        let Ok(stored) = self.store.read(|r| r.rosters()).await else {
+            return Vec::new();
+        };
+        let mut h: Vec<SignedRoster> = stored
+            .iter()
+            .filter_map(|b| SignedRoster::open_any(b, &authorities).ok())
+            .filter(|r| r.roster().next_authority.is_some())
+            .collect();
+        h.sort_by_key(|r| r.roster().serial);
+        h.into_iter().map(|r| r.bytes().to_vec()).collect()
     }
 
     /// Switches this node's keys to the ones the roster in force names, where it holds them

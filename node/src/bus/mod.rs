@@ -60,7 +60,9 @@ pub(crate) struct Bus {
     pub(crate) id: NodeId,
     pub(crate) federation: String,
     pub(crate) keys: crate::identity::NodeKeys,
-    pub(crate) authority: PublicKey,
+    /// The authority key in force, and the ones trusted before it, oldest first (a roster
+    /// naming `next_authority` moves the one in force to the former, protocol.md §4.5).
+    pub(crate) authorities: std::sync::RwLock<(PublicKey, Vec<PublicKey>)>,
     pub(crate) roster: RosterCell,
     pub(crate) store: Store,
     /// The QUIC endpoint; None for a bus without network, which unit tests drive frame by
@@ -110,6 +112,34 @@ impl Bus {
             None => ep.connect(addr, name),
         }
         .map_err(|e| format!("connect to {addr}: {e}"))
+    }
+
+    /// The authority key in force: a newer roster must be signed by it.
+    pub(crate) fn authority(&self) -> PublicKey {
+        self.authorities
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+    }
+
+    /// Every authority key this node has trusted (to open rosters applied under older ones).
+    pub(crate) fn authorities(&self) -> Vec<PublicKey> {
+        let a = self
+            .authorities
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        a.1.iter().copied().chain(std::iter::once(a.0)).collect()
+    }
+
+    /// Hands over to the authority key `next` (a roster naming it was applied).
+    pub(crate) fn hand_over_authority(&self, next: PublicKey) {
+        let mut a = self
+            .authorities
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = a.0;
+        a.1.push(old);
+        a.0 = next;
     }
 
     /// When the TLS certificate in use expires (Unix ms).

@@ -449,13 +449,31 @@ impl Actor {
     }
 
     /// Offers this node's roster on `conn` and takes a newer one the peer answers with.
+    /// A peer that refuses it may have missed a handover of the authority key: it is offered
+    /// each roster that handed over, oldest first, then ours again.
     async fn offer_roster(&self, conn: &quinn::Connection) {
         let roster = Frame::Roster(self.inner.roster.get().bytes().to_vec());
-        let answer = tokio::time::timeout(ROSTER_TIMEOUT, exchange(conn, &roster, 0)).await;
-        if let Ok(Ok(Frame::Roster(newer))) = answer {
-            if let Err(e) = self.inner.apply_roster(&newer).await {
-                warn!(node = %self.inner.id, peer = %self.hop, error = %e, "the newer roster the peer answered with is refused");
+        let refused = self.offer(conn, &roster).await;
+        if refused && self.inner.authorities().len() > 1 {
+            for h in self.inner.handovers().await {
+                self.offer(conn, &Frame::Roster(h)).await;
             }
+            self.offer(conn, &roster).await;
+        }
+    }
+
+    /// One ROSTER exchange: takes a newer roster the peer answers with; true if the peer
+    /// refused ours.
+    async fn offer(&self, conn: &quinn::Connection, roster: &Frame) -> bool {
+        match tokio::time::timeout(ROSTER_TIMEOUT, exchange(conn, roster, 0)).await {
+            Ok(Ok(Frame::Roster(newer))) => {
+                if let Err(e) = self.inner.apply_roster(&newer).await {
+                    warn!(node = %self.inner.id, peer = %self.hop, error = %e, "the newer roster the peer answered with is refused");
+                }
+                false
+            }
+            Ok(Ok(Frame::Error { .. })) => true,
+            _ => false,
         }
     }
 

@@ -87,7 +87,10 @@ pub(crate) async fn bus(id: &str) -> (Arc<Bus>, tempfile::TempDir) {
             log: KeyCell::new("log", "log.key.pem".into(), key(id)),
             witness: KeyCell::new("witness", "witness.key.pem".into(), key(id)),
         },
-        authority: liaison_protocol::PublicKey::from(&SigningKey::from_bytes(&AUTHORITY_SEED)),
+        authorities: std::sync::RwLock::new((
+            liaison_protocol::PublicKey::from(&SigningKey::from_bytes(&AUTHORITY_SEED)),
+            Vec::new(),
+        )),
         roster: RosterCell::new(roster),
         store,
         endpoint: None,

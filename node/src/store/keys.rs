@@ -6,6 +6,9 @@ use liaison_protocol::{Digest, MessageId, NodeId, Priority};
 pub(super) const K_SCHEMA: &[u8] = b"meta/schema";
 pub(super) const K_COUNTERS: &[u8] = b"meta/counters";
 pub(super) const K_ROSTER: &[u8] = b"meta/roster";
+/// The authority keys this node has trusted, oldest first, 32 bytes each; the last is the one
+/// in force (absent: only the configured one).
+pub(super) const K_AUTHORITY: &[u8] = b"meta/authority";
 /// Schema 1 only: set once every interior node of the log's tree is stored under `n/` (the
 /// migration to schema 2 builds them where it is missing, and removes it).
 pub(super) const K_TREE: &[u8] = b"meta/tree";

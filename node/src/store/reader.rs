@@ -232,6 +232,32 @@ impl Reader<'_> {
         Ok(self.db.get(prefixed(b"r/", &digest.0))?.map(|v| v.to_vec()))
     }
 
+    /// The authority keys this node has trusted, oldest first (empty: only the configured
+    /// one).
+    pub fn authorities(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        let Some(v) = self.db.get(super::keys::K_AUTHORITY)? else {
+            return Ok(Vec::new());
+        };
+        if v.len() % 32 != 0 {
+            return Err(StoreError::Corrupt {
+                key: "meta/authority".into(),
+                problem: format!("{} bytes, not a list of 32-byte keys", v.len()),
+            });
+        }
+        Ok(v.chunks(32)
+            .filter_map(|c| <[u8; 32]>::try_from(c).ok())
+            .collect())
+    }
+
+    /// Every roster this node applied, as stored (`r/`).
+    pub fn rosters(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.db
+            .scan_prefix(b"r/")
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
+    }
+
     /// The roster in force, if one was stored.
     pub fn roster(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get(K_ROSTER)?.map(|v| v.to_vec()))

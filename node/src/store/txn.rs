@@ -15,7 +15,7 @@ use liaison_protocol::merkle::{self, Frontier, Hash};
 use liaison_protocol::{Digest, MessageId, NodeId, Priority};
 
 use super::keys::{
-    K_COUNTERS, K_ROSTER, grant_key, key_digest, key_u64, node_key, out_key, prefixed,
+    K_AUTHORITY, K_COUNTERS, K_ROSTER, grant_key, key_digest, key_u64, node_key, out_key, prefixed,
     retention_key, seen_key, wake_key,
 };
 use super::records::{
@@ -440,6 +440,11 @@ impl Txn<'_> {
     }
 
     /// Stores the roster in force, and keeps it by digest for verifying old entries.
+    /// Records the authority keys trusted so far, the one in force last.
+    pub fn put_authorities(&mut self, keys: &[[u8; 32]]) {
+        self.put(K_AUTHORITY.to_vec(), keys.concat());
+    }
+
     pub fn put_roster(&mut self, bytes: &[u8]) {
         self.put(K_ROSTER.to_vec(), bytes.to_vec());
         self.put(prefixed(b"r/", &Digest::of(bytes).0), bytes.to_vec());

@@ -236,14 +236,23 @@ impl CaseEvidence {
     /// comes with that provider's permission of judicial use; every withheld record names a
     /// proven envelope of the case.
     pub fn verify(&self, authority: &crate::keys::PublicKey) -> Result<CaseChecked, EvidenceError> {
-        let roster = crate::roster::SignedRoster::open(&self.roster, authority)
+        self.verify_any(std::slice::from_ref(authority))
+    }
+
+    /// [`Self::verify`] with every key the federation's authority held over time (a roster
+    /// signed before a handover, protocol.md §4.5 key 10, verifies with the key of then).
+    pub fn verify_any(
+        &self,
+        authorities: &[crate::keys::PublicKey],
+    ) -> Result<CaseChecked, EvidenceError> {
+        let roster = crate::roster::SignedRoster::open_any(&self.roster, authorities)
             .map_err(|e| EvidenceError::Roster(e.to_string()))?;
         let r = roster.roster();
         let earlier = self
             .rosters
             .iter()
             .map(|b| {
-                crate::roster::SignedRoster::open(b, authority)
+                crate::roster::SignedRoster::open_any(b, authorities)
                     .map(|s| (Digest::of(b), s))
                     .map_err(|e| EvidenceError::Roster(format!("an earlier roster: {e}")))
             })

@@ -89,5 +89,6 @@ pub fn demo_roster() -> Result<Roster, DecodeError> {
         rules: vec![],
         max_body_len: 1 << 20,
         dev: true,
+        next_authority: None,
     })
 }
