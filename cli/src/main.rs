@@ -616,9 +616,8 @@ async fn remote(
         Command::Node(NodeCmd::Backup { out }) => backup::backup(client, &out, json).await?,
         Command::Node(NodeCmd::Stop) => {
             client.call(&Request::Shutdown).await?;
-            if !json {
-                outln!("node is shutting down");
-            }
+            let v = serde_json::json!({"node": "shutting down"});
+            output::print(json, &v, |_| "node is shutting down".into());
         }
         Command::Audit(AuditCmd::Verify) => {
             let v = client.call(&Request::AuditVerify).await?;

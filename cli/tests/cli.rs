@@ -2,29 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_liaison");
-
-fn liaison(config: Option<&Path>, args: &[&str]) -> Output {
-    let mut c = Command::new(BIN);
-    if let Some(cfg) = config {
-        c.arg("--config").arg(cfg);
-    }
-    c.args(args).output().unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use common::{BIN, json, liaison, start_nodes, wait_until};
 
 #[test]
 fn demo_verifies_everything() {
@@ -52,52 +36,6 @@ fn demo_verifies_everything() {
         .find(|c| c["case_ref"] == "FJ-REP-2026-007")
         .unwrap();
     assert_eq!(handover["handover_signatures"].as_array().unwrap().len(), 2);
-}
-
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Starts a node process for each config (`extra` before `--config`: e.g. `--dev`) and waits
-/// until each answers on its API.
-fn start_nodes(cfgs: &[&Path], extra: &[&str]) -> Nodes {
-    let mut nodes = Nodes(Vec::new());
-    for cfg in cfgs {
-        nodes.0.push(
-            Command::new(BIN)
-                .args(["node", "start"])
-                .args(extra)
-                .arg("--config")
-                .arg(cfg)
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    for cfg in cfgs {
-        wait_until(Duration::from_secs(20), || {
-            liaison(Some(cfg), &["status", "--json"]).status.success()
-        });
-    }
-    nodes
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -1104,54 +1042,16 @@ fn a_federation_founded_with_the_authority_tools() {
     };
     let members = [("cn-35-psb", port(0)), ("cn-61-psb", port(1))];
     for (id, p) in members {
-        let node_dir = dir.path().join(id);
-        json(&liaison(
-            None,
-            &[
-                "init",
-                "--id",
-                id,
-                "--federation",
-                "cn-atip",
-                "--listen",
-                &format!("127.0.0.1:{p}"),
-                "--authority-key",
-                &authority_key,
-                "--dir",
-                node_dir.to_str().unwrap(),
-                "--json",
-            ],
-        ));
-        let added = json(&liaison(
-            None,
-            &[
-                "federation",
-                "add-member",
-                "--dir",
-                a,
-                "--request",
-                node_dir.join("join-request.json").to_str().unwrap(),
-                "--csr",
-                node_dir.join("tls.csr.pem").to_str().unwrap(),
-                "--agency",
-                "public_security",
-                "--name",
-                id,
-                "--country",
-                "CHN",
-                "--location",
-                "26.07,119.30",
-                "--endpoint",
-                &format!("127.0.0.1:{p}"),
-                "--json",
-            ],
-        ));
-        std::fs::copy(
-            added["certificate"].as_str().unwrap(),
-            node_dir.join("tls.cert.pem"),
-        )
-        .unwrap();
-        std::fs::copy(auth.join("ca.pem"), node_dir.join("ca.pem")).unwrap();
+        let listen = format!("127.0.0.1:{p}");
+        common::Enrol {
+            auth: &auth,
+            authority_key: &authority_key,
+            id,
+            agency: "public_security",
+            listen: &listen,
+            location: Some("26.07,119.30"),
+        }
+        .run(&dir.path().join(id));
     }
     // The same join request twice is refused.
     let again = liaison(

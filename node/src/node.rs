@@ -64,7 +64,14 @@ impl Node {
         let authority = parse_key_hex(&cfg.authority_key)?;
         let clock = opts.clock.unwrap_or_default();
 
-        std::fs::create_dir_all(&cfg.data_dir)?;
+        // The data directory holds case data and the API socket: the node's user only.
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&cfg.data_dir)?;
+        }
         let store = Store::open(
             &cfg.data_dir.join("store"),
             StoreOptions {
@@ -808,6 +815,18 @@ pub fn check_config(cfg: &Config) -> Result<Vec<String>, NodeError> {
         "the API is the Unix socket {} (not on the network)",
         cfg.data_dir.join("api.sock").display()
     ));
+    if let Ok(meta) = std::fs::metadata(&cfg.data_dir) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            notes.push(format!(
+                "WARNING: the data directory {} has mode {mode:o}: group or others can reach the \
+                 store (case data) and the API socket; run `chmod 700 {}`",
+                cfg.data_dir.display(),
+                cfg.data_dir.display()
+            ));
+        }
+    }
     Ok(notes)
 }
 

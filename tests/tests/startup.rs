@@ -88,3 +88,28 @@ async fn unknown_config_keys_are_refused() {
     let err = liaison_node::Config::load(&p).unwrap_err().to_string();
     assert!(err.contains("extra"), "{err}");
 }
+
+#[tokio::test]
+async fn the_data_directory_is_the_nodes_alone() {
+    let mut fed = fed();
+    let cfg = fed.config("fj").unwrap();
+    // The node makes its data directory 0700.
+    let node = fed.start("fj").await.unwrap();
+    let mode = std::fs::metadata(&cfg.data_dir)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+    fed.stop("fj").await;
+    drop(node);
+    // One opened to others is named by check-config.
+    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let notes = liaison_node::check_config(&cfg).unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("WARNING: the data directory") && n.contains("chmod 700")),
+        "{notes:?}"
+    );
+}
