@@ -29,6 +29,13 @@ impl Bus {
         if n.serial <= c.serial {
             return Ok(c.serial);
         }
+        if let Some(end) = n.valid_until.filter(|end| *end <= self.now()) {
+            return Err(NodeError::Roster(format!(
+                "refused: roster serial {} expired at {end} (Unix ms) before it arrived; the \
+                 federation authority must sign a newer one",
+                n.serial
+            )));
+        }
         if n.dev && !self.dev_mode {
             return Err(NodeError::DevMaterial(
                 "a development roster is refused outside dev mode".into(),
