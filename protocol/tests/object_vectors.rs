@@ -20,6 +20,7 @@ use liaison_protocol::document::Document;
 use liaison_protocol::evidence::{CaseEvidence, Evidence, Withheld};
 use liaison_protocol::merkle::{inclusion_proof, leaf_hash};
 use liaison_protocol::note::{Checkpoint, SignedNote};
+use liaison_protocol::roster::PreviousKeys;
 use liaison_protocol::workflow::Role;
 use liaison_protocol::{
     Digest, Envelope, Header, Location, Member, MemberStatus, MessageId, NodeId, NonDelivery,
@@ -148,6 +149,25 @@ fn build() -> String {
         next_authority: None,
     }
     .sign(&key(AUTHORITY_SEED));
+    // Serial 2: cn-61-psb rotated its signing key (new seed 0x30..) and TLS key (pin 03..)
+    // with the old ones still listed as previous (key 14), and the authority hands over to a
+    // new key (seed 0x33.., key 10).
+    let mut rotated = roster.roster().clone();
+    rotated.serial = 2;
+    rotated.issued_at += 1;
+    rotated.next_authority = Some(PublicKey::from(&key([0x33; 32])));
+    {
+        let m = &mut rotated.members[1];
+        m.previous = Some(PreviousKeys {
+            signing_key: Some(m.signing_key),
+            tls_spki_sha256: Some(m.tls_spki_sha256),
+            until_ms: 1_790_604_800_000,
+            ..PreviousKeys::default()
+        });
+        m.signing_key = PublicKey::from(&key([0x30; 32]));
+        m.tls_spki_sha256 = [3; 32];
+    }
+    let rotated = rotated.sign(&key(AUTHORITY_SEED));
 
     // A three-entry log of cn-61-psb, its checkpoint, and the bundle for entry 1.
     let log_key = key([RECIPIENT_SEED[0] + 3; 32]);
@@ -201,6 +221,7 @@ fn build() -> String {
         "receipt_rejected": object(&SignedObject::parse(rejected.bytes(), 1 << 14).unwrap(), RECIPIENT_SEED, "rejection receipt (status 1) for the envelope"),
         "non_delivery": object(&SignedObject::parse(nd.bytes(), 1 << 14).unwrap(), SENDER_SEED, "non-delivery record: the envelope expired at its sender"),
         "roster": object(&SignedObject::parse(roster.bytes(), 1 << 20).unwrap(), AUTHORITY_SEED, "roster serial 1 (dev), two members; their log keys are seeds 0x0c.. and 0x0d.., witness keys 0x0f.. and 0x10.."),
+        "roster_rotated": object(&SignedObject::parse(rotated.bytes(), 1 << 20).unwrap(), AUTHORITY_SEED, "roster serial 2: cn-61-psb's signing key rotated to seed 0x30.. and its TLS pin to 03.., the old ones listed as previous (member key 14, until 1790604800000); the authority hands over to the key of seed 0x33.. (roster key 10). The delivery receipt above, by cn-61-psb's previous key, verifies under it"),
         "evidence_bundle": {
             "note": "entry 1 (message received) of cn-61-psb's three-entry log, checkpoint signed with log seed 0d..",
             "log_seed": hex::encode([RECIPIENT_SEED[0] + 3; 32]),
@@ -427,6 +448,17 @@ fn stored_object_vectors_match_the_code_and_verify() {
         slipped.verify(&authority),
         Err(liaison_protocol::evidence::EvidenceError::NoPermission { record: 0, .. })
     ));
+    // The rotated roster: previous keys still verify, the handover names the next key.
+    let rotated = SignedRoster::open(&bytes(&v["roster_rotated"]), &authority).unwrap();
+    let rr = rotated.roster();
+    assert_eq!(rr.next_authority, Some(PublicKey::from(&key([0x33; 32]))));
+    let by_previous =
+        SignedReceipt::open(&bytes(&v["receipt_delivered"]), |kid| rr.signer(kid)).unwrap();
+    assert_eq!(by_previous.receipt().message_digest, env.digest());
+    assert_eq!(
+        rr.by_tls_key(&[2; 32]).map(|m| m.id.as_str()),
+        Some("cn-61-psb")
+    );
     // Types are domain-separated: a receipt never opens as an envelope.
     assert!(Envelope::open(&bytes(&v["receipt_delivered"]), |kid| r.signer(kid)).is_err());
 }
