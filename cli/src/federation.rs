@@ -694,8 +694,13 @@ pub(crate) fn run(cmd: FederationCmd, json_out: bool) -> Result<()> {
             }
             a.save_draft(&draft)?;
             a.journal(&format!("added {id}"))?;
+            let next = if draft.rules.is_empty() {
+                "liaison federation set-policy (the draft lets nothing be sent yet), then liaison federation sign"
+            } else {
+                "liaison federation sign"
+            };
             json!({"node": id, "certificate": cert_path, "tls_spki_sha256": hex::encode(spki),
-                "next": "liaison federation sign"})
+                "next": next})
         }
         FederationCmd::Suspend { dir, node, reason } => set_status(
             &Authority::open(&dir)?,

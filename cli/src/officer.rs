@@ -28,8 +28,12 @@ pub(crate) const ACT_FLAGS: [&str; 9] = [
     "doc_file",
 ];
 
-/// Handling options every officer action takes.
+/// Handling options every officer action takes (grouped apart in `--help`: other commands
+/// refuse them).
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    next_help_heading = "Options of an officer's case step (assist, marriage, repatriation, alert, supervise, report, permission, step)"
+)]
 pub(crate) struct ActOpts {
     /// The officer's private key file (PKCS#8 PEM, mode 0600), or set LIAISON_OFFICER_KEY.
     #[arg(long, env = "LIAISON_OFFICER_KEY", global = true)]

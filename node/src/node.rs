@@ -43,6 +43,8 @@ pub struct Node {
     pub(crate) audit: Arc<Audit>,
     /// The config it was started with (for backups: which files are the node's).
     pub(crate) config: Arc<Config>,
+    /// Set once shutdown has run: a second call (the API's and the runner's) waits for it.
+    pub(crate) stopped: Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// Start-up options beyond the config file.
@@ -213,6 +215,7 @@ impl Node {
             cases,
             audit,
             config: Arc::new(cfg.clone()),
+            stopped: Arc::new(tokio::sync::OnceCell::new()),
         };
         // Nothing is served from a store that its witnesses know to be behind.
         let wait = Duration::from_millis(cfg.audit.start_check_ms);
@@ -596,6 +599,10 @@ impl Node {
     /// Stops accepting work, lets in-flight exchanges finish within the grace period, closes
     /// connections and flushes the store.
     pub async fn shutdown(&self) {
+        self.stopped.get_or_init(|| self.stop()).await;
+    }
+
+    async fn stop(&self) {
         let inner = &self.inner;
         inner.cancel.cancel();
         inner.tasks.close();

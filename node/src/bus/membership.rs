@@ -16,8 +16,23 @@ use crate::net::transport::{self};
 impl Bus {
     /// A ROSTER frame from a peer, or a roster applied by the operator.
     pub(crate) async fn apply_roster(self: &Arc<Self>, bytes: &[u8]) -> Result<u64, NodeError> {
-        let new = SignedRoster::open(bytes, &self.authority())
-            .map_err(|e| NodeError::Roster(format!("refused: {e}")))?;
+        let new = SignedRoster::open(bytes, &self.authority()).map_err(|e| {
+            let former = SignedRoster::open_any(bytes, &self.authorities()).ok();
+            NodeError::Roster(match (former, e) {
+                (Some(old), _) => format!(
+                    "refused: roster serial {} is signed by a former authority key; this node has \
+                     applied the handover to the key in force (serial {} in force)",
+                    old.roster().serial,
+                    self.roster.get().roster().serial
+                ),
+                (None, liaison_protocol::VerifyError::UnknownKey(kid)) => format!(
+                    "refused: signed by an unknown key (kid {kid}), not the authority key in \
+                     force; if the federation authority handed over to a new key, apply the \
+                     roster that names it first (the authority's rosters/<serial>.cbor)"
+                ),
+                (None, e) => format!("refused: {e}"),
+            })
+        })?;
         let cur = self.roster.get();
         let (n, c) = (new.roster(), cur.roster());
         if n.federation != self.federation {

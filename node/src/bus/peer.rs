@@ -321,11 +321,21 @@ impl Actor {
                             last = format!("{addr}: {e}");
                             continue;
                         }
-                        info!(node = %self.inner.id, peer = %self.hop, %addr, "connected");
                         // Offer our roster before any message, so a peer with an older one
                         // judges our messages by the newer policy.
                         self.offer_roster = false;
                         self.offer_roster(&conn).await;
+                        // In TLS 1.3 the peer judges this node's certificate after this side
+                        // saw the handshake finish: a refusal closes the connection now, and
+                        // counts as a failed dial (with its backoff), not as a connection.
+                        if let Some(reason) = conn.close_reason() {
+                            last = format!(
+                                "{addr}: {}{reason}",
+                                refusal_hint(handshake_refusal_name(&reason))
+                            );
+                            continue;
+                        }
+                        info!(node = %self.inner.id, peer = %self.hop, %addr, "connected");
                         if let Some(audit) = self.inner.audit() {
                             audit.on_connected(&self.hop, Some(conn.clone()));
                         }
@@ -345,7 +355,7 @@ impl Actor {
                                 self.inner.now(),
                             );
                         }
-                        last = format!("handshake with {addr}: {e}");
+                        last = format!("handshake with {addr}: {}{e}", refusal_hint(name));
                     }
                     Err(_) => last = format!("handshake with {addr} timed out"),
                 }
@@ -664,5 +674,22 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Cosignature(_) => "cosignature",
         Frame::WitnessSize(_) => "witness size",
         Frame::Error { .. } => "error",
+    }
+}
+
+/// What an operator should read first when a handshake was refused, by the refusal's name.
+fn refusal_hint(name: &str) -> &'static str {
+    match name {
+        "member-not-active" => {
+            "the peer refuses this node or itself is not active in the roster (suspended or \
+             revoked: ask the federation authority); "
+        }
+        "not-pinned" => {
+            "a TLS key is not the one the roster pins (a rotation one side has not applied yet: \
+             apply the newer roster); "
+        }
+        "other-member" | "wrong-name" => "the peer at this address is another member; ",
+        "unknown-ca" => "the certificate is not from this federation's CA; ",
+        _ => "",
     }
 }
