@@ -259,3 +259,49 @@ async fn a_roster_past_its_validity_keeps_traffic_through_the_grace_then_stops_i
     fed.stop("fj").await;
     fed.stop("sx").await;
 }
+
+/// A member that its peer refuses after the TLS handshake completed on its side (it is
+/// suspended in the peer's roster, not yet in its own) fails the dial and waits out its
+/// backoff on the clock: it does not redial in a loop (it once did, ~190 times a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_refused_after_the_handshake_backs_off_instead_of_redialling() {
+    let mut fed = two_bureaus();
+    let fj = fed.start("fj").await.unwrap();
+    let sx = fed.start("sx").await.unwrap();
+    let suspended = fed
+        .reissue_roster(|r| {
+            let m = r
+                .members
+                .iter_mut()
+                .find(|m| m.id.as_str() == "sx")
+                .unwrap();
+            m.status = liaison_protocol::MemberStatus::Suspended;
+        })
+        .unwrap();
+    fj.apply_roster(&suspended).await.unwrap();
+    sx.send(msg("fj", "bus.test", b"from the suspended"))
+        .await
+        .unwrap();
+    for attempt in 1..=3u64 {
+        wait_for(LIMIT, async || {
+            let p = &sx.peers()[0];
+            p.failures == attempt && p.retry_at.is_some()
+        })
+        .await
+        .unwrap();
+        let p = &sx.peers()[0];
+        assert!(!p.connected);
+        assert!(
+            p.last_error.as_deref().unwrap_or("").contains("not active"),
+            "{:?}",
+            p.last_error
+        );
+        // Until its clock says, no other dial.
+        let wait = p.retry_at.unwrap() - fed.clock.now_ms();
+        fed.advance(Duration::from_millis(wait.saturating_sub(1)));
+        assert_eq!(sx.peers()[0].failures, attempt);
+        fed.advance(Duration::from_millis(1));
+    }
+    // Held, not delivered, not dropped.
+    assert_eq!(count_state(&sx, "outgoing", "queued").await, 1);
+}

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::bus::Bus;
 use crate::net::transport::{ExchangeError, exchange};
-use crate::net::transport::{handshake_refusal_name, recheck};
+use crate::net::transport::{handshake_refusal_name, recheck, tls_refusal_name};
 use crate::store::{MsgState, OutItem, Payload, Queued};
 
 /// How often an idle actor with queued items wakes to drop expired messages.
@@ -331,7 +331,7 @@ impl Actor {
                         if let Some(reason) = conn.close_reason() {
                             last = format!(
                                 "{addr}: {}{reason}",
-                                refusal_hint(handshake_refusal_name(&reason))
+                                refusal_hint(tls_refusal_name(&reason.to_string()))
                             );
                             continue;
                         }

@@ -96,8 +96,9 @@ pub fn handshake_refusal_name(e: &quinn::ConnectionError) -> &'static str {
     }
 }
 
-/// The name of a TLS failure from its reason text (see [`handshake_refusal_name`]).
-fn tls_refusal_name(text: &str) -> &'static str {
+/// The name of a TLS failure from its reason text (see [`handshake_refusal_name`]); also for
+/// a connection the peer closed with a TLS alert after the handshake completed on this side.
+pub fn tls_refusal_name(text: &str) -> &'static str {
     match PINS.iter().find(|(probe, _)| text.contains(probe)) {
         Some((_, name)) => name,
         None if text.contains("UnknownIssuer") => "unknown-ca",
