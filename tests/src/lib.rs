@@ -438,6 +438,33 @@ pub async fn wait_for(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Resu
     Ok(())
 }
 
+/// Two provincial public security bureaus, `fj` and `sx`.
+pub fn two_bureaus() -> Federation {
+    Federation::new(&spec(vec![
+        member("fj", "public_security", "CHN", None),
+        member("sx", "public_security", "CHN", None),
+    ]))
+    .unwrap()
+}
+
+/// The header of a `bus.test` message of the test federation, sent now.
+pub fn header(from: &str, to: &str, body: &[u8]) -> liaison_protocol::Header {
+    liaison_protocol::Header {
+        federation: "test-fed".into(),
+        id: liaison_protocol::MessageId(*uuid::Uuid::now_v7().as_bytes()),
+        from: NodeId::new(from).unwrap(),
+        to: NodeId::new(to).unwrap(),
+        sent_at: liaison_node::now_ms(),
+        kind: "bus.test".into(),
+        body_len: body.len() as u64,
+        body_hash: liaison_protocol::Digest::of(body).0,
+        priority: Priority::Routine,
+        in_reply_to: None,
+        expires_at: None,
+        case_ref: None,
+    }
+}
+
 /// A send request with defaults.
 pub fn msg(to: &str, kind: &str, body: &[u8]) -> SendRequest {
     SendRequest {

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use liaison_node::{Config, Node};
-use liaison_tests::{Federation, count_state, member, msg, spec, wait_for};
+use liaison_tests::{count_state, msg, two_bureaus, wait_for};
 
 async fn inbox_ids(node: &Node) -> Vec<String> {
     node.messages()
@@ -23,11 +23,7 @@ async fn inbox_ids(node: &Node) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_backed_up_while_running_resumes_from_the_restore() {
-    let mut fed = Federation::new(&spec(vec![
-        member("fj", "public_security", "CHN", None),
-        member("sx", "public_security", "CHN", None),
-    ]))
-    .unwrap();
+    let mut fed = two_bureaus();
     let fj = fed.start("fj").await.unwrap();
     let sx = fed.start("sx").await.unwrap();
     // sx has received 30 messages (in its inbox).

@@ -8,15 +8,13 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use liaison_node::StoreError;
 use liaison_node::identity::load_signing_key;
-use liaison_node::now_ms;
 use liaison_node::store::Fault;
 use liaison_protocol::audit::EntryKind;
 use liaison_protocol::delivery::refusal_name;
 use liaison_protocol::{
-    Digest, Envelope, ErrorCode, Frame, Header, MemberStatus, MessageId, NodeId, Priority,
-    ReceiptStatus, SignedObject, SignedReceipt,
+    Digest, Envelope, ErrorCode, Frame, MemberStatus, ReceiptStatus, SignedObject, SignedReceipt,
 };
-use liaison_tests::{Federation, count_state, member, msg, spec, wait_for};
+use liaison_tests::{Federation, count_state, header, member, msg, spec, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -27,23 +25,6 @@ fn fed3() -> Federation {
         member("gx", "public_security", "CHN", None),
     ]))
     .unwrap()
-}
-
-fn header(from: &str, to: &str, body: &[u8]) -> Header {
-    Header {
-        federation: "test-fed".into(),
-        id: MessageId(*uuid::Uuid::now_v7().as_bytes()),
-        from: NodeId::new(from).unwrap(),
-        to: NodeId::new(to).unwrap(),
-        sent_at: now_ms(),
-        kind: "bus.test".into(),
-        body_len: body.len() as u64,
-        body_hash: Digest::of(body).0,
-        priority: Priority::Routine,
-        in_reply_to: None,
-        expires_at: None,
-        case_ref: None,
-    }
 }
 
 fn key(fed: &Federation, id: &str) -> SigningKey {

@@ -9,15 +9,7 @@ use ed25519_dalek::SigningKey;
 use liaison_node::now_ms;
 use liaison_protocol::audit::EntryKind;
 use liaison_protocol::{ErrorCode, Frame, SignedRoster};
-use liaison_tests::{Federation, member, spec};
-
-fn fed() -> Federation {
-    Federation::new(&spec(vec![
-        member("fj", "public_security", "CHN", None),
-        member("sx", "public_security", "CHN", None),
-    ]))
-    .unwrap()
-}
+use liaison_tests::{Federation, two_bureaus};
 
 fn authority(fed: &Federation) -> SigningKey {
     liaison_node::identity::load_signing_key(&fed.generated.dir.join("authority.key.pem")).unwrap()
@@ -56,7 +48,7 @@ async fn refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rosters_are_refused_with_the_reason_and_logged() {
-    let mut fed = fed();
+    let mut fed = two_bureaus();
     let sx = fed.start("sx").await.unwrap();
     let raw = fed.raw("fj", "sx").await.unwrap();
     let genuine = fed.generated.roster.clone();

@@ -8,56 +8,19 @@
 use std::time::Duration;
 
 use liaison_node::identity::{generate_signing_key, load_signing_key};
-use liaison_node::now_ms;
 use liaison_protocol::note::SignedNote;
 use liaison_protocol::roster::PreviousKeys;
-use liaison_protocol::{
-    Digest, Envelope, ErrorCode, Frame, Header, MessageId, NodeId, Priority, PublicKey,
-};
-use liaison_tests::{Federation, count_state, member, msg, spec, wait_for};
+use liaison_protocol::{Envelope, ErrorCode, Frame, PublicKey};
+use liaison_tests::{Federation, count_state, header, member, msg, spec, two_bureaus, wait_for};
 
 const N: usize = 60;
 
-fn header(from: &str, to: &str, body: &[u8]) -> Header {
-    Header {
-        federation: "test-fed".into(),
-        id: MessageId(*uuid::Uuid::now_v7().as_bytes()),
-        from: NodeId::new(from).unwrap(),
-        to: NodeId::new(to).unwrap(),
-        sent_at: now_ms(),
-        kind: "bus.test".into(),
-        body_len: body.len() as u64,
-        body_hash: Digest::of(body).0,
-        priority: Priority::Routine,
-        in_reply_to: None,
-        expires_at: None,
-        case_ref: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotated_under_traffic_deliver_everything_and_old_evidence_verifies() {
-    let mut fed = Federation::new(&spec(vec![
-        member("fj", "public_security", "CHN", None),
-        member("sx", "public_security", "CHN", None),
-    ]))
-    .unwrap();
+    let mut fed = two_bureaus();
     let fj = fed.start("fj").await.unwrap();
     let sx = fed.start("sx").await.unwrap();
-    for i in 0..10 {
-        fj.send(msg("sx", "bus.test", format!("before {i}").as_bytes()))
-            .await
-            .unwrap();
-        sx.send(msg("fj", "bus.test", format!("before {i}").as_bytes()))
-            .await
-            .unwrap();
-    }
-    wait_for(Duration::from_secs(30), async || {
-        count_state(&fj, "outgoing", "delivered").await == 10
-            && count_state(&sx, "outgoing", "delivered").await == 10
-    })
-    .await
-    .unwrap();
+    traffic(&fj, &sx, 10, "before").await;
     // Evidence made with the old keys: sx's log witnessed by fj, fj's log by sx.
     assert!(
         sx.witness_round()
@@ -256,11 +219,7 @@ async fn traffic(a: &liaison_node::Node, b: &liaison_node::Node, n: usize, tag: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_key_rotated_with_an_overlap_switches_when_the_old_one_is_dropped() {
-    let mut fed = Federation::new(&spec(vec![
-        member("fj", "public_security", "CHN", None),
-        member("sx", "public_security", "CHN", None),
-    ]))
-    .unwrap();
+    let mut fed = two_bureaus();
     let fj = fed.start("fj").await.unwrap();
     let sx = fed.start("sx").await.unwrap();
     traffic(&fj, &sx, 10, "before").await;

@@ -5,17 +5,12 @@
 
 use std::time::Duration;
 
-use liaison_tests::{Federation, count_state, member, msg, spec, wait_for};
+use liaison_tests::{Federation, count_state, msg, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn two_bureaus() -> Federation {
-    Federation::new(&spec(vec![
-        member("fj", "public_security", "CHN", None),
-        member("sx", "public_security", "CHN", None),
-    ]))
-    .unwrap()
-    .in_virtual_time()
+    liaison_tests::two_bureaus().in_virtual_time()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

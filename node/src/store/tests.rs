@@ -748,8 +748,9 @@ async fn a_backup_under_changes_is_one_moment_and_restores() {
     assert!(e.to_string().contains("cut short"), "{e}");
 }
 
-/// Where the store written by the previous schema is kept (`write_the_previous_schema_fixture`
-/// wrote it, before the schema moved on).
+/// Where the store written by the previous schema is kept (written by
+/// `the_fixture_content_written_by_this_schema_reopens_whole` with `LIAISON_WRITE_STORE_FIXTURE`
+/// set, before the schema moved on).
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
         "tests/fixtures/store-schema-{}",
@@ -809,18 +810,29 @@ async fn write_fixture_content(s: &Store) {
     .unwrap();
 }
 
-/// Writes the fixture of the schema this code writes. Run by hand before a schema change:
-/// `cargo test -p liaison-node --lib write_the_previous_schema_fixture -- --ignored`, then
-/// commit `node/tests/fixtures/store-schema-<N>`.
+/// The fixture content written by this schema reopens whole. With
+/// `LIAISON_WRITE_STORE_FIXTURE=1` it is written into `node/tests/fixtures/store-schema-<N>`
+/// instead of a temporary directory: do that before a schema change, and commit it.
 #[tokio::test]
-#[ignore = "writes the committed fixture; run by hand before a schema change"]
-async fn write_the_previous_schema_fixture() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/store-schema-{SCHEMA_VERSION}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+async fn the_fixture_content_written_by_this_schema_reopens_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = if std::env::var_os("LIAISON_WRITE_STORE_FIXTURE").is_some() {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/store-schema-{SCHEMA_VERSION}"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    } else {
+        tmp.path().to_owned()
+    };
     let s = open(&dir).await.unwrap();
     write_fixture_content(&s).await;
+    let written = (s.log_root(), fixture_state(&s).await);
+    s.close().await.unwrap();
+    drop(s);
+    let s = open(&dir).await.unwrap();
+    assert_eq!((s.log_root(), fixture_state(&s).await), written);
+    assert!(written.1.starts_with("(12, "), "{}", written.1);
     s.close().await.unwrap();
 }
 
