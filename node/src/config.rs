@@ -203,6 +203,9 @@ pub struct DeliveryConfig {
     /// How long traffic goes on after the roster in force passed its validity (with a
     /// warning), ms; then no new message is sent or taken until a newer roster is applied.
     pub roster_grace_ms: u64,
+    /// Offer liaison/2 and sign the receipts of one group commit as one batch for peers that
+    /// speak it (protocol.md §4.3a); off: liaison/1 only, every receipt signed on its own.
+    pub batch_receipts: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -216,6 +219,7 @@ impl Default for DeliveryConfig {
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             roster_grace_ms: DEFAULT_ROSTER_GRACE_MS,
+            batch_receipts: true,
         }
     }
 }

@@ -203,7 +203,9 @@ impl Node {
                 not_after: tls_not_after,
                 client: None,
             }),
+            receipt_batches: liaison_protocol::BatchCache::default(),
         });
+        inner.install_receipt_sealer();
         let cases = Arc::new(Cases::new(inner.clone(), cfg.workflow.clone()));
         let hook: Arc<dyn CaseHook> = cases.clone();
         let _ = inner.cases.set(Arc::downgrade(&hook));

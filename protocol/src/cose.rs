@@ -18,6 +18,8 @@ use crate::keys::{Kid, PublicKey, kid_of};
 pub const TYP_MESSAGE: &str = "application/vnd.liaison.msg+cbor";
 /// `typ` of a delivery receipt.
 pub const TYP_RECEIPT: &str = "application/vnd.liaison.receipt+cbor";
+/// `typ` of a receipt batch: the recipient's signature over the receipts of one group commit.
+pub const TYP_RECEIPT_BATCH: &str = "application/vnd.liaison.receipt-batch+cbor";
 /// `typ` of a non-delivery record (message expired before delivery).
 pub const TYP_NONDELIVERY: &str = "application/vnd.liaison.nondelivery+cbor";
 /// `typ` of the federation roster.

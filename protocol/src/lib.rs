@@ -37,7 +37,9 @@ pub use error::{DecodeError, VerifyError};
 pub use frame::{ErrorCode, Frame, FrameError};
 pub use ids::{Digest, MessageId, NodeId};
 pub use keys::PublicKey;
-pub use receipt::{NonDelivery, Receipt, ReceiptStatus, SignedNonDelivery, SignedReceipt};
+pub use receipt::{
+    BatchCache, NonDelivery, Receipt, ReceiptBatch, ReceiptStatus, SignedNonDelivery, SignedReceipt,
+};
 pub use roster::{
     Location, Member, MemberStatus, PolicyError, Roster, Rule, SignedRoster, Standing,
 };

@@ -129,6 +129,8 @@ async fn serve_connection(inner: Arc<Bus>, conn: quinn::Connection) {
         });
         list.push((peer.clone(), conn.clone()));
     }
+    // A peer that speaks liaison/2 takes batched receipts (protocol.md §4.3a, §6).
+    let batched = crate::net::transport::speaks_v2(&conn);
     loop {
         let stream = tokio::select! {
             s = conn.accept_bi() => s,
@@ -138,7 +140,7 @@ async fn serve_connection(inner: Arc<Bus>, conn: quinn::Connection) {
         let inner2 = inner.clone();
         let peer2 = peer.clone();
         inner.tasks.spawn(async move {
-            serve_stream(inner2, peer2, send, recv).await;
+            serve_stream(inner2, peer2, batched, send, recv).await;
         });
     }
 }
@@ -146,6 +148,7 @@ async fn serve_connection(inner: Arc<Bus>, conn: quinn::Connection) {
 async fn serve_stream(
     inner: Arc<Bus>,
     peer: NodeId,
+    batched: bool,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -165,7 +168,7 @@ async fn serve_stream(
         Ok(buf) => Frame::decode_exact(&buf, cap).map_err(Refusal::MalformedFrame),
     };
     let answer = match frame {
-        Ok(frame) => handle(&inner, &peer, frame).await,
+        Ok(frame) => handle_on(&inner, &peer, batched, frame).await,
         Err(refusal) => {
             note_junk(&inner, &peer);
             inner.log_rejection(&peer, &refusal).await;
@@ -185,9 +188,24 @@ async fn serve_stream(
     let _ = send.stopped().await;
 }
 
+/// Answers one frame of `peer`'s as a connection that speaks liaison/1 would (unit tests).
+#[cfg(test)]
 pub(super) async fn handle(inner: &Arc<Bus>, peer: &NodeId, frame: Frame) -> Frame {
+    handle_on(inner, peer, false, frame).await
+}
+
+/// Answers one frame of `peer`'s; with `batched` (the connection speaks liaison/2), a
+/// message taken from its sender gets a batched receipt.
+pub(super) async fn handle_on(
+    inner: &Arc<Bus>,
+    peer: &NodeId,
+    batched: bool,
+    frame: Frame,
+) -> Frame {
     match frame {
-        Frame::Deliver { envelope, body } => inner.receive_message(peer, envelope, body).await,
+        Frame::Deliver { envelope, body } => {
+            inner.receive_message(peer, envelope, body, batched).await
+        }
         Frame::Receipt(bytes) => answer(inner, peer, inner.take_receipt(&bytes, None).await).await,
         Frame::NonDelivery(bytes) => {
             answer(inner, peer, inner.take_nondelivery(&bytes).await).await

@@ -91,9 +91,33 @@ pub(crate) struct Bus {
     pub(crate) clock: Clock,
     /// When this node's TLS certificate expires, Unix ms (None: not known).
     pub(crate) tls: Mutex<TlsInUse>,
+    /// Receipt batches verified lately (a batch's receipts cost one verification).
+    pub(crate) receipt_batches: liaison_protocol::BatchCache,
 }
 
 impl Bus {
+    /// Lets the store sign the receipts of each group commit as one batch with this node's
+    /// signing key (protocol.md §4.3a).
+    pub(crate) fn install_receipt_sealer(self: &Arc<Self>) {
+        let bus = Arc::downgrade(self);
+        self.store
+            .set_receipt_sealer(crate::store::ReceiptSealer(Box::new(move |receipts| {
+                let Some(bus) = bus.upgrade() else {
+                    return (Vec::new(), Vec::new());
+                };
+                let (batch, proofs) = liaison_protocol::SignedReceipt::sign_batch(
+                    &bus.federation,
+                    &bus.id,
+                    receipts,
+                    &bus.keys.signing.get(),
+                );
+                (
+                    batch.bytes().to_vec(),
+                    proofs.into_iter().map(|p| p.bytes().to_vec()).collect(),
+                )
+            })));
+    }
+
     /// Opens a QUIC connection to `name` at `addr` with the TLS material in use.
     pub(crate) fn dial(
         &self,
@@ -591,6 +615,11 @@ impl std::fmt::Display for Failure {
 pub(crate) fn duplicate_answer(digest: &Digest, rec: MessageRecord) -> Reply {
     match (rec.direction, rec.proof) {
         (Direction::Incoming, Some(p)) => Frame::Receipt(p),
+        // Taken in the group being committed: its batched receipt is not signed yet.
+        (Direction::Incoming, None) => error_frame(
+            ErrorCode::Unavailable,
+            "the receipt for this message is being signed; try later",
+        ),
         _ => Frame::Custody(*digest),
     }
 }

@@ -196,6 +196,7 @@ impl Bus {
         peer: &NodeId,
         envelope: Vec<u8>,
         body: Vec<u8>,
+        batched: bool,
     ) -> Reply {
         // 0. Past the roster's validity and grace this node takes no new message (a
         // temporary refusal: the sender keeps it and retries, by when a newer roster may be
@@ -246,8 +247,12 @@ impl Bus {
         if relay_hop.is_none() && liaison_protocol::workflow::reserved(&h.kind) {
             return self.receive_case_step(peer, env, body).await;
         }
+        // Batched receipts (protocol.md §4.3a) only for a message handed over by its sender
+        // (a relay may forward to a sender that speaks only liaison/1) and of no case (a
+        // case's evidence holds each of its receipts in an entry of its own, §13).
+        let batched = batched && h.from == *peer && h.case_ref.is_none();
         match self
-            .store_inbound(peer, env, body, relay_hop, None, None)
+            .store_inbound(peer, env, body, relay_hop, None, None, batched)
             .await
         {
             Ok(reply) => reply,
@@ -295,7 +300,7 @@ impl Bus {
         match cases.check_step(&env, &body).await {
             Ok(update) => {
                 match self
-                    .store_inbound(peer, env, body, None, Some(update), Some(guard))
+                    .store_inbound(peer, env, body, None, Some(update), Some(guard), false)
                     .await
                 {
                     Ok(reply) => reply,
@@ -350,6 +355,9 @@ impl Bus {
     /// final recipient with its inbox entry and the signed receipt (and the case step's
     /// change), as a relay in the outbox towards the next hop. Answers after the flush.
     /// With `guard` (a case lock), the lock is released as soon as the change is staged.
+    /// With `batched`, the receipt is signed with the others of its group commit
+    /// (protocol.md §4.3a); else on its own.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store_inbound(
         self: &Arc<Self>,
         peer: &NodeId,
@@ -358,9 +366,11 @@ impl Bus {
         relay_hop: Option<NodeId>,
         case: Option<Box<dyn StagedStep>>,
         guard: Option<crate::locks::KeyedGuard>,
+        batched: bool,
     ) -> Result<Reply, StoreError> {
         enum Outcome {
             Receipted(Vec<u8>),
+            Batched(crate::store::ProofSlot),
             Relayed(Queued),
             Duplicate(MessageRecord),
             IdReused,
@@ -420,27 +430,39 @@ impl Bus {
             let outcome = match &hop {
                 None => {
                     let index = t.log(EntryKind::MessageReceived, env.bytes().to_vec());
-                    let receipt = SignedReceipt::sign(
-                        Receipt {
-                            federation: inner.federation.clone(),
-                            message_digest: digest,
-                            message_id: h.id,
-                            sender: h.from.clone(),
-                            recipient: inner.id.clone(),
-                            at: now,
-                            status: ReceiptStatus::Delivered,
-                            log_ref: Some((format!("{}/log", inner.id), index)),
-                        },
-                        &inner.keys.signing.get(),
-                    );
-                    t.log(EntryKind::ReceiptSent, receipt.bytes().to_vec());
+                    let receipt = Receipt {
+                        federation: inner.federation.clone(),
+                        message_digest: digest,
+                        message_id: h.id,
+                        sender: h.from.clone(),
+                        recipient: inner.id.clone(),
+                        at: now,
+                        status: ReceiptStatus::Delivered,
+                        log_ref: Some((format!("{}/log", inner.id), index)),
+                    };
+                    let signed = (!batched)
+                        .then(|| SignedReceipt::sign(receipt.clone(), &inner.keys.signing.get()));
+                    if let Some(r) = &signed {
+                        t.log(EntryKind::ReceiptSent, r.bytes().to_vec());
+                    }
                     if let Some(u) = case {
                         u.stage(t)?;
                     }
-                    rec.proof = Some(receipt.bytes().to_vec());
                     rec.inbox_seq = Some(t.push_inbox(&digest));
                     rec.log_index = Some(index);
-                    Outcome::Receipted(receipt.bytes().to_vec())
+                    match signed {
+                        Some(r) => {
+                            rec.proof = Some(r.bytes().to_vec());
+                            Outcome::Receipted(r.bytes().to_vec())
+                        }
+                        // Signed with the group's other receipts; the record gets its proof
+                        // then (and is written here, so later changes of the group see it).
+                        None => {
+                            return Ok(Outcome::Batched(
+                                t.put_message_batching_receipt(&digest, &rec, receipt),
+                            ));
+                        }
+                    }
                 }
                 Some(hop) => {
                     rec.log_index = Some(t.log(EntryKind::Relayed, env.bytes().to_vec()));
@@ -475,6 +497,16 @@ impl Bus {
             Outcome::Receipted(receipt) => {
                 self.inbox_notify.notify_waiters();
                 Frame::Receipt(receipt)
+            }
+            Outcome::Batched(slot) => {
+                self.inbox_notify.notify_waiters();
+                match slot.get() {
+                    Some(proof) => Frame::Receipt(proof),
+                    None => error_frame(
+                        ErrorCode::Unavailable,
+                        "the receipt was not signed; try later",
+                    ),
+                }
             }
         })
     }

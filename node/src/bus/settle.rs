@@ -28,10 +28,11 @@ impl Bus {
         expected: Option<&Digest>,
     ) -> Result<Frame, Failure> {
         let receipt =
-            SignedReceipt::open(bytes, self.signer_lookup()).map_err(|error| Refusal::Proof {
-                what: "receipt",
-                error,
-            })?;
+            SignedReceipt::open_cached(bytes, self.signer_lookup(), Some(&self.receipt_batches))
+                .map_err(|error| Refusal::Proof {
+                    what: "receipt",
+                    error,
+                })?;
         let r = receipt.receipt().clone();
         if r.federation != self.federation {
             return Err(Refusal::ProofMismatch { what: "receipt" }.into());

@@ -109,7 +109,9 @@ pub(crate) async fn bus(id: &str) -> (Arc<Bus>, tempfile::TempDir) {
         guard: Guard::new(LimitsConfig::default()),
         clock: Clock::manual(T0),
         tls: std::sync::Mutex::default(),
+        receipt_batches: liaison_protocol::BatchCache::default(),
     });
+    bus.install_receipt_sealer();
     (bus, dir)
 }
 

@@ -27,8 +27,28 @@ use sha2::{Digest as _, Sha256};
 use crate::error::NodeError;
 use crate::roster::RosterCell;
 
-/// ALPN of this protocol version.
-pub const ALPN: &[u8] = b"liaison/1";
+/// ALPN of the first protocol version: every receipt signed on its own.
+pub const ALPN_V1: &[u8] = b"liaison/1";
+/// ALPN of this version: liaison/1 with batched receipts (protocol.md §4.3a).
+pub const ALPN_V2: &[u8] = b"liaison/2";
+
+/// The ALPN names this node offers, preferred first: liaison/1 alone when
+/// `[delivery] batch_receipts` is off.
+fn alpn(delivery: &crate::config::DeliveryConfig) -> Vec<Vec<u8>> {
+    if delivery.batch_receipts {
+        vec![ALPN_V2.to_vec(), ALPN_V1.to_vec()]
+    } else {
+        vec![ALPN_V1.to_vec()]
+    }
+}
+
+/// Whether the connection speaks liaison/2 (its peer takes batched receipts).
+pub(crate) fn speaks_v2(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == ALPN_V2)
+}
 
 /// Why a certificate that chains to the federation CA is still refused: the roster's pin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -483,7 +503,7 @@ fn configs(
         }))
         .with_single_cert(vec![tls.cert.clone()], tls.key.clone_key())
         .map_err(tls_err)?;
-    server.alpn_protocols = vec![ALPN.to_vec()];
+    server.alpn_protocols = alpn(delivery);
     // No session resumption: a resumed session would skip the roster pin check, and a key
     // that left the roster could come back on an old ticket.
     server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -505,7 +525,7 @@ fn configs(
         }))
         .with_client_auth_cert(vec![tls.cert.clone()], tls.key.clone_key())
         .map_err(tls_err)?;
-    client.alpn_protocols = vec![ALPN.to_vec()];
+    client.alpn_protocols = alpn(delivery);
     client.resumption = rustls::client::Resumption::disabled();
     let client = QuicClientConfig::try_from(client).map_err(tls_err)?;
     let mut client = quinn::ClientConfig::new(Arc::new(client));

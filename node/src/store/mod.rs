@@ -70,7 +70,7 @@ pub use records::{
     CaseIndex, CaseRecord, Checks, Direction, LocalAction, MessageRecord, MsgState, OfficerRecord,
     OutItem, Payload, Queued, StepDirection, TimelineEntry, Verified, Witnessed,
 };
-pub use txn::Txn;
+pub use txn::{ProofSlot, ReceiptSealer, SealedBatch, Txn};
 
 use crate::error::StoreError;
 use keys::{K_COUNTERS, K_RETENTION, K_SCHEMA, K_TREE, key_u64, node_key, retention_key};
@@ -171,6 +171,8 @@ pub(crate) struct Shared {
     /// Group commits that wrote something, and the changes they carried.
     pub(crate) groups: AtomicU64,
     pub(crate) changes: AtomicU64,
+    /// Signs the receipts of a group as one batch (set by the bus).
+    pub(crate) sealer: Mutex<Option<ReceiptSealer>>,
 }
 
 /// How the writer has grouped changes since the store was opened.
@@ -495,6 +497,12 @@ impl Store {
         self.shared.cases_unindexed.load(Ordering::SeqCst)
     }
 
+    /// Sets what signs the receipts changes batch (`Txn::put_message_batching_receipt`):
+    /// once per group commit, on the writer thread.
+    pub fn set_receipt_sealer(&self, sealer: ReceiptSealer) {
+        *lock(&self.shared.sealer) = Some(sealer);
+    }
+
     /// How changes were grouped since open.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
@@ -816,6 +824,7 @@ fn open_db(path: &Path, opts: &StoreOptions, node: NodeId) -> Result<Shared, Sto
         head: Mutex::new(head),
         groups: AtomicU64::new(0),
         changes: AtomicU64::new(0),
+        sealer: Mutex::new(None),
     })
 }
 

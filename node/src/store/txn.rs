@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use liaison_protocol::audit::{Entry, EntryKind};
 use liaison_protocol::merkle::{self, Frontier, Hash};
-use liaison_protocol::{Digest, MessageId, NodeId, Priority};
+use liaison_protocol::{Digest, MessageId, NodeId, Priority, Receipt};
 
 use super::keys::{
     K_AUTHORITY, K_COUNTERS, K_ROSTER, grant_key, key_digest, key_u64, node_key, out_key, prefixed,
@@ -38,6 +38,40 @@ pub(super) struct Group<'a> {
     pub(super) checkpoint: bool,
     /// Changes kept.
     pub(super) kept: usize,
+    /// Receipts the kept changes gave, signed together when the group is sealed.
+    receipts: Vec<PendingReceipt>,
+}
+
+/// A receipt a change gave, waiting for its group's batch signature (docs/protocol.md §4.3a).
+struct PendingReceipt {
+    receipt: Receipt,
+    digest: Digest,
+    slot: ProofSlot,
+}
+
+/// Where a batched receipt's proof appears once its group is sealed; read it only after the
+/// change is durable.
+#[derive(Debug, Clone, Default)]
+pub struct ProofSlot(std::sync::Arc<std::sync::OnceLock<Vec<u8>>>);
+
+impl ProofSlot {
+    /// The proof (the bytes of the receipt, §4.3a), once the group was sealed.
+    pub fn get(&self) -> Option<Vec<u8>> {
+        self.0.get().cloned()
+    }
+}
+
+/// Signs the receipts of one group as one batch: given the receipts in order, the signed
+/// batch and each receipt's proof, in the same order.
+pub struct ReceiptSealer(pub Box<dyn Fn(Vec<Receipt>) -> SealedBatch + Send + Sync>);
+
+/// A signed receipt batch, and the proof of each of its receipts in order.
+pub type SealedBatch = (Vec<u8>, Vec<Vec<u8>>);
+
+impl std::fmt::Debug for ReceiptSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReceiptSealer")
+    }
 }
 
 impl<'a> Group<'a> {
@@ -57,6 +91,7 @@ impl<'a> Group<'a> {
             frontier,
             checkpoint: false,
             kept: 0,
+            receipts: Vec::new(),
         }
     }
 
@@ -76,11 +111,13 @@ impl<'a> Group<'a> {
             now,
             leaves: Vec::new(),
             checkpoint: false,
+            receipts: Vec::new(),
         }
     }
 
     /// Keeps a change that returned `Ok`.
     pub(super) fn merge(&mut self, parts: TxnParts) -> Result<(), StoreError> {
+        self.receipts.extend(parts.receipts);
         self.overlay.extend(parts.ops);
         self.counters = parts.counters;
         self.checkpoint |= parts.checkpoint;
@@ -110,6 +147,46 @@ impl<'a> Group<'a> {
         self.overlay.is_empty()
     }
 
+    /// Signs the receipts the group's changes gave as one batch (`sealer`), at `now`: each
+    /// message record gets its receipt's proof, each change's [`ProofSlot`] its bytes, and
+    /// the batch is logged once (kind 3). Nothing to sign: nothing done.
+    pub(super) fn seal(
+        &mut self,
+        sealer: Option<&ReceiptSealer>,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        if self.receipts.is_empty() {
+            return Ok(());
+        }
+        let Some(sealer) = sealer else {
+            return Err(StoreError::Db(
+                "a receipt was batched but no receipt signer is set".into(),
+            ));
+        };
+        let pending = std::mem::take(&mut self.receipts);
+        let (batch, proofs) = (sealer.0)(pending.iter().map(|p| p.receipt.clone()).collect());
+        if proofs.len() != pending.len() {
+            return Err(StoreError::Db(
+                "the receipt signer returned too few proofs".into(),
+            ));
+        }
+        let mut t = self.txn(now);
+        for (p, proof) in pending.into_iter().zip(proofs) {
+            // The record as the group left it (a later change may have touched it).
+            if let Some(mut rec) = t.message(&p.digest)? {
+                rec.proof = Some(proof.clone());
+                t.put_message(&p.digest, &rec);
+            }
+            let _ = p.slot.0.set(proof);
+        }
+        t.log(EntryKind::ReceiptSent, batch);
+        let parts = t.into_parts();
+        self.merge(parts)?;
+        // The seal is not a change of its own.
+        self.kept -= 1;
+        Ok(())
+    }
+
     /// The group as one sled batch (with the counters).
     pub(super) fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
@@ -130,6 +207,7 @@ pub(super) struct TxnParts {
     counters: Counters,
     leaves: Vec<Hash>,
     checkpoint: bool,
+    receipts: Vec<PendingReceipt>,
 }
 
 /// One atomic change being assembled.
@@ -140,6 +218,7 @@ pub struct Txn<'g> {
     now: u64,
     leaves: Vec<Hash>,
     checkpoint: bool,
+    receipts: Vec<PendingReceipt>,
 }
 
 impl std::fmt::Debug for Txn<'_> {
@@ -158,6 +237,7 @@ impl Txn<'_> {
             counters: self.counters,
             leaves: self.leaves,
             checkpoint: self.checkpoint,
+            receipts: self.receipts,
         }
     }
 
@@ -240,6 +320,27 @@ impl Txn<'_> {
     /// Writes a message record (its envelope is kept once, in the log entry it names).
     pub fn put_message(&mut self, digest: &Digest, rec: &MessageRecord) {
         self.put(key_digest(b"m/", digest), super::encode_message(rec));
+    }
+
+    /// Writes the record of a message this node takes and gives `receipt` for it, signed
+    /// with the other receipts of the group as one batch when the group is sealed (docs/
+    /// protocol.md §4.3a): the record is written now (later changes of the group see it,
+    /// without its proof yet) and again with the proof at the seal. The slot holds the
+    /// proof once the change is durable.
+    pub fn put_message_batching_receipt(
+        &mut self,
+        digest: &Digest,
+        rec: &MessageRecord,
+        receipt: Receipt,
+    ) -> ProofSlot {
+        self.put_message(digest, rec);
+        let slot = ProofSlot::default();
+        self.receipts.push(PendingReceipt {
+            receipt,
+            digest: *digest,
+            slot: slot.clone(),
+        });
+        slot
     }
 
     /// A message record as this change sees it, with its envelope.

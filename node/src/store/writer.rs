@@ -277,6 +277,11 @@ fn build_and_apply(
         frontier.clone(),
     );
     let mut kept: Vec<Done> = Vec::with_capacity(changes.len());
+    let last_now = changes
+        .iter()
+        .map(|(now, _)| *now)
+        .max()
+        .unwrap_or_default();
     for (now, run) in changes {
         let outcome = {
             let mut txn = group.txn(now);
@@ -294,6 +299,18 @@ fn build_and_apply(
                 error!("a store change panicked; it was dropped and its caller told");
             }
         }
+    }
+    // One signature for every receipt the group gives (protocol.md §4.3a).
+    let sealed = {
+        let sealer = super::lock(&shared.sealer);
+        catch_unwind(AssertUnwindSafe(|| group.seal(sealer.as_ref(), last_now)))
+            .unwrap_or_else(|_| Err(StoreError::Db("signing the receipt batch panicked".into())))
+    };
+    if let Err(e) = sealed {
+        // Nothing of the group is applied; its changes get the error, the store goes on.
+        error!(error = %e, "cannot sign the group's receipts");
+        fail_all(kept, &e);
+        return None;
     }
     let wrote = !group.is_empty();
     let next_counters = group.counters;

@@ -435,6 +435,21 @@ pub fn open_entry_object(entry: &Entry, log: &NodeId, roster: &Roster) -> Result
                 ),
             }
         }
+        // One signature over the receipts of a group commit (§4.3a): the log's own.
+        K::ReceiptSent
+            if SignedObject::parse(obj, MAX_ENVELOPE_LEN)
+                .is_ok_and(|o| o.typ() == crate::cose::TYP_RECEIPT_BATCH) =>
+        {
+            let (_, batch) = crate::receipt::open_batch(obj, signer)
+                .map_err(|e| format!("the receipt batch in the entry does not verify: {e}"))?;
+            place(
+                batch.recipient == *log,
+                format!(
+                    "a receipt batch signed by {}, not by {log}",
+                    batch.recipient
+                ),
+            )
+        }
         K::ReceiptSent | K::ReceiptReceived => {
             let r = SignedReceipt::open(obj, signer)
                 .map_err(|e| format!("the receipt in the entry does not verify: {e}"))?;
