@@ -98,6 +98,13 @@ fn main() {
     // receipt, nondelivery, roster: whole signed objects and bare payloads
     seeds.push(("receipt", "delivered", receipt.bytes().to_vec()));
     seeds.push(("receipt", "rejected", rejected.bytes().to_vec()));
+    let (_, proofs) = SignedReceipt::sign_batch(
+        &receipt.receipt().federation,
+        &receipt.receipt().recipient,
+        vec![receipt.receipt().clone(); 3],
+        &sk,
+    );
+    seeds.push(("receipt", "proof", proofs[1].bytes().to_vec()));
     seeds.push(("receipt", "payload_delivered", payload(receipt.bytes())));
     seeds.push(("receipt", "payload_rejected", payload(rejected.bytes())));
     seeds.push(("nondelivery", "signed", nondelivery.bytes().to_vec()));

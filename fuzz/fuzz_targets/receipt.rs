@@ -1,7 +1,9 @@
-//! `SignedReceipt::open` on arbitrary bytes, two ways: the input as a whole signed receipt, and
-//! the input as a receipt *payload* signed with the test key (so the private payload decoder is
-//! fuzzed past the signature check). Never panics; what opens re-signs to exactly its bytes
-//! (Ed25519 signatures are deterministic), so the payload re-encodes to its input.
+//! `SignedReceipt::open` on arbitrary bytes, two ways: the input as a whole signed receipt or
+//! receipt proof (protocol.md §4.3a), and the input as a receipt *payload* signed with the test
+//! key (so the private payload decoder is fuzzed past the signature check). Never panics; a
+//! signed receipt that opens re-signs to exactly its bytes (Ed25519 signatures are
+//! deterministic), so the payload re-encodes to its input; a proof that opens is identified by
+//! the SHA-256 of its bytes and its batch opens on its own.
 #![no_main]
 
 use liaison_protocol::cose::TYP_RECEIPT;
@@ -18,6 +20,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(r) = SignedReceipt::open(data, liaison_fuzz::signer) {
         assert_eq!(r.bytes(), data);
         assert_eq!(r.receipt().recipient.as_str(), liaison_fuzz::SIGNER_NODE);
+        if let Some(batch) = r.batch() {
+            assert_eq!(r.digest(), liaison_protocol::Digest::of(data));
+            liaison_protocol::receipt::open_batch(batch.bytes(), liaison_fuzz::signer)
+                .expect("the batch of a proof that opened opens alone");
+            return;
+        }
         let obj = SignedObject::parse(data, MAX_ENVELOPE_LEN).expect("it opened");
         assert_eq!(r.digest(), obj.digest());
         let again = SignedReceipt::sign(r.receipt().clone(), &sk);

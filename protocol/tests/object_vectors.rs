@@ -1,5 +1,6 @@
 //! The project's own signed-object vectors (docs/formats.md §6): `tests/data/liaison-objects-v1.json`
-//! holds an envelope, a delivery receipt, a rejection receipt, a non-delivery record, a roster,
+//! holds an envelope, a delivery receipt, a rejection receipt, a receipt batch with the proofs
+//! of its three receipts, a non-delivery record, a roster,
 //! an evidence bundle, the same bundle with its checkpoint cosigned by a witness, and a case
 //! evidence file (general, and made for a court with an H1 record withheld), each with the test keys (Ed25519 seeds) that made it, the payload
 //! that was signed, the ToBeSigned digest, and the full COSE_Sign1 bytes. Another
@@ -116,6 +117,23 @@ fn build() -> String {
     ));
     rejected.log_ref = None;
     let rejected = SignedReceipt::sign(rejected, &key(RECIPIENT_SEED));
+    // A batch of three delivery receipts (liaison/2, protocol.md §4.3a): the envelope's, and two
+    // for messages of ids 08.. and 09.. (their digests 08.., 09..), log_refs #1, #3, #5.
+    let batched: Vec<Receipt> = [
+        (env.digest(), header.id, 1),
+        (Digest([8; 32]), MessageId([8; 16]), 3),
+        (Digest([9; 32]), MessageId([9; 16]), 5),
+    ]
+    .into_iter()
+    .map(|(message_digest, message_id, index)| Receipt {
+        message_digest,
+        message_id,
+        log_ref: Some(("cn-61-psb/log".into(), index)),
+        ..receipt(ReceiptStatus::Delivered)
+    })
+    .collect();
+    let (batch, proofs) =
+        SignedReceipt::sign_batch("cn-atip-demo", &header.to, batched, &key(RECIPIENT_SEED));
     let nd = SignedNonDelivery::sign(
         NonDelivery {
             federation: "cn-atip-demo".into(),
@@ -219,6 +237,11 @@ fn build() -> String {
         "envelope": object(&SignedObject::parse(env.bytes(), 1 << 14).unwrap(), SENDER_SEED, "message envelope, body 'hello'"),
         "receipt_delivered": object(&SignedObject::parse(delivered.bytes(), 1 << 14).unwrap(), RECIPIENT_SEED, "delivery receipt for the envelope, log_ref cn-61-psb/log #1"),
         "receipt_rejected": object(&SignedObject::parse(rejected.bytes(), 1 << 14).unwrap(), RECIPIENT_SEED, "rejection receipt (status 1) for the envelope"),
+        "receipt_batch": {
+            "note": "a receipt batch (liaison/2, protocol.md §4.3a) over three delivery receipts: the envelope's (log_ref #1) and two for message ids 0808.. and 0909.. (digests 0808.., 0909.., log_refs #3, #5); each proof is the batch, the receipt payload, its index and its RFC 9162 inclusion path",
+            "batch": object(&batch, RECIPIENT_SEED, "the signed batch: size 3 and the root over the three receipt payloads"),
+            "proofs": proofs.iter().map(|p| hex::encode(p.bytes())).collect::<Vec<_>>(),
+        },
         "non_delivery": object(&SignedObject::parse(nd.bytes(), 1 << 14).unwrap(), SENDER_SEED, "non-delivery record: the envelope expired at its sender"),
         "roster": object(&SignedObject::parse(roster.bytes(), 1 << 20).unwrap(), AUTHORITY_SEED, "roster serial 1 (dev), two members; their log keys are seeds 0x0c.. and 0x0d.., witness keys 0x0f.. and 0x10.."),
         "roster_rotated": object(&SignedObject::parse(rotated.bytes(), 1 << 20).unwrap(), AUTHORITY_SEED, "roster serial 2: cn-61-psb's signing key rotated to seed 0x30.. and its TLS pin to 03.., the old ones listed as previous (member key 14, until 1790604800000); the authority hands over to the key of seed 0x33.. (roster key 10). The delivery receipt above, by cn-61-psb's previous key, verifies under it"),
@@ -459,6 +482,30 @@ fn stored_object_vectors_match_the_code_and_verify() {
         rr.by_tls_key(&[2; 32]).map(|m| m.id.as_str()),
         Some("cn-61-psb")
     );
+    // The receipt batch: every proof opens alone, and names its message.
+    let rb = &v["receipt_batch"];
+    let proofs: Vec<SignedReceipt> = rb["proofs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            SignedReceipt::open(&hex::decode(p.as_str().unwrap()).unwrap(), |kid| {
+                r.signer(kid)
+            })
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(proofs.len(), 3);
+    assert_eq!(proofs[0].receipt().message_digest, env.digest());
+    assert_eq!(proofs[2].receipt().message_id, MessageId([9; 16]));
+    assert!(
+        proofs
+            .iter()
+            .all(|p| p.batch().map(SignedObject::bytes) == Some(&bytes(&rb["batch"])[..]))
+    );
+    let (_, batch) =
+        liaison_protocol::receipt::open_batch(&bytes(&rb["batch"]), |kid| r.signer(kid)).unwrap();
+    assert_eq!(batch.size, 3);
     // Types are domain-separated: a receipt never opens as an envelope.
     assert!(Envelope::open(&bytes(&v["receipt_delivered"]), |kid| r.signer(kid)).is_err());
 }
