@@ -571,7 +571,7 @@ fn jitter() -> f64 {
 /// Sends one queued item to `hop`, decides on the answer and takes the store step the
 /// decision asks for.
 async fn deliver(inner: &Arc<Bus>, conn: &quinn::Connection, hop: &NodeId, q: &Queued) -> Outcome {
-    let (frame, expected, carried) = match &q.item {
+    let (frame, expected, carried, header) = match &q.item {
         OutItem::Message { digest } => {
             let digest = Digest(*digest);
             let (envelope, body) = match &q.payload {
@@ -605,21 +605,24 @@ async fn deliver(inner: &Arc<Bus>, conn: &quinn::Connection, hop: &NodeId, q: &Q
                     }
                 }
             };
-            let to = Envelope::peek_unverified(&envelope).map(|(_, h)| h.to);
+            // Read once: the receipt's change needs the header too.
+            let header = Envelope::peek_unverified(&envelope).map(|(_, h)| h);
             let carried = Carried::Message {
-                to_recipient: to.as_ref() == Some(hop),
+                to_recipient: header.as_ref().map(|h| &h.to) == Some(hop),
             };
-            (Frame::Deliver { envelope, body }, digest, carried)
+            (Frame::Deliver { envelope, body }, digest, carried, header)
         }
         OutItem::Receipt { bytes, digest } => (
             Frame::Receipt(bytes.clone()),
             Digest(*digest),
             Carried::Receipt,
+            None,
         ),
         OutItem::NonDelivery { bytes, digest } => (
             Frame::NonDelivery(bytes.clone()),
             Digest(*digest),
             Carried::NonDelivery,
+            None,
         ),
     };
     let priority = q.priority as i32;
@@ -636,13 +639,15 @@ async fn deliver(inner: &Arc<Bus>, conn: &quinn::Connection, hop: &NodeId, q: &Q
         };
     // Once the item reached the peer, a store step that fails leaves it uncertain.
     match decide(carried, &expected, answer) {
-        Decision::TakeReceipt(bytes) => match inner.take_receipt(&bytes, Some(&expected)).await {
-            Ok(_) => Outcome::Settled,
-            Err(reason) => Outcome::Unknown {
-                reason: reason.to_string(),
-                broken: false,
-            },
-        },
+        Decision::TakeReceipt(bytes) => {
+            match inner.take_receipt(&bytes, Some((&expected, header))).await {
+                Ok(_) => Outcome::Settled,
+                Err(reason) => Outcome::Unknown {
+                    reason: reason.to_string(),
+                    broken: false,
+                },
+            }
+        }
         Decision::TakeCustody => store_step(inner.custody(&expected, hop).await, true),
         Decision::Forwarded => store_step(inner.forwarded(q).await, true),
         Decision::Refused(reason) => store_step(inner.refused(q, hop, reason).await, false),

@@ -22,11 +22,17 @@ impl Bus {
     /// delivery or forwarded by a relay. The message's new state, the receipt's audit entry,
     /// its forwarding (at a relay) and the case change it causes (at the sender: a case step
     /// receipted or refused) are one change.
+    /// `expected`: the receipt answers this node's own DELIVER of that digest, with the
+    /// envelope's header when the caller has it (then the change need not read the envelope).
     pub(crate) async fn take_receipt(
         self: &Arc<Self>,
         bytes: &[u8],
-        expected: Option<&Digest>,
+        expected: Option<(&Digest, Option<Header>)>,
     ) -> Result<Frame, Failure> {
+        let (expected, known) = match expected {
+            Some((d, h)) => (Some(d), h),
+            None => (None, None),
+        };
         let receipt =
             SignedReceipt::open_cached(bytes, self.signer_lookup(), Some(&self.receipt_batches))
                 .map_err(|error| Refusal::Proof {
@@ -49,14 +55,24 @@ impl Bus {
         let me = self.id.clone();
         let cases = self.cases.get().and_then(std::sync::Weak::upgrade);
         let change = move |t: &mut Txn<'_>| {
-            let Some(mut rec) = t.message(&digest)? else {
-                return Ok(Taken::Unknown);
-            };
-            let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
-                return Err(StoreError::Corrupt {
-                    key: digest.to_hex(),
-                    problem: "stored envelope does not parse".into(),
-                });
+            let (mut rec, h) = match &known {
+                // The header of the envelope just sent (its digest is `digest`).
+                Some(h) => match t.message_record(&digest)? {
+                    Some(rec) => (rec, h.clone()),
+                    None => return Ok(Taken::Unknown),
+                },
+                None => {
+                    let Some(rec) = t.message(&digest)? else {
+                        return Ok(Taken::Unknown);
+                    };
+                    let Some((_, h)) = Envelope::peek_unverified(&rec.envelope) else {
+                        return Err(StoreError::Corrupt {
+                            key: digest.to_hex(),
+                            problem: "stored envelope does not parse".into(),
+                        });
+                    };
+                    (rec, h)
+                }
             };
             if h.to != r.recipient || h.from != r.sender || h.id != r.message_id {
                 return Ok(Taken::Mismatch);

@@ -343,6 +343,13 @@ impl Txn<'_> {
         slot
     }
 
+    /// A message record as this change sees it, its envelope left empty when an audit entry
+    /// holds it (for a change that knows the envelope already; writing the record back keeps
+    /// the envelope where it is).
+    pub fn message_record(&self, digest: &Digest) -> Result<Option<MessageRecord>, StoreError> {
+        self.get_record::<MessageRecord>(&key_digest(b"m/", digest))
+    }
+
     /// A message record as this change sees it, with its envelope.
     pub fn message(&self, digest: &Digest) -> Result<Option<MessageRecord>, StoreError> {
         let Some(mut rec) = self.get_record::<MessageRecord>(&key_digest(b"m/", digest))? else {
