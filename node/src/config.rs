@@ -294,7 +294,7 @@ impl Config {
              signing_key = {:?}\nlog_key = {:?}\nwitness_key = {:?}\nroster = {:?}\n\
              dev_mode = {}\n\n[delivery]\nbackoff_initial_ms = {}\nbackoff_max_ms = {}\n\
              window = {}\nreplay_window_ms = {}\nmax_skew_ms = {}\nshutdown_grace_ms = {}\n\
-             idle_timeout_ms = {}\nroster_grace_ms = {}\n\n\
+             idle_timeout_ms = {}\nroster_grace_ms = {}\nbatch_receipts = {}\n\n\
              [store]\ncache_bytes = {}\n\n[audit]\ncheckpoint_interval_ms = {}\nbody_retention_ms = {}\n\
              start_check_ms = {}\n\n\
              [workflow]\ntick_ms = {}\nmax_action_age_ms = {}\nreorder_window_ms = {}\n\n\
@@ -322,6 +322,7 @@ impl Config {
             d.shutdown_grace_ms,
             d.idle_timeout_ms,
             d.roster_grace_ms,
+            d.batch_receipts,
             self.store.cache_bytes,
             self.audit.checkpoint_interval_ms,
             self.audit.body_retention_ms,
@@ -367,6 +368,12 @@ roster = "roster.cbor"
         assert_eq!(c.delivery.window, DEFAULT_WINDOW);
         let again: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(again.node_id, c.node_id);
+        assert!(c.delivery.batch_receipts);
+        // Turned off, it survives the round trip too.
+        let mut v1 = c.clone();
+        v1.delivery.batch_receipts = false;
+        let again: Config = toml::from_str(&v1.to_toml()).unwrap();
+        assert!(!again.delivery.batch_receipts);
     }
 
     #[test]
