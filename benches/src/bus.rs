@@ -173,13 +173,20 @@ pub(crate) async fn open(rate: f64, seconds: f64, size: usize) -> Result<()> {
     Ok(())
 }
 
+/// The sender's window in the backlog drain: the one-way runs it is compared with keep 256
+/// messages outstanding (and set the window to match).
+const BACKLOG_WINDOW: usize = 256;
+
 pub(crate) async fn backlog(messages: usize, size: usize) -> Result<()> {
     println!(
-        "backlog: {messages} messages of {size} B queued while the recipient is down, then drained; a flash message is sent when a quarter has drained"
+        "backlog: {messages} messages of {size} B queued while the recipient is down, then drained with a window of {BACKLOG_WINDOW} (as workload 1's 256 outstanding); a flash message is sent when a quarter has drained"
     );
     let dir = tempfile::tempdir()?;
     let (g, mut sockets) = federation(dir.path(), &["a", "b"])?;
-    let a = start(&g, &mut sockets, "a", |_| {}).await?;
+    let a = start(&g, &mut sockets, "a", |c| {
+        c.delivery.window = BACKLOG_WINDOW
+    })
+    .await?;
     let delivered = Arc::new(AtomicU64::new(0));
     let flash_id = Arc::new(std::sync::Mutex::new(String::new()));
     let flash_done = Arc::new(tokio::sync::Notify::new());
