@@ -438,11 +438,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Node(NodeCmd::RenewTls) => {
             let cfg = load_config(cli.config.as_deref())?;
-            renew_tls(&cfg, json)?;
+            pki::renew_tls(&cfg, json)?;
         }
         Command::Node(NodeCmd::RotateKey { kind }) => {
             let cfg = load_config(cli.config.as_deref())?;
-            rotate_key(&cfg, &kind, json)?;
+            pki::rotate_key(&cfg, &kind, json)?;
         }
         Command::Node(NodeCmd::Restore {
             from,
@@ -861,78 +861,6 @@ fn dev_certs(out: &Path, base_port: u16, json: bool) -> Result<()> {
             "start one: liaison node start --config <node.toml>  (dev material: dev mode only)",
         );
         s
-    });
-    Ok(())
-}
-
-/// `liaison node renew-tls`: a new TLS key and request beside the current key.
-fn rotate_key(cfg: &Config, kind: &str, json: bool) -> Result<()> {
-    let current = match kind {
-        "signing" => &cfg.signing_key,
-        "log" => &cfg.log_key,
-        _ => &cfg.witness_key,
-    };
-    let next = liaison_node::identity::next_key_path(current);
-    if next.exists() {
-        bail!(
-            "{} exists: a rotation is under way (its public key goes to the federation \
-             authority), or remove it to start again",
-            next.display()
-        );
-    }
-    let key = liaison_node::identity::generate_signing_key(&next)?;
-    let public = hex::encode(key.verifying_key().to_bytes());
-    let v = serde_json::json!({"node": cfg.node_id, "kind": kind, "key_file": next, "public_key": public});
-    output::print(json, &v, |_| {
-        format!(
-            "new {kind} key {} (public key {public}).\n\nSend the public key to the federation \
-             authority; it runs\n  liaison federation rotate-key --dir <fed> {} --kind {kind} \
-             --key {public}\nand signs the next roster. Once this node holds that roster (applied \
-             here, or from any peer), it signs with the new key by itself, without a restart; \
-             the old key stays accepted for the overlap the authority set.",
-            next.display(),
-            cfg.node_id
-        )
-    });
-    Ok(())
-}
-
-fn renew_tls(cfg: &Config, json: bool) -> Result<()> {
-    let dir = cfg
-        .tls_key
-        .parent()
-        .context("the TLS key path has no directory")?;
-    let (key, csr) = (dir.join("tls.next.key.pem"), dir.join("tls.next.csr.pem"));
-    if key.exists() {
-        bail!(
-            "{} exists: a renewal is under way (send {} to the federation authority), or \
-             remove both files to start again",
-            key.display(),
-            csr.display()
-        );
-    }
-    let (request, spki) = pki::tls_request(cfg.node_id.as_str(), &key)?;
-    std::fs::write(&csr, request)?;
-    let v = serde_json::json!({"node": cfg.node_id, "key": key, "csr": csr,
-        "tls_spki_sha256": hex::encode(spki)});
-    output::print(json, &v, |_| {
-        format!(
-            "new TLS key {} and request {} (key SPKI {}).\n\nSend the request to the \
-             federation authority; it runs\n  liaison federation rotate-key --dir <fed> {} \
-             --kind tls --csr tls.next.csr.pem\nand signs the next roster, which carries the new \
-             certificate. Once this node holds that roster (liaison roster apply, or from any \
-             peer) it serves and dials with the new key and that certificate by itself, without \
-             a restart; peers accept the old one for the overlap the authority set. Before the \
-             next renewal, move {} over {} (and the certificate, `liaison roster show --json`, \
-             over {}).",
-            key.display(),
-            csr.display(),
-            hex::encode(spki),
-            cfg.node_id,
-            key.display(),
-            cfg.tls_key.display(),
-            cfg.tls_cert.display()
-        )
     });
     Ok(())
 }
