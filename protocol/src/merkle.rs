@@ -256,6 +256,36 @@ pub fn inclusion_proof(leaf_hashes: &[Hash], index: u64) -> Result<Vec<Hash>, Me
     inclusion_proof_with(leaf_hashes, leaf_hashes.len() as u64, index)
 }
 
+/// The root of the tree of all `leaf_hashes` and the inclusion proof of every leaf, in
+/// leaf order: each proof as [`inclusion_proof`] gives it, all of them in `O(n log n)` hashes
+/// and copies (one proof at a time from the leaves costs `O(n)` hashes each).
+pub fn all_inclusion_proofs(leaf_hashes: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
+    // PATH(m, D[n]) is PATH(m, D[0:k]) : MTH(D[k:n]) for m < k, and PATH(m - k, D[k:n]) :
+    // MTH(D[0:k]) otherwise (RFC 9162 §2.1.3.1): each half's proofs get the other's root.
+    fn walk(leaves: &[Hash], proofs: &mut [Vec<Hash>]) -> Hash {
+        match leaves {
+            [] => EMPTY_ROOT,
+            [leaf] => *leaf,
+            _ => {
+                let k = split_point(leaves.len() as u64) as usize;
+                let (left, right) = leaves.split_at(k);
+                let (lp, rp) = proofs.split_at_mut(k);
+                let l = walk(left, lp);
+                let r = walk(right, rp);
+                lp.iter_mut().for_each(|p| p.push(r));
+                rp.iter_mut().for_each(|p| p.push(l));
+                node_hash(&l, &r)
+            }
+        }
+    }
+    let len = leaf_hashes.len() as u64;
+    let mut proofs: Vec<Vec<Hash>> = (0..len)
+        .map(|i| Vec::with_capacity(inclusion_proof_len(i, len)))
+        .collect();
+    let root = walk(leaf_hashes, &mut proofs);
+    (root, proofs)
+}
+
 /// The inclusion proof of leaf `index` in the tree of the first `size` leaves of `source`.
 ///
 /// Asks `source` for at most about `2·log2(size)` perfect subtrees.
@@ -688,6 +718,23 @@ mod tests {
 
     fn leaves(n: u64) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+    }
+
+    #[test]
+    fn all_inclusion_proofs_are_the_proofs_one_at_a_time() {
+        for n in 0..=70u64 {
+            let l = leaves(n);
+            let (root, proofs) = all_inclusion_proofs(&l);
+            assert_eq!(root, root_from_leaves(&l), "n = {n}");
+            assert_eq!(proofs.len() as u64, n);
+            for (i, p) in proofs.iter().enumerate() {
+                assert_eq!(
+                    *p,
+                    inclusion_proof(&l, i as u64).unwrap(),
+                    "n = {n}, i = {i}"
+                );
+            }
+        }
     }
 
     /// The RFC 6962 recursive definition, written plainly, to check the iterative code against.

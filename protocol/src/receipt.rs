@@ -274,19 +274,20 @@ impl SignedReceipt {
             .iter()
             .map(|p| crate::merkle::leaf_hash(p))
             .collect();
+        let (root, paths) = crate::merkle::all_inclusion_proofs(&leaves);
         let batch = ReceiptBatch {
             federation: federation.to_owned(),
             recipient: recipient.clone(),
             size: leaves.len() as u64,
-            root: crate::merkle::root_from_leaves(&leaves),
+            root,
         };
         let signed = SignedObject::sign(TYP_RECEIPT_BATCH, batch.encode(), key);
         let proofs = receipts
             .into_iter()
             .zip(payloads)
+            .zip(paths)
             .enumerate()
-            .map(|(i, (receipt, payload))| {
-                let path = crate::merkle::inclusion_proof(&leaves, i as u64).unwrap_or_default();
+            .map(|(i, ((receipt, payload), path))| {
                 let bytes = cbor::encode(
                     &MapBuilder::new()
                         .put(PROOF_BATCH, Value::Bytes(signed.bytes().to_vec()))

@@ -172,8 +172,9 @@ impl<'a> Group<'a> {
         }
         let mut t = self.txn(now);
         for (p, proof) in pending.into_iter().zip(proofs) {
-            // The record as the group left it (a later change may have touched it).
-            if let Some(mut rec) = t.message(&p.digest)? {
+            // The record as the group left it (a later change may have touched it); its
+            // envelope stays in the log entry that holds it.
+            if let Some(mut rec) = t.message_record(&p.digest)? {
                 rec.proof = Some(proof.clone());
                 t.put_message(&p.digest, &rec);
             }
