@@ -257,8 +257,9 @@ pub fn inclusion_proof(leaf_hashes: &[Hash], index: u64) -> Result<Vec<Hash>, Me
 }
 
 /// The root of the tree of all `leaf_hashes` and the inclusion proof of every leaf, in
-/// leaf order: each proof as [`inclusion_proof`] gives it, all of them in `O(n log n)` hashes
-/// and copies (one proof at a time from the leaves costs `O(n)` hashes each).
+/// leaf order: each proof as [`inclusion_proof`] gives it, all of them with `n - 1` node
+/// hashes and `O(n log n)` copies (one proof at a time from the leaves costs `O(n)` hashes
+/// each).
 pub fn all_inclusion_proofs(leaf_hashes: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
     // PATH(m, D[n]) is PATH(m, D[0:k]) : MTH(D[k:n]) for m < k, and PATH(m - k, D[k:n]) :
     // MTH(D[0:k]) otherwise (RFC 9162 §2.1.3.1): each half's proofs get the other's root.
