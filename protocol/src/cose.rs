@@ -6,7 +6,9 @@
 //! before they read the payload.
 
 use ciborium::Value;
-use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable as _, iana};
+use coset::{
+    AsCborValue as _, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable as _, iana,
+};
 use ed25519_dalek::{Signer as _, SigningKey};
 
 use crate::cbor;
@@ -75,11 +77,16 @@ impl SignedObject {
     /// Parses a COSE_Sign1 of at most `cap` bytes in the liaison profile. Checks structure and
     /// encoding only: no signature, no `typ`.
     pub fn parse(bytes: &[u8], cap: usize) -> Result<Self, VerifyError> {
-        cbor::decode_strict(bytes, cap, Some(COSE_SIGN1_TAG))?;
-        let sign1 = CoseSign1::from_tagged_slice(bytes).map_err(|_| DecodeError::Shape {
+        // Decoded once: the strict decoder's value is the one coset reads the structure from.
+        let shape = || DecodeError::Shape {
             object: "COSE_Sign1",
             expected: "tag 18 [protected, unprotected, payload, signature]",
-        })?;
+        };
+        let inner = match cbor::decode_strict(bytes, cap, Some(COSE_SIGN1_TAG))? {
+            Value::Tag(COSE_SIGN1_TAG, inner) => *inner,
+            _ => return Err(shape().into()),
+        };
+        let mut sign1 = CoseSign1::from_cbor_value(inner).map_err(|_| shape())?;
         let protected = sign1
             .protected
             .original_data
@@ -113,14 +120,18 @@ impl SignedObject {
         }
         let payload = sign1
             .payload
-            .clone()
+            .take()
             .ok_or(VerifyError::Header("payload must be embedded"))?;
-        let signature: [u8; 64] = sign1
-            .signature
-            .clone()
+        let signature: [u8; 64] = std::mem::take(&mut sign1.signature)
             .try_into()
             .map_err(|_| VerifyError::BadSignature)?;
-        let digest = Digest::of(&sign1.tbs_data(b""));
+        let digest = Digest::of(&coset::sig_structure_data(
+            coset::SignatureContext::CoseSign1,
+            sign1.protected,
+            None,
+            b"",
+            &payload,
+        ));
         Ok(Self {
             bytes: bytes.to_vec(),
             protected,
